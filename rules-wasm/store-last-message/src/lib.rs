@@ -1,0 +1,63 @@
+//! `store-last-message`: the EMQX demo's first rule.
+//!
+//! EMQX: `SELECT * FROM "store-last-message/+"` with the Redis template
+//! `HSET emqx_messages ${clientid} ${payload.temp}`. The client id comes from the event
+//! when the source knows it, otherwise from the last topic level (the demo's devices
+//! publish to `store-last-message/<clientid>`).
+
+use wasmrule_guest::{Command, Event, RuleError, cmd, rule};
+
+#[derive(serde::Deserialize)]
+struct Reading {
+    temp: serde_json::Value,
+}
+
+#[rule(filters = ["store-last-message/+"])]
+pub fn store_last_message(event: &Event) -> Result<Command, RuleError> {
+    let client = event
+        .clientid()
+        .or(event.topic_last_level())
+        .ok_or("no clientid in the event and no last topic level to use instead")?;
+    let reading: Reading = event.payload_json()?;
+    if !(reading.temp.is_number() || reading.temp.is_string()) {
+        return Err(RuleError::new("payload.temp is not a number or a string"));
+    }
+    Ok(cmd::hset("emqx_messages", client, &reading.temp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmrule_guest::testing::run_json;
+
+    #[test]
+    fn stores_temp_by_topic_level() {
+        let e = Event::message(
+            "store-last-message/dev-1",
+            r#"{"message":"hi","clientId":"dev-1","duration":"12s","temp":21.5,"hum":40}"#,
+        );
+        let c = store_last_message(&e).unwrap();
+        assert_eq!(c.to_string(), "HSET emqx_messages dev-1 21.5");
+    }
+
+    #[test]
+    fn prefers_the_event_clientid() {
+        let out = run_json(
+            store_last_message,
+            r#"{"clientid":"emqx_c","topic":"store-last-message/x","payload":"{\"temp\":3}"}"#,
+        );
+        assert_eq!(out.unwrap(), vec!["HSET emqx_messages emqx_c 3"]);
+    }
+
+    #[test]
+    fn bad_payloads_are_errors() {
+        let not_json = store_last_message(&Event::message("store-last-message/a", "hot"));
+        assert!(not_json.unwrap_err().message().starts_with("payload: "));
+        let no_temp = store_last_message(&Event::message("store-last-message/a", "{}"));
+        assert!(no_temp.is_err());
+        let obj = store_last_message(&Event::message("store-last-message/a", r#"{"temp":{}}"#));
+        assert!(obj.is_err());
+        let no_level = store_last_message(&Event::message("store-last-message/", r#"{"temp":1}"#));
+        assert!(no_level.is_err());
+    }
+}

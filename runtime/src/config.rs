@@ -1,0 +1,504 @@
+//! Configuration: the TOML file as written (`RawConfig`, unknown keys rejected) and the
+//! validated, typed [`Config`] the runtime uses. Every default lives here and is listed
+//! in `docs/configuration.md`.
+//!
+//! Precedence, lowest first: defaults, the file (`--config`), `WASMRULE_*` environment
+//! variables, command-line flags. The last two are applied by the binary with
+//! [`Config::apply_overrides`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::engine::Limits;
+
+/// Which MQTT protocol version to speak to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttProtocol {
+    V311,
+    V5,
+}
+
+/// Where and how to connect to the MQTT broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub protocol: MqttProtocol,
+    /// QoS of wasmrule's subscriptions (0, 1 or 2).
+    pub qos: u8,
+    pub keep_alive: Duration,
+    /// Largest packet accepted from the broker, in bytes.
+    pub max_packet_size: u32,
+}
+
+/// Where to write commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Most commands sent in one pipeline.
+    pub max_pipeline: usize,
+}
+
+/// Which directory holds the rules and how fast to react to changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesConfig {
+    pub dir: PathBuf,
+    /// Quiet time after the last change to a file before it is (re)loaded.
+    pub debounce: Duration,
+}
+
+/// Worker threads and queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Threads that run rules.
+    pub workers: usize,
+    /// Messages waiting per worker before the MQTT reader pauses (backpressure).
+    pub queue: usize,
+    /// Node name put in events (`node`).
+    pub node: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub redis: RedisConfig,
+    pub rules: RulesConfig,
+    pub limits: Limits,
+    pub runtime: RuntimeConfig,
+}
+
+/// Values given on the command line or in the environment; `None` keeps the file's.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub mqtt_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub rules_dir: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub qos: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    mqtt: RawMqtt,
+    #[serde(default)]
+    redis: RawRedis,
+    #[serde(default)]
+    rules: RawRules,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: Option<String>,
+    client_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    protocol: Option<String>,
+    qos: Option<u8>,
+    keep_alive_secs: Option<u64>,
+    max_packet_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    max_pipeline: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    dir: Option<PathBuf>,
+    debounce_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    max_memory_mb: Option<usize>,
+    max_wasm_stack_kb: Option<usize>,
+    max_commands: Option<usize>,
+    max_output_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    workers: Option<usize>,
+    queue: Option<usize>,
+    node: Option<String>,
+}
+
+pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_RULES_DIR: &str = "rules";
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, is not TOML, has unknown keys, or a value is out of
+    /// range; the message names the file and the key.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Parses and validates config text, applying defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_file`].
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Self::from_raw(raw, &Overrides::default())
+    }
+
+    /// The defaults, with `overrides` applied.
+    ///
+    /// # Errors
+    ///
+    /// When an override is invalid.
+    pub fn with_overrides(overrides: &Overrides) -> anyhow::Result<Config> {
+        Self::from_raw(RawConfig::default(), overrides)
+    }
+
+    /// Applies command-line and environment values over this config.
+    ///
+    /// # Errors
+    ///
+    /// When an override is invalid (a malformed URL, a QoS above 2).
+    pub fn apply_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
+        if let Some(url) = &o.mqtt_url {
+            let (host, port, user, pass) = parse_mqtt_url(url).context("--mqtt-url")?;
+            self.mqtt.host = host;
+            self.mqtt.port = port;
+            if user.is_some() {
+                self.mqtt.username = user;
+                self.mqtt.password = pass;
+            }
+        }
+        if let Some(url) = &o.redis_url {
+            check_redis_url(url).context("--redis-url")?;
+            self.redis.url = url.clone();
+        }
+        if let Some(dir) = &o.rules_dir {
+            self.rules.dir = dir.clone();
+        }
+        if let Some(id) = &o.client_id {
+            self.mqtt.client_id = check_client_id(id).context("--client-id")?;
+        }
+        if let Some(qos) = o.qos {
+            self.mqtt.qos = check_qos(qos).context("--qos")?;
+        }
+        Ok(())
+    }
+
+    fn from_raw(raw: RawConfig, o: &Overrides) -> anyhow::Result<Config> {
+        let m = raw.mqtt;
+        let url = m.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
+        let (host, port, url_user, url_pass) = parse_mqtt_url(url).context("mqtt.url")?;
+        let protocol = match m.protocol.as_deref().unwrap_or("5") {
+            "5" | "5.0" => MqttProtocol::V5,
+            "3.1.1" | "4" => MqttProtocol::V311,
+            other => bail!("mqtt.protocol: {other:?} is not \"3.1.1\" or \"5\""),
+        };
+        let client_id = match m.client_id {
+            Some(id) => check_client_id(&id).context("mqtt.client_id")?,
+            None => format!("wasmrule-{}", std::process::id()),
+        };
+        let keep_alive = m.keep_alive_secs.unwrap_or(30);
+        if !(5..=65535).contains(&keep_alive) {
+            bail!("mqtt.keep_alive_secs: {keep_alive} is outside 5..=65535");
+        }
+        let mqtt = MqttConfig {
+            host,
+            port,
+            client_id,
+            username: m.username.or(url_user),
+            password: m.password.or(url_pass),
+            protocol,
+            qos: check_qos(m.qos.unwrap_or(1)).context("mqtt.qos")?,
+            keep_alive: Duration::from_secs(keep_alive),
+            max_packet_size: positive(m.max_packet_size.unwrap_or(1 << 20), "mqtt.max_packet_size")?,
+        };
+
+        let redis_url = raw.redis.url.unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        check_redis_url(&redis_url).context("redis.url")?;
+        let redis = RedisConfig {
+            url: redis_url,
+            max_pipeline: positive(raw.redis.max_pipeline.unwrap_or(1024), "redis.max_pipeline")?,
+        };
+
+        let rules = RulesConfig {
+            dir: raw.rules.dir.unwrap_or_else(|| DEFAULT_RULES_DIR.into()),
+            debounce: Duration::from_millis(raw.rules.debounce_ms.unwrap_or(50)),
+        };
+
+        let d = Limits::default();
+        let l = raw.limits;
+        let limits = Limits {
+            timeout: Duration::from_millis(positive(
+                l.timeout_ms.unwrap_or(d.timeout.as_millis() as u64),
+                "limits.timeout_ms",
+            )?),
+            max_memory: positive(l.max_memory_mb.unwrap_or(d.max_memory >> 20), "limits.max_memory_mb")?
+                << 20,
+            max_wasm_stack: positive(
+                l.max_wasm_stack_kb.unwrap_or(d.max_wasm_stack >> 10),
+                "limits.max_wasm_stack_kb",
+            )? << 10,
+            max_commands: positive(l.max_commands.unwrap_or(d.max_commands), "limits.max_commands")?,
+            max_output_bytes: positive(
+                l.max_output_bytes.unwrap_or(d.max_output_bytes),
+                "limits.max_output_bytes",
+            )?,
+            ..d
+        };
+        if limits.max_memory > 4 << 30 {
+            bail!("limits.max_memory_mb: at most 4096 (32-bit linear memory)");
+        }
+        if limits.max_wasm_stack > 8 << 20 {
+            bail!("limits.max_wasm_stack_kb: at most 8192");
+        }
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = RuntimeConfig {
+            workers: match raw.runtime.workers {
+                None | Some(0) => cores,
+                Some(n) if n <= 256 => n,
+                Some(n) => bail!("runtime.workers: {n} is more than 256"),
+            },
+            queue: positive(raw.runtime.queue.unwrap_or(1024), "runtime.queue")?,
+            node: raw.runtime.node.unwrap_or_else(default_node),
+        };
+
+        let mut config = Config {
+            mqtt,
+            redis,
+            rules,
+            limits,
+            runtime,
+        };
+        config.apply_overrides(o)?;
+        Ok(config)
+    }
+}
+
+fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T, key: &str) -> anyhow::Result<T> {
+    if v > T::default() {
+        Ok(v)
+    } else {
+        bail!("{key}: must be greater than 0, got {v}")
+    }
+}
+
+fn check_qos(qos: u8) -> anyhow::Result<u8> {
+    if qos <= 2 {
+        Ok(qos)
+    } else {
+        bail!("QoS {qos} is not 0, 1 or 2")
+    }
+}
+
+fn check_client_id(id: &str) -> anyhow::Result<String> {
+    if id.is_empty() || id.len() > 256 || id.contains(['\0', '/', '+', '#']) {
+        bail!("client id {id:?} must be 1 to 256 bytes without NUL, '/', '+' or '#'");
+    }
+    Ok(id.to_owned())
+}
+
+fn check_redis_url(url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+        bail!("{url:?}: expected redis://host:port[/db] or unix:///path (TLS is not built in)");
+    }
+    redis::Client::open(url).map_err(|e| anyhow::anyhow!("{url:?}: {e}"))?;
+    Ok(())
+}
+
+fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("wasmrule@{host}")
+}
+
+type MqttUrlParts = (String, u16, Option<String>, Option<String>);
+
+/// Parses `mqtt://[user[:password]@]host[:port]` (`tcp://` also accepted).
+///
+/// # Errors
+///
+/// When the scheme is not `mqtt`/`tcp`, the host is missing, or the port is invalid.
+pub fn parse_mqtt_url(url: &str) -> anyhow::Result<MqttUrlParts> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!("{url:?}: expected mqtt://host:port");
+    };
+    match scheme {
+        "mqtt" | "tcp" => {}
+        "mqtts" | "ssl" | "ws" | "wss" => {
+            bail!("{url:?}: {scheme}:// is not supported by this build; use mqtt://")
+        }
+        _ => bail!("{url:?}: unknown scheme {scheme:?}; expected mqtt://host:port"),
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        bail!("{url:?}: an MQTT URL has no path or query");
+    }
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (user, pass) = match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some((u, p)) => (Some(u.to_owned()), Some(p.to_owned())),
+            None => (Some(u.to_owned()), None),
+        },
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, tail) = v6
+            .split_once(']')
+            .ok_or_else(|| anyhow::anyhow!("{url:?}: unclosed '[' in host"))?;
+        (h, tail.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        bail!("{url:?}: no host");
+    }
+    let port = match port {
+        None => 1883,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => bail!("{url:?}: port {p:?} is not a number in 1..=65535"),
+        },
+    };
+    Ok((host.to_owned(), port, user, pass))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 1883));
+        assert_eq!(c.mqtt.protocol, MqttProtocol::V5);
+        assert_eq!(c.mqtt.qos, 1);
+        assert_eq!(c.redis.url, DEFAULT_REDIS_URL);
+        assert_eq!(c.rules.dir, PathBuf::from("rules"));
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.runtime.workers >= 1);
+    }
+
+    #[test]
+    fn full_file() {
+        let c = Config::from_toml(
+            r#"
+            [mqtt]
+            url = "mqtt://u:p@10.0.0.1:1999"
+            client_id = "w1"
+            protocol = "3.1.1"
+            qos = 0
+            [redis]
+            url = "redis://127.0.0.1:7000/2"
+            max_pipeline = 64
+            [rules]
+            dir = "/srv/rules"
+            debounce_ms = 10
+            [limits]
+            timeout_ms = 50
+            max_memory_mb = 8
+            [runtime]
+            workers = 3
+            node = "n1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.port, 1999);
+        assert_eq!(c.mqtt.username.as_deref(), Some("u"));
+        assert_eq!(c.mqtt.password.as_deref(), Some("p"));
+        assert_eq!(c.mqtt.protocol, MqttProtocol::V311);
+        assert_eq!(c.redis.max_pipeline, 64);
+        assert_eq!(c.limits.timeout, Duration::from_millis(50));
+        assert_eq!(c.limits.max_memory, 8 << 20);
+        assert_eq!(c.runtime.workers, 3);
+        assert_eq!(c.runtime.node, "n1");
+    }
+
+    fn err(toml: &str) -> String {
+        format!("{:#}", Config::from_toml(toml).unwrap_err())
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("[mqtt]\nurl = \"http://x\"").contains("mqtt.url"));
+        assert!(err("[mqtt]\nqos = 3").contains("mqtt.qos"));
+        assert!(err("[mqtt]\nprotocol = \"4.5\"").contains("mqtt.protocol"));
+        assert!(err("[redis]\nurl = \"http://x\"").contains("redis.url"));
+        assert!(err("[limits]\ntimeout_ms = 0").contains("limits.timeout_ms"));
+        assert!(err("[limits]\nmax_memory_mb = 5000").contains("limits.max_memory_mb"));
+        assert!(err("[runtime]\nworkers = 1000").contains("runtime.workers"));
+        assert!(err("[mqtt]\nclient_id = \"a/b\"").contains("mqtt.client_id"));
+        // Typos are not silently ignored.
+        assert!(err("[mqtt]\nulr = \"mqtt://x\"").contains("unknown field `ulr`"));
+        assert!(err("[mqtt]\nqos = \"one\"").contains("qos"));
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::from_toml("[mqtt]\nurl = \"mqtt://a:1\"").unwrap();
+        c.apply_overrides(&Overrides {
+            mqtt_url: Some("mqtt://127.0.0.1:2".into()),
+            redis_url: Some("redis://127.0.0.1:3".into()),
+            rules_dir: Some("d".into()),
+            client_id: Some("me".into()),
+            qos: Some(2),
+        })
+        .unwrap();
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 2));
+        assert_eq!(c.redis.url, "redis://127.0.0.1:3");
+        assert_eq!(c.rules.dir, PathBuf::from("d"));
+        assert_eq!((c.mqtt.client_id.as_str(), c.mqtt.qos), ("me", 2));
+        let bad = c.apply_overrides(&Overrides {
+            qos: Some(7),
+            ..Overrides::default()
+        });
+        assert!(format!("{:#}", bad.unwrap_err()).contains("--qos"));
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        let p = |u: &str| parse_mqtt_url(u).map(|(h, p, u, _)| (h, p, u));
+        assert_eq!(p("mqtt://h").unwrap(), ("h".into(), 1883, None));
+        assert_eq!(p("tcp://h:1884/").unwrap(), ("h".into(), 1884, None));
+        assert_eq!(p("mqtt://me@[::1]:9").unwrap(), ("::1".into(), 9, Some("me".into())));
+        for bad in ["h:1883", "mqtt://", "mqtt://h:0", "mqtt://h:x", "mqtts://h", "mqtt://h/a"] {
+            assert!(parse_mqtt_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Messages -> matching rules -> commands, on a fixed pool of worker threads.
+//!
+//! Each message goes to the worker chosen by a hash of its topic, so messages on one
+//! topic are handled, and their commands queued for Redis, in the order they were
+//! received. Queues are bounded: when workers fall behind, [`Dispatcher::dispatch`]
+//! waits, which pauses the MQTT reader and lets TCP push back on the broker.
+//!
+//! Workers are OS threads with large stacks, never tokio tasks: wasm runs here, not in
+//! the MQTT poll loop, and a guest cannot exhaust the thread's stack (wasmtime's
+//! `max_wasm_stack` is far below it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::event::{EventEncoder, Message};
+use crate::metrics::Metrics;
+use crate::redis_sink::WriteBatch;
+use crate::ruleset::Rules;
+
+/// Native stack of a worker thread: well above wasmtime's wasm stack cap plus host
+/// frames.
+const WORKER_STACK: usize = 8 << 20;
+/// A worker hands its batch to the Redis writer at this many commands even if more
+/// messages are waiting, to bound latency and memory.
+const MAX_BATCH_COMMANDS: usize = 512;
+/// At most one log line per rule per worker in this interval for failing invocations.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Hands messages to workers.
+#[derive(Clone)]
+pub struct Dispatcher {
+    queues: Arc<[mpsc::Sender<Message>]>,
+}
+
+/// The worker threads, to join at shutdown.
+pub struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Waits until every worker has drained its queue and exited (all [`Dispatcher`]
+    /// clones must be dropped first).
+    pub fn join(self) {
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+/// Starts `workers` threads reading from queues of `queue` messages each.
+///
+/// # Errors
+///
+/// When a thread cannot be spawned.
+pub fn start(
+    workers: usize,
+    queue: usize,
+    node: &str,
+    rules: Arc<Rules>,
+    sink: mpsc::Sender<WriteBatch>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(Dispatcher, Workers)> {
+    let mut queues = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = mpsc::channel(queue);
+        queues.push(tx);
+        let mut worker = Worker {
+            rx,
+            rules: rules.clone(),
+            sink: sink.clone(),
+            metrics: metrics.clone(),
+            encoder: EventEncoder::new(node),
+            event: Vec::with_capacity(1024),
+            matched: Vec::new(),
+            last_error_log: HashMap::new(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("wasmrule-worker-{i}"))
+                .stack_size(WORKER_STACK)
+                .spawn(move || worker.run())?,
+        );
+    }
+    Ok((
+        Dispatcher {
+            queues: queues.into(),
+        },
+        Workers { threads },
+    ))
+}
+
+impl Dispatcher {
+    /// Queues `m` for the worker that owns its topic, waiting while that queue is full.
+    ///
+    /// # Errors
+    ///
+    /// When the workers have stopped; the message is returned.
+    pub async fn dispatch(&self, m: Message) -> Result<(), Message> {
+        let i = (topic_hash(&m.topic) % self.queues.len() as u64) as usize;
+        self.queues[i].send(m).await.map_err(|e| e.0)
+    }
+}
+
+/// FNV-1a: fast, stable, good enough to spread topics over a few workers.
+fn topic_hash(topic: &str) -> u64 {
+    topic.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+struct Worker {
+    rx: mpsc::Receiver<Message>,
+    rules: Arc<Rules>,
+    sink: mpsc::Sender<WriteBatch>,
+    metrics: Arc<Metrics>,
+    encoder: EventEncoder,
+    event: Vec<u8>,
+    matched: Vec<usize>,
+    last_error_log: HashMap<Arc<str>, (Instant, u64)>,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut batch = WriteBatch::default();
+        while let Some(m) = self.rx.blocking_recv() {
+            self.handle(&m, &mut batch);
+            // Take whatever else is already queued, so Redis sees big pipelines under
+            // load and single commands, without delay, when idle.
+            while batch.commands.len() < MAX_BATCH_COMMANDS {
+                match self.rx.try_recv() {
+                    Ok(m) => self.handle(&m, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() && self.sink.blocking_send(std::mem::take(&mut batch)).is_err() {
+                tracing::error!("Redis writer stopped; worker exiting");
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, m: &Message, batch: &mut WriteBatch) {
+        let set = self.rules.load();
+        set.matching(&m.topic, &mut self.matched);
+        if self.matched.is_empty() {
+            Metrics::add(&self.metrics.messages_unmatched, 1);
+            return;
+        }
+        self.encoder.publish_event(m, &mut self.event);
+        let matched = std::mem::take(&mut self.matched);
+        for &i in &matched {
+            let loaded = set.at(i);
+            Metrics::add(&self.metrics.invocations, 1);
+            match loaded.rule.invoke(&self.event, &mut batch.commands) {
+                Ok(0) => {}
+                Ok(n) => batch.record_origin(loaded.clone(), &m.topic, n),
+                Err(e) => {
+                    Metrics::add(&self.metrics.invocation_errors, 1);
+                    self.log_failure(&loaded.id, loaded.version, &m.topic, &e);
+                }
+            }
+        }
+        self.matched = matched;
+    }
+
+    fn log_failure(&mut self, rule: &Arc<str>, version: u64, topic: &str, e: &crate::engine::RuleError) {
+        let now = Instant::now();
+        let entry = self
+            .last_error_log
+            .entry(rule.clone())
+            .or_insert((now - ERROR_LOG_INTERVAL, 0));
+        if now.duration_since(entry.0) >= ERROR_LOG_INTERVAL {
+            let suppressed = std::mem::take(&mut entry.1);
+            entry.0 = now;
+            tracing::warn!(
+                rule = %rule,
+                version,
+                topic,
+                kind = e.kind(),
+                suppressed,
+                "rule {rule} failed on {topic}: {e}"
+            );
+        } else {
+            entry.1 += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_hash;
+
+    #[test]
+    fn topic_hash_is_stable() {
+        // Ordering per topic relies on the same topic always mapping to one worker.
+        assert_eq!(topic_hash("a/b"), topic_hash("a/b"));
+        assert_ne!(topic_hash("a/b"), topic_hash("a/c"));
+    }
+}

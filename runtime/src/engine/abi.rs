@@ -1,0 +1,390 @@
+//! Rule ABI v1: the only file that knows export names, pointers, the result layout and
+//! the ABI version (`docs/abi.md` is the user-facing statement of the same contract).
+//!
+//! A rule is a core wasm module that imports nothing and exports:
+//!
+//! | export                   | type              | role                                   |
+//! |--------------------------|-------------------|----------------------------------------|
+//! | `memory`                 | memory            | the one linear memory                  |
+//! | `wasmrule_abi_version_1` | `func`            | version marker, never called           |
+//! | `wasmrule_manifest`      | `func() -> i64`   | packed (ptr, len) of the manifest JSON |
+//! | `wasmrule_alloc`         | `func(i32) -> i32`| buffer for the event, 0 on failure     |
+//! | `wasmrule_on_event`      | `func(i32, i32) -> i64` | handle the event, packed result  |
+//!
+//! Packed values carry the pointer in the high 32 bits and the length in the low 32.
+
+use serde::Deserialize;
+use wasmtime::{ExternType, Module, ValType};
+
+use super::{LoadError, RuleError};
+use crate::commands::Commands;
+use crate::topic::validate_filter;
+
+/// The ABI version this runtime implements.
+pub const ABI_VERSION: u32 = 1;
+
+const VERSION_PREFIX: &str = "wasmrule_abi_version_";
+pub(crate) const EXPORT_MEMORY: &str = "memory";
+pub(crate) const EXPORT_MANIFEST: &str = "wasmrule_manifest";
+pub(crate) const EXPORT_ALLOC: &str = "wasmrule_alloc";
+pub(crate) const EXPORT_ON_EVENT: &str = "wasmrule_on_event";
+
+/// First byte of a result buffer: commands follow.
+const TAG_OK: u8 = 0;
+/// First byte of a result buffer: a UTF-8 error message follows.
+const TAG_ERROR: u8 = 1;
+/// Longest error message kept from a rule; the rest is cut (logs stay readable).
+const MAX_ERROR_MESSAGE: usize = 1024;
+/// Longest manifest accepted (it is a name and a few filters).
+pub(crate) const MAX_MANIFEST: usize = 64 * 1024;
+/// Most filters one rule may declare.
+const MAX_FILTERS: usize = 256;
+
+/// What a rule declares about itself, read from the module at load.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Manifest {
+    /// Human name of the rule (`store-last-message`).
+    pub name: String,
+    /// Version the author gave the rule, if any.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// MQTT topic filters and event topics the rule receives.
+    pub filters: Vec<String>,
+    /// Which SDK built the module, if it says.
+    #[serde(default)]
+    pub sdk: Option<String>,
+}
+
+/// Checks the module's version marker, imports and exports against ABI v1.
+///
+/// # Errors
+///
+/// A [`LoadError`] naming the first thing that does not match.
+pub fn check_module(module: &Module) -> Result<(), LoadError> {
+    let versions: Vec<String> = module
+        .exports()
+        .filter_map(|e| e.name().strip_prefix(VERSION_PREFIX).map(str::to_owned))
+        .collect();
+    match versions.as_slice() {
+        [] => return Err(LoadError::NotARule),
+        [v] if v == &ABI_VERSION.to_string() => {}
+        [v] => {
+            return Err(LoadError::AbiVersion {
+                found: v.clone(),
+                supported: ABI_VERSION,
+            });
+        }
+        _ => return Err(LoadError::Abi(format!("exports several ABI versions ({})", versions.join(", ")))),
+    }
+
+    if let Some(import) = module.imports().next() {
+        return Err(LoadError::Import {
+            module: import.module().to_owned(),
+            name: import.name().to_owned(),
+        });
+    }
+
+    let mut memories = 0;
+    for export in module.exports() {
+        if let ExternType::Memory(m) = export.ty() {
+            memories += 1;
+            if m.is_64() || m.is_shared() {
+                return Err(LoadError::Abi(format!(
+                    "memory `{}` is 64-bit or shared; rules use one plain 32-bit memory",
+                    export.name()
+                )));
+            }
+        }
+    }
+    if memories > 1 {
+        return Err(LoadError::Abi("exports more than one memory".into()));
+    }
+    match module.get_export(EXPORT_MEMORY) {
+        Some(ExternType::Memory(_)) => {}
+        Some(_) => return Err(wrong_type(EXPORT_MEMORY, "a memory")),
+        None => return Err(LoadError::MissingExport(EXPORT_MEMORY)),
+    }
+    expect_func(module, EXPORT_MANIFEST, &[], &[ValType::I64])?;
+    expect_func(module, EXPORT_ALLOC, &[ValType::I32], &[ValType::I32])?;
+    expect_func(
+        module,
+        EXPORT_ON_EVENT,
+        &[ValType::I32, ValType::I32],
+        &[ValType::I64],
+    )?;
+    Ok(())
+}
+
+fn expect_func(
+    module: &Module,
+    name: &'static str,
+    params: &[ValType],
+    results: &[ValType],
+) -> Result<(), LoadError> {
+    let sig = || {
+        let list = |v: &[ValType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        format!("a function ({}) -> ({})", list(params), list(results))
+    };
+    let Some(ty) = module.get_export(name) else {
+        return Err(LoadError::MissingExport(name));
+    };
+    let ExternType::Func(f) = ty else {
+        return Err(wrong_type(name, &sig()));
+    };
+    let same = |got: &mut dyn ExactSizeIterator<Item = ValType>, want: &[ValType]| {
+        got.len() == want.len() && got.zip(want).all(|(g, w)| ValType::eq(&g, w))
+    };
+    if same(&mut f.params(), params) && same(&mut f.results(), results) {
+        Ok(())
+    } else {
+        Err(wrong_type(name, &sig()))
+    }
+}
+
+fn wrong_type(name: &str, want: &str) -> LoadError {
+    LoadError::Abi(format!("export `{name}` must be {want}"))
+}
+
+/// Splits a packed `i64` into (pointer, length).
+pub fn unpack(packed: i64) -> (u32, u32) {
+    let v = packed as u64;
+    ((v >> 32) as u32, v as u32)
+}
+
+/// Returns `memory[ptr..ptr + len]`, or an ABI error naming `what`.
+pub fn guest_slice<'m>(
+    memory: &'m [u8],
+    ptr: u32,
+    len: u32,
+    what: &str,
+) -> Result<&'m [u8], RuleError> {
+    let start = ptr as usize;
+    start
+        .checked_add(len as usize)
+        .and_then(|end| memory.get(start..end))
+        .ok_or_else(|| {
+            RuleError::Abi(format!(
+                "{what} at {ptr}..+{len} is outside linear memory ({} bytes)",
+                memory.len()
+            ))
+        })
+}
+
+/// Parses and validates the manifest bytes.
+///
+/// # Errors
+///
+/// When the manifest is not JSON of the documented shape, or declares no filter, an
+/// invalid one, or too many.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, LoadError> {
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| LoadError::Manifest(format!("not valid manifest JSON: {e}")))?;
+    let name_ok = !m.name.is_empty()
+        && m.name.len() <= 128
+        && m
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        return Err(LoadError::Manifest(format!(
+            "name {:?} must be 1 to 128 characters of A-Z a-z 0-9 - _ .",
+            m.name
+        )));
+    }
+    if m.filters.is_empty() {
+        return Err(LoadError::Manifest("declares no filters: it would never run".into()));
+    }
+    if m.filters.len() > MAX_FILTERS {
+        return Err(LoadError::Manifest(format!(
+            "declares {} filters; at most {MAX_FILTERS}",
+            m.filters.len()
+        )));
+    }
+    for f in &m.filters {
+        validate_filter(f)
+            .map_err(|e| LoadError::Manifest(format!("filter {f:?} is invalid: {e}")))?;
+    }
+    Ok(m)
+}
+
+/// Output limits applied while decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    pub max_commands: usize,
+    pub max_args: usize,
+}
+
+/// Decodes a result buffer, appending commands to `out`.
+///
+/// On any error nothing is appended: a rule's output is taken whole or not at all.
+///
+/// # Errors
+///
+/// [`RuleError::Rule`] when the rule reported an error, [`RuleError::TooManyCommands`]
+/// past the limit, [`RuleError::Abi`] for any malformed buffer.
+pub fn decode_result(
+    buf: &[u8],
+    limits: OutputLimits,
+    out: &mut Commands,
+) -> Result<usize, RuleError> {
+    let mark = out.mark();
+    let r = decode_into(buf, limits, out);
+    if r.is_err() {
+        out.truncate(mark);
+    }
+    r
+}
+
+fn decode_into(buf: &[u8], limits: OutputLimits, out: &mut Commands) -> Result<usize, RuleError> {
+    let (&tag, mut rest) = buf
+        .split_first()
+        .ok_or_else(|| RuleError::Abi("result buffer is empty".into()))?;
+    match tag {
+        TAG_OK => {}
+        TAG_ERROR => {
+            let msg = &rest[..rest.len().min(MAX_ERROR_MESSAGE)];
+            return Err(RuleError::Rule(String::from_utf8_lossy(msg).into_owned()));
+        }
+        t => return Err(RuleError::Abi(format!("result tag {t} is neither 0 (ok) nor 1 (error)"))),
+    }
+    let count = take_u32(&mut rest, "command count")? as usize;
+    if count > limits.max_commands {
+        return Err(RuleError::TooManyCommands {
+            count,
+            max: limits.max_commands,
+        });
+    }
+    for i in 0..count {
+        let argc = take_u32(&mut rest, "argument count")? as usize;
+        if argc == 0 {
+            return Err(RuleError::Abi(format!("command {i} has no name")));
+        }
+        if argc > limits.max_args {
+            return Err(RuleError::Abi(format!(
+                "command {i} has {argc} arguments; at most {}",
+                limits.max_args
+            )));
+        }
+        out.begin_command();
+        for _ in 0..argc {
+            let len = take_u32(&mut rest, "argument length")? as usize;
+            if rest.len() < len {
+                return Err(RuleError::Abi(format!(
+                    "command {i}: argument of {len} bytes runs past the end of the result"
+                )));
+            }
+            let (arg, tail) = rest.split_at(len);
+            out.push_arg(arg);
+            rest = tail;
+        }
+    }
+    if !rest.is_empty() {
+        return Err(RuleError::Abi(format!(
+            "{} bytes left over after {count} commands",
+            rest.len()
+        )));
+    }
+    Ok(count)
+}
+
+fn take_u32(rest: &mut &[u8], what: &str) -> Result<u32, RuleError> {
+    let (n, tail) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| RuleError::Abi(format!("result ends inside a {what}")))?;
+    *rest = tail;
+    Ok(u32::from_le_bytes(*n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: OutputLimits = OutputLimits {
+        max_commands: 3,
+        max_args: 8,
+    };
+
+    fn encode(cmds: &[&[&[u8]]]) -> Vec<u8> {
+        let mut b = vec![TAG_OK];
+        b.extend((cmds.len() as u32).to_le_bytes());
+        for c in cmds {
+            b.extend((c.len() as u32).to_le_bytes());
+            for a in *c {
+                b.extend((a.len() as u32).to_le_bytes());
+                b.extend(*a);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn decodes_binary_safe_commands() {
+        let buf = encode(&[&[b"HSET", b"k", b"\0\r\n", b""]]);
+        let mut out = Commands::new();
+        assert_eq!(decode_result(&buf, LIMITS, &mut out).unwrap(), 1);
+        let args: Vec<&[u8]> = out.get(0).unwrap().args().collect();
+        assert_eq!(args, vec![&b"HSET"[..], b"k", b"\0\r\n", b""]);
+    }
+
+    #[test]
+    fn rejects_malformed_buffers_and_appends_nothing() {
+        let mut out = Commands::new();
+        out.push(["KEEP"]);
+        let good = encode(&[&[b"SET", b"a", b"b"]]);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "empty"),
+            (vec![7], "tag 7"),
+            (vec![TAG_OK, 1, 0], "ends inside a command count"),
+            (good[..good.len() - 1].to_vec(), "runs past the end"),
+            ([good.clone(), vec![0]].concat(), "left over"),
+            (encode(&[&[]]), "has no name"),
+            (encode(&[&[b"A"], &[b"B"], &[b"C"], &[b"D"]]), "4 commands"),
+            (encode(&[&[&b"A"[..]; 9]]), "9 arguments"),
+            // A count far beyond the buffer must fail on the limit, not allocate.
+            ([vec![TAG_OK], u32::MAX.to_le_bytes().to_vec()].concat(), "commands"),
+        ];
+        for (buf, want) in cases {
+            let err = decode_result(&buf, LIMITS, &mut out).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+            assert_eq!(out.len(), 1, "partial output kept for {want}");
+        }
+    }
+
+    #[test]
+    fn rule_errors_carry_the_message() {
+        let mut out = Commands::new();
+        let err = decode_result(b"\x01payload: expected value", LIMITS, &mut out).unwrap_err();
+        assert_eq!(err, RuleError::Rule("payload: expected value".into()));
+        let long = [vec![TAG_ERROR], vec![b'x'; 5000]].concat();
+        let RuleError::Rule(m) = decode_result(&long, LIMITS, &mut out).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(m.len(), MAX_ERROR_MESSAGE);
+    }
+
+    #[test]
+    fn manifest_validation() {
+        let ok = parse_manifest(br#"{"name":"r","filters":["a/+"],"extra":1}"#).unwrap();
+        assert_eq!(ok.filters, vec!["a/+"]);
+        for (bad, want) in [
+            (&br#"{"filters":["a"]}"#[..], "missing field `name`"),
+            (br#"{"name":"r","filters":[]}"#, "no filters"),
+            (br#"{"name":"r","filters":["a/#/b"]}"#, "invalid"),
+            (br#"{"name":"a b","filters":["a"]}"#, "name"),
+            (b"\xff", "not valid manifest JSON"),
+        ] {
+            let err = parse_manifest(bad).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn slices_are_bounds_checked() {
+        let mem = [0u8; 16];
+        assert!(guest_slice(&mem, 8, 8, "x").is_ok());
+        assert!(guest_slice(&mem, 8, 9, "x").is_err());
+        assert!(guest_slice(&mem, u32::MAX, u32::MAX, "x").is_err());
+        assert_eq!(unpack(0x0000_0010_0000_0020), (0x10, 0x20));
+        assert_eq!(unpack(-1), (u32::MAX, u32::MAX));
+    }
+}

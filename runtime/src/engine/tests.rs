@@ -1,0 +1,286 @@
+//! Engine behaviour on hand-written modules: ABI checks at load, and every way an
+//! invocation can fail.
+
+use super::*;
+
+/// A rule in WAT whose pieces can be swapped: `manifest` JSON, the body of
+/// `wasmrule_on_event` (which must leave an i64 on the stack), extra module fields.
+struct Wat<'a> {
+    manifest: &'a str,
+    on_event: &'a str,
+    extra: &'a str,
+    version_export: &'a str,
+}
+
+impl Default for Wat<'_> {
+    fn default() -> Self {
+        Wat {
+            manifest: r#"{"name":"t","filters":["a/+"]}"#,
+            // Returns the result buffer at 1024 (one command: INCR n), 21 bytes.
+            on_event: "(i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 22))",
+            extra: "",
+            version_export: "wasmrule_abi_version_1",
+        }
+    }
+}
+
+impl Wat<'_> {
+    fn build(&self) -> Vec<u8> {
+        let m = self.manifest.replace('\\', "\\\\").replace('"', "\\\"");
+        let text = format!(
+            r#"(module
+              (memory (export "memory") 1)
+              (func (export "{version}"))
+              (data (i32.const 0) "{m}")
+              (data (i32.const 1024) "\00\01\00\00\00\02\00\00\00\04\00\00\00INCR\01\00\00\00n")
+              (func (export "wasmrule_manifest") (result i64)
+                (i64.const {mlen}))
+              (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 4096))
+              (func (export "wasmrule_on_event") (param i32 i32) (result i64) {body})
+              {extra})"#,
+            version = self.version_export,
+            mlen = self.manifest.len(),
+            body = self.on_event,
+            extra = self.extra,
+        );
+        wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test WAT: {e}\n{text}"))
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(Limits::default(), 8).unwrap()
+}
+
+fn run(rule: &Rule) -> Result<Vec<String>, RuleError> {
+    let mut out = Commands::new();
+    rule.invoke(br#"{"topic":"a/b"}"#, &mut out)?;
+    Ok(out.iter().map(|c| c.to_string()).collect())
+}
+
+#[test]
+fn minimal_rule_loads_and_runs() {
+    let rule = engine().compile(&Wat::default().build()).unwrap();
+    assert_eq!(rule.manifest().name, "t");
+    assert_eq!(rule.manifest().filters, vec!["a/+"]);
+    assert_eq!(run(&rule).unwrap(), vec!["INCR n"]);
+}
+
+#[test]
+fn event_bytes_reach_guest_memory() {
+    // Echo the event back as the argument of one command: build the header at 2048
+    // then point the result at it; the event sits right after it at 4096.
+    let on_event = r#"
+        (i32.store8 (i32.const 4075) (i32.const 0))
+        (i32.store (i32.const 4076) (i32.const 1))
+        (i32.store (i32.const 4080) (i32.const 2))
+        (i32.store (i32.const 4084) (i32.const 1))
+        (i32.store8 (i32.const 4088) (i32.const 69))
+        (i32.store (i32.const 4089) (i32.const 0))
+        (i32.store (i32.const 4089) (local.get 1))
+        (i64.or (i64.shl (i64.const 4075) (i64.const 32))
+                (i64.extend_i32_u (i32.add (local.get 1) (i32.const 18))))"#;
+    // The header is 18 bytes (4075..4093); alloc puts the event right after it.
+    let wasm = wat::parse_str(format!(
+        r##"(module
+          (memory (export "memory") 1)
+          (func (export "wasmrule_abi_version_1"))
+          (data (i32.const 0) "{{\"name\":\"echo\",\"filters\":[\"#\"]}}")
+          (func (export "wasmrule_manifest") (result i64) (i64.const 31))
+          (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 4093))
+          (func (export "wasmrule_on_event") (param i32 i32) (result i64) {on_event}))"##
+    ))
+    .unwrap();
+    let rule = engine().compile(&wasm).unwrap();
+    let mut out = Commands::new();
+    rule.invoke(b"hello", &mut out).unwrap();
+    let args: Vec<&[u8]> = out.get(0).unwrap().args().collect();
+    assert_eq!(args, vec![&b"E"[..], b"hello"]);
+}
+
+fn load_err(wasm: &[u8]) -> String {
+    engine().compile(wasm).unwrap_err().to_string()
+}
+
+#[test]
+fn load_rejects_non_rules_with_reasons() {
+    assert!(load_err(b"hello, I am text").contains("not a WebAssembly module"));
+    assert!(load_err(b"(module)").contains("WebAssembly text"));
+    assert!(load_err(b"\0asm").contains("header"));
+    let good = Wat::default().build();
+    assert!(load_err(&good[..good.len() / 2]).contains("invalid WebAssembly"));
+    assert!(load_err(&[0, b'a', b's', b'm', 0x0d, 0, 1, 0]).contains("component"));
+    let plain = wat::parse_str("(module (memory (export \"memory\") 1))").unwrap();
+    assert!(load_err(&plain).contains("not a wasmrule rule"));
+}
+
+#[test]
+fn load_names_both_abi_versions() {
+    let v2 = Wat {
+        version_export: "wasmrule_abi_version_2",
+        ..Wat::default()
+    }
+    .build();
+    let err = load_err(&v2);
+    assert!(err.contains("ABI version 2") && err.contains("supports version 1"), "{err}");
+}
+
+#[test]
+fn load_rejects_imports_and_bad_exports() {
+    // Imports must come first in WAT, so this module is written out.
+    let text = r#"(module
+        (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "wasmrule_abi_version_1")))"#;
+    assert!(load_err(&wat::parse_str(text).unwrap()).contains("wasi_snapshot_preview1::fd_write"));
+
+    let missing = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "wasmrule_abi_version_1"))
+           (func (export "wasmrule_manifest") (result i64) (i64.const 0)))"#,
+    )
+    .unwrap();
+    assert!(load_err(&missing).contains("missing export `wasmrule_alloc`"));
+
+    let wrong_sig = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "wasmrule_abi_version_1"))
+           (func (export "wasmrule_manifest") (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let err = load_err(&wrong_sig);
+    assert!(err.contains("`wasmrule_manifest` must be a function () -> (i64)"), "{err}");
+
+    let no_memory = wat::parse_str(r#"(module (func (export "wasmrule_abi_version_1")))"#).unwrap();
+    assert!(load_err(&no_memory).contains("missing export `memory`"));
+}
+
+#[test]
+fn load_checks_the_manifest() {
+    let bad_filter = Wat {
+        manifest: r#"{"name":"t","filters":["a/#/b"]}"#,
+        ..Wat::default()
+    };
+    assert!(load_err(&bad_filter.build()).contains("filter \"a/#/b\" is invalid"));
+    let oob = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "wasmrule_abi_version_1"))
+           (func (export "wasmrule_manifest") (result i64) (i64.const 0x0000fff0_00000100))
+           (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 0))
+           (func (export "wasmrule_on_event") (param i32 i32) (result i64) (i64.const 0)))"#,
+    )
+    .unwrap();
+    let err = load_err(&oob);
+    assert!(err.contains("manifest at 65520..+256 is outside linear memory"), "{err}");
+}
+
+#[test]
+fn start_function_trap_fails_the_load() {
+    let wasm = Wat {
+        extra: "(func $s unreachable) (start $s)",
+        ..Wat::default()
+    }
+    .build();
+    let err = load_err(&wasm);
+    assert!(err.contains("failed while reading its manifest") && err.contains("unreachable"), "{err}");
+}
+
+fn rule_with(on_event: &str, extra: &str) -> Rule {
+    engine()
+        .compile(
+            &Wat {
+                on_event,
+                extra,
+                ..Wat::default()
+            }
+            .build(),
+        )
+        .unwrap()
+}
+
+#[test]
+fn out_of_bounds_result_is_an_abi_error() {
+    let rule = rule_with("(i64.const 0x0000ffff_00000010)", "");
+    let err = run(&rule).unwrap_err();
+    assert!(matches!(err, RuleError::Abi(ref m) if m.contains("result buffer at 65535..+16")), "{err}");
+}
+
+#[test]
+fn alloc_out_of_bounds_is_an_abi_error() {
+    let wasm = wat::parse_str(
+        r##"(module (memory (export "memory") 1) (func (export "wasmrule_abi_version_1"))
+           (data (i32.const 0) "{\"name\":\"t\",\"filters\":[\"#\"]}")
+           (func (export "wasmrule_manifest") (result i64) (i64.const 28))
+           (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 65530))
+           (func (export "wasmrule_on_event") (param i32 i32) (result i64) (i64.const 0)))"##,
+    )
+    .unwrap();
+    let rule = engine().compile(&wasm).unwrap();
+    let err = run(&rule).unwrap_err();
+    assert!(matches!(err, RuleError::Abi(ref m) if m.contains("wasmrule_alloc buffer")), "{err}");
+}
+
+#[test]
+fn endless_loop_times_out() {
+    let rule = rule_with("(loop $l (br $l)) (i64.const 0)", "");
+    assert_eq!(run(&rule).unwrap_err(), RuleError::Timeout(Limits::default().timeout));
+}
+
+#[test]
+fn memory_bomb_hits_the_limit() {
+    let rule = rule_with(
+        "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (i64.const 0)",
+        "",
+    );
+    let err = run(&rule).unwrap_err();
+    assert!(matches!(err, RuleError::Memory { limit, .. } if limit == Limits::default().max_memory), "{err}");
+}
+
+#[test]
+fn deep_recursion_exhausts_the_wasm_stack() {
+    let rule = rule_with("(call $r (i32.const 0)) (i64.const 0)", "(func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1))))");
+    assert!(matches!(run(&rule).unwrap_err(), RuleError::Stack(_)));
+}
+
+#[test]
+fn traps_and_rule_errors_are_typed() {
+    let rule = rule_with("unreachable", "");
+    assert!(matches!(run(&rule).unwrap_err(), RuleError::Trap(ref m) if m.contains("unreachable")));
+
+    // "\01oops" at 2048: the rule reports an error.
+    let rule = rule_with(
+        "(i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.const 5))",
+        r#"(data (i32.const 2048) "\01oops")"#,
+    );
+    assert_eq!(run(&rule).unwrap_err(), RuleError::Rule("oops".into()));
+}
+
+#[test]
+fn huge_output_is_refused_before_reading() {
+    let rule = rule_with("(i64.const 0x00000000_7fffffff)", "");
+    assert!(matches!(run(&rule).unwrap_err(), RuleError::OutputTooLarge { .. }));
+}
+
+#[test]
+fn each_event_gets_a_fresh_instance() {
+    // A global counter: if instances were reused, the second call would see 1.
+    let rule = rule_with(
+        "(global.set $n (i32.add (global.get $n) (i32.const 1)))
+         (if (i32.ne (global.get $n) (i32.const 1)) (then unreachable))
+         (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 22))",
+        "(global $n (mut i32) (i32.const 0))",
+    );
+    for _ in 0..3 {
+        assert_eq!(run(&rule).unwrap(), vec!["INCR n"]);
+    }
+}
+
+#[test]
+fn concurrent_invocations_share_one_rule() {
+    let rule = Arc::new(rule_with("(i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 22))", ""));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let rule = rule.clone();
+            std::thread::spawn(move || (0..50).all(|_| run(&rule).is_ok()))
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap());
+    }
+}

@@ -1,0 +1,304 @@
+//! The event model handed to rules (`docs/events.md`): an MQTT message as the source
+//! received it ([`Message`]) and its JSON encoding with EMQX's field names.
+//!
+//! The JSON is written by hand into a reused buffer: it is built once per message, on
+//! the hot path, whatever number of rules then read it.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+/// MQTT 5 publish properties, as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishProperties {
+    pub payload_format_indicator: Option<u8>,
+    pub message_expiry_interval: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// One MQTT message as received from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Unique id of the message within this process, in receive order.
+    pub seq: u64,
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+    /// Publisher's client id, when the source knows it.
+    pub clientid: Option<String>,
+    /// Publisher's username, when the source knows it.
+    pub username: Option<String>,
+    /// Milliseconds since the Unix epoch at receipt.
+    pub received_at: u64,
+    pub properties: Option<Box<PublishProperties>>,
+}
+
+impl Message {
+    /// A message received now, with a fresh sequence number.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>, qos: u8, retain: bool) -> Self {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        Message {
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain,
+            clientid: None,
+            username: None,
+            received_at: now_ms(),
+            properties: None,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes events as JSON. One per worker; holds what is the same for every event.
+#[derive(Debug, Clone)]
+pub struct EventEncoder {
+    node: String,
+    // High half of every event id: differs between processes and restarts.
+    id_base: u64,
+}
+
+impl EventEncoder {
+    /// An encoder for events from node `node`.
+    pub fn new(node: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        EventEncoder {
+            node: node.to_owned(),
+            id_base: nanos ^ ((std::process::id() as u64) << 48),
+        }
+    }
+
+    /// Replaces `out` with the `message.publish` event for `m`.
+    pub fn publish_event(&self, m: &Message, out: &mut Vec<u8>) {
+        out.clear();
+        // Writing to a Vec cannot fail; the results below are infallible.
+        let _ = write!(
+            out,
+            "{{\"event\":\"message.publish\",\"id\":\"{:016X}{:016X}\"",
+            self.id_base, m.seq
+        );
+        if let Some(c) = &m.clientid {
+            out.extend_from_slice(b",\"clientid\":");
+            json_str(out, c);
+        }
+        if let Some(u) = &m.username {
+            out.extend_from_slice(b",\"username\":");
+            json_str(out, u);
+        }
+        out.extend_from_slice(b",\"topic\":");
+        json_str(out, &m.topic);
+        let _ = write!(out, ",\"qos\":{},\"retain\":{}", m.qos, m.retain);
+        out.extend_from_slice(b",\"payload\":");
+        match std::str::from_utf8(&m.payload) {
+            Ok(text) => {
+                json_str(out, text);
+                out.extend_from_slice(b",\"payload_encoding\":\"utf8\"");
+            }
+            Err(_) => {
+                out.push(b'"');
+                let mut s = String::new();
+                base64::engine::general_purpose::STANDARD.encode_string(&m.payload, &mut s);
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\",\"payload_encoding\":\"base64\"");
+            }
+        }
+        let _ = write!(
+            out,
+            ",\"timestamp\":{t},\"publish_received_at\":{t},\"node\":",
+            t = m.received_at
+        );
+        json_str(out, &self.node);
+        if let Some(p) = &m.properties {
+            out.extend_from_slice(b",\"pub_props\":");
+            let _ = serde_json::to_writer(&mut *out, &pub_props(p));
+        }
+        out.push(b'}');
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's string escaping; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// MQTT 5 properties under EMQX's names (`pub_props` in EMQX rule events).
+fn pub_props(p: &PublishProperties) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let mut m = Map::new();
+    if let Some(v) = p.payload_format_indicator {
+        m.insert("Payload-Format-Indicator".into(), json!(v));
+    }
+    if let Some(v) = p.message_expiry_interval {
+        m.insert("Message-Expiry-Interval".into(), json!(v));
+    }
+    if let Some(v) = &p.content_type {
+        m.insert("Content-Type".into(), json!(v));
+    }
+    if let Some(v) = &p.response_topic {
+        m.insert("Response-Topic".into(), json!(v));
+    }
+    if let Some(v) = &p.correlation_data {
+        let text = match std::str::from_utf8(v) {
+            Ok(s) => s.to_owned(),
+            Err(_) => base64::engine::general_purpose::STANDARD.encode(v),
+        };
+        m.insert("Correlation-Data".into(), json!(text));
+    }
+    if !p.user_properties.is_empty() {
+        // Later duplicates win in the object; the pairs keep every one, in order.
+        let obj: Map<String, Value> = p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let pairs: Vec<Value> = p
+            .user_properties
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        m.insert("User-Property".into(), Value::Object(obj));
+        m.insert("User-Property-Pairs".into(), Value::Array(pairs));
+    }
+    Value::Object(m)
+}
+
+/// Completes a partial event for offline use (`wasmrule eval`): every documented field
+/// a rule may read gets a value, so `{"topic":..,"payload":..}` is enough.
+///
+/// # Errors
+///
+/// When `input` is not a JSON object, or `payload` is neither a string nor JSON (a JSON
+/// payload given as an object is accepted and turned into its text).
+pub fn complete_event(input: &[u8], node: &str) -> anyhow::Result<Vec<u8>> {
+    use serde_json::{Value, json};
+    let mut v: Value = serde_json::from_slice(input)
+        .map_err(|e| anyhow::anyhow!("event is not JSON: {e}"))?;
+    let Some(obj) = v.as_object_mut() else {
+        anyhow::bail!("event must be a JSON object, like {{\"topic\":\"a/b\",\"payload\":\"..\"}}");
+    };
+    let now = now_ms();
+    obj.entry("event").or_insert(json!("message.publish"));
+    obj.entry("id")
+        .or_insert_with(|| json!(format!("{:032X}", now as u128)));
+    obj.entry("topic").or_insert(json!(""));
+    obj.entry("qos").or_insert(json!(0));
+    obj.entry("retain").or_insert(json!(false));
+    match obj.get("payload") {
+        None | Some(Value::Null) => {
+            obj.insert("payload".into(), json!(""));
+        }
+        Some(Value::String(_)) => {}
+        // `"payload": {"temp": 21.5}` is what people type; rules see the text.
+        Some(other) => {
+            let text = other.to_string();
+            obj.insert("payload".into(), json!(text));
+        }
+    }
+    obj.entry("payload_encoding").or_insert(json!("utf8"));
+    obj.entry("timestamp").or_insert(json!(now));
+    let ts = obj["timestamp"].clone();
+    obj.entry("publish_received_at").or_insert(ts);
+    obj.entry("node").or_insert(json!(node));
+    Ok(serde_json::to_vec(&v)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn encode(m: &Message) -> Value {
+        let mut out = Vec::new();
+        EventEncoder::new("wasmrule@test").publish_event(m, &mut out);
+        serde_json::from_slice(&out).expect("event JSON parses")
+    }
+
+    #[test]
+    fn publish_event_has_emqx_fields() {
+        let mut m = Message::new("store-last-message/dev-1", &b"{\"temp\":21.5}"[..], 1, true);
+        m.clientid = Some("dev-1".into());
+        let v = encode(&m);
+        assert_eq!(v["event"], "message.publish");
+        assert_eq!(v["id"].as_str().unwrap().len(), 32);
+        assert_eq!(v["clientid"], "dev-1");
+        assert!(v.get("username").is_none());
+        assert_eq!(v["topic"], "store-last-message/dev-1");
+        assert_eq!(v["qos"], 1);
+        assert_eq!(v["retain"], true);
+        assert_eq!(v["payload"], "{\"temp\":21.5}");
+        assert_eq!(v["payload_encoding"], "utf8");
+        assert_eq!(v["timestamp"], v["publish_received_at"]);
+        assert_eq!(v["node"], "wasmrule@test");
+        assert!(v.get("pub_props").is_none());
+    }
+
+    #[test]
+    fn binary_payload_is_base64() {
+        let v = encode(&Message::new("t", &b"\xff\x00"[..], 0, false));
+        assert_eq!(v["payload"], "/wA=");
+        assert_eq!(v["payload_encoding"], "base64");
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let v = encode(&Message::new("a/\"b\"\n", &b"line\nbreak\"\\"[..], 0, false));
+        assert_eq!(v["topic"], "a/\"b\"\n");
+        assert_eq!(v["payload"], "line\nbreak\"\\");
+    }
+
+    #[test]
+    fn ids_are_unique_and_ordered() {
+        let a = encode(&Message::new("t", "", 0, false));
+        let b = encode(&Message::new("t", "", 0, false));
+        assert!(a["id"].as_str() < b["id"].as_str());
+    }
+
+    #[test]
+    fn mqtt5_properties_use_emqx_names() {
+        let mut m = Message::new("t", "x", 1, false);
+        m.properties = Some(Box::new(PublishProperties {
+            content_type: Some("application/json".into()),
+            message_expiry_interval: Some(60),
+            correlation_data: Some(Bytes::from_static(b"\xff")),
+            user_properties: vec![("k".into(), "1".into()), ("k".into(), "2".into())],
+            ..Default::default()
+        }));
+        let p = &encode(&m)["pub_props"];
+        assert_eq!(p["Content-Type"], "application/json");
+        assert_eq!(p["Message-Expiry-Interval"], 60);
+        assert_eq!(p["Correlation-Data"], "/w==");
+        assert_eq!(p["User-Property"]["k"], "2");
+        assert_eq!(p["User-Property-Pairs"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn partial_events_are_completed() {
+        let v: Value = serde_json::from_slice(
+            &complete_event(br#"{"topic":"a/b","payload":{"temp":1}}"#, "n").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["event"], "message.publish");
+        assert_eq!(v["payload"], "{\"temp\":1}");
+        assert_eq!(v["qos"], 0);
+        assert_eq!(v["node"], "n");
+        assert!(complete_event(b"[1]", "n").is_err());
+        assert!(complete_event(b"{", "n").is_err());
+    }
+}

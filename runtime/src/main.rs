@@ -1,0 +1,233 @@
+//! The `wasmrule` command: parses flags, sets up logging, and calls the library.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use wasmrule::commands::Commands;
+use wasmrule::config::{Config, Overrides};
+use wasmrule::engine::{ABI_VERSION, Engine, Limits};
+
+#[derive(Parser)]
+#[command(name = "wasmrule", version, about = "Run WebAssembly rules on MQTT messages and write the results to Redis")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to MQTT and Redis and serve the rules in a directory, reloading them as
+    /// files change.
+    Run(RunArgs),
+    /// Validate rule modules and print what each declares.
+    Check {
+        /// Rule files (.wasm).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one rule on one event, offline, and print the commands it returns.
+    Eval {
+        /// The rule (.wasm).
+        rule: PathBuf,
+        /// Event JSON file, or `-` for standard input. Missing fields get defaults, so
+        /// {"topic":"a/b","payload":"..."} is enough.
+        #[arg(long)]
+        event: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML configuration file (docs/configuration.md).
+    #[arg(long, env = "WASMRULE_CONFIG")]
+    config: Option<PathBuf>,
+    /// MQTT broker, mqtt://[user[:password]@]host[:port].
+    #[arg(long, env = "WASMRULE_MQTT_URL")]
+    mqtt_url: Option<String>,
+    /// Redis server, redis://host[:port][/db].
+    #[arg(long, env = "WASMRULE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Directory of rule files, watched for changes.
+    #[arg(long, env = "WASMRULE_RULES_DIR")]
+    rules_dir: Option<PathBuf>,
+    /// MQTT client id (default: wasmrule-<pid>).
+    #[arg(long, env = "WASMRULE_CLIENT_ID")]
+    client_id: Option<String>,
+    /// QoS of wasmrule's subscriptions.
+    #[arg(long, env = "WASMRULE_QOS")]
+    qos: Option<u8>,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check { files } => check(&files),
+        Command::Eval { rule, event } => eval(&rule, &event),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WASMRULE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        mqtt_url: args.mqtt_url,
+        redis_url: args.redis_url,
+        rules_dir: args.rules_dir,
+        client_id: args.client_id,
+        qos: args.qos,
+    };
+    let config = match &args.config {
+        Some(path) => {
+            let mut c = Config::from_file(path)?;
+            c.apply_overrides(&overrides)?;
+            c
+        }
+        None => Config::with_overrides(&overrides)?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(4 << 20)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        tracing::info!(
+            mqtt = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+            redis = %config.redis.url,
+            rules = %config.rules.dir.display(),
+            workers = config.runtime.workers,
+            "wasmrule starting"
+        );
+        wasmrule::run(config, shutdown_signal()).await
+    })?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing in-flight messages");
+}
+
+fn offline_engine() -> anyhow::Result<Engine> {
+    Engine::new(Limits::default(), 4)
+}
+
+fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let engine = offline_engine()?;
+    let mut failed = 0;
+    for f in files {
+        match load(&engine, f) {
+            Ok(rule) => {
+                let m = rule.manifest();
+                println!("{}: ok", f.display());
+                println!("  name:    {}", m.name);
+                if let Some(v) = &m.version {
+                    println!("  version: {v}");
+                }
+                println!("  abi:     {ABI_VERSION}");
+                println!("  filters: {}", m.filters.join(" "));
+                if let Some(sdk) = &m.sdk {
+                    println!("  sdk:     {sdk}");
+                }
+                println!("  size:    {} bytes", rule.size());
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e:#}", f.display());
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn load(engine: &Engine, path: &Path) -> anyhow::Result<wasmrule::engine::Rule> {
+    let bytes = std::fs::read(path).context("cannot read file")?;
+    Ok(engine.compile(&bytes)?)
+}
+
+fn eval(rule_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {
+    let engine = offline_engine()?;
+    let rule = load(&engine, rule_path).with_context(|| format!("{}", rule_path.display()))?;
+    let raw = if event_path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read the event from standard input")?;
+        buf
+    } else {
+        std::fs::read(event_path)
+            .with_context(|| format!("cannot read event file {}", event_path.display()))?
+    };
+    let event = wasmrule::event::complete_event(&raw, "wasmrule@eval")
+        .with_context(|| format!("event {}", event_path.display()))?;
+    let topic = serde_json::from_slice::<serde_json::Value>(&event)?["topic"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let filters = &rule.manifest().filters;
+    if !filters.iter().any(|f| wasmrule::topic::matches(f, &topic)) {
+        eprintln!(
+            "note: topic {topic:?} matches none of the rule's filters ({}); a running \
+             wasmrule would not call it. Running it anyway.",
+            filters.join(" ")
+        );
+    }
+    let mut out = Commands::new();
+    match rule.invoke(&event, &mut out) {
+        Ok(_) => {
+            for c in out.iter() {
+                println!("{c}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: rule {} failed ({}): {e}", rule.manifest().name, e.kind());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Owns the MQTT connection: polls the rumqttc event loop (MQTT 3.1.1 or 5), turns
+//! publishes into [`Message`]s for the dispatcher, and keeps the broker's subscriptions
+//! equal to what the loaded rules need (`subscriptions.rs` decides, this file sends).
+//!
+//! The poll loop only polls, converts and hands over: no wasm and no Redis here. When
+//! the dispatcher's queues are full, handing over waits, and so does reading from the
+//! broker.
+//!
+//! Retained messages: rules see messages as they are published, like EMQX's rule engine,
+//! not the stored copies a broker replays to a new subscription. With MQTT 5 the
+//! subscriptions ask the broker not to replay them (Retain Handling 2) and to keep the
+//! publisher's retain flag (Retain As Published). MQTT 3.1.1 cannot ask: there the
+//! replayed copies, which are the only messages arriving with the retain flag set, are
+//! skipped.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MqttConfig, MqttProtocol};
+use crate::dispatch::Dispatcher;
+use crate::event::{Message, PublishProperties};
+use crate::metrics::Metrics;
+use crate::subscriptions::{SubRequest, SubTable};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Requests (publishes we never make, acks, subscriptions) rumqttc may queue.
+const REQUEST_CAPACITY: usize = 1024;
+
+/// What one poll of the event loop produced, protocol-independent.
+enum Polled {
+    Connected { session_present: bool },
+    Publish(Message, Vec<usize>),
+    SubAck { pkid: u16, refused: Vec<String> },
+    UnsubscribeSent(u16),
+    UnsubAck(u16),
+    Other,
+}
+
+#[derive(Clone)]
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+enum EventLoop {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
+    match cfg.protocol {
+        MqttProtocol::V311 => {
+            let mut o = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+            o.set_keep_alive(cfg.keep_alive)
+                .set_clean_session(true)
+                .set_max_packet_size(cfg.max_packet_size as usize, cfg.max_packet_size as usize);
+            if let Some(u) = &cfg.username {
+                o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
+            }
+            let (c, l) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+            (Client::V4(c), EventLoop::V4(Box::new(l)))
+        }
+        MqttProtocol::V5 => {
+            let mut o = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+            o.set_keep_alive(cfg.keep_alive)
+                .set_clean_start(true)
+                .set_max_packet_size(Some(cfg.max_packet_size));
+            if let Some(u) = &cfg.username {
+                o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
+            }
+            let (c, l) = rumqttc::v5::AsyncClient::new(o, REQUEST_CAPACITY);
+            (Client::V5(c), EventLoop::V5(Box::new(l)))
+        }
+    }
+}
+
+fn qos4(q: u8) -> rumqttc::QoS {
+    match q {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        _ => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS;
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+impl Client {
+    async fn send(&self, req: &SubRequest, qos: u8) -> Result<(), String> {
+        use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule, SubscribeProperties};
+        let r = match (self, req) {
+            (Client::V4(c), SubRequest::Subscribe { filter, .. }) => {
+                c.subscribe(filter.as_str(), qos4(qos)).await.map_err(|e| e.to_string())
+            }
+            (Client::V4(c), SubRequest::Unsubscribe { filter }) => {
+                c.unsubscribe(filter.as_str()).await.map_err(|e| e.to_string())
+            }
+            (Client::V5(c), SubRequest::Subscribe { filter, id }) => {
+                let f = Filter {
+                    path: filter.clone(),
+                    qos: qos5(qos),
+                    nolocal: false,
+                    preserve_retain: true,
+                    retain_forward_rule: RetainForwardRule::Never,
+                };
+                let props = SubscribeProperties {
+                    id: *id,
+                    user_properties: Vec::new(),
+                };
+                c.subscribe_many_with_properties([f], props)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            (Client::V5(c), SubRequest::Unsubscribe { filter }) => {
+                c.unsubscribe(filter.as_str()).await.map_err(|e| e.to_string())
+            }
+        };
+        r
+    }
+
+    async fn disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        };
+    }
+}
+
+impl EventLoop {
+    async fn poll(&mut self) -> Result<Polled, String> {
+        match self {
+            EventLoop::V4(l) => {
+                use rumqttc::{Event, Outgoing, Packet};
+                Ok(match l.poll().await.map_err(|e| e.to_string())? {
+                    Event::Incoming(Packet::ConnAck(a)) => Polled::Connected {
+                        session_present: a.session_present,
+                    },
+                    Event::Incoming(Packet::Publish(p)) => {
+                        let m = Message::new(p.topic, p.payload, p.qos as u8, p.retain);
+                        Polled::Publish(m, Vec::new())
+                    }
+                    Event::Incoming(Packet::SubAck(a)) => Polled::SubAck {
+                        pkid: a.pkid,
+                        refused: a
+                            .return_codes
+                            .iter()
+                            .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                            .map(|c| format!("{c:?}"))
+                            .collect(),
+                    },
+                    Event::Incoming(Packet::UnsubAck(a)) => Polled::UnsubAck(a.pkid),
+                    Event::Outgoing(Outgoing::Unsubscribe(pkid)) => Polled::UnsubscribeSent(pkid),
+                    _ => Polled::Other,
+                })
+            }
+            EventLoop::V5(l) => {
+                use rumqttc::Outgoing;
+                use rumqttc::v5::Event;
+                use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+                Ok(match l.poll().await.map_err(|e| e.to_string())? {
+                    Event::Incoming(Packet::ConnAck(a)) => Polled::Connected {
+                        session_present: a.session_present,
+                    },
+                    Event::Incoming(Packet::Publish(p)) => {
+                        let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
+                            tracing::warn!("skipped a publish whose topic is not UTF-8");
+                            return Ok(Polled::Other);
+                        };
+                        let mut m = Message::new(topic, p.payload, p.qos as u8, p.retain);
+                        let mut ids = Vec::new();
+                        if let Some(props) = p.properties {
+                            ids = props.subscription_identifiers;
+                            m.properties = Some(Box::new(PublishProperties {
+                                payload_format_indicator: props.payload_format_indicator,
+                                message_expiry_interval: props.message_expiry_interval,
+                                content_type: props.content_type,
+                                response_topic: props.response_topic,
+                                correlation_data: props.correlation_data,
+                                user_properties: props.user_properties,
+                            }));
+                        }
+                        Polled::Publish(m, ids)
+                    }
+                    Event::Incoming(Packet::SubAck(a)) => Polled::SubAck {
+                        pkid: a.pkid,
+                        refused: a
+                            .return_codes
+                            .iter()
+                            .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                            .map(|c| format!("{c:?}"))
+                            .collect(),
+                    },
+                    Event::Incoming(Packet::UnsubAck(a)) => Polled::UnsubAck(a.pkid),
+                    Event::Outgoing(Outgoing::Unsubscribe(pkid)) => Polled::UnsubscribeSent(pkid),
+                    _ => Polled::Other,
+                })
+            }
+        }
+    }
+}
+
+/// Runs the MQTT side until `shutdown`: connects (and reconnects with backoff), follows
+/// `wanted` subscriptions, and dispatches every publish.
+pub async fn run(
+    cfg: MqttConfig,
+    mut wanted: watch::Receiver<Vec<String>>,
+    dispatcher: Dispatcher,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let (client, mut eventloop) = connect(&cfg);
+    let use_ids = cfg.protocol == MqttProtocol::V5;
+    let table = Arc::new(Mutex::new(SubTable::new(use_ids)));
+
+    // Requests go out one at a time, in order, from their own task: the poll loop must
+    // keep polling for the client's request channel to drain.
+    let (req_tx, mut req_rx) = mpsc::unbounded_channel::<SubRequest>();
+    let sender = {
+        let client = client.clone();
+        let qos = cfg.qos;
+        tokio::spawn(async move {
+            while let Some(req) = req_rx.recv().await {
+                if let Err(e) = client.send(&req, qos).await {
+                    tracing::warn!("cannot queue MQTT request {req:?}: {e}");
+                }
+            }
+        })
+    };
+
+    // Follows rule changes.
+    let follower = {
+        let table = table.clone();
+        let req_tx = req_tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let desired = wanted.borrow_and_update().clone();
+                let reqs = lock(&table).set_desired(&desired);
+                for r in reqs {
+                    log_request(&r);
+                    let _ = req_tx.send(r);
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    changed = wanted.changed() => if changed.is_err() { break },
+                }
+            }
+        })
+    };
+
+    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            p = eventloop.poll() => p,
+        };
+        match polled {
+            Ok(Polled::Connected { session_present }) => {
+                if failures > 0 {
+                    tracing::info!("reconnected to MQTT broker {}:{} after {failures} failed attempts", cfg.host, cfg.port);
+                } else {
+                    tracing::info!(session_present, "connected to MQTT broker {}:{}", cfg.host, cfg.port);
+                }
+                failures = 0;
+                backoff = BACKOFF_MIN;
+                for r in lock(&table).on_connected() {
+                    let _ = req_tx.send(r);
+                }
+            }
+            Ok(Polled::Publish(m, ids)) => {
+                if m.retain && !use_ids {
+                    // MQTT 3.1.1: a stored copy replayed on subscribe (module docs).
+                    continue;
+                }
+                if !lock(&table).should_handle(&m.topic, &ids) {
+                    Metrics::add(&metrics.duplicates_dropped, 1);
+                    continue;
+                }
+                Metrics::add(&metrics.messages_received, 1);
+                if dispatcher.dispatch(m).await.is_err() {
+                    tracing::error!("workers stopped; MQTT reader exiting");
+                    break;
+                }
+            }
+            Ok(Polled::SubAck { pkid, refused }) => {
+                if !refused.is_empty() {
+                    tracing::error!(
+                        pkid,
+                        "the broker refused a subscription ({}); rules on that filter receive nothing",
+                        refused.join(", ")
+                    );
+                }
+            }
+            Ok(Polled::UnsubscribeSent(pkid)) => lock(&table).on_unsubscribe_sent(pkid),
+            Ok(Polled::UnsubAck(pkid)) => lock(&table).on_unsuback(pkid),
+            Ok(Polled::Other) => {}
+            Err(e) => {
+                // First failure at warn, then one line per 10 attempts: visible, no flood.
+                if failures % 10 == 0 {
+                    tracing::warn!(
+                        "MQTT connection to {}:{} failed: {e}; retrying in {backoff:?}",
+                        cfg.host,
+                        cfg.port
+                    );
+                }
+                failures += 1;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    follower.abort();
+    client.disconnect().await;
+    // Poll a little longer so the DISCONNECT is actually written.
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while eventloop.poll().await.is_ok() {}
+    })
+    .await;
+    sender.abort();
+}
+
+fn log_request(r: &SubRequest) {
+    match r {
+        SubRequest::Subscribe { filter, id } => tracing::info!(filter, ?id, "subscribing"),
+        SubRequest::Unsubscribe { filter } => tracing::info!(filter, "unsubscribing"),
+    }
+}
+
+fn lock(t: &Mutex<SubTable>) -> std::sync::MutexGuard<'_, SubTable> {
+    // The table holds no invariant a panic elsewhere could break halfway.
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `d` plus up to 25% so that many runtimes restarting together do not reconnect in
+/// lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d + d.mul_f64((nanos % 1000) as f64 / 4000.0)
+}

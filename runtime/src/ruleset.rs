@@ -1,0 +1,177 @@
+//! The set of rules currently serving, and the one place that swaps it.
+//!
+//! A [`RuleSet`] is immutable; a change builds a new one and [`Rules::swap`] publishes it
+//! atomically. A worker takes one snapshot per message, so an event runs entirely on the
+//! versions that were current when it was dispatched: in-flight events finish on the old
+//! version, and no event is handled twice by a rule or by two versions of it.
+//!
+//! This file does not read files (`reload.rs`) or run rules (`dispatch.rs`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::engine::Rule;
+use crate::topic::{TopicIndex, minimal_cover};
+
+/// Tenant of rules placed directly in the rules directory.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Filters with this prefix name broker events (EMQX's `$events/...`), which come from
+/// event sources rather than from an MQTT subscription.
+pub const EVENT_TOPIC_PREFIX: &str = "$events/";
+
+/// One loaded version of a rule file.
+#[derive(Debug)]
+pub struct LoadedRule {
+    /// Stable identity: the file's path under the rules directory without `.wasm`
+    /// (`store-last-message`, `acme/counter`).
+    pub id: Arc<str>,
+    /// Owner of the rule: the subdirectory, or [`DEFAULT_TENANT`].
+    pub tenant: Arc<str>,
+    pub path: PathBuf,
+    /// Counts the versions of this id loaded since start (1 for the first).
+    pub version: u64,
+    /// Hash of the file's bytes, to skip reloading identical content.
+    pub hash: u64,
+    pub rule: Rule,
+}
+
+/// An immutable set of rules with a topic index over their filters.
+#[derive(Default)]
+pub struct RuleSet {
+    by_id: BTreeMap<Arc<str>, Arc<LoadedRule>>,
+    list: Vec<Arc<LoadedRule>>,
+    index: TopicIndex<usize>,
+}
+
+impl RuleSet {
+    fn build(by_id: BTreeMap<Arc<str>, Arc<LoadedRule>>) -> RuleSet {
+        let list: Vec<Arc<LoadedRule>> = by_id.values().cloned().collect();
+        let mut index = TopicIndex::new();
+        for (i, r) in list.iter().enumerate() {
+            for f in &r.rule.manifest().filters {
+                index.insert(f, i);
+            }
+        }
+        RuleSet { by_id, list, index }
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether no rule is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The rule with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<LoadedRule>> {
+        self.by_id.get(id)
+    }
+
+    /// All rules, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedRule>> {
+        self.list.iter()
+    }
+
+    /// Fills `out` with the positions of the rules matching `topic` (see
+    /// [`RuleSet::at`]), each once even if several of its filters match, in id order.
+    /// `out` is the caller's, so the per-message path does not allocate.
+    pub fn matching(&self, topic: &str, out: &mut Vec<usize>) {
+        out.clear();
+        self.index.for_each_match(topic, |&i| out.push(i));
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+
+    /// The rule at position `i` of [`RuleSet::matching`].
+    pub fn at(&self, i: usize) -> &Arc<LoadedRule> {
+        &self.list[i]
+    }
+
+    /// The MQTT subscriptions that deliver every message some rule wants: the rules'
+    /// filters without event topics and without filters covered by others.
+    pub fn subscriptions(&self) -> Vec<String> {
+        minimal_cover(
+            self.list
+                .iter()
+                .flat_map(|r| r.rule.manifest().filters.iter())
+                .map(String::as_str)
+                .filter(|f| !f.starts_with(EVENT_TOPIC_PREFIX)),
+        )
+    }
+
+    /// A copy with `rule` added or replacing the rule with the same id.
+    pub fn with(&self, rule: Arc<LoadedRule>) -> RuleSet {
+        let mut by_id = self.by_id.clone();
+        by_id.insert(rule.id.clone(), rule);
+        RuleSet::build(by_id)
+    }
+
+    /// A copy without the rule `id`.
+    pub fn without(&self, id: &str) -> RuleSet {
+        let mut by_id = self.by_id.clone();
+        by_id.remove(id);
+        RuleSet::build(by_id)
+    }
+}
+
+/// The current [`RuleSet`], readable from any thread without locking, and the MQTT
+/// subscriptions it needs.
+pub struct Rules {
+    current: ArcSwap<RuleSet>,
+    subscriptions: watch::Sender<Vec<String>>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            current: ArcSwap::from_pointee(RuleSet::default()),
+            subscriptions: watch::Sender::new(Vec::new()),
+        }
+    }
+}
+
+impl Rules {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A snapshot of the current set.
+    pub fn snapshot(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    /// A cheap guard on the current set, for the per-message path.
+    pub fn load(&self) -> arc_swap::Guard<Arc<RuleSet>> {
+        self.current.load()
+    }
+
+    /// Publishes `set` as the current set and updates the wanted subscriptions.
+    pub fn swap(&self, set: RuleSet) {
+        let subs = set.subscriptions();
+        self.current.store(Arc::new(set));
+        self.subscriptions.send_if_modified(|s| {
+            if *s == subs {
+                false
+            } else {
+                *s = subs;
+                true
+            }
+        });
+    }
+
+    /// Follows the MQTT subscriptions the current rules need.
+    pub fn subscriptions(&self) -> watch::Receiver<Vec<String>> {
+        self.subscriptions.subscribe()
+    }
+}
