@@ -1,0 +1,559 @@
+//! End to end: a real mosquitto, a real redis-server, the runtime in-process (or the
+//! `wasmrule` binary), and the rules built by `rules-wasm/build.sh`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+use wasmrule::Runtime;
+use wasmrule::metrics::Metrics;
+
+const SECS2: Duration = Duration::from_secs(2);
+
+/// A hand-written rule returning `RPUSH <key> <event JSON>` for every event on `filter`.
+fn echo_rule(filter: &str, key: &str) -> Vec<u8> {
+    let manifest = format!(r#"{{"name":"echo","filters":["{filter}"]}}"#);
+    let header_len = 26 + key.len();
+    let at = 4096 - header_len;
+    let esc = |b: &[u8]| b.iter().map(|c| format!("\\{c:02x}")).collect::<String>();
+    let mut header = vec![0u8];
+    header.extend(1u32.to_le_bytes());
+    header.extend(3u32.to_le_bytes());
+    header.extend(5u32.to_le_bytes());
+    header.extend(b"RPUSH");
+    header.extend((key.len() as u32).to_le_bytes());
+    header.extend(key.as_bytes());
+    let text = format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (func (export "wasmrule_abi_version_1"))
+          (data (i32.const 0) "{m}")
+          (data (i32.const {at}) "{h}")
+          (func (export "wasmrule_manifest") (result i64) (i64.const {mlen}))
+          (func (export "wasmrule_alloc") (param $n i32) (result i32) (local $need i32)
+            (local.set $need
+              (i32.sub
+                (i32.shr_u (i32.add (i32.add (i32.const 4096) (local.get $n)) (i32.const 65535))
+                           (i32.const 16))
+                (memory.size)))
+            (if (i32.gt_s (local.get $need) (i32.const 0))
+              (then (if (i32.eq (memory.grow (local.get $need)) (i32.const -1))
+                (then (return (i32.const 0))))))
+            (i32.const 4096))
+          (func (export "wasmrule_on_event") (param $p i32) (param $n i32) (result i64)
+            (i32.store (i32.const 4092) (local.get $n))
+            (i64.or (i64.shl (i64.const {at}) (i64.const 32))
+                    (i64.extend_i32_u (i32.add (local.get $n) (i32.const {header_len}))))))"#,
+        m = esc(manifest.as_bytes()),
+        h = esc(&header),
+        mlen = manifest.len(),
+    );
+    wat::parse_str(&text).expect("echo rule assembles")
+}
+
+struct Env {
+    redis: Redis,
+    mqtt: Mosquitto,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            redis: Redis::start(),
+            mqtt: Mosquitto::start(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn rules(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn runtime(&self) -> Runtime {
+        Runtime::start(config(&self.redis, &self.mqtt, self.rules()))
+            .await
+            .expect("runtime starts")
+    }
+}
+
+/// Publishes `payload` to `topic` every 100 ms until `check` holds: the first publishes
+/// may precede the rule's subscription.
+async fn publish_until<T>(
+    publisher: &Publisher,
+    topic: &str,
+    payload: &str,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + SECS2;
+    loop {
+        publisher.publish(topic, payload).await;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(v) = check() {
+                return v;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "within 2 s: {what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_rule_serves_replaced_rule_switches_garbage_is_ignored() {
+    let env = Env::new();
+    let rt = env.runtime().await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+
+    install(&dist("store-last-message"), env.rules(), "rule.wasm");
+    publish_until(
+        &publisher,
+        "store-last-message/dev-1",
+        r#"{"message":"m","clientId":"dev-1","duration":"12s","temp":21.5,"hum":40}"#,
+        "HSET emqx_messages dev-1 21.5",
+        || {
+            env.redis
+                .hget("emqx_messages", "dev-1")
+                .filter(|v| v == "21.5")
+        },
+    )
+    .await;
+
+    // Same file name, other rule: behaviour switches without a restart.
+    install(&dist("topic-counter"), env.rules(), "rule.wasm");
+    eventually(SECS2, "new version loaded", || {
+        (rt.rules.snapshot().get("rule")?.version == 2).then_some(())
+    })
+    .await;
+    publish_until(
+        &publisher,
+        "store-last-message/dev-1",
+        r#"{"temp":30}"#,
+        "topic-counter counts the topic",
+        || {
+            env.redis
+                .hget("mqtt_topic_count", "store-last-message/dev-1")
+        },
+    )
+    .await;
+    assert_eq!(
+        env.redis.hget("emqx_messages", "dev-1").as_deref(),
+        Some("21.5"),
+        "the old version handled a message after the switch"
+    );
+
+    // Garbage in another file: logged, counted, and the loaded rule keeps working.
+    std::fs::write(env.rules().join("bad.wasm"), "this is not wasm").unwrap();
+    eventually(SECS2, "bad.wasm counted as a load error", || {
+        (Metrics::get(&rt.metrics.load_errors) >= 1).then_some(())
+    })
+    .await;
+    publish_until(&publisher, "other/topic", "x", "rule still serving", || {
+        env.redis.hget("mqtt_topic_count", "other/topic")
+    })
+    .await;
+    assert_eq!(rt.rules.snapshot().len(), 1);
+
+    // Deleting the file unloads the rule.
+    std::fs::remove_file(env.rules().join("rule.wasm")).unwrap();
+    eventually(SECS2, "rule unloaded", || {
+        rt.rules.snapshot().is_empty().then_some(())
+    })
+    .await;
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_replacement_leaves_the_old_version_serving() {
+    let env = Env::new();
+    install(&dist("store-last-message"), env.rules(), "slm.wasm");
+    let rt = env.runtime().await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    publish_until(
+        &publisher,
+        "store-last-message/a",
+        r#"{"temp":1}"#,
+        "v1 serving",
+        || env.redis.hget("emqx_messages", "a"),
+    )
+    .await;
+
+    // A half-written copy of a valid module, then a module for another ABI version,
+    // then text: each is refused and version 1 keeps serving.
+    let good = std::fs::read(dist("topic-counter")).unwrap();
+    let mut v2 = echo_rule("#", "x");
+    let at = v2
+        .windows(22)
+        .position(|w| w == b"wasmrule_abi_version_1")
+        .expect("marker export in the module");
+    v2[at + 21] = b'2';
+    let bad: Vec<Vec<u8>> = vec![good[..good.len() / 3].to_vec(), v2, b"(module)".to_vec()];
+    for (i, bytes) in bad.iter().enumerate() {
+        std::fs::write(env.rules().join("slm.wasm"), bytes).unwrap();
+        eventually(SECS2, "load error counted", || {
+            (Metrics::get(&rt.metrics.load_errors) > i as u64).then_some(())
+        })
+        .await;
+        let payload = format!(r#"{{"temp":{}}}"#, i + 10);
+        let want = (i + 10).to_string();
+        publish_until(
+            &publisher,
+            "store-last-message/a",
+            &payload,
+            "old version serving",
+            || env.redis.hget("emqx_messages", "a").filter(|v| *v == want),
+        )
+        .await;
+    }
+    let set = rt.rules.snapshot();
+    let r = set.get("slm").expect("rule still loaded");
+    assert_eq!(
+        (r.version, r.rule.manifest().name.as_str()),
+        (1, "store-last-message")
+    );
+    rt.stop().await;
+}
+
+/// Replaces a rule while messages flow and counts: every message handled exactly once,
+/// by one version or the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_handles_every_message_exactly_once() {
+    const N: usize = 3000;
+    let env = Env::new();
+    install(&dist("store-last-message"), env.rules(), "r.wasm");
+    let rt = env.runtime().await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    // Wait until the subscription is live.
+    publish_until(
+        &publisher,
+        "store-last-message/warmup",
+        r#"{"temp":0}"#,
+        "warm-up",
+        || env.redis.hget("emqx_messages", "warmup"),
+    )
+    .await;
+
+    for i in 0..N {
+        publisher
+            .publish(
+                &format!("store-last-message/d{i}"),
+                format!(r#"{{"temp":{i}}}"#),
+            )
+            .await;
+        if i == N / 3 {
+            // The new version subscribes to `#` while the old one's filter is still
+            // subscribed: overlapping copies must not be handled twice.
+            install(&dist("topic-counter"), env.rules(), "r.wasm");
+        }
+        if i == 2 * N / 3 {
+            // Make sure the swap happens while messages still flow.
+            eventually(SECS2, "new version loaded", || {
+                (rt.rules.snapshot().get("r")?.version == 2).then_some(())
+            })
+            .await;
+        }
+        // About 3 s of traffic in all.
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let handled = |r: &Redis| {
+        let v1: HashMap<String, String> = r.hgetall("emqx_messages");
+        let v2: HashMap<String, String> = r.hgetall("mqtt_topic_count");
+        (v1, v2)
+    };
+    let (v1, v2) = eventually(Duration::from_secs(20), "all messages handled", || {
+        let (v1, v2) = handled(&env.redis);
+        let n = (0..N)
+            .filter(|i| {
+                v1.contains_key(&format!("d{i}"))
+                    || v2.contains_key(&format!("store-last-message/d{i}"))
+            })
+            .count();
+        (n == N).then_some((v1, v2))
+    })
+    .await;
+    // Let anything late arrive before judging duplicates.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (v1b, v2b) = handled(&env.redis);
+    assert_eq!(
+        (v1.len(), v2.len()),
+        (v1b.len(), v2b.len()),
+        "late writes appeared"
+    );
+
+    let mut by_v1 = 0;
+    let mut by_v2 = 0;
+    for i in 0..N {
+        let a = v1b.get(&format!("d{i}"));
+        let b = v2b.get(&format!("store-last-message/d{i}"));
+        match (a, b) {
+            (Some(t), None) => {
+                assert_eq!(*t, i.to_string());
+                by_v1 += 1;
+            }
+            (None, Some(c)) => {
+                assert_eq!(c, "1", "message {i} handled {c} times by the new version");
+                by_v2 += 1;
+            }
+            other => panic!("message {i} handled by both versions or none: {other:?}"),
+        }
+    }
+    assert!(
+        by_v1 > 0 && by_v2 > 0,
+        "both versions served ({by_v1}, {by_v2})"
+    );
+    eprintln!(
+        "handled by v1: {by_v1}, by v2: {by_v2}, overlap duplicates dropped: {}",
+        Metrics::get(&rt.metrics.duplicates_dropped)
+    );
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_for_one_topic_are_applied_in_publish_order() {
+    let env = Env::new();
+    std::fs::write(
+        env.rules().join("echo.wasm"),
+        echo_rule("order/+", "events"),
+    )
+    .unwrap();
+    let rt = env.runtime().await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    publish_until(&publisher, "order/warmup", "w", "echo serving", || {
+        (!env.redis.lrange("events").is_empty()).then_some(())
+    })
+    .await;
+    redis::cmd("DEL")
+        .arg("events")
+        .exec(&mut env.redis.conn())
+        .unwrap();
+
+    const N: usize = 500;
+    for i in 0..N {
+        // Three interleaved topics.
+        publisher
+            .publish(&format!("order/t{}", i % 3), i.to_string())
+            .await;
+    }
+    let events = eventually(Duration::from_secs(10), "all events pushed", || {
+        let l = env.redis.lrange("events");
+        (l.len() >= N).then_some(l)
+    })
+    .await;
+    assert_eq!(events.len(), N);
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for raw in &events {
+        let e: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        let topic = e["topic"].as_str().unwrap().to_owned();
+        let seq: i64 = e["payload"].as_str().unwrap().parse().unwrap();
+        let prev = last.insert(topic.clone(), seq).unwrap_or(-1);
+        assert!(seq > prev, "{topic}: {seq} written after {prev}");
+        assert_eq!(e["event"], "message.publish");
+        assert_eq!(e["qos"], 1);
+    }
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_payloads_and_mqtt311_reach_rules() {
+    let env = Env::new();
+    std::fs::write(env.rules().join("echo.wasm"), echo_rule("bin/#", "events")).unwrap();
+    let mut cfg = config(&env.redis, &env.mqtt, env.rules());
+    cfg.mqtt.protocol = wasmrule::config::MqttProtocol::V311;
+    let rt = Runtime::start(cfg).await.unwrap();
+    let publisher = Publisher::connect(&env.mqtt).await;
+    let deadline = tokio::time::Instant::now() + SECS2;
+    let events = loop {
+        publisher.publish("bin/x", vec![0xff, 0x00, 0x80]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let l = env.redis.lrange("events");
+        if !l.is_empty() {
+            break l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "binary message handled within 2 s"
+        );
+    };
+    let e: serde_json::Value = serde_json::from_slice(&events[0]).unwrap();
+    assert_eq!(e["payload"], "/wCA");
+    assert_eq!(e["payload_encoding"], "base64");
+    assert_eq!(e["topic"], "bin/x");
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_errors_are_counted_and_do_not_stop_the_flow() {
+    let env = Env::new();
+    install(&dist("store-last-message"), env.rules(), "slm.wasm");
+    // emqx_messages is a string: every HSET gets WRONGTYPE.
+    redis::cmd("SET")
+        .arg("emqx_messages")
+        .arg("x")
+        .exec(&mut env.redis.conn())
+        .unwrap();
+    let rt = env.runtime().await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    publish_until(
+        &publisher,
+        "store-last-message/a",
+        r#"{"temp":1}"#,
+        "WRONGTYPE counted",
+        || (Metrics::get(&rt.metrics.command_errors) >= 1).then_some(()),
+    )
+    .await;
+    redis::cmd("DEL")
+        .arg("emqx_messages")
+        .exec(&mut env.redis.conn())
+        .unwrap();
+    publish_until(
+        &publisher,
+        "store-last-message/a",
+        r#"{"temp":2}"#,
+        "flow continues",
+        || env.redis.hget("emqx_messages", "a"),
+    )
+    .await;
+    // A payload the rule rejects is counted as a failed invocation, not written.
+    let before = Metrics::get(&rt.metrics.invocation_errors);
+    publisher.publish("store-last-message/b", "not json").await;
+    eventually(SECS2, "rule error counted", || {
+        (Metrics::get(&rt.metrics.invocation_errors) > before).then_some(())
+    })
+    .await;
+    assert_eq!(env.redis.hget("emqx_messages", "b"), None);
+    rt.stop().await;
+}
+
+// ---- The binary, as a user runs it. ----
+
+fn wasmrule() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+}
+
+#[test]
+fn check_prints_the_manifest_and_rejects_text() {
+    let out = wasmrule()
+        .arg("check")
+        .arg(dist("store-last-message"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("filters: store-last-message/+"), "{stdout}");
+    assert!(stdout.contains("abi:     1"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "just some text\n").unwrap();
+    let out = wasmrule().arg("check").arg(&text).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("notes.wasm") && stderr.contains("not a WebAssembly module"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_prints_commands_in_redis_cli_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("e.json");
+    std::fs::write(
+        &event,
+        r#"{"topic":"store-last-message/dev-1","payload":"{\"message\":\"this is a stored message\",\"clientId\":\"emqx_c\",\"duration\":\"102s\",\"temp\":44.37,\"hum\":32.52}"}"#,
+    )
+    .unwrap();
+    let out = wasmrule()
+        .args(["eval"])
+        .arg(dist("store-last-message"))
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HSET emqx_messages dev-1 44.37\n"
+    );
+
+    // From stdin, with quoting.
+    let mut child = wasmrule()
+        .args(["eval"])
+        .arg(dist("topic-counter"))
+        .args(["--event", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"topic":"a b/\"c\""}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HINCRBY mqtt_topic_count \"a b/\\\"c\\\"\" 1\n"
+    );
+}
+
+/// The WAT rule in docs/abi.md, assembled with wabt's `wat2wasm`, passes `check` and
+/// runs.
+#[test]
+fn docs_wat_example_assembles_and_checks() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/abi.md"))
+        .unwrap();
+    let start = doc
+        .find("```wat\n")
+        .expect("docs/abi.md has a ```wat block")
+        + 7;
+    let len = doc[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("rule.wat");
+    let wasm = dir.path().join("rule.wasm");
+    std::fs::write(&wat, &doc[start..start + len]).unwrap();
+    let status = Command::new("wat2wasm")
+        .arg(&wat)
+        .arg("-o")
+        .arg(&wasm)
+        .status()
+        .expect("wat2wasm (wabt) must be installed: see .ci/run");
+    assert!(status.success(), "wat2wasm failed on the docs example");
+    let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let event = dir.path().join("e.json");
+    std::fs::write(&event, r#"{"topic":"sensors/dev-1/temp","payload":"21.5"}"#).unwrap();
+    let out = wasmrule()
+        .arg("eval")
+        .arg(&wasm)
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "INCR messages_seen\n");
+}

@@ -378,7 +378,11 @@ mod tests {
 
     #[test]
     fn display_quotes_like_redis_cli() {
-        let c = Command::new("SET").arg("a b").arg("").arg(&b"\r\n\x01"[..]).arg("q\"");
+        let c = Command::new("SET")
+            .arg("a b")
+            .arg("")
+            .arg(&b"\r\n\x01"[..])
+            .arg("q\"");
         assert_eq!(c.to_string(), r#"SET "a b" "" "\r\n\x01" "q\"""#);
     }
 
@@ -386,7 +390,10 @@ mod tests {
     fn numbers_are_decimal() {
         assert_eq!(cmd::zadd("z", 1.5, "m").to_string(), "ZADD z 1.5 m");
         assert_eq!(cmd::incrby("n", -3).to_string(), "INCRBY n -3");
-        assert_eq!(cmd::zadd("z", f64::INFINITY, "m").to_string(), "ZADD z inf m");
+        assert_eq!(
+            cmd::zadd("z", f64::INFINITY, "m").to_string(),
+            "ZADD z inf m"
+        );
         assert_eq!(cmd::setbit("seen", 7, true).to_string(), "SETBIT seen 7 1");
     }
 

@@ -133,7 +133,11 @@ impl<'a> Event<'a> {
 
     /// The last level of the topic, `None` when it is empty (`"a/"`).
     pub fn topic_last_level(&self) -> Option<&str> {
-        self.fields.topic.rsplit('/').next().filter(|s| !s.is_empty())
+        self.fields
+            .topic
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
     }
 
     /// QoS the message was received with (0, 1 or 2).
@@ -190,9 +194,9 @@ impl<'a> Event<'a> {
     ///
     /// When the payload is not JSON of that shape; the message names the problem.
     pub fn payload_json<'s, T: Deserialize<'s>>(&'s self) -> Result<T, RuleError> {
-        let text = self.payload_text().ok_or_else(|| {
-            RuleError::new("payload is binary (base64), not JSON text")
-        })?;
+        let text = self
+            .payload_text()
+            .ok_or_else(|| RuleError::new("payload is binary (base64), not JSON text"))?;
         serde_json::from_str(text).map_err(|e| RuleError::new(format!("payload: {e}")))
     }
 
@@ -218,7 +222,10 @@ fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     }
-    let input = input.strip_suffix(b"==").or_else(|| input.strip_suffix(b"=")).unwrap_or(input);
+    let input = input
+        .strip_suffix(b"==")
+        .or_else(|| input.strip_suffix(b"="))
+        .unwrap_or(input);
     if input.len() % 4 == 1 {
         return None;
     }

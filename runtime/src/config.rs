@@ -237,10 +237,16 @@ impl Config {
             protocol,
             qos: check_qos(m.qos.unwrap_or(1)).context("mqtt.qos")?,
             keep_alive: Duration::from_secs(keep_alive),
-            max_packet_size: positive(m.max_packet_size.unwrap_or(1 << 20), "mqtt.max_packet_size")?,
+            max_packet_size: positive(
+                m.max_packet_size.unwrap_or(1 << 20),
+                "mqtt.max_packet_size",
+            )?,
         };
 
-        let redis_url = raw.redis.url.unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        let redis_url = raw
+            .redis
+            .url
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
         check_redis_url(&redis_url).context("redis.url")?;
         let redis = RedisConfig {
             url: redis_url,
@@ -259,13 +265,18 @@ impl Config {
                 l.timeout_ms.unwrap_or(d.timeout.as_millis() as u64),
                 "limits.timeout_ms",
             )?),
-            max_memory: positive(l.max_memory_mb.unwrap_or(d.max_memory >> 20), "limits.max_memory_mb")?
-                << 20,
+            max_memory: positive(
+                l.max_memory_mb.unwrap_or(d.max_memory >> 20),
+                "limits.max_memory_mb",
+            )? << 20,
             max_wasm_stack: positive(
                 l.max_wasm_stack_kb.unwrap_or(d.max_wasm_stack >> 10),
                 "limits.max_wasm_stack_kb",
             )? << 10,
-            max_commands: positive(l.max_commands.unwrap_or(d.max_commands), "limits.max_commands")?,
+            max_commands: positive(
+                l.max_commands.unwrap_or(d.max_commands),
+                "limits.max_commands",
+            )?,
             max_output_bytes: positive(
                 l.max_output_bytes.unwrap_or(d.max_output_bytes),
                 "limits.max_output_bytes",
@@ -496,8 +507,18 @@ mod tests {
         let p = |u: &str| parse_mqtt_url(u).map(|(h, p, u, _)| (h, p, u));
         assert_eq!(p("mqtt://h").unwrap(), ("h".into(), 1883, None));
         assert_eq!(p("tcp://h:1884/").unwrap(), ("h".into(), 1884, None));
-        assert_eq!(p("mqtt://me@[::1]:9").unwrap(), ("::1".into(), 9, Some("me".into())));
-        for bad in ["h:1883", "mqtt://", "mqtt://h:0", "mqtt://h:x", "mqtts://h", "mqtt://h/a"] {
+        assert_eq!(
+            p("mqtt://me@[::1]:9").unwrap(),
+            ("::1".into(), 9, Some("me".into()))
+        );
+        for bad in [
+            "h:1883",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:x",
+            "mqtts://h",
+            "mqtt://h/a",
+        ] {
             assert!(parse_mqtt_url(bad).is_err(), "{bad}");
         }
     }

@@ -169,7 +169,13 @@ impl Worker {
         self.matched = matched;
     }
 
-    fn log_failure(&mut self, rule: &Arc<str>, version: u64, topic: &str, e: &crate::engine::RuleError) {
+    fn log_failure(
+        &mut self,
+        rule: &Arc<str>,
+        version: u64,
+        topic: &str,
+        e: &crate::engine::RuleError,
+    ) {
         let now = Instant::now();
         let entry = self
             .last_error_log

@@ -188,8 +188,8 @@ fn pub_props(p: &PublishProperties) -> serde_json::Value {
 /// payload given as an object is accepted and turned into its text).
 pub fn complete_event(input: &[u8], node: &str) -> anyhow::Result<Vec<u8>> {
     use serde_json::{Value, json};
-    let mut v: Value = serde_json::from_slice(input)
-        .map_err(|e| anyhow::anyhow!("event is not JSON: {e}"))?;
+    let mut v: Value =
+        serde_json::from_slice(input).map_err(|e| anyhow::anyhow!("event is not JSON: {e}"))?;
     let Some(obj) = v.as_object_mut() else {
         anyhow::bail!("event must be a JSON object, like {{\"topic\":\"a/b\",\"payload\":\"..\"}}");
     };
@@ -258,7 +258,12 @@ mod tests {
 
     #[test]
     fn strings_are_escaped() {
-        let v = encode(&Message::new("a/\"b\"\n", &b"line\nbreak\"\\"[..], 0, false));
+        let v = encode(&Message::new(
+            "a/\"b\"\n",
+            &b"line\nbreak\"\\"[..],
+            0,
+            false,
+        ));
         assert_eq!(v["topic"], "a/\"b\"\n");
         assert_eq!(v["payload"], "line\nbreak\"\\");
     }

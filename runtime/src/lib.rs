@@ -16,7 +16,7 @@
 //! - [`mqtt_source`]: the MQTT connection (rumqttc, 3.1.1 and 5).
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
-//! - [`metrics`]: counters.
+//! - [`metrics`]: counters of what the runtime did.
 
 pub mod commands;
 pub mod config;
@@ -79,7 +79,7 @@ impl Runtime {
     /// # Errors
     ///
     /// As [`run`].
-    pub async fn start(config: Config) -> anyhow::Result<Runtime> {
+    pub async fn start(mut config: Config) -> anyhow::Result<Runtime> {
         let dir = &config.rules.dir;
         if !dir.is_dir() {
             bail!(
@@ -87,6 +87,10 @@ impl Runtime {
                 dir.display()
             );
         }
+        // The watcher reports absolute paths; rule ids are computed relative to this.
+        config.rules.dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("cannot resolve rules directory {}", dir.display()))?;
+        let dir = &config.rules.dir;
         let workers = config.runtime.workers;
         let engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
             .context("cannot start the WebAssembly engine")?;
@@ -106,7 +110,11 @@ impl Runtime {
         let watcher = tokio::spawn(reloader.watch(token.child_token()));
 
         let (sink_tx, sink_rx) = mpsc::channel(workers * 4);
-        let sink = tokio::spawn(redis_sink::run(config.redis.clone(), sink_rx, metrics.clone()));
+        let sink = tokio::spawn(redis_sink::run(
+            config.redis.clone(),
+            sink_rx,
+            metrics.clone(),
+        ));
         let (dispatcher, worker_threads) = dispatch::start(
             workers,
             config.runtime.queue,

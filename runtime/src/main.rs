@@ -12,7 +12,11 @@ use wasmrule::config::{Config, Overrides};
 use wasmrule::engine::{ABI_VERSION, Engine, Limits};
 
 #[derive(Parser)]
-#[command(name = "wasmrule", version, about = "Run WebAssembly rules on MQTT messages and write the results to Redis")]
+#[command(
+    name = "wasmrule",
+    version,
+    about = "Run WebAssembly rules on MQTT messages and write the results to Redis"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,6 +91,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -226,7 +231,11 @@ fn eval(rule_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: rule {} failed ({}): {e}", rule.manifest().name, e.kind());
+            eprintln!(
+                "error: rule {} failed ({}): {e}",
+                rule.manifest().name,
+                e.kind()
+            );
             Ok(ExitCode::FAILURE)
         }
     }

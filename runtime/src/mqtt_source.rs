@@ -98,13 +98,15 @@ fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
 impl Client {
     async fn send(&self, req: &SubRequest, qos: u8) -> Result<(), String> {
         use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule, SubscribeProperties};
-        let r = match (self, req) {
-            (Client::V4(c), SubRequest::Subscribe { filter, .. }) => {
-                c.subscribe(filter.as_str(), qos4(qos)).await.map_err(|e| e.to_string())
-            }
-            (Client::V4(c), SubRequest::Unsubscribe { filter }) => {
-                c.unsubscribe(filter.as_str()).await.map_err(|e| e.to_string())
-            }
+        match (self, req) {
+            (Client::V4(c), SubRequest::Subscribe { filter, .. }) => c
+                .subscribe(filter.as_str(), qos4(qos))
+                .await
+                .map_err(|e| e.to_string()),
+            (Client::V4(c), SubRequest::Unsubscribe { filter }) => c
+                .unsubscribe(filter.as_str())
+                .await
+                .map_err(|e| e.to_string()),
             (Client::V5(c), SubRequest::Subscribe { filter, id }) => {
                 let f = Filter {
                     path: filter.clone(),
@@ -121,11 +123,11 @@ impl Client {
                     .await
                     .map_err(|e| e.to_string())
             }
-            (Client::V5(c), SubRequest::Unsubscribe { filter }) => {
-                c.unsubscribe(filter.as_str()).await.map_err(|e| e.to_string())
-            }
-        };
-        r
+            (Client::V5(c), SubRequest::Unsubscribe { filter }) => c
+                .unsubscribe(filter.as_str())
+                .await
+                .map_err(|e| e.to_string()),
+        }
     }
 
     async fn disconnect(&self) {
@@ -269,9 +271,18 @@ pub async fn run(
         match polled {
             Ok(Polled::Connected { session_present }) => {
                 if failures > 0 {
-                    tracing::info!("reconnected to MQTT broker {}:{} after {failures} failed attempts", cfg.host, cfg.port);
+                    tracing::info!(
+                        "reconnected to MQTT broker {}:{} after {failures} failed attempts",
+                        cfg.host,
+                        cfg.port
+                    );
                 } else {
-                    tracing::info!(session_present, "connected to MQTT broker {}:{}", cfg.host, cfg.port);
+                    tracing::info!(
+                        session_present,
+                        "connected to MQTT broker {}:{}",
+                        cfg.host,
+                        cfg.port
+                    );
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
@@ -308,7 +319,7 @@ pub async fn run(
             Ok(Polled::Other) => {}
             Err(e) => {
                 // First failure at warn, then one line per 10 attempts: visible, no flood.
-                if failures % 10 == 0 {
+                if failures.is_multiple_of(10) {
                     tracing::warn!(
                         "MQTT connection to {}:{} failed: {e}; retrying in {backoff:?}",
                         cfg.host,

@@ -57,7 +57,9 @@ impl WriteBatch {
     }
 
     fn origin_of(&self, command: usize) -> Option<&Origin> {
-        let i = self.first_command.partition_point(|&first| first <= command);
+        let i = self
+            .first_command
+            .partition_point(|&first| first <= command);
         i.checked_sub(1).map(|i| &self.origins[i])
     }
 }
@@ -109,7 +111,12 @@ impl Writer {
             pipe.ignore_errors();
             for &(b, c) in &todo {
                 let mut cmd = redis::Cmd::new();
-                for arg in batches[b].commands.get(c).into_iter().flat_map(|c| c.args()) {
+                for arg in batches[b]
+                    .commands
+                    .get(c)
+                    .into_iter()
+                    .flat_map(|c| c.args())
+                {
                     cmd.arg(arg);
                 }
                 pipe.add_command(cmd);
@@ -156,7 +163,11 @@ impl Writer {
             .get(command)
             .map(|c| {
                 let s = c.to_string();
-                if s.len() > 200 { format!("{}...", &s[..s.floor_char_boundary(200)]) } else { s }
+                if s.len() > 200 {
+                    format!("{}...", &s[..s.floor_char_boundary(200)])
+                } else {
+                    s
+                }
             })
             .unwrap_or_default();
         match batch.origin_of(command) {
@@ -188,8 +199,11 @@ impl Writer {
                 Err(e) => {
                     // One line at the first failure, then one per ~10 attempts: enough
                     // to know it is still down without flooding the log.
-                    if attempts % 10 == 0 {
-                        tracing::warn!("cannot connect to Redis ({}): {e}; retrying", self.config.url);
+                    if attempts.is_multiple_of(10) {
+                        tracing::warn!(
+                            "cannot connect to Redis ({}): {e}; retrying",
+                            self.config.url
+                        );
                     }
                     attempts += 1;
                     tokio::time::sleep(backoff).await;
@@ -207,12 +221,17 @@ async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    client.get_multiplexed_async_connection_with_config(&cfg).await
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
 }
 
 /// Error replies that mean "not now" rather than "not this command".
 fn is_transient(code: &str) -> bool {
-    matches!(code, "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN")
+    matches!(
+        code,
+        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN"
+    )
 }
 
 #[cfg(test)]

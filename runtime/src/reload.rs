@@ -45,7 +45,8 @@ pub fn classify(dir: &Path, path: &Path) -> Option<RulePath> {
     let valid = |s: &str| {
         !s.is_empty()
             && !s.starts_with('.')
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     };
     let (tenant, file) = match parts.as_slice() {
         [file] => (DEFAULT_TENANT, *file),
@@ -119,7 +120,12 @@ impl Reloader {
             }
         }
         // Files that vanished while nothing was watching (a rescan after overflow).
-        let loaded: Vec<PathBuf> = self.rules.snapshot().iter().map(|r| r.path.clone()).collect();
+        let loaded: Vec<PathBuf> = self
+            .rules
+            .snapshot()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
         files.extend(loaded);
         files.sort();
         files.dedup();
@@ -368,7 +374,10 @@ mod tests {
         let p = PathBuf::from("/r/a.wasm");
         d.touch(p.clone(), t0);
         d.touch(p.clone(), t0 + ms(30));
-        assert!(d.take_due(t0 + ms(60)).is_empty(), "30 ms after the last change");
+        assert!(
+            d.take_due(t0 + ms(60)).is_empty(),
+            "30 ms after the last change"
+        );
         assert_eq!(d.next_deadline(), Some(t0 + ms(80)));
         assert_eq!(d.take_due(t0 + ms(80)), vec![p.clone()]);
         assert_eq!(d.next_deadline(), None);

@@ -60,7 +60,11 @@ impl SubTable {
 
     /// The filters wanted now.
     pub fn wanted(&self) -> Vec<&str> {
-        self.entries.iter().filter(|e| e.wanted).map(|e| e.filter.as_str()).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.wanted)
+            .map(|e| e.filter.as_str())
+            .collect()
     }
 
     /// Makes `desired` the wanted set; returns the requests to send, subscribes first.
@@ -232,7 +236,10 @@ mod tests {
     fn partial_overlap_keeps_one_copy() {
         let mut t = SubTable::new(true);
         t.set_desired(&s(&["a/+", "+/b"]));
-        let kept = [&[1][..], &[2]].iter().filter(|ids| t.should_handle("a/b", ids)).count();
+        let kept = [&[1][..], &[2]]
+            .iter()
+            .filter(|ids| t.should_handle("a/b", ids))
+            .count();
         assert_eq!(kept, 1);
         assert!(t.should_handle("a/c", &[1]));
         assert!(t.should_handle("c/b", &[2]));
@@ -275,7 +282,13 @@ mod tests {
     fn mqtt311_has_no_ids() {
         let mut t = SubTable::new(false);
         let r = t.set_desired(&s(&["a"]));
-        assert_eq!(r, vec![SubRequest::Subscribe { filter: "a".into(), id: None }]);
+        assert_eq!(
+            r,
+            vec![SubRequest::Subscribe {
+                filter: "a".into(),
+                id: None
+            }]
+        );
         t.set_desired(&s(&["b"]));
         assert_eq!(t.wanted(), vec!["b"]);
         assert!(t.should_handle("a", &[]));

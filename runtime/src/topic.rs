@@ -218,8 +218,16 @@ mod tests {
     // Cases from MQTT 3.1.1 section 4.7.1 and 4.7.2 (non-normative examples).
     const CASES: &[(&str, &str, bool)] = &[
         ("sport/tennis/player1/#", "sport/tennis/player1", true),
-        ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
-        ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+        (
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking",
+            true,
+        ),
+        (
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon",
+            true,
+        ),
         ("sport/#", "sport", true),
         ("#", "sport/tennis", true),
         ("#", "/", true),
@@ -242,7 +250,11 @@ mod tests {
         ("+/monitor/Clients", "$SYS/monitor/Clients", false),
         ("$SYS/#", "$SYS/monitor/Clients", true),
         ("$SYS/monitor/+", "$SYS/monitor/Clients", true),
-        ("$events/client_disconnected", "$events/client_disconnected", true),
+        (
+            "$events/client_disconnected",
+            "$events/client_disconnected",
+            true,
+        ),
         ("a/$x", "a/$x", true),
         ("a/+", "a/$x", true),
     ];
@@ -277,11 +289,23 @@ mod tests {
         assert_eq!(validate_filter(""), Err(FilterError::Empty));
         assert_eq!(validate_filter("a/#/b"), Err(FilterError::HashNotLast));
         assert_eq!(validate_filter("a#"), Err(FilterError::HashNotLast));
-        assert_eq!(validate_filter("sport/tennis#"), Err(FilterError::HashNotLast));
-        assert_eq!(validate_filter("sport+"), Err(FilterError::PlusNotWholeLevel));
-        assert_eq!(validate_filter("a/b+/c"), Err(FilterError::PlusNotWholeLevel));
+        assert_eq!(
+            validate_filter("sport/tennis#"),
+            Err(FilterError::HashNotLast)
+        );
+        assert_eq!(
+            validate_filter("sport+"),
+            Err(FilterError::PlusNotWholeLevel)
+        );
+        assert_eq!(
+            validate_filter("a/b+/c"),
+            Err(FilterError::PlusNotWholeLevel)
+        );
         assert_eq!(validate_filter("a\0"), Err(FilterError::Nul));
-        assert_eq!(validate_filter(&"a".repeat(70000)), Err(FilterError::TooLong));
+        assert_eq!(
+            validate_filter(&"a".repeat(70000)),
+            Err(FilterError::TooLong)
+        );
         for ok in ["#", "+", "/", "+/+/#", "$SYS/#", "a//b"] {
             assert_eq!(validate_filter(ok), Ok(()), "{ok}");
         }

@@ -40,9 +40,8 @@ fn expand(
     attr: proc_macro2::TokenStream,
     item: proc_macro2::TokenStream,
 ) -> syn::Result<proc_macro2::TokenStream> {
-    let func: ItemFn = syn::parse2(item).map_err(|e| {
-        syn::Error::new(e.span(), "#[rule] goes on a function `fn(&Event) -> ...`")
-    })?;
+    let func: ItemFn = syn::parse2(item)
+        .map_err(|e| syn::Error::new(e.span(), "#[rule] goes on a function `fn(&Event) -> ...`"))?;
     check_signature(&func)?;
     let args = parse_args(attr)?;
     let ident = &func.sig.ident;
@@ -107,14 +106,19 @@ fn parse_args(attr: proc_macro2::TokenStream) -> syn::Result<Args> {
     let mut name = None;
     let mut filters = None;
     for nv in &list {
-        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         match key.as_str() {
             "name" => {
                 let s = string_lit(&nv.value)?;
                 let v = s.value();
                 let ok = !v.is_empty()
                     && v.len() <= 128
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
                 if !ok {
                     return Err(syn::Error::new(
                         s.span(),
@@ -265,9 +269,8 @@ mod tests {
                 vec![]
             }
         );
-        let err = |attr: proc_macro2::TokenStream| {
-            expand(attr, item.clone()).unwrap_err().to_string()
-        };
+        let err =
+            |attr: proc_macro2::TokenStream| expand(attr, item.clone()).unwrap_err().to_string();
         assert!(err(quote!()).contains("needs `filters"));
         assert!(err(quote!(filters = [])).contains("is empty"));
         assert!(err(quote!(filters = ["a/#/b"])).contains("not a valid MQTT topic filter"));

@@ -74,7 +74,12 @@ pub fn check_module(module: &Module) -> Result<(), LoadError> {
                 supported: ABI_VERSION,
             });
         }
-        _ => return Err(LoadError::Abi(format!("exports several ABI versions ({})", versions.join(", ")))),
+        _ => {
+            return Err(LoadError::Abi(format!(
+                "exports several ABI versions ({})",
+                versions.join(", ")
+            )));
+        }
     }
 
     if let Some(import) = module.imports().next() {
@@ -122,7 +127,12 @@ fn expect_func(
     results: &[ValType],
 ) -> Result<(), LoadError> {
     let sig = || {
-        let list = |v: &[ValType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        let list = |v: &[ValType]| {
+            v.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!("a function ({}) -> ({})", list(params), list(results))
     };
     let Some(ty) = module.get_export(name) else {
@@ -181,8 +191,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, LoadError> {
         .map_err(|e| LoadError::Manifest(format!("not valid manifest JSON: {e}")))?;
     let name_ok = !m.name.is_empty()
         && m.name.len() <= 128
-        && m
-            .name
+        && m.name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !name_ok {
@@ -192,7 +201,9 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, LoadError> {
         )));
     }
     if m.filters.is_empty() {
-        return Err(LoadError::Manifest("declares no filters: it would never run".into()));
+        return Err(LoadError::Manifest(
+            "declares no filters: it would never run".into(),
+        ));
     }
     if m.filters.len() > MAX_FILTERS {
         return Err(LoadError::Manifest(format!(
@@ -245,7 +256,11 @@ fn decode_into(buf: &[u8], limits: OutputLimits, out: &mut Commands) -> Result<u
             let msg = &rest[..rest.len().min(MAX_ERROR_MESSAGE)];
             return Err(RuleError::Rule(String::from_utf8_lossy(msg).into_owned()));
         }
-        t => return Err(RuleError::Abi(format!("result tag {t} is neither 0 (ok) nor 1 (error)"))),
+        t => {
+            return Err(RuleError::Abi(format!(
+                "result tag {t} is neither 0 (ok) nor 1 (error)"
+            )));
+        }
     }
     let count = take_u32(&mut rest, "command count")? as usize;
     if count > limits.max_commands {
@@ -341,10 +356,15 @@ mod tests {
             (encode(&[&[b"A"], &[b"B"], &[b"C"], &[b"D"]]), "4 commands"),
             (encode(&[&[&b"A"[..]; 9]]), "9 arguments"),
             // A count far beyond the buffer must fail on the limit, not allocate.
-            ([vec![TAG_OK], u32::MAX.to_le_bytes().to_vec()].concat(), "commands"),
+            (
+                [vec![TAG_OK], u32::MAX.to_le_bytes().to_vec()].concat(),
+                "commands",
+            ),
         ];
         for (buf, want) in cases {
-            let err = decode_result(&buf, LIMITS, &mut out).unwrap_err().to_string();
+            let err = decode_result(&buf, LIMITS, &mut out)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{want:?} not in {err:?}");
             assert_eq!(out.len(), 1, "partial output kept for {want}");
         }

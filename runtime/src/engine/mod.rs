@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{
-    InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap,
 };
 
 use crate::commands::Commands;
@@ -72,9 +72,7 @@ pub enum LoadError {
     Component,
     #[error("invalid WebAssembly (truncated, half-written or corrupt?): {0}")]
     Invalid(String),
-    #[error(
-        "not a wasmrule rule: it exports no `wasmrule_abi_version_N` marker (see docs/abi.md)"
-    )]
+    #[error("not a wasmrule rule: it exports no `wasmrule_abi_version_N` marker (see docs/abi.md)")]
     NotARule,
     #[error(
         "built for rule ABI version {found}, but this wasmrule supports version {supported}; \
@@ -431,7 +429,10 @@ impl Rule {
             .map_err(|_| RuleError::Abi("event larger than 4 GiB".into()))?;
         let ptr = alloc.call(&mut *store, len as i32)? as u32;
         if ptr == 0 && len > 0 {
-            return Err(RuleError::Abi(format!("wasmrule_alloc({len}) returned 0 (out of memory?)")).into());
+            return Err(RuleError::Abi(format!(
+                "wasmrule_alloc({len}) returned 0 (out of memory?)"
+            ))
+            .into());
         }
         let dst = abi::guest_slice(memory.data(&*store), ptr, len, "wasmrule_alloc buffer")?;
         let (start, end) = (ptr as usize, ptr as usize + dst.len());

@@ -121,7 +121,10 @@ fn load_names_both_abi_versions() {
     }
     .build();
     let err = load_err(&v2);
-    assert!(err.contains("ABI version 2") && err.contains("supports version 1"), "{err}");
+    assert!(
+        err.contains("ABI version 2") && err.contains("supports version 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -146,7 +149,10 @@ fn load_rejects_imports_and_bad_exports() {
     )
     .unwrap();
     let err = load_err(&wrong_sig);
-    assert!(err.contains("`wasmrule_manifest` must be a function () -> (i64)"), "{err}");
+    assert!(
+        err.contains("`wasmrule_manifest` must be a function () -> (i64)"),
+        "{err}"
+    );
 
     let no_memory = wat::parse_str(r#"(module (func (export "wasmrule_abi_version_1")))"#).unwrap();
     assert!(load_err(&no_memory).contains("missing export `memory`"));
@@ -167,7 +173,10 @@ fn load_checks_the_manifest() {
     )
     .unwrap();
     let err = load_err(&oob);
-    assert!(err.contains("manifest at 65520..+256 is outside linear memory"), "{err}");
+    assert!(
+        err.contains("manifest at 65520..+256 is outside linear memory"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -178,7 +187,10 @@ fn start_function_trap_fails_the_load() {
     }
     .build();
     let err = load_err(&wasm);
-    assert!(err.contains("failed while reading its manifest") && err.contains("unreachable"), "{err}");
+    assert!(
+        err.contains("failed while reading its manifest") && err.contains("unreachable"),
+        "{err}"
+    );
 }
 
 fn rule_with(on_event: &str, extra: &str) -> Rule {
@@ -198,7 +210,10 @@ fn rule_with(on_event: &str, extra: &str) -> Rule {
 fn out_of_bounds_result_is_an_abi_error() {
     let rule = rule_with("(i64.const 0x0000ffff_00000010)", "");
     let err = run(&rule).unwrap_err();
-    assert!(matches!(err, RuleError::Abi(ref m) if m.contains("result buffer at 65535..+16")), "{err}");
+    assert!(
+        matches!(err, RuleError::Abi(ref m) if m.contains("result buffer at 65535..+16")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -213,13 +228,19 @@ fn alloc_out_of_bounds_is_an_abi_error() {
     .unwrap();
     let rule = engine().compile(&wasm).unwrap();
     let err = run(&rule).unwrap_err();
-    assert!(matches!(err, RuleError::Abi(ref m) if m.contains("wasmrule_alloc buffer")), "{err}");
+    assert!(
+        matches!(err, RuleError::Abi(ref m) if m.contains("wasmrule_alloc buffer")),
+        "{err}"
+    );
 }
 
 #[test]
 fn endless_loop_times_out() {
     let rule = rule_with("(loop $l (br $l)) (i64.const 0)", "");
-    assert_eq!(run(&rule).unwrap_err(), RuleError::Timeout(Limits::default().timeout));
+    assert_eq!(
+        run(&rule).unwrap_err(),
+        RuleError::Timeout(Limits::default().timeout)
+    );
 }
 
 #[test]
@@ -229,12 +250,18 @@ fn memory_bomb_hits_the_limit() {
         "",
     );
     let err = run(&rule).unwrap_err();
-    assert!(matches!(err, RuleError::Memory { limit, .. } if limit == Limits::default().max_memory), "{err}");
+    assert!(
+        matches!(err, RuleError::Memory { limit, .. } if limit == Limits::default().max_memory),
+        "{err}"
+    );
 }
 
 #[test]
 fn deep_recursion_exhausts_the_wasm_stack() {
-    let rule = rule_with("(call $r (i32.const 0)) (i64.const 0)", "(func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1))))");
+    let rule = rule_with(
+        "(call $r (i32.const 0)) (i64.const 0)",
+        "(func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1))))",
+    );
     assert!(matches!(run(&rule).unwrap_err(), RuleError::Stack(_)));
 }
 
@@ -254,7 +281,10 @@ fn traps_and_rule_errors_are_typed() {
 #[test]
 fn huge_output_is_refused_before_reading() {
     let rule = rule_with("(i64.const 0x00000000_7fffffff)", "");
-    assert!(matches!(run(&rule).unwrap_err(), RuleError::OutputTooLarge { .. }));
+    assert!(matches!(
+        run(&rule).unwrap_err(),
+        RuleError::OutputTooLarge { .. }
+    ));
 }
 
 #[test]
@@ -273,7 +303,10 @@ fn each_event_gets_a_fresh_instance() {
 
 #[test]
 fn concurrent_invocations_share_one_rule() {
-    let rule = Arc::new(rule_with("(i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 22))", ""));
+    let rule = Arc::new(rule_with(
+        "(i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 22))",
+        "",
+    ));
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let rule = rule.clone();

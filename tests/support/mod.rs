@@ -1,0 +1,267 @@
+//! Test harness: private `redis-server` and `mosquitto` processes on free loopback ports,
+//! an MQTT publisher, a Redis client, and the built rule modules.
+//!
+//! Every server is started by the test that uses it and killed when its handle drops.
+//! Nothing here ever talks to a default port or to anything but 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wasmrule::config::{Config, MqttProtocol, Overrides};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Finds a server binary on PATH or in the sbin directories Debian installs to.
+fn binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/local/sbin".into()]);
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{name}` not found on PATH or in /usr/sbin: install it (see .ci/run)");
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited during startup: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 10 s");
+}
+
+/// A private redis-server.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(binary("redis-server"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server");
+        wait_for_port(port, "redis-server", &mut child);
+        Redis {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .expect("cannot connect to test redis")
+    }
+
+    pub fn hgetall(&self, key: &str) -> std::collections::HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(key)
+            .query(&mut self.conn())
+            .unwrap()
+    }
+
+    pub fn hget(&self, key: &str, field: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(key)
+            .arg(field)
+            .query(&mut self.conn())
+            .unwrap()
+    }
+
+    pub fn lrange(&self, key: &str) -> Vec<Vec<u8>> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.conn())
+            .unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private mosquitto broker.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        // max_queued_messages: mosquitto drops QoS 1/2 messages queued beyond 1000 for a
+        // slow subscriber by default; tests must never mistake that for our loss.
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n\
+                 max_inflight_messages 0\npersistence false\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(binary("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start mosquitto");
+        wait_for_port(port, "mosquitto", &mut child);
+        Mosquitto {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A built rule module from `rules-wasm/dist/`.
+pub fn dist(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rules-wasm/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: build the rules first with rules-wasm/build.sh",
+        p.display()
+    );
+    p
+}
+
+/// A runtime config for the test's servers, with a fresh rules directory.
+pub fn config(redis: &Redis, mqtt: &Mosquitto, rules_dir: &Path) -> Config {
+    let mut c = Config::with_overrides(&Overrides {
+        mqtt_url: Some(mqtt.url()),
+        redis_url: Some(redis.url()),
+        rules_dir: Some(rules_dir.to_owned()),
+        client_id: Some(format!("wasmrule-test-{}", free_port())),
+        qos: Some(1),
+    })
+    .unwrap();
+    c.runtime.workers = 2;
+    c.rules.debounce = Duration::from_millis(20);
+    c.mqtt.protocol = MqttProtocol::V5;
+    c
+}
+
+/// A connected MQTT 3.1.1 publisher (rumqttc), with its event loop polled in the
+/// background.
+pub struct Publisher {
+    client: rumqttc::AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub async fn connect(mqtt: &Mosquitto) -> Publisher {
+        let mut o =
+            rumqttc::MqttOptions::new(format!("pub-{}", free_port()), "127.0.0.1", mqtt.port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_inflight(100);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
+        let task = tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        Publisher { client, task }
+    }
+
+    /// Publishes with QoS 1.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("publish queued");
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with
+/// `what`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Copies `src` into `dir/name` the way a user's `cp` does: truncate, then write.
+pub fn install(src: &Path, dir: &Path, name: &str) {
+    std::fs::copy(src, dir.join(name)).expect("copy rule");
+}
