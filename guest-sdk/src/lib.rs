@@ -35,6 +35,8 @@
 //!   native [`testing`] path.
 
 pub mod abi;
+#[cfg(all(target_arch = "wasm32", feature = "bump-alloc"))]
+mod alloc;
 pub mod command;
 pub mod event;
 pub mod testing;

@@ -1,1 +1,138 @@
-fn main() {}
+//! Events per second per core for `store-last-message`, in-process: event JSON -> rule
+//! -> validated commands, as a wasm module and as the same Rust code compiled natively.
+//!
+//! Run: `rules-wasm/build.sh && cargo bench -p wasmrule --bench rule_exec`
+//!
+//! Every variant runs on one thread for the same time, three rounds interleaved so
+//! drift on a shared machine hits all of them alike; the median round counts. The
+//! native baseline runs the rule crate's own function through the SDK's native ABI path
+//! (`wasmrule_guest::abi::handle_json`) and the host's decoder, so both sides do the
+//! same work: parse the event, parse the payload, build and encode the command, decode
+//! and check it.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wasmrule::commands::Commands;
+use wasmrule::engine::abi::{OutputLimits, decode_result};
+use wasmrule::engine::{Engine, Limits};
+use wasmrule::event::{EventEncoder, Message};
+
+const ROUND: Duration = Duration::from_millis(1500);
+
+fn main() {
+    // `cargo test --benches` runs bench targets too; a smoke run is enough there.
+    let quick = std::env::args().any(|a| a == "--test");
+    let round = if quick {
+        Duration::from_millis(50)
+    } else {
+        ROUND
+    };
+
+    let wasm_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules-wasm/dist/store-last-message.wasm");
+    let bytes = std::fs::read(&wasm_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run rules-wasm/build.sh first",
+            wasm_path.display()
+        )
+    });
+    let engine = Engine::new(Limits::default(), 4).expect("engine");
+    let rule = engine.compile(&bytes).expect("rule compiles");
+
+    // The demo's device payload, as the runtime would encode it.
+    let mut m = Message::new(
+        "store-last-message/emqx_c",
+        &br#"{"message":"this is a stored message","clientId":"emqx_c","duration":"102s","temp":44.37,"hum":32.52}"#[..],
+        1,
+        false,
+    );
+    m.clientid = None;
+    let mut event = Vec::new();
+    EventEncoder::new("wasmrule@bench").publish_event(&m, &mut event);
+    let limits = OutputLimits {
+        max_commands: 1000,
+        max_args: 1024,
+    };
+
+    // Both paths must agree before we time them.
+    let mut a = Commands::new();
+    rule.invoke(&event, &mut a).unwrap();
+    let mut b = Commands::new();
+    decode_result(
+        &wasmrule_guest::abi::handle_json(&event, store_last_message::store_last_message),
+        limits,
+        &mut b,
+    )
+    .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        a.get(0).unwrap().to_string(),
+        "HSET emqx_messages emqx_c 44.37"
+    );
+
+    let mut out = Commands::new();
+    let native = || {
+        let buf = wasmrule_guest::abi::handle_json(
+            black_box(&event),
+            store_last_message::store_last_message,
+        );
+        out.clear();
+        decode_result(&buf, limits, &mut out).unwrap();
+    };
+    let mut out2 = Commands::new();
+    let wasm = || {
+        out2.clear();
+        rule.invoke(black_box(&event), &mut out2).unwrap();
+    };
+    let mut enc_out = Vec::new();
+    let encoder = EventEncoder::new("wasmrule@bench");
+    let encode = || encoder.publish_event(black_box(&m), &mut enc_out);
+
+    let mut variants: Vec<(&str, Box<dyn FnMut()>)> = vec![
+        ("native (same rule crate)", Box::new(native)),
+        ("wasm (fresh instance per event)", Box::new(wasm)),
+        ("event JSON encoding only", Box::new(encode)),
+    ];
+    // `cargo bench --bench rule_exec -- wasm` runs only variants whose name contains
+    // "wasm" (for profiling one of them).
+    if let Some(only) = std::env::args().skip(1).find(|a| !a.starts_with('-')) {
+        variants.retain(|(name, _)| name.contains(&only));
+    }
+    let mut rates = vec![Vec::new(); variants.len()];
+    for _ in 0..3 {
+        for (i, (_, f)) in variants.iter_mut().enumerate() {
+            rates[i].push(measure(round, f));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
+    println!("store-last-message, one thread, median of 3 rounds of {round:?}");
+    println!("{:<36} {:>14} {:>12}", "variant", "events/s", "us/event");
+    for ((name, _), r) in variants.iter().zip(&medians) {
+        println!("{name:<36} {r:>14.0} {:>12.3}", 1e6 / r);
+    }
+    if medians.len() == 3 {
+        println!("ratio wasm/native: {:.3}", medians[1] / medians[0]);
+    }
+}
+
+/// Calls `f` repeatedly for `d`; returns calls per second.
+fn measure(d: Duration, f: &mut dyn FnMut()) -> f64 {
+    for _ in 0..1000 {
+        f();
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < d {
+        for _ in 0..256 {
+            f();
+        }
+        n += 256;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
