@@ -14,47 +14,6 @@ use wasmrule::metrics::Metrics;
 
 const SECS2: Duration = Duration::from_secs(2);
 
-/// A hand-written rule returning `RPUSH <key> <event JSON>` for every event on `filter`.
-fn echo_rule(filter: &str, key: &str) -> Vec<u8> {
-    let manifest = format!(r#"{{"name":"echo","filters":["{filter}"]}}"#);
-    let header_len = 26 + key.len();
-    let at = 4096 - header_len;
-    let esc = |b: &[u8]| b.iter().map(|c| format!("\\{c:02x}")).collect::<String>();
-    let mut header = vec![0u8];
-    header.extend(1u32.to_le_bytes());
-    header.extend(3u32.to_le_bytes());
-    header.extend(5u32.to_le_bytes());
-    header.extend(b"RPUSH");
-    header.extend((key.len() as u32).to_le_bytes());
-    header.extend(key.as_bytes());
-    let text = format!(
-        r#"(module
-          (memory (export "memory") 1)
-          (func (export "wasmrule_abi_version_1"))
-          (data (i32.const 0) "{m}")
-          (data (i32.const {at}) "{h}")
-          (func (export "wasmrule_manifest") (result i64) (i64.const {mlen}))
-          (func (export "wasmrule_alloc") (param $n i32) (result i32) (local $need i32)
-            (local.set $need
-              (i32.sub
-                (i32.shr_u (i32.add (i32.add (i32.const 4096) (local.get $n)) (i32.const 65535))
-                           (i32.const 16))
-                (memory.size)))
-            (if (i32.gt_s (local.get $need) (i32.const 0))
-              (then (if (i32.eq (memory.grow (local.get $need)) (i32.const -1))
-                (then (return (i32.const 0))))))
-            (i32.const 4096))
-          (func (export "wasmrule_on_event") (param $p i32) (param $n i32) (result i64)
-            (i32.store (i32.const 4092) (local.get $n))
-            (i64.or (i64.shl (i64.const {at}) (i64.const 32))
-                    (i64.extend_i32_u (i32.add (local.get $n) (i32.const {header_len}))))))"#,
-        m = esc(manifest.as_bytes()),
-        h = esc(&header),
-        mlen = manifest.len(),
-    );
-    wat::parse_str(&text).expect("echo rule assembles")
-}
-
 struct Env {
     redis: Redis,
     mqtt: Mosquitto,
@@ -185,7 +144,7 @@ async fn invalid_replacement_leaves_the_old_version_serving() {
     // A half-written copy of a valid module, then a module for another ABI version,
     // then text: each is refused and version 1 keeps serving.
     let good = std::fs::read(dist("topic-counter")).unwrap();
-    let mut v2 = echo_rule("#", "x");
+    let mut v2 = echo_rule("RPUSH", "#", "x");
     let at = v2
         .windows(22)
         .position(|w| w == b"wasmrule_abi_version_1")
@@ -319,7 +278,7 @@ async fn commands_for_one_topic_are_applied_in_publish_order() {
     let env = Env::new();
     std::fs::write(
         env.rules().join("echo.wasm"),
-        echo_rule("order/+", "events"),
+        echo_rule("RPUSH", "order/+", "events"),
     )
     .unwrap();
     let rt = env.runtime().await;
@@ -362,7 +321,11 @@ async fn commands_for_one_topic_are_applied_in_publish_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_payloads_and_mqtt311_reach_rules() {
     let env = Env::new();
-    std::fs::write(env.rules().join("echo.wasm"), echo_rule("bin/#", "events")).unwrap();
+    std::fs::write(
+        env.rules().join("echo.wasm"),
+        echo_rule("RPUSH", "bin/#", "events"),
+    )
+    .unwrap();
     let mut cfg = config(&env.redis, &env.mqtt, env.rules());
     cfg.mqtt.protocol = wasmrule::config::MqttProtocol::V311;
     let rt = Runtime::start(cfg).await.unwrap();

@@ -90,7 +90,8 @@ fn main() {
     let encoder = EventEncoder::new("wasmrule@bench");
     let encode = || encoder.publish_event(black_box(&m), &mut enc_out);
 
-    let mut variants: Vec<(&str, Box<dyn FnMut()>)> = vec![
+    type Variant<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+    let mut variants: Vec<Variant> = vec![
         ("native (same rule crate)", Box::new(native)),
         ("wasm (fresh instance per event)", Box::new(wasm)),
         ("event JSON encoding only", Box::new(encode)),

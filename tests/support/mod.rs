@@ -265,3 +265,45 @@ pub async fn eventually<T>(
 pub fn install(src: &Path, dir: &Path, name: &str) {
     std::fs::copy(src, dir.join(name)).expect("copy rule");
 }
+
+/// A hand-written rule returning `<command> <key> <event JSON>` (RPUSH, PUBLISH, ...)
+/// for every event on `filter`.
+pub fn echo_rule(command: &str, filter: &str, key: &str) -> Vec<u8> {
+    let manifest = format!(r#"{{"name":"echo","filters":["{filter}"]}}"#);
+    let header_len = 21 + command.len() + key.len();
+    let at = 4096 - header_len;
+    let esc = |b: &[u8]| b.iter().map(|c| format!("\\{c:02x}")).collect::<String>();
+    let mut header = vec![0u8];
+    header.extend(1u32.to_le_bytes());
+    header.extend(3u32.to_le_bytes());
+    header.extend((command.len() as u32).to_le_bytes());
+    header.extend(command.as_bytes());
+    header.extend((key.len() as u32).to_le_bytes());
+    header.extend(key.as_bytes());
+    let text = format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (func (export "wasmrule_abi_version_1"))
+          (data (i32.const 0) "{m}")
+          (data (i32.const {at}) "{h}")
+          (func (export "wasmrule_manifest") (result i64) (i64.const {mlen}))
+          (func (export "wasmrule_alloc") (param $n i32) (result i32) (local $need i32)
+            (local.set $need
+              (i32.sub
+                (i32.shr_u (i32.add (i32.add (i32.const 4096) (local.get $n)) (i32.const 65535))
+                           (i32.const 16))
+                (memory.size)))
+            (if (i32.gt_s (local.get $need) (i32.const 0))
+              (then (if (i32.eq (memory.grow (local.get $need)) (i32.const -1))
+                (then (return (i32.const 0))))))
+            (i32.const 4096))
+          (func (export "wasmrule_on_event") (param $p i32) (param $n i32) (result i64)
+            (i32.store (i32.const 4092) (local.get $n))
+            (i64.or (i64.shl (i64.const {at}) (i64.const 32))
+                    (i64.extend_i32_u (i32.add (local.get $n) (i32.const {header_len}))))))"#,
+        m = esc(manifest.as_bytes()),
+        h = esc(&header),
+        mlen = manifest.len(),
+    );
+    wat::parse_str(&text).expect("echo rule assembles")
+}

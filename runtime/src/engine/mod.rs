@@ -181,7 +181,10 @@ impl Engine {
             .max_wasm_stack(limits.max_wasm_stack)
             .wasm_multi_memory(false)
             .wasm_memory64(false)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            // Native-to-wasm address maps only improve trap backtraces; without them a
+            // loaded rule takes less memory.
+            .generate_address_map(false);
         let wasmtime = wasmtime::Engine::new(&cfg)?;
         spawn_ticker(&wasmtime)?;
         let deadline_ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;

@@ -1,0 +1,423 @@
+//! End-to-end figures against real servers on this machine: publish -> rule -> Redis.
+//!
+//! Run: `rules-wasm/build.sh && cargo bench -p wasmrule --bench e2e`
+//!
+//! Starts a private mosquitto and redis-server on free loopback ports and the release
+//! `wasmrule` binary as a separate process, then measures, each against a baseline
+//! taken in the same run:
+//!
+//! 1. throughput: a broker-only run (the same publisher, one MQTT subscriber that only
+//!    counts) versus publish -> wasmrule (`store-last-message`) -> Redis, and
+//!    wasmrule's CPU time per message from /proc;
+//! 2. latency at a fixed rate: publish -> rule -> `PUBLISH` on Redis -> a Redis
+//!    subscriber in this process, p50/p99/max;
+//! 3. resident memory with 100 rules loaded;
+//! 4. time from `rename(2)` of a new rule into the directory to its first Redis write.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::*;
+
+const DEVICES: usize = 100;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--test");
+    let n: usize = if quick { 2_000 } else { 200_000 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let payload = |i: usize| {
+            format!(
+                r#"{{"message":"this is a stored message","clientId":"dev-{d}","duration":"12s","temp":{i},"hum":40.2}}"#,
+                d = i % DEVICES
+            )
+        };
+        let payloads: Vec<(String, String)> =
+            (0..n).map(|i| (format!("store-last-message/dev-{}", i % DEVICES), payload(i))).collect();
+
+        println!("machine: {} cores; N = {n} messages of {} bytes, QoS 0, {DEVICES} topics",
+            std::thread::available_parallelism().map_or(1, |c| c.get()), payloads[0].1.len());
+
+        if enabled("throughput") {
+        // 1a. Broker only.
+        let base = broker_only(&payloads).await;
+        println!("broker only (publisher -> mosquitto -> counting subscriber): {base:.0} msg/s");
+
+        // 1b. Through wasmrule.
+        let (rate, cpu_us) = through_wasmrule(&payloads).await;
+        println!(
+            "publish -> wasmrule (store-last-message) -> Redis: {rate:.0} msg/s, \
+             ratio to broker only {:.2}, wasmrule CPU {cpu_us:.2} us/msg",
+            rate / base
+        );
+        }
+
+        // 2. Latency.
+        if enabled("latency") {
+        let secs = if quick { 1 } else { 5 };
+        let (p50, p99, max, count) = latency(20_000, secs).await;
+        println!(
+            "latency at 20000 msg/s for {secs} s ({count} samples): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+        );
+        }
+
+        // 3. Memory.
+        if enabled("rss") {
+        let (rss_empty, rss_100) = rss_with_rules(if quick { 5 } else { 100 }).await;
+        println!("RSS: {rss_empty:.1} MB with no rules, {rss_100:.1} MB with 100 rules loaded");
+        }
+
+        // 4. Rename to serving.
+        if enabled("rename") {
+        let times = rename_to_serving(if quick { 2 } else { 5 }).await;
+        let ms: Vec<String> = times.iter().map(|d| format!("{:.0}", d.as_secs_f64() * 1e3)).collect();
+        println!("rename(2) of a new rule to its first Redis write: {} ms", ms.join(", "));
+        }
+    });
+}
+
+fn start_wasmrule(redis: &Redis, mqtt: &Mosquitto, dir: &Path, log: &Path) -> Child {
+    // E2E_WRAP="perf record -g -o /tmp/w.data" profiles the wasmrule process.
+    let wrap = std::env::var("E2E_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(env!("CARGO_BIN_EXE_wasmrule"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_wasmrule")),
+    };
+    cmd.args([
+        "run",
+        "--mqtt-url",
+        &mqtt.url(),
+        "--redis-url",
+        &redis.url(),
+        "--rules-dir",
+    ])
+    .arg(dir)
+    .args(["--qos", "0"])
+    .env("WASMRULE_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap())
+    .spawn()
+    .expect("wasmrule binary")
+}
+
+/// Which parts to run: all, or those named in E2E_ONLY (throughput,latency,rss,rename).
+fn enabled(part: &str) -> bool {
+    std::env::var("E2E_ONLY").map_or(true, |v| v.split(',').any(|p| p == part))
+}
+
+/// utime + stime of a process, in microseconds.
+fn cpu_micros(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 1e6 / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+/// The wasmrule process itself, also when E2E_WRAP runs it under another program.
+fn wasmrule_pid(child: &Child) -> u32 {
+    if std::env::var("E2E_WRAP").is_err() {
+        return child.id();
+    }
+    for _ in 0..100 {
+        let out = Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "wasmrule"])
+            .output()
+            .unwrap();
+        if let Some(pid) = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+        {
+            return pid.parse().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("wrapped wasmrule process not found");
+}
+
+/// Stops wasmrule with SIGINT (so a wrapping profiler can finish) and waits.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+async fn publisher(mqtt: &Mosquitto) -> (rumqttc::AsyncClient, tokio::task::JoinHandle<()>) {
+    let mut o =
+        rumqttc::MqttOptions::new(format!("bench-pub-{}", free_port()), "127.0.0.1", mqtt.port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 10_000);
+    let task = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    (client, task)
+}
+
+async fn publish_all(client: &rumqttc::AsyncClient, payloads: &[(String, String)]) {
+    for (t, p) in payloads {
+        client
+            .publish(
+                t.as_str(),
+                rumqttc::QoS::AtMostOnce,
+                false,
+                p.as_bytes().to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn broker_only(payloads: &[(String, String)]) -> f64 {
+    let mqtt = Mosquitto::start();
+    let mut o = rumqttc::MqttOptions::new("bench-sub", "127.0.0.1", mqtt.port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (sub, mut el) = rumqttc::AsyncClient::new(o, 100);
+    sub.subscribe("store-last-message/+", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let r = received.clone();
+    let sub_task = tokio::spawn(async move {
+        while let Ok(ev) = el.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = ev {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (client, pub_task) = publisher(&mqtt).await;
+    let start = Instant::now();
+    publish_all(&client, payloads).await;
+    let n = payloads.len() as u64;
+    while received.load(Ordering::Relaxed) < n && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let got = received.load(Ordering::Relaxed);
+    if got < n {
+        println!("  (broker only: {got} of {n} arrived)");
+    }
+    let rate = got as f64 / start.elapsed().as_secs_f64();
+    sub_task.abort();
+    pub_task.abort();
+    rate
+}
+
+async fn through_wasmrule(payloads: &[(String, String)]) -> (f64, f64) {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(dist("store-last-message"), dir.path().join("slm.wasm")).unwrap();
+    let log = dir.path().join("wasmrule.log");
+    let mut child = start_wasmrule(&redis, &mqtt, dir.path(), &log);
+    let pid = wasmrule_pid(&child);
+    let (client, pub_task) = publisher(&mqtt).await;
+    // Warm up until the rule serves.
+    eventually(
+        Duration::from_secs(10),
+        "store-last-message serving",
+        || {
+            let _ = client.try_publish(
+                "store-last-message/warm",
+                rumqttc::QoS::AtMostOnce,
+                false,
+                r#"{"temp":1}"#,
+            );
+            redis.hget("emqx_messages", "warm")
+        },
+    )
+    .await;
+    // The last message of each device carries its final temp: when every device shows
+    // it, every message has been through (writes for one topic are applied in order).
+    let n = payloads.len();
+    let last: Vec<String> = (0..DEVICES)
+        .map(|d| (n - DEVICES + d).to_string())
+        .collect();
+    let cpu0 = cpu_micros(pid);
+    let start = Instant::now();
+    publish_all(&client, payloads).await;
+    let mut conn = redis.conn();
+    loop {
+        let vals: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg("emqx_messages")
+            .arg((0..DEVICES).map(|d| format!("dev-{d}")).collect::<Vec<_>>())
+            .query(&mut conn)
+            .unwrap();
+        if vals.iter().zip(&last).all(|(v, l)| v.as_deref() == Some(l)) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            println!("  (wasmrule run did not complete; see {})", log.display());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_micros(pid) - cpu0;
+    pub_task.abort();
+    stop(&mut child);
+    let _ = child.wait();
+    (n as f64 / elapsed, cpu / n as f64)
+}
+
+async fn latency(rate: u64, secs: u64) -> (f64, f64, f64, usize) {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lat.wasm"),
+        echo_rule("PUBLISH", "lat/#", "lat"),
+    )
+    .unwrap();
+    let log = dir.path().join("wasmrule.log");
+    let mut child = start_wasmrule(&redis, &mqtt, dir.path(), &log);
+
+    let origin = Instant::now();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("lat").await.unwrap();
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let s = samples.clone();
+    let reader = tokio::spawn(async move {
+        let mut stream = pubsub.into_on_message();
+        while let Some(msg) = stream.next().await {
+            let now = origin.elapsed().as_nanos() as f64;
+            let event: serde_json::Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+            let sent: f64 = event["payload"].as_str().unwrap().parse().unwrap();
+            if sent > 0.0 {
+                s.lock().unwrap().push((now - sent) / 1e6);
+            }
+        }
+    });
+    let (client, pub_task) = publisher(&mqtt).await;
+    eventually(Duration::from_secs(10), "echo rule serving", || {
+        let _ = client.try_publish("lat/warm", rumqttc::QoS::AtMostOnce, false, "0");
+        (!samples.lock().unwrap().is_empty()
+            || std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("subscribing"))
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    samples.lock().unwrap().clear();
+
+    // `rate` messages per second in 1 ms ticks.
+    let per_tick = (rate / 1000).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let sent = origin.elapsed().as_nanos().to_string();
+            client
+                .publish("lat/x", rumqttc::QoS::AtMostOnce, false, sent)
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    pub_task.abort();
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut v = samples.lock().unwrap().clone();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    (pct(0.5), pct(0.99), *v.last().unwrap(), v.len())
+}
+
+async fn rss_with_rules(count: usize) -> (f64, f64) {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("wasmrule.log");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let mut child = start_wasmrule(&redis, &mqtt, &rules, &log);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let empty = rss_mb(child.id());
+    let src = std::fs::read(dist("store-last-message")).unwrap();
+    for i in 0..count {
+        std::fs::write(rules.join(format!("rule-{i}.wasm")), &src).unwrap();
+    }
+    eventually(Duration::from_secs(120), "all rules loaded", || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        (text.matches("loaded rule").count() >= count).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let full = rss_mb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    (empty, full)
+}
+
+async fn rename_to_serving(rounds: usize) -> Vec<Duration> {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let log = dir.path().join("wasmrule.log");
+    let mut child = start_wasmrule(&redis, &mqtt, &rules, &log);
+    let (client, pub_task) = publisher(&mqtt).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let src = std::fs::read(dist("topic-counter")).unwrap();
+    let mut out = Vec::new();
+    for r in 0..rounds {
+        let staged = rules.join(format!(".staged-{r}.wasm"));
+        std::fs::write(&staged, &src).unwrap();
+        let topic = format!("rename/{r}");
+        let start = Instant::now();
+        std::fs::rename(&staged, rules.join("counter.wasm")).unwrap();
+        // Publish every millisecond until the rule has written.
+        loop {
+            let _ = client.try_publish(topic.as_str(), rumqttc::QoS::AtMostOnce, false, "x");
+            if redis.hget("mqtt_topic_count", &topic).is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "rule never served"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        out.push(start.elapsed());
+        // Remove it and wait until unloaded, so the next round starts from nothing.
+        std::fs::remove_file(rules.join("counter.wasm")).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    pub_task.abort();
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
