@@ -3,13 +3,18 @@
 //! EMQX: `SELECT * FROM "store-last-message/+"` with the Redis template
 //! `HSET emqx_messages ${clientid} ${payload.temp}`. The client id comes from the event
 //! when the source knows it, otherwise from the last topic level (the demo's devices
-//! publish to `store-last-message/<clientid>`).
+//! publish to `store-last-message/<clientid>`). A numeric `temp` is stored exactly as
+//! the device wrote it (`21.50` stays `21.50`), a string `temp` as its text; anything
+//! else is an error. Every language's version of this rule does the same
+//! (`guest-sdk/conformance/store-last-message.json`).
 
+use serde_json::value::RawValue;
 use wasmrule_guest::{Command, Event, RuleError, cmd, rule};
 
 #[derive(serde::Deserialize)]
-struct Reading {
-    temp: serde_json::Value,
+struct Reading<'a> {
+    #[serde(borrow)]
+    temp: &'a RawValue,
 }
 
 #[rule(filters = ["store-last-message/+"])]
@@ -19,10 +24,13 @@ pub fn store_last_message(event: &Event) -> Result<Command, RuleError> {
         .or(event.topic_last_level())
         .ok_or("no clientid in the event and no last topic level to use instead")?;
     let reading: Reading = event.payload_json()?;
-    if !(reading.temp.is_number() || reading.temp.is_string()) {
-        return Err(RuleError::new("payload.temp is not a number or a string"));
-    }
-    Ok(cmd::hset("emqx_messages", client, &reading.temp))
+    let raw = reading.temp.get();
+    let temp = match raw.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(raw)?,
+        Some(b'-' | b'0'..=b'9') => raw.to_owned(),
+        _ => return Err(RuleError::new("payload.temp is not a number or a string")),
+    };
+    Ok(cmd::hset("emqx_messages", client, temp))
 }
 
 #[cfg(test)]
@@ -38,6 +46,20 @@ mod tests {
         );
         let c = store_last_message(&e).unwrap();
         assert_eq!(c.to_string(), "HSET emqx_messages dev-1 21.5");
+    }
+
+    #[test]
+    fn numbers_keep_their_text_strings_their_content() {
+        let c = store_last_message(&Event::message("store-last-message/a", r#"{"temp":21.50}"#));
+        assert_eq!(c.unwrap().to_string(), "HSET emqx_messages a 21.50");
+        let c = store_last_message(&Event::message(
+            "store-last-message/a",
+            r#"{"temp":"warm \"x\""}"#,
+        ));
+        assert_eq!(
+            c.unwrap().to_string(),
+            r#"HSET emqx_messages a "warm \"x\"""#
+        );
     }
 
     #[test]
