@@ -35,6 +35,14 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Largest packet accepted from the broker, in bytes.
     pub max_packet_size: u32,
+    /// Start without a stored session. False keeps the session (subscriptions and
+    /// queued QoS 1/2 messages) across disconnects and restarts.
+    pub clean_session: bool,
+    /// MQTT 5: how long the broker keeps the session after a disconnect.
+    pub session_expiry: Duration,
+    /// QoS 1/2 messages the broker may have in flight to wasmrule unacknowledged (MQTT 5
+    /// Receive Maximum): the bound on work held in memory and on repeats after a crash.
+    pub inflight: u16,
 }
 
 /// Where to write commands.
@@ -62,6 +70,11 @@ pub struct RuntimeConfig {
     pub queue: usize,
     /// Node name put in events (`node`).
     pub node: String,
+    /// How long a graceful shutdown may take to finish, write and acknowledge what is
+    /// in flight.
+    pub shutdown_timeout: Duration,
+    /// Address of the health and metrics endpoint; `None` turns it off.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// The validated configuration.
@@ -82,6 +95,9 @@ pub struct Overrides {
     pub rules_dir: Option<PathBuf>,
     pub client_id: Option<String>,
     pub qos: Option<u8>,
+    pub clean_session: Option<bool>,
+    /// `off` or an address.
+    pub http_addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +126,9 @@ struct RawMqtt {
     qos: Option<u8>,
     keep_alive_secs: Option<u64>,
     max_packet_size: Option<u32>,
+    clean_session: Option<bool>,
+    session_expiry_secs: Option<u32>,
+    inflight: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,11 +161,14 @@ struct RawRuntime {
     workers: Option<usize>,
     queue: Option<usize>,
     node: Option<String>,
+    shutdown_timeout_secs: Option<u64>,
+    http_addr: Option<String>,
 }
 
 pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_RULES_DIR: &str = "rules";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
 
 impl Config {
     /// Reads and validates a config file.
@@ -159,6 +181,25 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// The configuration `wasmrule run` uses: defaults, then the file if any, then
+    /// `overrides` (flags and environment).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_file`], or an invalid override.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Self::from_raw(RawConfig::default(), overrides);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let raw: RawConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("in config file {}", path.display()))?;
+        Self::from_raw(raw, overrides)
+            .with_context(|| format!("with config file {}", path.display()))
     }
 
     /// Parses and validates config text, applying defaults.
@@ -208,6 +249,12 @@ impl Config {
         if let Some(qos) = o.qos {
             self.mqtt.qos = check_qos(qos).context("--qos")?;
         }
+        if let Some(clean) = o.clean_session {
+            self.mqtt.clean_session = clean;
+        }
+        if let Some(addr) = &o.http_addr {
+            self.runtime.http_addr = parse_http_addr(addr).context("--http-addr")?;
+        }
         Ok(())
     }
 
@@ -220,6 +267,9 @@ impl Config {
             "3.1.1" | "4" => MqttProtocol::V311,
             other => bail!("mqtt.protocol: {other:?} is not \"3.1.1\" or \"5\""),
         };
+        // A session is only worth keeping under a stable client id: by default it is
+        // kept when the id is chosen (file or --client-id), not for the generated one.
+        let id_chosen = m.client_id.is_some() || o.client_id.is_some();
         let client_id = match m.client_id {
             Some(id) => check_client_id(&id).context("mqtt.client_id")?,
             None => format!("wasmrule-{}", std::process::id()),
@@ -241,6 +291,9 @@ impl Config {
                 m.max_packet_size.unwrap_or(1 << 20),
                 "mqtt.max_packet_size",
             )?,
+            clean_session: m.clean_session.unwrap_or(!id_chosen),
+            session_expiry: Duration::from_secs(m.session_expiry_secs.unwrap_or(3600).into()),
+            inflight: positive(m.inflight.unwrap_or(1000), "mqtt.inflight")?,
         };
 
         let redis_url = raw
@@ -299,6 +352,17 @@ impl Config {
             },
             queue: positive(raw.runtime.queue.unwrap_or(1024), "runtime.queue")?,
             node: raw.runtime.node.unwrap_or_else(default_node),
+            shutdown_timeout: Duration::from_secs(positive(
+                raw.runtime.shutdown_timeout_secs.unwrap_or(10),
+                "runtime.shutdown_timeout_secs",
+            )?),
+            http_addr: parse_http_addr(
+                raw.runtime
+                    .http_addr
+                    .as_deref()
+                    .unwrap_or(DEFAULT_HTTP_ADDR),
+            )
+            .context("runtime.http_addr")?,
         };
 
         let mut config = Config {
@@ -342,6 +406,15 @@ fn check_redis_url(url: &str) -> anyhow::Result<()> {
     }
     redis::Client::open(url).map_err(|e| anyhow::anyhow!("{url:?}: {e}"))?;
     Ok(())
+}
+
+fn parse_http_addr(s: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{s:?} is not an address like 127.0.0.1:9464, or \"off\""))
 }
 
 fn default_node() -> String {
@@ -424,6 +497,11 @@ mod tests {
         assert_eq!(c.rules.dir, PathBuf::from("rules"));
         assert_eq!(c.limits, Limits::default());
         assert!(c.runtime.workers >= 1);
+        assert!(
+            c.mqtt.clean_session,
+            "no chosen client id: no stored session"
+        );
+        assert_eq!(c.runtime.http_addr, Some("127.0.0.1:9464".parse().unwrap()));
     }
 
     #[test]
@@ -459,6 +537,10 @@ mod tests {
         assert_eq!(c.limits.max_memory, 8 << 20);
         assert_eq!(c.runtime.workers, 3);
         assert_eq!(c.runtime.node, "n1");
+        assert!(
+            !c.mqtt.clean_session,
+            "a chosen client id keeps its session"
+        );
     }
 
     fn err(toml: &str) -> String {
@@ -475,6 +557,8 @@ mod tests {
         assert!(err("[limits]\nmax_memory_mb = 5000").contains("limits.max_memory_mb"));
         assert!(err("[runtime]\nworkers = 1000").contains("runtime.workers"));
         assert!(err("[mqtt]\nclient_id = \"a/b\"").contains("mqtt.client_id"));
+        assert!(err("[mqtt]\ninflight = 0").contains("mqtt.inflight"));
+        assert!(err("[runtime]\nhttp_addr = \"localhost\"").contains("runtime.http_addr"));
         // Typos are not silently ignored.
         assert!(err("[mqtt]\nulr = \"mqtt://x\"").contains("unknown field `ulr`"));
         assert!(err("[mqtt]\nqos = \"one\"").contains("qos"));
@@ -489,12 +573,15 @@ mod tests {
             rules_dir: Some("d".into()),
             client_id: Some("me".into()),
             qos: Some(2),
+            clean_session: None,
+            http_addr: Some("off".into()),
         })
         .unwrap();
         assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 2));
         assert_eq!(c.redis.url, "redis://127.0.0.1:3");
         assert_eq!(c.rules.dir, PathBuf::from("d"));
         assert_eq!((c.mqtt.client_id.as_str(), c.mqtt.qos), ("me", 2));
+        assert_eq!(c.runtime.http_addr, None);
         let bad = c.apply_overrides(&Overrides {
             qos: Some(7),
             ..Overrides::default()

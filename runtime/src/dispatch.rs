@@ -132,7 +132,8 @@ impl Worker {
             self.handle(&m, &mut batch);
             // Take whatever else is already queued, so Redis sees big pipelines under
             // load and single commands, without delay, when idle.
-            while batch.commands.len() < MAX_BATCH_COMMANDS {
+            while batch.commands.len() < MAX_BATCH_COMMANDS && batch.done.len() < MAX_BATCH_COMMANDS
+            {
                 match self.rx.try_recv() {
                     Ok(m) => self.handle(&m, &mut batch),
                     Err(_) => break,
@@ -146,6 +147,11 @@ impl Worker {
     }
 
     fn handle(&mut self, m: &Message, batch: &mut WriteBatch) {
+        if m.tracked {
+            // Acknowledged once this batch's commands (which include this message's)
+            // are written.
+            batch.done.push(m.seq);
+        }
         let set = self.rules.load();
         set.matching(&m.topic, &mut self.matched);
         if self.matched.is_empty() {

@@ -38,6 +38,9 @@ pub struct Message {
     /// Milliseconds since the Unix epoch at receipt.
     pub received_at: u64,
     pub properties: Option<Box<PublishProperties>>,
+    /// The broker waits for an acknowledgement of this message, which must come after
+    /// its writes (`ack.rs`).
+    pub tracked: bool,
 }
 
 impl Message {
@@ -54,6 +57,7 @@ impl Message {
             username: None,
             received_at: now_ms(),
             properties: None,
+            tracked: false,
         }
     }
 }

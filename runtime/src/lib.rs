@@ -14,15 +14,19 @@
 //! - [`reload`]: rules directory watcher -> compile off the hot path -> swap.
 //! - [`subscriptions`]: which MQTT subscriptions to hold; dropping overlap duplicates.
 //! - [`mqtt_source`]: the MQTT connection (rumqttc, 3.1.1 and 5).
+//! - [`ack`]: acknowledge-after-write, in arrival order.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
 //! - [`metrics`]: counters of what the runtime did.
 
+pub mod ack;
 pub mod commands;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
+pub mod http;
 pub mod metrics;
 pub mod mqtt_source;
 pub mod redis_sink;
@@ -65,11 +69,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub rules: Arc<Rules>,
+    /// Where the health endpoint listens, if it does.
+    pub http_addr: Option<std::net::SocketAddr>,
+    shutdown_timeout: std::time::Duration,
     token: CancellationToken,
+    drained: CancellationToken,
     source: tokio::task::JoinHandle<()>,
     watcher: tokio::task::JoinHandle<anyhow::Result<()>>,
     workers: dispatch::Workers,
     sink: tokio::task::JoinHandle<()>,
+    http: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -96,6 +105,16 @@ impl Runtime {
             .context("cannot start the WebAssembly engine")?;
         let metrics = Arc::new(Metrics::default());
         let rules = Arc::new(Rules::new());
+        let token = CancellationToken::new();
+
+        let (http_addr, http) = match config.runtime.http_addr {
+            Some(addr) => {
+                let (a, t) =
+                    http::serve(addr, metrics.clone(), rules.clone(), token.child_token()).await?;
+                (Some(a), Some(t))
+            }
+            None => (None, None),
+        };
 
         let mut reloader =
             Reloader::new(engine, config.rules.clone(), rules.clone(), metrics.clone());
@@ -105,15 +124,17 @@ impl Runtime {
             dir = %dir.display(),
             "initial rules loaded"
         );
-
-        let token = CancellationToken::new();
         let watcher = tokio::spawn(reloader.watch(token.child_token()));
 
+        let tracker = Arc::new(ack::AckTracker::new());
+        let (due_tx, due_rx) = mpsc::unbounded_channel();
+        let completions = ack::Completions::new(tracker.clone(), due_tx);
         let (sink_tx, sink_rx) = mpsc::channel(workers * 4);
         let sink = tokio::spawn(redis_sink::run(
             config.redis.clone(),
             sink_rx,
             metrics.clone(),
+            completions.clone(),
         ));
         let (dispatcher, worker_threads) = dispatch::start(
             workers,
@@ -124,37 +145,79 @@ impl Runtime {
             metrics.clone(),
         )
         .context("cannot start worker threads")?;
+        let drained = CancellationToken::new();
         let source = tokio::spawn(mqtt_source::run(
             config.mqtt.clone(),
-            rules.subscriptions(),
-            dispatcher,
-            metrics.clone(),
-            token.child_token(),
+            mqtt_source::SourceParts {
+                wanted: rules.subscriptions(),
+                dispatcher,
+                metrics: metrics.clone(),
+                tracker,
+                completions,
+                due: due_rx,
+                shutdown: token.child_token(),
+                drained: drained.clone(),
+            },
         ));
         Ok(Runtime {
             metrics,
             rules,
+            http_addr,
+            shutdown_timeout: config.runtime.shutdown_timeout,
             token,
+            drained,
             source,
             watcher,
             workers: worker_threads,
             sink,
+            http,
         })
     }
 
-    /// Stops taking messages, finishes and writes everything taken, and returns.
-    pub async fn stop(self) {
-        self.token.cancel();
-        // The source owns the dispatcher: once it ends, worker queues close.
-        let _ = self.source.await;
-        let workers = self.workers;
-        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
-        // Workers held the last senders to the sink: it drains and ends.
-        let _ = self.sink.await;
-        match self.watcher.await {
+    /// Graceful shutdown: stops taking messages, finishes the ones taken, writes them,
+    /// acknowledges them and disconnects, within the configured shutdown timeout.
+    /// Returns whether everything finished in time (if not, the broker redelivers what
+    /// was not acknowledged).
+    pub async fn stop(self) -> bool {
+        let Runtime {
+            token,
+            drained,
+            source,
+            watcher,
+            workers,
+            sink,
+            http,
+            shutdown_timeout,
+            ..
+        } = self;
+        token.cancel();
+        let finish = async {
+            // The source drops the dispatcher; workers drain their queues and exit,
+            // which closes the writer's channel; the writer finishes and ends.
+            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+            let _ = sink.await;
+        };
+        let in_time = tokio::time::timeout(shutdown_timeout, finish).await.is_ok();
+        if !in_time {
+            tracing::warn!(
+                "shutdown timeout ({shutdown_timeout:?}) reached; unacknowledged messages will be redelivered"
+            );
+        }
+        drained.cancel();
+        if tokio::time::timeout(std::time::Duration::from_secs(3), source)
+            .await
+            .is_err()
+        {
+            tracing::warn!("MQTT connection did not close in time");
+        }
+        match watcher.await {
             Ok(Err(e)) => tracing::warn!("rules watcher: {e:#}"),
             Err(e) => tracing::warn!("rules watcher task: {e}"),
             Ok(Ok(())) => {}
         }
+        if let Some(h) = http {
+            let _ = h.await;
+        }
+        in_time
     }
 }

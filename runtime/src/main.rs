@@ -70,6 +70,12 @@ struct RunArgs {
     /// QoS of wasmrule's subscriptions.
     #[arg(long, env = "WASMRULE_QOS")]
     qos: Option<u8>,
+    /// Start a fresh MQTT session (the default when no client id is chosen).
+    #[arg(long)]
+    clean_session: bool,
+    /// Health and metrics endpoint (GET /healthz, /readyz, /metrics), or `off`.
+    #[arg(long, env = "WASMRULE_HTTP_ADDR")]
+    http_addr: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -120,15 +126,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         rules_dir: args.rules_dir,
         client_id: args.client_id,
         qos: args.qos,
+        clean_session: args.clean_session.then_some(true),
+        http_addr: args.http_addr,
     };
-    let config = match &args.config {
-        Some(path) => {
-            let mut c = Config::from_file(path)?;
-            c.apply_overrides(&overrides)?;
-            c
-        }
-        None => Config::with_overrides(&overrides)?,
-    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_stack_size(4 << 20)

@@ -1,7 +1,7 @@
 //! Counters the runtime keeps about itself. Plain atomics: cheap to bump from any thread,
 //! read by tests, the periodic status line, and (later) a metrics endpoint.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters since start. All monotonic.
 #[derive(Debug, Default)]
@@ -26,6 +26,12 @@ pub struct Metrics {
     pub rules_loaded: AtomicU64,
     /// Rule files that failed to load.
     pub load_errors: AtomicU64,
+    /// QoS 1/2 messages acknowledged to the broker after their writes.
+    pub messages_acked: AtomicU64,
+    /// Connected to the MQTT broker now.
+    pub mqtt_connected: AtomicBool,
+    /// Connected to Redis now.
+    pub redis_connected: AtomicBool,
 }
 
 impl Metrics {
@@ -37,5 +43,94 @@ impl Metrics {
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a connection flag.
+    pub fn set(flag: &AtomicBool, value: bool) {
+        flag.store(value, Ordering::Relaxed);
+    }
+
+    /// Reads a connection flag.
+    pub fn is(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::Relaxed)
+    }
+
+    /// The counters in Prometheus text exposition format.
+    pub fn prometheus(&self, rules_loaded_now: usize) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
+            out.push_str(&format!(
+                "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} counter\nwasmrule_{name} {}\n",
+                Self::get(v)
+            ));
+        };
+        counter(
+            "messages_received_total",
+            "MQTT messages handed to rules",
+            &self.messages_received,
+        );
+        counter(
+            "messages_acked_total",
+            "QoS 1/2 messages acknowledged after their writes",
+            &self.messages_acked,
+        );
+        counter(
+            "duplicates_dropped_total",
+            "overlapping-subscription copies dropped",
+            &self.duplicates_dropped,
+        );
+        counter(
+            "messages_unmatched_total",
+            "messages that matched no rule",
+            &self.messages_unmatched,
+        );
+        counter("invocations_total", "rule invocations", &self.invocations);
+        counter(
+            "invocation_errors_total",
+            "failed rule invocations",
+            &self.invocation_errors,
+        );
+        counter(
+            "commands_written_total",
+            "commands Redis confirmed",
+            &self.commands_written,
+        );
+        counter(
+            "command_errors_total",
+            "commands Redis refused",
+            &self.command_errors,
+        );
+        counter(
+            "redis_retries_total",
+            "pipelines resent after a Redis failure",
+            &self.redis_retries,
+        );
+        counter(
+            "rule_loads_total",
+            "rule versions loaded",
+            &self.rules_loaded,
+        );
+        counter(
+            "rule_load_errors_total",
+            "rule files that failed to load",
+            &self.load_errors,
+        );
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            out.push_str(&format!(
+                "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} gauge\nwasmrule_{name} {v}\n"
+            ));
+        };
+        gauge("rules", "rules serving now", rules_loaded_now as u64);
+        gauge(
+            "mqtt_connected",
+            "1 when connected to the broker",
+            Self::is(&self.mqtt_connected) as u64,
+        );
+        gauge(
+            "redis_connected",
+            "1 when connected to Redis",
+            Self::is(&self.redis_connected) as u64,
+        );
+        out
     }
 }

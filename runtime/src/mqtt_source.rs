@@ -6,6 +6,14 @@
 //! the dispatcher's queues are full, handing over waits, and so does reading from the
 //! broker.
 //!
+//! Delivery: with QoS 1/2 subscriptions, acknowledgements are manual. Each message is
+//! registered with the [`AckTracker`] as it arrives and acknowledged, in arrival order,
+//! once the Redis writer reports it written (`ack.rs`). With a chosen client id the
+//! session is kept (`clean_session = false`, MQTT 5 session expiry), so messages
+//! published while wasmrule is down wait in the broker. At shutdown the reader stops
+//! handing messages on, keeps the connection up until everything handed on is written
+//! and acknowledged, then disconnects.
+//!
 //! Retained messages: rules see messages as they are published, like EMQX's rule engine,
 //! not the stored copies a broker replays to a new subscription. With MQTT 5 the
 //! subscriptions ask the broker not to replay them (Retain Handling 2) and to keep the
@@ -19,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::ack::{AckToken, AckTracker, Completions};
 use crate::config::{MqttConfig, MqttProtocol};
 use crate::dispatch::Dispatcher;
 use crate::event::{Message, PublishProperties};
@@ -32,9 +41,15 @@ const REQUEST_CAPACITY: usize = 1024;
 
 /// What one poll of the event loop produced, protocol-independent.
 enum Polled {
-    Connected { session_present: bool },
-    Publish(Message, Vec<usize>),
-    SubAck { pkid: u16, refused: Vec<String> },
+    Connected {
+        session_present: bool,
+    },
+    /// The message, its subscription identifiers, packet id and QoS.
+    Publish(Message, Vec<usize>, u16, u8),
+    SubAck {
+        pkid: u16,
+        refused: Vec<String>,
+    },
     UnsubscribeSent(u16),
     UnsubAck(u16),
     Other,
@@ -56,7 +71,8 @@ fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
         MqttProtocol::V311 => {
             let mut o = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
             o.set_keep_alive(cfg.keep_alive)
-                .set_clean_session(true)
+                .set_clean_session(cfg.clean_session)
+                .set_manual_acks(cfg.qos > 0)
                 .set_max_packet_size(cfg.max_packet_size as usize, cfg.max_packet_size as usize);
             if let Some(u) = &cfg.username {
                 o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
@@ -67,8 +83,13 @@ fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
         MqttProtocol::V5 => {
             let mut o = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
             o.set_keep_alive(cfg.keep_alive)
-                .set_clean_start(true)
+                .set_clean_start(cfg.clean_session)
+                .set_manual_acks(cfg.qos > 0)
+                .set_receive_maximum(Some(cfg.inflight))
                 .set_max_packet_size(Some(cfg.max_packet_size));
+            if !cfg.clean_session {
+                o.set_session_expiry_interval(Some(cfg.session_expiry.as_secs() as u32));
+            }
             if let Some(u) = &cfg.username {
                 o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
             }
@@ -130,6 +151,22 @@ impl Client {
         }
     }
 
+    async fn ack(&self, t: AckToken) -> Result<(), String> {
+        match self {
+            Client::V4(c) => {
+                let mut p = rumqttc::Publish::new("", qos4(t.qos), Vec::new());
+                p.pkid = t.pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
+            Client::V5(c) => {
+                let mut p =
+                    rumqttc::v5::mqttbytes::v5::Publish::new("", qos5(t.qos), Vec::new(), None);
+                p.pkid = t.pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
     async fn disconnect(&self) {
         let _ = match self {
             Client::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
@@ -148,8 +185,9 @@ impl EventLoop {
                         session_present: a.session_present,
                     },
                     Event::Incoming(Packet::Publish(p)) => {
-                        let m = Message::new(p.topic, p.payload, p.qos as u8, p.retain);
-                        Polled::Publish(m, Vec::new())
+                        let (pkid, qos) = (p.pkid, p.qos as u8);
+                        let m = Message::new(p.topic, p.payload, qos, p.retain);
+                        Polled::Publish(m, Vec::new(), pkid, qos)
                     }
                     Event::Incoming(Packet::SubAck(a)) => Polled::SubAck {
                         pkid: a.pkid,
@@ -178,7 +216,8 @@ impl EventLoop {
                             tracing::warn!("skipped a publish whose topic is not UTF-8");
                             return Ok(Polled::Other);
                         };
-                        let mut m = Message::new(topic, p.payload, p.qos as u8, p.retain);
+                        let (pkid, qos) = (p.pkid, p.qos as u8);
+                        let mut m = Message::new(topic, p.payload, qos, p.retain);
                         let mut ids = Vec::new();
                         if let Some(props) = p.properties {
                             ids = props.subscription_identifiers;
@@ -191,7 +230,7 @@ impl EventLoop {
                                 user_properties: props.user_properties,
                             }));
                         }
-                        Polled::Publish(m, ids)
+                        Polled::Publish(m, ids, pkid, qos)
                     }
                     Event::Incoming(Packet::SubAck(a)) => Polled::SubAck {
                         pkid: a.pkid,
@@ -211,17 +250,41 @@ impl EventLoop {
     }
 }
 
-/// Runs the MQTT side until `shutdown`: connects (and reconnects with backoff), follows
-/// `wanted` subscriptions, and dispatches every publish.
-pub async fn run(
-    cfg: MqttConfig,
-    mut wanted: watch::Receiver<Vec<String>>,
-    dispatcher: Dispatcher,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
+/// What the MQTT source needs besides its configuration.
+pub struct SourceParts {
+    /// Follows the subscriptions the loaded rules need.
+    pub wanted: watch::Receiver<Vec<String>>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+    pub tracker: Arc<AckTracker>,
+    /// Reports messages that need no work (duplicates, replays).
+    pub completions: Completions,
+    /// Acknowledgements that became due, from every [`Completions`] handle.
+    pub due: mpsc::UnboundedReceiver<Vec<AckToken>>,
+    /// Stop handing messages on (start of a graceful shutdown).
+    pub shutdown: CancellationToken,
+    /// Everything handed on has been written: send the last acknowledgements and
+    /// disconnect.
+    pub drained: CancellationToken,
+}
+
+/// Runs the MQTT side: connects (and reconnects with backoff), follows the wanted
+/// subscriptions, hands every publish to the dispatcher and acknowledges it after its
+/// writes. Returns after `drained` (or, if never connected, soon after `shutdown`).
+pub async fn run(cfg: MqttConfig, parts: SourceParts) {
+    let SourceParts {
+        mut wanted,
+        dispatcher,
+        metrics,
+        tracker,
+        completions,
+        mut due,
+        shutdown,
+        drained,
+    } = parts;
     let (client, mut eventloop) = connect(&cfg);
     let use_ids = cfg.protocol == MqttProtocol::V5;
+    let manual_acks = cfg.qos > 0;
     let table = Arc::new(Mutex::new(SubTable::new(use_ids)));
 
     // Requests go out one at a time, in order, from their own task: the poll loop must
@@ -234,6 +297,27 @@ pub async fn run(
             while let Some(req) = req_rx.recv().await {
                 if let Err(e) = client.send(&req, qos).await {
                     tracing::warn!("cannot queue MQTT request {req:?}: {e}");
+                }
+            }
+        })
+    };
+
+    // Sends acknowledgements as they become due, unless they belong to a connection
+    // that has since gone (the broker redelivers those messages).
+    let acker = {
+        let client = client.clone();
+        let tracker = tracker.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            while let Some(tokens) = due.recv().await {
+                for t in tokens {
+                    if t.generation != tracker.generation() {
+                        continue;
+                    }
+                    match client.ack(t).await {
+                        Ok(()) => Metrics::add(&metrics.messages_acked, 1),
+                        Err(e) => tracing::debug!("acknowledgement not queued: {e}"),
+                    }
                 }
             }
         })
@@ -260,18 +344,32 @@ pub async fn run(
         })
     };
 
+    let mut dispatcher = Some(dispatcher);
+    let mut generation = tracker.generation();
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
     loop {
         let polled = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled(), if dispatcher.is_some() => {
+                // Workers drain their queues once the last dispatcher is gone.
+                dispatcher = None;
+                tracing::info!(
+                    outstanding = tracker.outstanding(),
+                    "no longer taking messages; finishing those in flight"
+                );
+                continue;
+            }
+            _ = drained.cancelled() => break,
             p = eventloop.poll() => p,
         };
         match polled {
             Ok(Polled::Connected { session_present }) => {
+                generation = tracker.new_connection();
+                Metrics::set(&metrics.mqtt_connected, true);
                 if failures > 0 {
                     tracing::info!(
+                        session_present,
                         "reconnected to MQTT broker {}:{} after {failures} failed attempts",
                         cfg.host,
                         cfg.port
@@ -290,17 +388,37 @@ pub async fn run(
                     let _ = req_tx.send(r);
                 }
             }
-            Ok(Polled::Publish(m, ids)) => {
-                if m.retain && !use_ids {
-                    // MQTT 3.1.1: a stored copy replayed on subscribe (module docs).
+            Ok(Polled::Publish(mut m, ids, pkid, qos)) => {
+                let Some(d) = &dispatcher else {
+                    // Shutting down: not handed on and not acknowledged, so the broker
+                    // delivers it again to the next session.
+                    continue;
+                };
+                let tracked = manual_acks && qos > 0;
+                if tracked {
+                    let token = AckToken {
+                        generation,
+                        pkid,
+                        qos,
+                    };
+                    tracker.received(m.seq, token);
+                }
+                // A stored copy replayed on subscribe (MQTT 3.1.1, module docs), or the
+                // second copy of an overlapping subscription: acknowledged, not handled.
+                let replay = m.retain && !use_ids;
+                let duplicate = !replay && !lock(&table).should_handle(&m.topic, &ids);
+                if replay || duplicate {
+                    if duplicate {
+                        Metrics::add(&metrics.duplicates_dropped, 1);
+                    }
+                    if tracked {
+                        completions.done(&[m.seq]);
+                    }
                     continue;
                 }
-                if !lock(&table).should_handle(&m.topic, &ids) {
-                    Metrics::add(&metrics.duplicates_dropped, 1);
-                    continue;
-                }
+                m.tracked = tracked;
                 Metrics::add(&metrics.messages_received, 1);
-                if dispatcher.dispatch(m).await.is_err() {
+                if d.dispatch(m).await.is_err() {
                     tracing::error!("workers stopped; MQTT reader exiting");
                     break;
                 }
@@ -318,6 +436,10 @@ pub async fn run(
             Ok(Polled::UnsubAck(pkid)) => lock(&table).on_unsuback(pkid),
             Ok(Polled::Other) => {}
             Err(e) => {
+                // Pending acknowledgements belong to this connection: drop them now so
+                // none is queued for the next one.
+                generation = tracker.new_connection();
+                Metrics::set(&metrics.mqtt_connected, false);
                 // First failure at warn, then one line per 10 attempts: visible, no flood.
                 if failures.is_multiple_of(10) {
                     tracing::warn!(
@@ -328,7 +450,10 @@ pub async fn run(
                 }
                 failures += 1;
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = drained.cancelled() => break,
+                    _ = shutdown.cancelled(), if dispatcher.is_some() => {
+                        dispatcher = None;
+                    }
                     _ = tokio::time::sleep(jitter(backoff)) => {}
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -336,12 +461,16 @@ pub async fn run(
         }
     }
     follower.abort();
+    // Let the acknowledgements already due reach rumqttc's queue, ahead of DISCONNECT.
+    drop(completions);
+    let _ = tokio::time::timeout(Duration::from_secs(1), acker).await;
     client.disconnect().await;
-    // Poll a little longer so the DISCONNECT is actually written.
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+    // Poll a little longer so the acknowledgements and DISCONNECT are actually written.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while eventloop.poll().await.is_ok() {}
     })
     .await;
+    Metrics::set(&metrics.mqtt_connected, false);
     sender.abort();
 }
 

@@ -17,6 +17,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
+use crate::ack::Completions;
 use crate::commands::Commands;
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
@@ -31,6 +32,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct WriteBatch {
     pub commands: Commands,
+    /// Messages (sequence numbers) fully handled in this batch, to acknowledge once its
+    /// commands are written.
+    pub done: Vec<u64>,
     origins: Vec<Origin>,
     // For each origin, the index of its first command; commands are contiguous.
     first_command: Vec<usize>,
@@ -42,9 +46,9 @@ struct Origin {
 }
 
 impl WriteBatch {
-    /// Whether there is nothing to write.
+    /// Whether there is nothing to write and nothing to acknowledge.
     pub fn is_empty(&self) -> bool {
-        self.commands.is_empty()
+        self.commands.is_empty() && self.done.is_empty()
     }
 
     /// Notes that the last `n` commands came from `rule` handling a message on `topic`.
@@ -64,8 +68,14 @@ impl WriteBatch {
     }
 }
 
-/// Writes batches until the channel closes and everything received is written.
-pub async fn run(config: RedisConfig, mut rx: mpsc::Receiver<WriteBatch>, metrics: Arc<Metrics>) {
+/// Writes batches until the channel closes and everything received is written, and
+/// reports each batch's messages to `completions` once its commands are.
+pub async fn run(
+    config: RedisConfig,
+    mut rx: mpsc::Receiver<WriteBatch>,
+    metrics: Arc<Metrics>,
+    completions: Completions,
+) {
     let mut writer = Writer {
         config,
         conn: None,
@@ -85,6 +95,9 @@ pub async fn run(config: RedisConfig, mut rx: mpsc::Receiver<WriteBatch>, metric
             }
         }
         writer.write(&batches).await;
+        for b in &batches {
+            completions.done(&b.done);
+        }
         batches.clear();
     }
     tracing::debug!("Redis writer drained and stopped");
@@ -121,6 +134,9 @@ impl Writer {
                 }
                 pipe.add_command(cmd);
             }
+            if todo.is_empty() {
+                break;
+            }
             let conn = self.connection().await;
             match pipe.query_async::<Vec<Value>>(conn).await {
                 Ok(replies) => {
@@ -148,6 +164,7 @@ impl Writer {
                         "Redis write failed: {e}; reconnecting and sending the pipeline again"
                     );
                     Metrics::add(&self.metrics.redis_retries, 1);
+                    Metrics::set(&self.metrics.redis_connected, false);
                     self.conn = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -195,8 +212,10 @@ impl Writer {
                         tracing::debug!("connected to Redis");
                     }
                     self.conn = Some(c);
+                    Metrics::set(&self.metrics.redis_connected, true);
                 }
                 Err(e) => {
+                    Metrics::set(&self.metrics.redis_connected, false);
                     // One line at the first failure, then one per ~10 attempts: enough
                     // to know it is still down without flooding the log.
                     if attempts.is_multiple_of(10) {

@@ -48,17 +48,46 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 10 s");
 }
 
+/// Sends `signal` (`KILL`, `TERM`, `STOP`, `CONT`, ...) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
 /// A private redis-server.
 pub struct Redis {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    aof: bool,
+    dir: tempfile::TempDir,
 }
 
 impl Redis {
+    /// Without persistence.
     pub fn start() -> Redis {
+        Self::start_with(false)
+    }
+
+    /// With `aof`, an append-only file fsynced on every write (`appendfsync always`):
+    /// nothing Redis confirmed is lost when it is killed.
+    pub fn start_with(aof: bool) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let child = Self::spawn(port, aof, dir.path());
+        Redis {
+            port,
+            child,
+            aof,
+            dir,
+        }
+    }
+
+    fn spawn(port: u16, aof: bool, dir: &Path) -> Child {
         let mut child = Command::new(binary("redis-server"))
             .args([
                 "--port",
@@ -68,18 +97,30 @@ impl Redis {
                 "--save",
                 "",
             ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
+            .args(["--appendonly", if aof { "yes" } else { "no" }])
+            .args(["--appendfsync", "always", "--dir"])
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start redis-server");
         wait_for_port(port, "redis-server", &mut child);
-        Redis {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown, no final save.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self.aof, self.dir.path());
     }
 
     pub fn url(&self) -> String {
@@ -129,37 +170,56 @@ impl Drop for Redis {
 pub struct Mosquitto {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
+    /// Without persistence.
     pub fn start() -> Mosquitto {
+        Self::start_with(false)
+    }
+
+    /// With `persistence`, sessions and queued messages survive a restart (mosquitto
+    /// writes them at shutdown and every `autosave_interval` seconds).
+    pub fn start_with(persistence: bool) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         // max_queued_messages: mosquitto drops QoS 1/2 messages queued beyond 1000 for a
-        // slow subscriber by default; tests must never mistake that for our loss.
+        // slow or offline subscriber by default; tests must never mistake that for our
+        // loss. max_inflight_messages 0: no broker-side limit below the client's Receive
+        // Maximum.
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n\
-                 max_inflight_messages 0\npersistence false\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 1000000\n\
+                 max_inflight_messages 0\npersistence {persistence}\npersistence_location {}/\n\
+                 autosave_interval 1\n",
+                dir.path().display()
             ),
         )
         .unwrap();
+        let child = Self::spawn(port, &conf);
+        Mosquitto { port, child, dir }
+    }
+
+    fn spawn(port: u16, conf: &Path) -> Child {
         let mut child = Command::new(binary("mosquitto"))
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start mosquitto");
         wait_for_port(port, "mosquitto", &mut child);
-        Mosquitto {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// SIGTERM (mosquitto saves its persistence file) and start again.
+    pub fn restart(&mut self) {
+        signal(self.child.id(), "TERM");
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, &self.dir.path().join("mosquitto.conf"));
     }
 
     pub fn url(&self) -> String {
@@ -195,6 +255,8 @@ pub fn config(redis: &Redis, mqtt: &Mosquitto, rules_dir: &Path) -> Config {
         rules_dir: Some(rules_dir.to_owned()),
         client_id: Some(format!("wasmrule-test-{}", free_port())),
         qos: Some(1),
+        clean_session: Some(true),
+        http_addr: Some("off".into()),
     })
     .unwrap();
     c.runtime.workers = 2;
@@ -212,8 +274,14 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(mqtt: &Mosquitto) -> Publisher {
-        let mut o =
-            rumqttc::MqttOptions::new(format!("pub-{}", free_port()), "127.0.0.1", mqtt.port);
+        Self::connect_with(mqtt, &format!("pub-{}", free_port()), true).await
+    }
+
+    /// With `clean_session = false`, unacknowledged publishes are sent again after the
+    /// broker comes back, and the broker keeps the session.
+    pub async fn connect_with(mqtt: &Mosquitto, client_id: &str, clean_session: bool) -> Publisher {
+        let mut o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", mqtt.port);
+        o.set_clean_session(clean_session);
         o.set_max_packet_size(1 << 20, 1 << 20);
         o.set_inflight(100);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
@@ -306,4 +374,80 @@ pub fn echo_rule(command: &str, filter: &str, key: &str) -> Vec<u8> {
         mlen = manifest.len(),
     );
     wat::parse_str(&text).expect("echo rule assembles")
+}
+
+/// The `wasmrule` binary as a separate process, to kill and restart.
+pub struct WasmruleProcess {
+    child: Child,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl WasmruleProcess {
+    /// `wasmrule run ARGS`, logging to `log` (appended across restarts).
+    pub fn start(args: &[String], log: &Path) -> WasmruleProcess {
+        let child = Self::spawn(args, log);
+        WasmruleProcess {
+            child,
+            args: args.to_vec(),
+            log: log.to_owned(),
+        }
+    }
+
+    fn spawn(args: &[String], log: &Path) -> Child {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+            .arg("run")
+            .args(args)
+            .env("WASMRULE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("cannot start wasmrule")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (at most `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wasmrule did not exit within {timeout:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.args, &self.log);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WasmruleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
