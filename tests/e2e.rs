@@ -520,3 +520,53 @@ fn docs_wat_example_assembles_and_checks() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "INCR messages_seen\n");
 }
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoint_reports_connections() {
+    let mut env = Env::new();
+    install(&dist("topic-counter"), env.rules(), "tc.wasm");
+    let mut cfg = config(&env.redis, &env.mqtt, env.rules());
+    cfg.runtime.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    let rt = Runtime::start(cfg).await.unwrap();
+    let addr = rt.http_addr.expect("endpoint bound");
+    let publisher = Publisher::connect(&env.mqtt).await;
+    // Ready before anything is written: both connections are made at start.
+    let body = eventually(SECS2, "ready", || {
+        let (status, body) = http_get(addr, "/readyz");
+        (status == "HTTP/1.1 200 OK").then_some(body)
+    })
+    .await;
+    assert!(body.contains(r#""rules":1"#), "{body}");
+    assert_eq!(http_get(addr, "/healthz").0, "HTTP/1.1 200 OK");
+    let (_, metrics) = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("wasmrule_commands_written_total"),
+        "{metrics}"
+    );
+
+    // Redis gone: not ready, still alive; noticed while idle too.
+    env.redis.kill();
+    eventually(SECS2, "readyz reports Redis down", || {
+        let (status, body) = http_get(addr, "/readyz");
+        (status == "HTTP/1.1 503 Service Unavailable" && body.contains(r#""redis":"disconnected""#))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(http_get(addr, "/healthz").0, "HTTP/1.1 200 OK");
+    env.redis.restart();
+    eventually(Duration::from_secs(10), "ready again", || {
+        (http_get(addr, "/readyz").0 == "HTTP/1.1 200 OK").then_some(())
+    })
+    .await;
+    rt.stop().await;
+}

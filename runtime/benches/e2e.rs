@@ -12,7 +12,9 @@
 //! 2. latency at a fixed rate: publish -> rule -> `PUBLISH` on Redis -> a Redis
 //!    subscriber in this process, p50/p99/max;
 //! 3. resident memory with 100 rules loaded;
-//! 4. time from `rename(2)` of a new rule into the directory to its first Redis write.
+//! 4. time from `rename(2)` of a new rule into the directory to its first Redis write;
+//! 5. a 10 s Redis outage under a steady QoS 1 stream: wasmrule's RSS during it, and how
+//!    long after Redis returns the write rate is back to its level before.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -76,6 +78,11 @@ fn main() {
         if enabled("rss") {
         let (rss_empty, rss_100) = rss_with_rules(if quick { 5 } else { 100 }).await;
         println!("RSS: {rss_empty:.1} MB with no rules, {rss_100:.1} MB with 100 rules loaded");
+        }
+
+        // 5. Redis outage.
+        if enabled("outage") {
+            outage(if quick { 2 } else { 10 }).await;
         }
 
         // 4. Rename to serving.
@@ -420,4 +427,138 @@ async fn rename_to_serving(rounds: usize) -> Vec<Duration> {
     let _ = child.kill();
     let _ = child.wait();
     out
+}
+
+/// Sum of `writes` in Redis, or `None` while Redis is down.
+fn writes(url: &str) -> Option<u64> {
+    let mut c = redis::Client::open(url)
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(200))
+        .ok()?;
+    let v: Option<u64> = redis::cmd("GET").arg("writes").query(&mut c).ok()?;
+    Some(v.unwrap_or(0))
+}
+
+async fn outage(down_secs: u64) {
+    const RATE: u64 = 5000;
+    let mut redis = Redis::start_with(true);
+    let mqtt = Mosquitto::start_with(false);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::copy(dist("seq-counter"), rules.join("seq.wasm")).unwrap();
+    let log = dir.path().join("wasmrule.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+        .args([
+            "run",
+            "--mqtt-url",
+            &mqtt.url(),
+            "--redis-url",
+            &redis.url(),
+            "--rules-dir",
+        ])
+        .arg(&rules)
+        .args([
+            "--qos",
+            "1",
+            "--client-id",
+            "bench-outage",
+            "--http-addr",
+            "off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let publisher = Publisher::connect_with(&mqtt, "bench-outage-pub", false).await;
+    eventually(Duration::from_secs(10), "seq-counter serving", || {
+        let _ = futures_util::FutureExt::now_or_never(publisher.publish("seq/0", "0"));
+        writes(&redis.url()).filter(|w| *w > 0)
+    })
+    .await;
+
+    // A steady QoS 1 stream at RATE msg/s from its own task.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let stream = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut i = 1u64;
+        while !s.load(Ordering::Relaxed) {
+            tick.tick().await;
+            for _ in 0..RATE / 100 {
+                publisher.publish(&format!("seq/{i}"), i.to_string()).await;
+                i += 1;
+            }
+        }
+    });
+
+    let sample = Duration::from_millis(500);
+    let mut last = writes(&redis.url()).unwrap();
+    let mut rates = Vec::new();
+    let mut rss = Vec::new();
+    let start = Instant::now();
+    let mut phase = 0; // 0 before, 1 down, 2 after
+    let mut recovered_after: Option<Duration> = None;
+    let mut restarted_at = None;
+    let mut before_rate = 0.0;
+    loop {
+        tokio::time::sleep(sample).await;
+        let t = start.elapsed();
+        rss.push((phase, rss_mb(child.id())));
+        if phase == 0 && t >= Duration::from_secs(5) {
+            let n = rates.len();
+            before_rate = rates[n.saturating_sub(6)..].iter().sum::<f64>()
+                / rates[n.saturating_sub(6)..].len() as f64;
+            redis.kill();
+            phase = 1;
+            continue;
+        }
+        if phase == 1 && t >= Duration::from_secs(5 + down_secs) {
+            redis.restart();
+            restarted_at = Some(Instant::now());
+            last = writes(&redis.url()).unwrap_or(last);
+            phase = 2;
+            continue;
+        }
+        if phase == 1 {
+            continue;
+        }
+        let Some(w) = writes(&redis.url()) else {
+            continue;
+        };
+        let rate = w.saturating_sub(last) as f64 / sample.as_secs_f64();
+        last = w;
+        rates.push(rate);
+        if phase == 2 && recovered_after.is_none() && rate >= 0.9 * before_rate {
+            recovered_after = restarted_at.map(|r| r.elapsed());
+        }
+        if phase == 2 && (recovered_after.is_some() || t > Duration::from_secs(5 + down_secs + 15))
+        {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = stream.await;
+    let max = |p: i32| {
+        rss.iter()
+            .filter(|(ph, _)| *ph == p)
+            .map(|(_, r)| *r)
+            .fold(0.0, f64::max)
+    };
+    println!(
+        "Redis down {down_secs} s under {RATE} msg/s QoS 1: write rate before {before_rate:.0}/s; \
+         wasmrule RSS max {:.1} MB before, {:.1} MB during; rate back to >= 90% {} after Redis returned",
+        max(0),
+        max(1),
+        match recovered_after {
+            Some(d) => format!("{:.1} s", d.as_secs_f64()),
+            None => "NOT within 15 s".to_owned(),
+        }
+    );
+    stop_child(&mut child);
+}
+
+fn stop_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -27,6 +27,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle writer checks its connection (PING), for `/readyz`.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Commands from one worker, with where each came from (for error reports).
 #[derive(Default)]
@@ -82,7 +84,20 @@ pub async fn run(
         metrics,
     };
     let mut batches: Vec<WriteBatch> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    // Connect before the first write so readiness is known from the start, and check
+    // the connection while idle so it stays known.
+    let mut idle = tokio::time::interval(IDLE_CHECK);
+    loop {
+        let first = tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => break,
+            },
+            _ = idle.tick() => {
+                writer.check().await;
+                continue;
+            }
+        };
         let mut size = first.commands.len();
         batches.push(first);
         while size < writer.config.max_pipeline {
@@ -133,9 +148,6 @@ impl Writer {
                     cmd.arg(arg);
                 }
                 pipe.add_command(cmd);
-            }
-            if todo.is_empty() {
-                break;
             }
             let conn = self.connection().await;
             match pipe.query_async::<Vec<Value>>(conn).await {
@@ -196,6 +208,26 @@ impl Writer {
                 o.rule.id
             ),
             None => tracing::warn!("Redis refused `{shown}`: {e}"),
+        }
+    }
+
+    /// One connection attempt or PING, without waiting: keeps `redis_connected` true to
+    /// the facts while nothing is being written.
+    async fn check(&mut self) {
+        match &mut self.conn {
+            Some(c) => {
+                if redis::cmd("PING").query_async::<()>(c).await.is_err() {
+                    self.conn = None;
+                    Metrics::set(&self.metrics.redis_connected, false);
+                }
+            }
+            None => match connect(&self.config.url).await {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    Metrics::set(&self.metrics.redis_connected, true);
+                }
+                Err(_) => Metrics::set(&self.metrics.redis_connected, false),
+            },
         }
     }
 
