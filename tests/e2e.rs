@@ -539,7 +539,6 @@ async fn health_endpoint_reports_connections() {
     cfg.runtime.http_addr = Some("127.0.0.1:0".parse().unwrap());
     let rt = Runtime::start(cfg).await.unwrap();
     let addr = rt.http_addr.expect("endpoint bound");
-    let publisher = Publisher::connect(&env.mqtt).await;
     // Ready before anything is written: both connections are made at start.
     let body = eventually(SECS2, "ready", || {
         let (status, body) = http_get(addr, "/readyz");
