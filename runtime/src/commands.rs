@@ -88,6 +88,23 @@ impl Commands {
         cmd.end += 1;
     }
 
+    /// Appends `prefix` followed by `arg` as one argument to the command begun last.
+    ///
+    /// # Panics
+    ///
+    /// If no command was begun.
+    pub fn push_prefixed_arg(&mut self, prefix: &[u8], arg: &[u8]) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(prefix);
+        self.data.extend_from_slice(arg);
+        self.args.push(start..self.data.len() as u32);
+        let cmd = self
+            .cmds
+            .last_mut()
+            .expect("push_prefixed_arg before begin_command");
+        cmd.end += 1;
+    }
+
     /// Appends a whole command.
     pub fn push<A: AsRef<[u8]>>(&mut self, args: impl IntoIterator<Item = A>) {
         self.begin_command();

@@ -7,12 +7,15 @@
 //! [`Config::apply_overrides`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::engine::Limits;
+use crate::policy::{DEFAULT_ALLOWED, InvokeLimits, Quarantine, TenantPolicy, resolve_allowed};
+use crate::ruleset::DEFAULT_TENANT;
 
 /// Which MQTT protocol version to speak to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,13 +81,69 @@ pub struct RuntimeConfig {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub mqtt: MqttConfig,
     pub redis: RedisConfig,
     pub rules: RulesConfig,
     pub limits: Limits,
     pub runtime: RuntimeConfig,
+    pub tenants: Tenants,
+}
+
+/// Per-tenant policies: those configured under `[tenants.<name>]`, and the defaults
+/// for any other tenant (docs/security.md).
+#[derive(Debug, Clone)]
+pub struct Tenants {
+    listed: std::collections::BTreeMap<String, Arc<TenantPolicy>>,
+    limits: InvokeLimits,
+}
+
+impl Tenants {
+    /// The policy for `tenant`: its configured one, or the defaults.
+    pub fn policy(&self, tenant: &str) -> Arc<TenantPolicy> {
+        if let Some(p) = self.listed.get(tenant) {
+            return p.clone();
+        }
+        Arc::new(default_policy(tenant, self.limits.clone()))
+    }
+}
+
+fn default_quarantine() -> Quarantine {
+    Quarantine {
+        failures: 20,
+        window: Duration::from_secs(60),
+        backoff: Duration::from_secs(60),
+    }
+}
+
+/// The default tenant (rules directly in the rules directory) belongs to the operator:
+/// no key prefix, any topic. Any other tenant gets `<tenant>:` and `<tenant>/#`.
+fn default_policy(tenant: &str, limits: InvokeLimits) -> TenantPolicy {
+    let allowed = resolve_allowed(
+        &DEFAULT_ALLOWED
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
+    let (prefix, topics) = if tenant == DEFAULT_TENANT {
+        (
+            String::new(),
+            vec!["#".to_owned(), "$events/#".to_owned(), "$SYS/#".to_owned()],
+        )
+    } else {
+        (format!("{tenant}:"), vec![format!("{tenant}/#")])
+    };
+    TenantPolicy::new(
+        tenant,
+        &prefix,
+        allowed,
+        topics,
+        limits,
+        10_000,
+        default_quarantine(),
+    )
 }
 
 /// Values given on the command line or in the environment; `None` keeps the file's.
@@ -113,6 +172,24 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     runtime: RawRuntime,
+    #[serde(default)]
+    tenants: std::collections::BTreeMap<String, RawTenant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    key_prefix: Option<String>,
+    topics: Option<Vec<String>>,
+    commands: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+    max_memory_mb: Option<usize>,
+    max_commands: Option<usize>,
+    max_output_bytes: Option<usize>,
+    dead_letter_maxlen: Option<u64>,
+    quarantine_failures: Option<u32>,
+    quarantine_window_secs: Option<u64>,
+    quarantine_backoff_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -365,16 +442,102 @@ impl Config {
             .context("runtime.http_addr")?,
         };
 
+        let tenant_limits = InvokeLimits {
+            timeout: limits.timeout,
+            max_memory: limits.max_memory,
+            max_commands: limits.max_commands,
+            max_output_bytes: limits.max_output_bytes,
+        };
+        let mut listed = std::collections::BTreeMap::new();
+        for (name, t) in raw.tenants {
+            let p = tenant_policy(&name, t, &tenant_limits)
+                .with_context(|| format!("tenants.{name}"))?;
+            listed.insert(name, Arc::new(p));
+        }
+        let tenants = Tenants {
+            listed,
+            limits: tenant_limits,
+        };
+
         let mut config = Config {
             mqtt,
             redis,
             rules,
             limits,
             runtime,
+            tenants,
         };
         config.apply_overrides(o)?;
         Ok(config)
     }
+}
+
+fn tenant_policy(name: &str, t: RawTenant, global: &InvokeLimits) -> anyhow::Result<TenantPolicy> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid {
+        bail!("tenant name {name:?} must be a directory name of A-Z a-z 0-9 - _ .");
+    }
+    let base = default_policy(name, global.clone());
+    let limits = InvokeLimits {
+        timeout: t.timeout_ms.map_or(global.timeout, Duration::from_millis),
+        max_memory: t.max_memory_mb.map_or(global.max_memory, |m| m << 20),
+        max_commands: t.max_commands.unwrap_or(global.max_commands),
+        max_output_bytes: t.max_output_bytes.unwrap_or(global.max_output_bytes),
+    };
+    if limits.timeout.is_zero()
+        || limits.max_memory == 0
+        || limits.max_commands == 0
+        || limits.max_output_bytes == 0
+    {
+        bail!("limits must be greater than 0");
+    }
+    if limits.max_memory > global.max_memory {
+        bail!(
+            "max_memory_mb: {} is above limits.max_memory_mb ({}), the engine's cap",
+            limits.max_memory >> 20,
+            global.max_memory >> 20
+        );
+    }
+    let topics = t.topics.unwrap_or(base.topics.clone());
+    for f in &topics {
+        crate::topic::validate_filter(f).map_err(|e| anyhow::anyhow!("topics: {f:?}: {e}"))?;
+    }
+    let allowed = match t.commands {
+        Some(names) => resolve_allowed(&names).map_err(|e| anyhow::anyhow!("commands: {e}"))?,
+        None => resolve_allowed(
+            &DEFAULT_ALLOWED
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let prefix = t
+        .key_prefix
+        .unwrap_or_else(|| String::from_utf8_lossy(&base.key_prefix).into_owned());
+    let q = default_quarantine();
+    let quarantine = Quarantine {
+        failures: t.quarantine_failures.unwrap_or(q.failures).max(1),
+        window: t
+            .quarantine_window_secs
+            .map_or(q.window, Duration::from_secs),
+        backoff: t
+            .quarantine_backoff_secs
+            .map_or(q.backoff, Duration::from_secs),
+    };
+    Ok(TenantPolicy::new(
+        name,
+        &prefix,
+        allowed,
+        topics,
+        limits,
+        t.dead_letter_maxlen.unwrap_or(base.dead_letter_maxlen),
+        quarantine,
+    ))
 }
 
 fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T, key: &str) -> anyhow::Result<T> {
@@ -562,6 +725,40 @@ mod tests {
         // Typos are not silently ignored.
         assert!(err("[mqtt]\nulr = \"mqtt://x\"").contains("unknown field `ulr`"));
         assert!(err("[mqtt]\nqos = \"one\"").contains("qos"));
+    }
+
+    #[test]
+    fn tenants() {
+        let c = Config::from_toml(
+            r#"
+            [tenants.acme]
+            topics = ["acme/#", "shared/acme/+"]
+            commands = ["hset", "HINCRBY"]
+            timeout_ms = 5
+            max_memory_mb = 4
+            quarantine_failures = 3
+            "#,
+        )
+        .unwrap();
+        let acme = c.tenants.policy("acme");
+        assert_eq!(acme.key_prefix, b"acme:");
+        assert_eq!(acme.limits.timeout, Duration::from_millis(5));
+        assert_eq!(acme.limits.max_memory, 4 << 20);
+        assert_eq!(acme.quarantine.failures, 3);
+        assert!(acme.check_filter("shared/acme/x").is_ok());
+        let other = c.tenants.policy("beta");
+        assert_eq!(other.key_prefix, b"beta:");
+        assert_eq!(other.topics, vec!["beta/#"]);
+        let default = c.tenants.policy("default");
+        assert!(default.key_prefix.is_empty());
+        assert!(default.check_filter("#").is_ok());
+        assert!(default.check_filter("$events/client_disconnected").is_ok());
+
+        assert!(err("[tenants.acme]\ncommands = [\"FLUSHALL\"]").contains("can never be allowed"));
+        assert!(err("[tenants.acme]\nmax_memory_mb = 100000").contains("tenants.acme"));
+        assert!(err("[tenants.\"a b\"]").contains("tenant name"));
+        assert!(err("[tenants.acme]\ntopics = [\"a/#/b\"]").contains("topics"));
+        assert!(err("[tenants.acme]\nprefix = \"x\"").contains("unknown field"));
     }
 
     #[test]

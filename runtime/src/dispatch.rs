@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::commands::Commands;
 use crate::event::{EventEncoder, Message};
 use crate::metrics::Metrics;
+use crate::quarantine::Service;
 use crate::redis_sink::WriteBatch;
-use crate::ruleset::Rules;
+use crate::ruleset::{LoadedRule, Rules};
 
 /// Native stack of a worker thread: well above wasmtime's wasm stack cap plus host
 /// frames.
@@ -28,6 +30,8 @@ const WORKER_STACK: usize = 8 << 20;
 const MAX_BATCH_COMMANDS: usize = 512;
 /// At most one log line per rule per worker in this interval for failing invocations.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes of a failed event's payload kept in the dead-letter stream.
+const DEAD_LETTER_PAYLOAD: usize = 16 * 1024;
 
 /// Hands messages to workers.
 #[derive(Clone)]
@@ -78,6 +82,7 @@ pub fn start(
             encoder: EventEncoder::new(node),
             event: Vec::with_capacity(1024),
             matched: Vec::new(),
+            scratch: Commands::new(),
             last_error_log: HashMap::new(),
         };
         threads.push(
@@ -122,6 +127,9 @@ struct Worker {
     encoder: EventEncoder,
     event: Vec<u8>,
     matched: Vec<usize>,
+    // One invocation's raw output, checked by the tenant's policy before it joins the
+    // batch.
+    scratch: Commands,
     last_error_log: HashMap<Arc<str>, (Instant, u64)>,
 }
 
@@ -160,43 +168,129 @@ impl Worker {
         }
         self.encoder.publish_event(m, &mut self.event);
         let matched = std::mem::take(&mut self.matched);
+        let now = Instant::now();
         for &i in &matched {
             let loaded = set.at(i);
-            Metrics::add(&self.metrics.invocations, 1);
-            match loaded.rule.invoke(&self.event, &mut batch.commands) {
-                Ok(0) => {}
-                Ok(n) => batch.record_origin(loaded.clone(), &m.topic, n),
-                Err(e) => {
-                    Metrics::add(&self.metrics.invocation_errors, 1);
-                    self.log_failure(&loaded.id, loaded.version, &m.topic, &e);
+            match loaded.health.check(now) {
+                Service::InService => {}
+                Service::Quarantined => {
+                    Metrics::add(&self.metrics.quarantined_skips, 1);
+                    continue;
                 }
+                Service::Restored => tracing::info!(
+                    rule = %loaded.id,
+                    tenant = %loaded.tenant,
+                    version = loaded.version,
+                    "rule {} is back from quarantine",
+                    loaded.id
+                ),
+            }
+            Metrics::add(&self.metrics.invocations, 1);
+            self.scratch.clear();
+            let policy = &loaded.policy;
+            let outcome = loaded
+                .rule
+                .invoke_with(&self.event, &mut self.scratch, &policy.limits)
+                .map_err(|e| (e.kind(), e.to_string()))
+                .and_then(|_| {
+                    policy
+                        .apply(&self.scratch, &mut batch.commands)
+                        .map_err(|e| (e.kind(), e.to_string()))
+                });
+            match outcome {
+                Ok(()) if self.scratch.is_empty() => {}
+                Ok(()) => batch.record_origin(loaded.clone(), &m.topic, self.scratch.len()),
+                Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
             }
         }
         self.matched = matched;
     }
 
-    fn log_failure(
+    /// A failed invocation: counted, logged (rate-limited), written to the tenant's
+    /// dead-letter stream, and counted towards quarantine.
+    fn failed(
         &mut self,
-        rule: &Arc<str>,
-        version: u64,
-        topic: &str,
-        e: &crate::engine::RuleError,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        kind: &'static str,
+        reason: &str,
+        batch: &mut WriteBatch,
+        now: Instant,
     ) {
+        self.metrics.failure(&loaded.tenant, kind);
+        self.log_failure(loaded, &m.topic, kind, reason);
+        let p = &loaded.policy;
+        let version = loaded.version.to_string();
+        let id = self.encoder.event_id(m);
+        let ts = m.received_at.to_string();
+        let maxlen = p.dead_letter_maxlen.to_string();
+        let payload = &m.payload[..m.payload.len().min(DEAD_LETTER_PAYLOAD)];
+        let fields: [&[u8]; 18] = [
+            b"rule",
+            loaded.id.as_bytes(),
+            b"version",
+            version.as_bytes(),
+            b"topic",
+            m.topic.as_bytes(),
+            b"kind",
+            kind.as_bytes(),
+            b"reason",
+            reason.as_bytes(),
+            b"event_id",
+            id.as_bytes(),
+            b"timestamp",
+            ts.as_bytes(),
+            b"payload",
+            payload,
+            b"tenant",
+            loaded.tenant.as_bytes(),
+        ];
+        batch.commands.push(
+            [
+                &b"XADD"[..],
+                &p.dead_letter_key,
+                b"MAXLEN",
+                b"~",
+                maxlen.as_bytes(),
+                b"*",
+            ]
+            .into_iter()
+            .chain(fields),
+        );
+        batch.record_origin(loaded.clone(), &m.topic, 1);
+        Metrics::add(&self.metrics.dead_letters, 1);
+        if let Some(backoff) = loaded.health.record_failure(&p.quarantine, now) {
+            tracing::warn!(
+                rule = %loaded.id,
+                tenant = %loaded.tenant,
+                version = loaded.version,
+                "rule {} quarantined for {backoff:?} after {} failures within {:?}; \
+                 drop in a fixed version to restore it sooner",
+                loaded.id,
+                p.quarantine.failures,
+                p.quarantine.window
+            );
+        }
+    }
+
+    fn log_failure(&mut self, rule: &LoadedRule, topic: &str, kind: &str, reason: &str) {
         let now = Instant::now();
         let entry = self
             .last_error_log
-            .entry(rule.clone())
+            .entry(rule.id.clone())
             .or_insert((now - ERROR_LOG_INTERVAL, 0));
         if now.duration_since(entry.0) >= ERROR_LOG_INTERVAL {
             let suppressed = std::mem::take(&mut entry.1);
             entry.0 = now;
             tracing::warn!(
-                rule = %rule,
-                version,
+                rule = %rule.id,
+                tenant = %rule.tenant,
+                version = rule.version,
                 topic,
-                kind = e.kind(),
+                kind,
                 suppressed,
-                "rule {rule} failed on {topic}: {e}"
+                "rule {} failed on {topic}: {reason}",
+                rule.id
             );
         } else {
             entry.1 += 1;

@@ -89,6 +89,11 @@ impl EventEncoder {
         }
     }
 
+    /// The `id` field of `m`'s event.
+    pub fn event_id(&self, m: &Message) -> String {
+        format!("{:016X}{:016X}", self.id_base, m.seq)
+    }
+
     /// Replaces `out` with the `message.publish` event for `m`.
     pub fn publish_event(&self, m: &Message, out: &mut Vec<u8>) {
         out.clear();

@@ -15,6 +15,8 @@
 //! - [`subscriptions`]: which MQTT subscriptions to hold; dropping overlap duplicates.
 //! - [`mqtt_source`]: the MQTT connection (rumqttc, 3.1.1 and 5).
 //! - [`ack`]: acknowledge-after-write, in arrival order.
+//! - [`policy`]: per-tenant command allow-list, key namespace, topic ACL, limits.
+//! - [`quarantine`]: taking failing rules out of service.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
@@ -29,6 +31,8 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod mqtt_source;
+pub mod policy;
+pub mod quarantine;
 pub mod redis_sink;
 pub mod reload;
 pub mod ruleset;
@@ -116,8 +120,13 @@ impl Runtime {
             None => (None, None),
         };
 
-        let mut reloader =
-            Reloader::new(engine, config.rules.clone(), rules.clone(), metrics.clone());
+        let mut reloader = Reloader::new(
+            engine,
+            config.rules.clone(),
+            config.tenants.clone(),
+            rules.clone(),
+            metrics.clone(),
+        );
         reloader.scan().await?;
         tracing::info!(
             rules = rules.snapshot().len(),

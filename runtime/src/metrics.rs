@@ -32,6 +32,12 @@ pub struct Metrics {
     pub mqtt_connected: AtomicBool,
     /// Connected to Redis now.
     pub redis_connected: AtomicBool,
+    /// Events not given to a rule because it was quarantined.
+    pub quarantined_skips: AtomicU64,
+    /// Events written to a tenant's dead-letter stream.
+    pub dead_letters: AtomicU64,
+    /// Failed invocations by (tenant, kind): `timeout`, `memory`, `command_not_allowed`...
+    pub failures_by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -43,6 +49,28 @@ impl Metrics {
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one failed invocation of a tenant's rule.
+    pub fn failure(&self, tenant: &str, kind: &'static str) {
+        Self::add(&self.invocation_errors, 1);
+        let mut m = self
+            .failures_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry((tenant.to_owned(), kind)).or_insert(0) += 1;
+    }
+
+    /// Failed invocations of `tenant`'s rules of `kind` so far.
+    pub fn failures(&self, tenant: &str, kind: &str) -> u64 {
+        let m = self
+            .failures_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .filter(|((t, k), _)| t == tenant && *k == kind)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Sets a connection flag.

@@ -22,9 +22,10 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RulesConfig;
+use crate::config::{RulesConfig, Tenants};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::quarantine::RuleHealth;
 use crate::ruleset::{DEFAULT_TENANT, LoadedRule, Rules};
 
 /// Longest a file may keep changing before it is loaded anyway.
@@ -74,6 +75,7 @@ pub struct Reloader {
     config: RulesConfig,
     rules: Arc<Rules>,
     metrics: Arc<Metrics>,
+    tenants: Tenants,
     // Versions loaded so far per id, to number the next one.
     versions: HashMap<String, u64>,
     // Hash of the last content seen per path, loaded or not, so an unchanged file is
@@ -86,6 +88,7 @@ impl Reloader {
     pub fn new(
         engine: Engine,
         config: RulesConfig,
+        tenants: Tenants,
         rules: Arc<Rules>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -94,6 +97,7 @@ impl Reloader {
             config,
             rules,
             metrics,
+            tenants,
             versions: HashMap::new(),
             seen: HashMap::new(),
         }
@@ -225,9 +229,26 @@ impl Reloader {
         let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes)).await;
         let current = self.rules.snapshot();
         let previous = current.get(&rp.id);
-        let rule = match compiled {
-            Ok(Ok(rule)) => rule,
-            Ok(Err(e)) => {
+        let policy = self.tenants.policy(&rp.tenant);
+        let checked = match compiled {
+            Ok(Ok(rule)) => {
+                // Topic ACL: every filter must be within what the tenant may subscribe to.
+                match rule
+                    .manifest()
+                    .filters
+                    .iter()
+                    .try_for_each(|f| policy.check_filter(f))
+                {
+                    Ok(()) => Ok(rule),
+                    Err(e) => Err(e),
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(join) => Err(format!("compilation panicked: {join}")),
+        };
+        let rule = match checked {
+            Ok(rule) => rule,
+            Err(e) => {
                 self.metrics.load_errors.fetch_add(1, Ordering::Relaxed);
                 let keeping = match previous {
                     Some(p) => format!("version {} keeps serving", p.version),
@@ -235,13 +256,10 @@ impl Reloader {
                 };
                 tracing::error!(
                     file = %path.display(),
+                    tenant = %rp.tenant,
                     "cannot load rule {}: {e}; {keeping}",
                     path.display()
                 );
-                return;
-            }
-            Err(join) => {
-                tracing::error!(file = %path.display(), "rule compilation panicked: {join}");
                 return;
             }
         };
@@ -254,6 +272,8 @@ impl Reloader {
             version: *version,
             hash,
             rule,
+            policy,
+            health: RuleHealth::new(),
         });
         let m = loaded.rule.manifest();
         tracing::info!(

@@ -15,6 +15,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::engine::Rule;
+use crate::policy::TenantPolicy;
+use crate::quarantine::RuleHealth;
 use crate::topic::{TopicIndex, minimal_cover};
 
 /// Tenant of rules placed directly in the rules directory.
@@ -38,6 +40,10 @@ pub struct LoadedRule {
     /// Hash of the file's bytes, to skip reloading identical content.
     pub hash: u64,
     pub rule: Rule,
+    /// The tenant's policy when this version was loaded.
+    pub policy: Arc<TenantPolicy>,
+    /// Failures and quarantine of this version.
+    pub health: RuleHealth,
 }
 
 /// An immutable set of rules with a topic index over their filters.

@@ -62,6 +62,26 @@ impl Default for Limits {
     }
 }
 
+/// Limits one invocation runs under (a tenant's), at most the engine's [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvokeLimits {
+    pub timeout: Duration,
+    pub max_memory: usize,
+    pub max_commands: usize,
+    pub max_output_bytes: usize,
+}
+
+impl From<&Limits> for InvokeLimits {
+    fn from(l: &Limits) -> Self {
+        InvokeLimits {
+            timeout: l.timeout,
+            max_memory: l.max_memory,
+            max_commands: l.max_commands,
+            max_output_bytes: l.max_output_bytes,
+        }
+    }
+}
+
 /// Why a module could not be loaded as a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
@@ -150,7 +170,7 @@ struct Inner {
     wasmtime: wasmtime::Engine,
     linker: Linker<Ctx>,
     limits: Limits,
-    deadline_ticks: u64,
+    defaults: InvokeLimits,
 }
 
 impl Engine {
@@ -187,13 +207,12 @@ impl Engine {
             .generate_address_map(false);
         let wasmtime = wasmtime::Engine::new(&cfg)?;
         spawn_ticker(&wasmtime)?;
-        let deadline_ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
         Ok(Engine {
             inner: Arc::new(Inner {
                 linker: Linker::new(&wasmtime),
                 wasmtime,
+                defaults: InvokeLimits::from(&limits),
                 limits,
-                deadline_ticks,
             }),
         })
     }
@@ -392,23 +411,40 @@ impl Rule {
     /// A [`RuleError`] for a trap, a limit, an ABI violation or an error the rule
     /// reported.
     pub fn invoke(&self, event: &[u8], out: &mut Commands) -> Result<usize, RuleError> {
-        let mut store = self.new_store();
-        let r = self.invoke_in(&mut store, event, out);
-        r.map_err(|f| self.classify(f, &store))
+        self.invoke_with(event, out, &self.engine.inner.defaults)
     }
 
-    fn new_store(&self) -> Store<Ctx> {
+    /// [`Rule::invoke`] under `limits` (a tenant's) instead of the engine's defaults.
+    /// Memory beyond the engine's cap is never granted.
+    ///
+    /// # Errors
+    ///
+    /// As [`Rule::invoke`].
+    pub fn invoke_with(
+        &self,
+        event: &[u8],
+        out: &mut Commands,
+        limits: &InvokeLimits,
+    ) -> Result<usize, RuleError> {
+        let mut store = self.new_store(limits);
+        let r = self.invoke_in(&mut store, event, out, limits);
+        r.map_err(|f| self.classify(f, &store, limits))
+    }
+
+    fn new_store(&self, limits: &InvokeLimits) -> Store<Ctx> {
         let inner = &self.engine.inner;
         let mut store = Store::new(
             &inner.wasmtime,
             Ctx {
-                max_memory: inner.limits.max_memory,
+                max_memory: limits.max_memory.min(inner.limits.max_memory),
                 max_table_elements: inner.limits.max_table_elements,
                 memory_refused: None,
             },
         );
         store.limiter(|ctx| ctx);
-        store.set_epoch_deadline(inner.deadline_ticks);
+        // Whole ticks, plus one: the current tick may be about to end.
+        let ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store
     }
@@ -418,8 +454,8 @@ impl Rule {
         store: &mut Store<Ctx>,
         event: &[u8],
         out: &mut Commands,
+        limits: &InvokeLimits,
     ) -> Result<usize, Failure> {
-        let limits = &self.engine.inner.limits;
         let instance = self
             .pre
             .instantiate(&mut *store)
@@ -461,7 +497,7 @@ impl Rule {
         let buf = abi::guest_slice(memory.data(&*store), optr, olen, "result buffer")?;
         let output_limits = abi::OutputLimits {
             max_commands: limits.max_commands,
-            max_args: limits.max_args,
+            max_args: self.engine.inner.limits.max_args,
         };
         Ok(abi::decode_result(buf, output_limits, out)?)
     }
@@ -469,7 +505,8 @@ impl Rule {
     /// Instantiates the rule once (its start function runs, under the same limits) and
     /// copies out the manifest.
     fn read_manifest(&self) -> Result<Vec<u8>, RuleError> {
-        let mut store = self.new_store();
+        let limits = self.engine.inner.defaults.clone();
+        let mut store = self.new_store(&limits);
         let r = (|| -> Result<Vec<u8>, Failure> {
             let instance = self
                 .pre
@@ -494,25 +531,24 @@ impl Rule {
             }
             Ok(abi::guest_slice(memory.data(&store), ptr, len, "manifest")?.to_vec())
         })();
-        r.map_err(|f| self.classify(f, &store))
+        r.map_err(|f| self.classify(f, &store, &limits))
     }
 
-    fn classify(&self, failure: Failure, store: &Store<Ctx>) -> RuleError {
+    fn classify(&self, failure: Failure, store: &Store<Ctx>, limits: &InvokeLimits) -> RuleError {
         let e = match failure {
             Failure::Rule(r) => return r,
             Failure::Wasm(e) => e,
         };
-        let limits = &self.engine.inner.limits;
         if let Some(desired) = store.data().memory_refused {
             return RuleError::Memory {
                 desired,
-                limit: limits.max_memory,
+                limit: store.data().max_memory,
             };
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => RuleError::Timeout(limits.timeout),
             Some(Trap::OutOfFuel) => RuleError::OutOfFuel,
-            Some(Trap::StackOverflow) => RuleError::Stack(limits.max_wasm_stack),
+            Some(Trap::StackOverflow) => RuleError::Stack(self.engine.inner.limits.max_wasm_stack),
             Some(t) => RuleError::Trap(t.to_string()),
             None => RuleError::Trap(format!("{e:#}")),
         }

@@ -1,0 +1,619 @@
+//! What a tenant's rules may do: which commands, on which keys, subscribed to which
+//! topics, within which limits. Every command a rule returns passes through
+//! [`TenantPolicy::apply`] before it can reach Redis.
+//!
+//! Keys are namespaced by rewriting: each key argument (found from the command's key
+//! positions, multi-key commands included) gets the tenant's prefix, and so does the
+//! channel of `PUBLISH`. A rule cannot name a key outside its prefix, whatever bytes it
+//! puts in the key (empty, binary, CRLF, `{hash-tags}`): the prefix always comes first.
+//!
+//! Commands are allowed by name from a list (default [`DEFAULT_ALLOWED`]); only commands
+//! in [`SPECS`], whose key positions this file knows, can be allowed at all. Admin,
+//! scripting, blocking, transaction and key-less commands are not in it and can never be
+//! allowed. A command that is not allowed, has the wrong number of arguments, or breaks
+//! a rule below rejects the whole output of that invocation: nothing from it is written.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::commands::Commands;
+use crate::topic;
+
+/// How to find the keys of a command, in Redis's own terms (`COMMAND INFO`): arity
+/// counts the name, negative means "at least"; keys are at `first..=last` (negative
+/// `last` counts from the end) every `step` arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub arity: i32,
+    pub first_key: usize,
+    pub last_key: i32,
+    pub step: usize,
+    /// The key positions are channel names (`PUBLISH`), namespaced the same way.
+    pub channel: bool,
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i32,
+    first_key: usize,
+    last_key: i32,
+    step: usize,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        first_key,
+        last_key,
+        step,
+        channel: false,
+    }
+}
+
+/// Every command a policy can allow: data-writing commands whose keys are known.
+pub const SPECS: &[CommandSpec] = &[
+    // Strings.
+    spec("SET", -3, 1, 1, 1),
+    spec("SETEX", 4, 1, 1, 1),
+    spec("PSETEX", 4, 1, 1, 1),
+    spec("SETNX", 3, 1, 1, 1),
+    spec("SETRANGE", 4, 1, 1, 1),
+    spec("APPEND", 3, 1, 1, 1),
+    spec("MSET", -3, 1, -1, 2),
+    spec("INCR", 2, 1, 1, 1),
+    spec("DECR", 2, 1, 1, 1),
+    spec("INCRBY", 3, 1, 1, 1),
+    spec("DECRBY", 3, 1, 1, 1),
+    spec("INCRBYFLOAT", 3, 1, 1, 1),
+    spec("SETBIT", 4, 1, 1, 1),
+    // Keys.
+    spec("DEL", -2, 1, -1, 1),
+    spec("UNLINK", -2, 1, -1, 1),
+    spec("EXPIRE", -3, 1, 1, 1),
+    spec("PEXPIRE", -3, 1, 1, 1),
+    spec("EXPIREAT", -3, 1, 1, 1),
+    spec("PEXPIREAT", -3, 1, 1, 1),
+    spec("PERSIST", 2, 1, 1, 1),
+    // Hashes.
+    spec("HSET", -4, 1, 1, 1),
+    spec("HSETNX", 4, 1, 1, 1),
+    spec("HMSET", -4, 1, 1, 1),
+    spec("HDEL", -3, 1, 1, 1),
+    spec("HINCRBY", 4, 1, 1, 1),
+    spec("HINCRBYFLOAT", 4, 1, 1, 1),
+    // Lists.
+    spec("LPUSH", -3, 1, 1, 1),
+    spec("RPUSH", -3, 1, 1, 1),
+    spec("LPUSHX", -3, 1, 1, 1),
+    spec("RPUSHX", -3, 1, 1, 1),
+    spec("LTRIM", 4, 1, 1, 1),
+    spec("LPOP", -2, 1, 1, 1),
+    spec("RPOP", -2, 1, 1, 1),
+    // Sets, sorted sets.
+    spec("SADD", -3, 1, 1, 1),
+    spec("SREM", -3, 1, 1, 1),
+    spec("ZADD", -4, 1, 1, 1),
+    spec("ZINCRBY", 4, 1, 1, 1),
+    spec("ZREM", -3, 1, 1, 1),
+    spec("ZREMRANGEBYSCORE", 4, 1, 1, 1),
+    spec("ZREMRANGEBYRANK", 4, 1, 1, 1),
+    // Streams, HyperLogLog, geo.
+    spec("XADD", -5, 1, 1, 1),
+    spec("XTRIM", -4, 1, 1, 1),
+    spec("PFADD", -2, 1, 1, 1),
+    spec("GEOADD", -5, 1, 1, 1),
+    // Pub/sub: the channel is namespaced like a key.
+    CommandSpec {
+        name: "PUBLISH",
+        arity: 3,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        channel: true,
+    },
+];
+
+/// Allowed unless a tenant's policy says otherwise.
+pub const DEFAULT_ALLOWED: &[&str] = &[
+    "SET",
+    "SETEX",
+    "PSETEX",
+    "SETNX",
+    "MSET",
+    "DEL",
+    "UNLINK",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "PERSIST",
+    "INCR",
+    "DECR",
+    "INCRBY",
+    "DECRBY",
+    "INCRBYFLOAT",
+    "HSET",
+    "HSETNX",
+    "HDEL",
+    "HINCRBY",
+    "HINCRBYFLOAT",
+    "LPUSH",
+    "RPUSH",
+    "LTRIM",
+    "SADD",
+    "SREM",
+    "ZADD",
+    "ZINCRBY",
+    "ZREM",
+    "ZREMRANGEBYSCORE",
+    "ZREMRANGEBYRANK",
+    "XADD",
+    "XTRIM",
+    "PFADD",
+    "SETBIT",
+    "GEOADD",
+    "PUBLISH",
+];
+
+/// Commands named in configuration that can never be allowed, with why (for the error).
+const NEVER: &[(&str, &str)] = &[
+    ("FLUSHALL", "admin"),
+    ("FLUSHDB", "admin"),
+    ("CONFIG", "admin"),
+    ("SHUTDOWN", "admin"),
+    ("DEBUG", "admin"),
+    ("MODULE", "admin"),
+    ("CLIENT", "admin"),
+    ("ACL", "admin"),
+    ("SAVE", "admin"),
+    ("BGSAVE", "admin"),
+    ("BGREWRITEAOF", "admin"),
+    ("REPLICAOF", "admin"),
+    ("SLAVEOF", "admin"),
+    ("SWAPDB", "admin"),
+    ("MONITOR", "admin"),
+    ("FAILOVER", "admin"),
+    ("EVAL", "scripting"),
+    ("EVALSHA", "scripting"),
+    ("EVAL_RO", "scripting"),
+    ("SCRIPT", "scripting"),
+    ("FUNCTION", "scripting"),
+    ("FCALL", "scripting"),
+    ("KEYS", "key-space scan"),
+    ("SCAN", "key-space scan"),
+    ("RANDOMKEY", "key-space scan"),
+    ("SELECT", "changes database"),
+    ("MOVE", "moves keys across databases"),
+    ("RENAME", "renames keys"),
+    ("RENAMENX", "renames keys"),
+    ("MIGRATE", "moves keys to another server"),
+    ("COPY", "copies keys"),
+    ("RESTORE", "writes serialized data"),
+    ("SORT", "can store anywhere"),
+    ("MULTI", "transaction"),
+    ("EXEC", "transaction"),
+    ("WATCH", "transaction"),
+    ("BLPOP", "blocking"),
+    ("BRPOP", "blocking"),
+    ("BLMOVE", "blocking"),
+    ("BZPOPMIN", "blocking"),
+    ("BZPOPMAX", "blocking"),
+    ("WAIT", "blocking"),
+    ("SUBSCRIBE", "connection state"),
+    ("PSUBSCRIBE", "connection state"),
+    ("AUTH", "connection state"),
+    ("HELLO", "connection state"),
+];
+
+/// Why a rule's output was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("command {index}: `{name}` is not allowed for tenant {tenant}")]
+    NotAllowed {
+        index: usize,
+        name: String,
+        tenant: String,
+    },
+    #[error("command {index}: `{name}` takes {expected} arguments, got {got}")]
+    Arity {
+        index: usize,
+        name: &'static str,
+        expected: String,
+        got: usize,
+    },
+    #[error("command {index}: XADD must bound the stream with MAXLEN or MINID")]
+    UnboundedStream { index: usize },
+    #[error("command {index}: key of {len} bytes is longer than the {max}-byte limit")]
+    KeyTooLong {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
+}
+
+impl PolicyError {
+    /// A short stable name for counting and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyError::NotAllowed { .. } => "command_not_allowed",
+            PolicyError::Arity { .. } => "command_arity",
+            PolicyError::UnboundedStream { .. } => "unbounded_stream",
+            PolicyError::KeyTooLong { .. } => "key_too_long",
+        }
+    }
+}
+
+/// Longest key (after the prefix) a rule may write: long keys are almost always a bug,
+/// and Redis keeps every byte of them in memory.
+pub const MAX_KEY_LEN: usize = 4096;
+
+pub use crate::engine::InvokeLimits;
+
+/// When a failing rule is taken out of service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// Failures within `window` that quarantine a rule.
+    pub failures: u32,
+    pub window: Duration,
+    /// First quarantine lasts this long; each repeat doubles it, up to an hour.
+    pub backoff: Duration,
+}
+
+/// One tenant's policy.
+#[derive(Debug, Clone)]
+pub struct TenantPolicy {
+    pub tenant: String,
+    /// Prepended to every key and channel.
+    pub key_prefix: Vec<u8>,
+    allowed: HashSet<&'static str>,
+    /// Topic filters the tenant's rules may subscribe to.
+    pub topics: Vec<String>,
+    pub limits: InvokeLimits,
+    /// Stream receiving failed events, and its approximate maximum length.
+    pub dead_letter_key: Vec<u8>,
+    pub dead_letter_maxlen: u64,
+    pub quarantine: Quarantine,
+}
+
+fn find_spec(name: &[u8]) -> Option<&'static CommandSpec> {
+    SPECS
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Checks a configured allow-list: every name must be a known command.
+///
+/// # Errors
+///
+/// For a command that can never be allowed, or one whose keys this policy does not
+/// know.
+pub fn resolve_allowed(names: &[String]) -> Result<HashSet<&'static str>, String> {
+    names
+        .iter()
+        .map(|n| {
+            let upper = n.to_ascii_uppercase();
+            if let Some((_, why)) = NEVER.iter().find(|(c, _)| *c == upper) {
+                return Err(format!("{upper} can never be allowed ({why} command)"));
+            }
+            find_spec(upper.as_bytes()).map(|s| s.name).ok_or_else(|| {
+                format!("{upper} is not a command wasmrule knows the keys of; it cannot be allowed")
+            })
+        })
+        .collect()
+}
+
+impl TenantPolicy {
+    /// A policy; `allowed` from [`resolve_allowed`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tenant: &str,
+        key_prefix: &str,
+        allowed: HashSet<&'static str>,
+        topics: Vec<String>,
+        limits: InvokeLimits,
+        dead_letter_maxlen: u64,
+        quarantine: Quarantine,
+    ) -> Self {
+        TenantPolicy {
+            tenant: tenant.to_owned(),
+            key_prefix: key_prefix.as_bytes().to_vec(),
+            allowed,
+            topics,
+            limits,
+            dead_letter_key: [key_prefix.as_bytes(), b"wasmrule:deadletter"].concat(),
+            dead_letter_maxlen,
+            quarantine,
+        }
+    }
+
+    /// Whether the tenant may subscribe to `filter`.
+    ///
+    /// # Errors
+    ///
+    /// Names the filter and the tenant's allowed filters.
+    pub fn check_filter(&self, filter: &str) -> Result<(), String> {
+        if self
+            .topics
+            .iter()
+            .any(|allowed| topic::covers(allowed, filter))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "filter {filter:?} is outside what tenant {} may subscribe to ({})",
+                self.tenant,
+                self.topics.join(", ")
+            ))
+        }
+    }
+
+    /// Checks every command of `input` and appends them to `out` with keys and channels
+    /// namespaced. On error nothing is appended.
+    ///
+    /// # Errors
+    ///
+    /// The first command that breaks the policy.
+    pub fn apply(&self, input: &Commands, out: &mut Commands) -> Result<(), PolicyError> {
+        let mark = out.mark();
+        let r = self.apply_into(input, out);
+        if r.is_err() {
+            out.truncate(mark);
+        }
+        r
+    }
+
+    fn apply_into(&self, input: &Commands, out: &mut Commands) -> Result<(), PolicyError> {
+        for (index, cmd) in input.iter().enumerate() {
+            let name = cmd.name();
+            let spec = find_spec(name)
+                .filter(|s| self.allowed.contains(s.name))
+                .ok_or_else(|| PolicyError::NotAllowed {
+                    index,
+                    name: String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned(),
+                    tenant: self.tenant.clone(),
+                })?;
+            let argc = cmd.args().len();
+            let ok = if spec.arity >= 0 {
+                argc == spec.arity as usize
+            } else {
+                argc >= spec.arity.unsigned_abs() as usize
+            };
+            if !ok {
+                let expected = if spec.arity >= 0 {
+                    format!("{}", spec.arity - 1)
+                } else {
+                    format!("at least {}", spec.arity.unsigned_abs() - 1)
+                };
+                return Err(PolicyError::Arity {
+                    index,
+                    name: spec.name,
+                    expected,
+                    got: argc - 1,
+                });
+            }
+            if spec.name == "XADD" && !xadd_is_bounded(cmd.args().skip(2)) {
+                return Err(PolicyError::UnboundedStream { index });
+            }
+            let last = if spec.last_key < 0 {
+                (argc as i32 + spec.last_key) as usize
+            } else {
+                spec.last_key as usize
+            };
+            out.begin_command();
+            for (i, arg) in cmd.args().enumerate() {
+                if i == 0 {
+                    out.push_arg(spec.name.as_bytes());
+                } else if i >= spec.first_key && i <= last && (i - spec.first_key) % spec.step == 0
+                {
+                    if arg.len() > MAX_KEY_LEN {
+                        return Err(PolicyError::KeyTooLong {
+                            index,
+                            len: arg.len(),
+                            max: MAX_KEY_LEN,
+                        });
+                    }
+                    out.push_prefixed_arg(&self.key_prefix, arg);
+                } else {
+                    out.push_arg(arg);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// XADD's options before the id: a trimming option (MAXLEN/MINID) must be among them.
+fn xadd_is_bounded<'a>(options: impl Iterator<Item = &'a [u8]>) -> bool {
+    for a in options {
+        if a.eq_ignore_ascii_case(b"MAXLEN") || a.eq_ignore_ascii_case(b"MINID") {
+            return true;
+        }
+        // The entry id (`*` or `ms-seq`) ends the options.
+        if a == b"*" || a.first().is_some_and(u8::is_ascii_digit) {
+            return false;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(prefix: &str, allowed: &[&str]) -> TenantPolicy {
+        let names: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+        TenantPolicy::new(
+            "acme",
+            prefix,
+            resolve_allowed(&names).unwrap(),
+            vec!["acme/#".into()],
+            InvokeLimits {
+                timeout: Duration::from_millis(10),
+                max_memory: 1 << 20,
+                max_commands: 100,
+                max_output_bytes: 1 << 20,
+            },
+            1000,
+            Quarantine {
+                failures: 5,
+                window: Duration::from_secs(60),
+                backoff: Duration::from_secs(60),
+            },
+        )
+    }
+
+    fn apply(p: &TenantPolicy, cmds: &[&[&[u8]]]) -> Result<Vec<String>, PolicyError> {
+        let mut input = Commands::new();
+        for c in cmds {
+            input.push(c.iter().copied());
+        }
+        let mut out = Commands::new();
+        p.apply(&input, &mut out)?;
+        Ok(out.iter().map(|c| c.to_string()).collect())
+    }
+
+    #[test]
+    fn prefixes_every_key_position() {
+        let p = policy("acme:", DEFAULT_ALLOWED);
+        let out = apply(
+            &p,
+            &[
+                &[b"hset", b"h", b"f", b"v"],
+                &[b"MSET", b"a", b"1", b"b", b"2"],
+                &[b"DEL", b"x", b"y", b"z"],
+                &[b"XADD", b"s", b"MAXLEN", b"~", b"10", b"*", b"f", b"v"],
+                &[b"PUBLISH", b"ch", b"hi"],
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                "HSET acme:h f v",
+                "MSET acme:a 1 acme:b 2",
+                "DEL acme:x acme:y acme:z",
+                "XADD acme:s MAXLEN ~ 10 * f v",
+                "PUBLISH acme:ch hi",
+            ]
+        );
+    }
+
+    #[test]
+    fn tricky_keys_stay_inside_the_prefix() {
+        let p = policy("acme:", DEFAULT_ALLOWED);
+        for key in [
+            &b""[..],
+            b"\x00\xff",
+            b"\r\nFLUSHALL\r\n",
+            b"{acme}x",
+            b"{other}:k",
+            b"../other:k",
+        ] {
+            let mut input = Commands::new();
+            input.push([&b"SET"[..], key, b"v"]);
+            let mut o = Commands::new();
+            p.apply(&input, &mut o).unwrap();
+            let k = o.get(0).unwrap().args().nth(1).unwrap().to_vec();
+            assert!(k.starts_with(b"acme:"), "{k:?}");
+            assert_eq!(&k[5..], key);
+        }
+        let long = vec![b'k'; MAX_KEY_LEN + 1];
+        assert!(matches!(
+            apply(&p, &[&[b"SET", &long, b"v"]]),
+            Err(PolicyError::KeyTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_commands_outside_the_list_and_rejects_the_whole_output() {
+        let p = policy("acme:", &["HSET"]);
+        let mut input = Commands::new();
+        input.push(["HSET", "h", "f", "v"]);
+        input.push(["FLUSHALL"]);
+        let mut out = Commands::new();
+        out.push(["KEEP"]);
+        let err = p.apply(&input, &mut out).unwrap_err();
+        assert_eq!(err.kind(), "command_not_allowed");
+        assert!(
+            err.to_string()
+                .contains("`FLUSHALL` is not allowed for tenant acme")
+        );
+        assert_eq!(out.len(), 1, "partial output written");
+        for bad in [
+            &[&b"SET"[..], b"k", b"v"][..],
+            &[b"EVAL", b"return 1", b"0"],
+            &[b"hsetx", b"k"],
+        ] {
+            assert!(apply(&p, &[bad]).is_err());
+        }
+    }
+
+    #[test]
+    fn checks_arity() {
+        let p = policy("", DEFAULT_ALLOWED);
+        assert_eq!(
+            apply(&p, &[&[b"HINCRBY", b"k", b"f"]]).unwrap_err().kind(),
+            "command_arity"
+        );
+        assert_eq!(apply(&p, &[&[b"DEL"]]).unwrap_err().kind(), "command_arity");
+        assert!(apply(&p, &[&[b"SET", b"k", b"v", b"EX", b"10"]]).is_ok());
+        let e = apply(&p, &[&[b"INCR", b"a", b"b"]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`INCR` takes 1 arguments, got 2"), "{e}");
+    }
+
+    #[test]
+    fn xadd_must_be_bounded() {
+        let p = policy("", DEFAULT_ALLOWED);
+        let e = apply(&p, &[&[b"XADD", b"s", b"*", b"f", b"v"]]).unwrap_err();
+        assert_eq!(e.kind(), "unbounded_stream");
+        assert!(
+            apply(
+                &p,
+                &[&[
+                    b"XADD",
+                    b"s",
+                    b"NOMKSTREAM",
+                    b"MINID",
+                    b"0",
+                    b"*",
+                    b"f",
+                    b"v"
+                ]]
+            )
+            .is_ok()
+        );
+        // MAXLEN as a field name after the id does not count.
+        assert!(apply(&p, &[&[b"XADD", b"s", b"*", b"MAXLEN", b"v"]]).is_err());
+    }
+
+    #[test]
+    fn allow_lists_are_checked() {
+        assert!(resolve_allowed(&["hset".into(), "ZADD".into()]).is_ok());
+        let e = resolve_allowed(&["flushall".into()]).unwrap_err();
+        assert!(
+            e.contains("FLUSHALL can never be allowed (admin command)"),
+            "{e}"
+        );
+        let e = resolve_allowed(&["GETDEL".into()]).unwrap_err();
+        assert!(e.contains("not a command wasmrule knows"), "{e}");
+        for name in DEFAULT_ALLOWED {
+            assert!(find_spec(name.as_bytes()).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn topic_acl() {
+        let p = policy("acme:", DEFAULT_ALLOWED);
+        assert!(p.check_filter("acme/+/temp").is_ok());
+        assert!(p.check_filter("acme/#").is_ok());
+        let e = p.check_filter("#").unwrap_err();
+        assert!(
+            e.contains("outside what tenant acme may subscribe to (acme/#)"),
+            "{e}"
+        );
+        assert!(p.check_filter("other/x").is_err());
+        assert!(p.check_filter("+/x").is_err());
+    }
+}
