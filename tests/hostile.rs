@@ -1,0 +1,524 @@
+//! Hostile rules: a tenant (`acme`) drops in rules that loop, bomb memory, the stack or
+//! the output, return forbidden commands or reach for other tenants' keys, or do not
+//! load at all. Each must be contained with its typed reason while a well-behaved tenant
+//! (`good`) keeps being served, and nothing outside `acme:` may change in Redis.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use support::*;
+use wasmrule::Runtime;
+use wasmrule::metrics::Metrics;
+
+fn esc(b: &[u8]) -> String {
+    b.iter().map(|c| format!("\\{c:02x}")).collect()
+}
+
+/// A result buffer holding `cmds`, as a WAT data segment at `at`, and its length.
+fn result_segment(at: u32, cmds: &[&[&[u8]]]) -> (String, usize) {
+    let mut b = vec![0u8];
+    b.extend((cmds.len() as u32).to_le_bytes());
+    for c in cmds {
+        b.extend((c.len() as u32).to_le_bytes());
+        for a in *c {
+            b.extend((a.len() as u32).to_le_bytes());
+            b.extend(*a);
+        }
+    }
+    (format!("(data (i32.const {at}) \"{}\")", esc(&b)), b.len())
+}
+
+/// A rule whose `wasmrule_on_event` body is `body` (leaving an i64), with `extra`
+/// module fields. Memory starts at 2 pages; events are written at 64 KiB.
+fn wat_rule(filters: &[&str], body: &str, extra: &str) -> Vec<u8> {
+    let list: Vec<String> = filters.iter().map(|f| format!("\"{f}\"")).collect();
+    let manifest = format!(r#"{{"name":"hostile","filters":[{}]}}"#, list.join(","));
+    let text = format!(
+        r#"(module
+          (memory (export "memory") 2)
+          (func (export "wasmrule_abi_version_1"))
+          (data (i32.const 0) "{m}")
+          (func (export "wasmrule_manifest") (result i64) (i64.const {mlen}))
+          (func (export "wasmrule_alloc") (param $n i32) (result i32) (local $need i32)
+            (local.set $need
+              (i32.sub
+                (i32.shr_u (i32.add (i32.add (i32.const 65536) (local.get $n)) (i32.const 65535))
+                           (i32.const 16))
+                (memory.size)))
+            (if (i32.gt_s (local.get $need) (i32.const 0))
+              (then (if (i32.eq (memory.grow (local.get $need)) (i32.const -1))
+                (then (return (i32.const 0))))))
+            (i32.const 65536))
+          (func (export "wasmrule_on_event") (param $p i32) (param $n i32) (result i64) {body})
+          {extra})"#,
+        m = esc(manifest.as_bytes()),
+        mlen = manifest.len(),
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("test WAT: {e}\n{text}"))
+}
+
+fn returns(cmds: &[&[&[u8]]]) -> Vec<u8> {
+    let (seg, len) = result_segment(4096, cmds);
+    wat_rule(
+        &["acme/#"],
+        &format!("(i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {len}))"),
+        &seg,
+    )
+}
+
+struct Env {
+    redis: Redis,
+    mqtt: Mosquitto,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("acme")).unwrap();
+        std::fs::create_dir(dir.path().join("good")).unwrap();
+        Env {
+            redis: Redis::start(),
+            mqtt: Mosquitto::start(),
+            dir,
+        }
+    }
+
+    fn tenant(&self, t: &str) -> std::path::PathBuf {
+        self.dir.path().join(t)
+    }
+
+    async fn runtime(&self, tenants_toml: &str) -> Runtime {
+        let mut cfg = config(&self.redis, &self.mqtt, self.dir.path());
+        let file = wasmrule::config::Config::from_toml(tenants_toml).unwrap();
+        cfg.tenants = file.tenants;
+        Runtime::start(cfg).await.unwrap()
+    }
+
+    fn dead_letters(&self, key: &str) -> Vec<HashMap<String, String>> {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query(&mut self.redis.conn())
+            .unwrap();
+        entries.into_iter().map(|(_, f)| f).collect()
+    }
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut self.redis.conn())
+            .unwrap()
+    }
+}
+
+fn write(dir: &Path, name: &str, wasm: &[u8]) {
+    // Write next to the target and rename in, as a deployment would.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, wasm).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// The neighbour: pushes every event it gets to `good:events`.
+fn neighbour(env: &Env) {
+    write(
+        &env.tenant("good"),
+        "echo.wasm",
+        &echo_rule("RPUSH", "good/#", "events"),
+    );
+}
+
+/// Publishes `n` messages for the neighbour interleaved with `n` for the hostile tenant
+/// and checks that every neighbour message is written, once.
+async fn neighbour_served(env: &Env, publisher: &Publisher, n: usize, hostile_topic: &str) {
+    static BATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let batch = BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let prefix = format!("good/{batch}/");
+    for i in 0..n {
+        publisher
+            .publish(&format!("{prefix}{i}"), i.to_string())
+            .await;
+        publisher.publish(hostile_topic, i.to_string()).await;
+    }
+    let count = || {
+        env.redis
+            .lrange("good:events")
+            .iter()
+            .filter(|raw| {
+                let e: serde_json::Value = serde_json::from_slice(raw).unwrap();
+                e["topic"].as_str().unwrap().starts_with(&prefix)
+            })
+            .count()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "every neighbour message written",
+        || (count() >= n).then_some(()),
+    )
+    .await;
+    assert_eq!(count(), n, "neighbour messages written twice");
+}
+
+async fn wait_loaded(rt: &Runtime, id: &str) {
+    eventually(Duration::from_secs(10), &format!("{id} loaded"), || {
+        rt.rules.snapshot().get(id).map(|_| ())
+    })
+    .await;
+}
+
+async fn warm_up(env: &Env, publisher: &Publisher) {
+    eventually(Duration::from_secs(5), "neighbour serving", || {
+        let _ = futures_now(publisher.publish("good/warm", "w"));
+        (!env.redis.lrange("good:events").is_empty()).then_some(())
+    })
+    .await;
+}
+
+fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    futures_util::FutureExt::now_or_never(f)
+}
+
+const QUICK_QUARANTINE: &str = "[tenants.acme]\nquarantine_failures = 1000000\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_rules_fail_with_their_reason_and_the_neighbour_is_served() {
+    let env = Env::new();
+    neighbour(&env);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("loop", wat_rule(&["acme/loop"], "(loop $l (br $l)) (i64.const 0)", ""), "timeout"),
+        (
+            "membomb",
+            wat_rule(
+                &["acme/membomb"],
+                "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 64)) (i32.const -1)))) unreachable",
+                "",
+            ),
+            "memory",
+        ),
+        (
+            "stackbomb",
+            wat_rule(
+                &["acme/stackbomb"],
+                "(call $r (i32.const 0)) (i64.const 0)",
+                "(func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1))))",
+            ),
+            "stack",
+        ),
+        (
+            // Claims a million commands.
+            "million",
+            wat_rule(
+                &["acme/million"],
+                "(i32.store8 (i32.const 4096) (i32.const 0)) (i32.store (i32.const 4097) (i32.const 1000000))
+                 (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const 5))",
+                "",
+            ),
+            "too_many_commands",
+        ),
+        (
+            // A 2 GiB result buffer.
+            "outbomb",
+            wat_rule(&["acme/outbomb"], "(i64.const 0x00001000_7fffffff)", ""),
+            "output_too_large",
+        ),
+        (
+            "forbidden",
+            returns(&[&[b"SET", b"ok", b"1"], &[b"FLUSHALL"]]),
+            "command_not_allowed",
+        ),
+        ("eval", returns(&[&[b"EVAL", b"return 1", b"0"]]), "command_not_allowed"),
+        ("config", returns(&[&[b"CONFIG", b"SET", b"appendonly", b"no"]]), "command_not_allowed"),
+        ("unbounded", returns(&[&[b"XADD", b"s", b"*", b"f", b"v"]]), "unbounded_stream"),
+        ("arity", returns(&[&[b"HSET", b"h", b"f"]]), "command_arity"),
+        ("oob", wat_rule(&["acme/oob"], "(i64.const 0x0fff0000_00001000)", ""), "abi"),
+    ];
+    for (name, wasm, _) in &cases {
+        // Each hostile rule listens on its own topic, except the `returns` ones, which
+        // all listen on acme/#: give those distinct files, they share the topic.
+        write(&env.tenant("acme"), &format!("{name}.wasm"), wasm);
+    }
+    let rt = env.runtime(QUICK_QUARANTINE).await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    warm_up(&env, &publisher).await;
+
+    for (name, _, kind) in &cases {
+        let topic = format!("acme/{name}");
+        let before = rt.metrics.failures("acme", kind);
+        neighbour_served(&env, &publisher, 20, &topic).await;
+        eventually(
+            Duration::from_secs(10),
+            &format!("{name} fails with {kind}"),
+            || (rt.metrics.failures("acme", kind) > before).then_some(()),
+        )
+        .await;
+    }
+
+    // The dead-letter stream names each reason.
+    let dl = env.dead_letters("acme:wasmrule:deadletter");
+    for (name, _, kind) in &cases {
+        assert!(
+            dl.iter()
+                .any(|e| e["kind"] == *kind && e["rule"].starts_with("acme/")),
+            "no dead letter of kind {kind} (from {name})"
+        );
+    }
+    let timeout = dl.iter().find(|e| e["kind"] == "timeout").unwrap();
+    assert!(timeout["reason"].contains("deadline"), "{timeout:?}");
+    assert_eq!(timeout["tenant"], "acme");
+
+    // Nothing forbidden reached Redis: every key is the neighbour's or under acme:, and
+    // the `SET ok 1` in front of FLUSHALL was refused with it.
+    assert!(
+        !env.keys().iter().any(|k| k == b"acme:ok"),
+        "partial output written"
+    );
+    for k in env.keys() {
+        assert!(
+            k.starts_with(b"acme:") || k.starts_with(b"good:"),
+            "stray key {:?}",
+            String::from_utf8_lossy(&k)
+        );
+    }
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_other_tenants_are_out_of_reach() {
+    let env = Env::new();
+    neighbour(&env);
+    let long = vec![b'k'; 3000];
+    let long_set: [&[u8]; 3] = [b"SET", &long, b"long"];
+    let tricks: Vec<&[&[u8]]> = vec![
+        &[b"DEL", b"good:events", b"{good}:events"],
+        &[b"SET", b"good:events", b"pwned"],
+        &[b"SET", b"", b"empty"],
+        &[b"SET", b"\x00\xff\xfe", b"binary"],
+        &[b"SET", b"x\r\n*1\r\n$8\r\nFLUSHALL\r\n", b"crlf"],
+        &[b"SET", b"{acme}", b"hashtag"],
+        &long_set,
+        &[b"MSET", b"a", b"1", b"good:x", b"2"],
+        &[b"PUBLISH", b"good:channel", b"hi"],
+        &[b"rename", b"good:events", b"acme:stolen"],
+    ];
+    // All but the last in one rule (the last is refused, and would take the rest with it).
+    write(
+        &env.tenant("acme"),
+        "tricks.wasm",
+        &returns(&tricks[..tricks.len() - 1]),
+    );
+    let rt = env.runtime(QUICK_QUARANTINE).await;
+    wait_loaded(&rt, "acme/tricks").await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    warm_up(&env, &publisher).await;
+    neighbour_served(&env, &publisher, 50, "acme/tricks").await;
+    eventually(SECS5, "tricks written under acme:", || {
+        let v: Option<String> = redis::cmd("GET")
+            .arg("acme:good:events")
+            .query(&mut env.redis.conn())
+            .ok()?;
+        v.filter(|v| v == "pwned")
+    })
+    .await;
+    let keys = env.keys();
+    for k in &keys {
+        assert!(
+            k.starts_with(b"acme:") || k.starts_with(b"good:"),
+            "stray key {:?}",
+            String::from_utf8_lossy(k)
+        );
+    }
+    for want in [
+        &b"acme:"[..],
+        b"acme:\x00\xff\xfe",
+        b"acme:{acme}",
+        b"acme:x\r\n*1\r\n$8\r\nFLUSHALL\r\n",
+    ] {
+        assert!(
+            keys.iter().any(|k| k == want),
+            "missing {:?}",
+            String::from_utf8_lossy(want)
+        );
+    }
+    // The neighbour's list is intact: the warm-up message(s) and the 50.
+    let good_len = env.redis.lrange("good:events").len();
+    assert!(good_len >= 51, "neighbour list damaged: {good_len}");
+
+    // A rule that asks for RENAME is refused whole.
+    write(
+        &env.tenant("acme"),
+        "rename.wasm",
+        &returns(&tricks[tricks.len() - 1..]),
+    );
+    wait_loaded(&rt, "acme/rename").await;
+    let before = rt.metrics.failures("acme", "command_not_allowed");
+    neighbour_served(&env, &publisher, 10, "acme/rename").await;
+    eventually(SECS5, "RENAME refused", || {
+        (rt.metrics.failures("acme", "command_not_allowed") > before).then_some(())
+    })
+    .await;
+    assert!(!env.keys().iter().any(|k| k == b"acme:stolen"));
+    rt.stop().await;
+}
+
+const SECS5: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_modules_are_refused_at_load() {
+    let env = Env::new();
+    neighbour(&env);
+    let rt = env.runtime("").await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    warm_up(&env, &publisher).await;
+    let manifest = r#"{"name":"x","filters":["acme/#"]}"#;
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "start-trap",
+            wat_rule(&["acme/#"], "(i64.const 0)", "(func $s unreachable) (start $s)"),
+        ),
+        (
+            "wrong-signature",
+            wat::parse_str(format!(
+                r#"(module (memory (export "memory") 1) (func (export "wasmrule_abi_version_1"))
+                   (data (i32.const 0) "{}")
+                   (func (export "wasmrule_manifest") (result i64) (i64.const {}))
+                   (func (export "wasmrule_alloc") (param i64) (result i32) (i32.const 0))
+                   (func (export "wasmrule_on_event") (param i32 i32) (result i64) (i64.const 0)))"#,
+                esc(manifest.as_bytes()),
+                manifest.len()
+            ))
+            .unwrap(),
+        ),
+        (
+            "huge-memory",
+            wat::parse_str(format!(
+                r#"(module (memory (export "memory") 60000) (func (export "wasmrule_abi_version_1"))
+                   (data (i32.const 0) "{}")
+                   (func (export "wasmrule_manifest") (result i64) (i64.const {}))
+                   (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 0))
+                   (func (export "wasmrule_on_event") (param i32 i32) (result i64) (i64.const 0)))"#,
+                esc(manifest.as_bytes()),
+                manifest.len()
+            ))
+            .unwrap(),
+        ),
+        (
+            "huge-table",
+            wat_rule(&["acme/#"], "(i64.const 0)", "(table 10000000 funcref)"),
+        ),
+        ("topic-acl", wat_rule(&["#"], "(i64.const 0)", "")),
+        (
+            "wasi",
+            wat::parse_str(
+                r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                   (memory (export "memory") 1) (func (export "wasmrule_abi_version_1")))"#,
+            )
+            .unwrap(),
+        ),
+    ];
+    for (i, (name, wasm)) in bad.iter().enumerate() {
+        write(&env.tenant("acme"), &format!("{name}.wasm"), wasm);
+        eventually(SECS5, &format!("{name} refused"), || {
+            (Metrics::get(&rt.metrics.load_errors) > i as u64).then_some(())
+        })
+        .await;
+        assert!(
+            rt.rules.snapshot().get(&format!("acme/{name}")).is_none(),
+            "{name} loaded"
+        );
+        neighbour_served(&env, &publisher, 5, "acme/x").await;
+    }
+    rt.stop().await;
+}
+
+/// A valid module that takes a long time to compile: compilation happens off the event
+/// path, so the neighbour keeps being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_to_compile_module_does_not_stall_serving() {
+    let env = Env::new();
+    neighbour(&env);
+    let rt = env.runtime("").await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    warm_up(&env, &publisher).await;
+    // 150 functions of 3000 instructions each: seconds of compilation.
+    let mut funcs = String::new();
+    for f in 0..150 {
+        funcs.push_str(&format!("(func $f{f} (param i32) (result i32) local.get 0"));
+        for i in 0..1500 {
+            funcs.push_str(&format!(" i32.const {i} i32.add"));
+        }
+        funcs.push_str(")\n");
+    }
+    write(
+        &env.tenant("acme"),
+        "slow.wasm",
+        &wat_rule(&["acme/slow"], "(i64.const 0)", &funcs),
+    );
+    let started = std::time::Instant::now();
+    // While it compiles, the neighbour is served message by message.
+    let mut served_during = 0;
+    while rt.rules.snapshot().get("acme/slow").is_none() {
+        neighbour_served(&env, &publisher, 1, "acme/none").await;
+        served_during += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "slow module never loaded"
+        );
+    }
+    eprintln!(
+        "slow module loaded after {:?}; {served_during} neighbour messages served meanwhile",
+        started.elapsed()
+    );
+    assert!(served_during >= 1);
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_rule_is_quarantined_and_restored_by_a_fixed_version() {
+    let env = Env::new();
+    neighbour(&env);
+    write(
+        &env.tenant("acme"),
+        "flaky.wasm",
+        &wat_rule(&["acme/flaky"], "unreachable", ""),
+    );
+    let rt = env
+        .runtime("[tenants.acme]\nquarantine_failures = 3\nquarantine_window_secs = 60\nquarantine_backoff_secs = 600\n")
+        .await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    warm_up(&env, &publisher).await;
+    neighbour_served(&env, &publisher, 10, "acme/flaky").await;
+    eventually(SECS5, "quarantined", || {
+        (Metrics::get(&rt.metrics.quarantined_skips) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rt.metrics.failures("acme", "trap"),
+        3,
+        "invoked after quarantine"
+    );
+
+    // A fixed version replaces it and serves at once.
+    write(
+        &env.tenant("acme"),
+        "flaky.wasm",
+        &returns(&[&[b"INCR", b"fixed"]]),
+    );
+    eventually(SECS5, "fixed version loaded", || {
+        (rt.rules.snapshot().get("acme/flaky")?.version == 2).then_some(())
+    })
+    .await;
+    neighbour_served(&env, &publisher, 5, "acme/flaky").await;
+    eventually(SECS5, "fixed version writes", || {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg("acme:fixed")
+            .query(&mut env.redis.conn())
+            .ok()?;
+        v.filter(|n| *n >= 1)
+    })
+    .await;
+    rt.stop().await;
+}
