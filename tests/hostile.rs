@@ -522,3 +522,57 @@ async fn a_failing_rule_is_quarantined_and_restored_by_a_fixed_version() {
     .await;
     rt.stop().await;
 }
+
+/// Defence in depth: the Redis user wasmrule connects as has an ACL matching the
+/// tenant's policy (docs/security.md). wasmrule works under it, and the same user
+/// cannot do what the policy forbids even if wasmrule's own checks were bypassed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_acl_matching_the_policy() {
+    let env = Env::new();
+    let acl = "ACL SETUSER wasmrule on >s3cret resetkeys ~acme:* resetchannels &acme:* \
+               -@all +ping +hset +hincrby +xadd +publish";
+    let words: Vec<&str> = acl.split_whitespace().collect();
+    redis::cmd(words[0])
+        .arg(&words[1..])
+        .exec(&mut env.redis.conn())
+        .unwrap();
+    write(
+        &env.tenant("acme"),
+        "count.wasm",
+        &returns(&[&[b"HINCRBY", b"counts", b"n", b"1"]]),
+    );
+    let mut cfg = config(&env.redis, &env.mqtt, env.dir.path());
+    cfg.redis.url = format!("redis://wasmrule:s3cret@127.0.0.1:{}", env.redis.port);
+    let rt = Runtime::start(cfg).await.unwrap();
+    let publisher = Publisher::connect(&env.mqtt).await;
+    eventually(SECS5, "rule writes as the restricted user", || {
+        let _ = futures_now(publisher.publish("acme/x", "x"));
+        let v: Option<u64> = redis::cmd("HGET")
+            .arg("acme:counts")
+            .arg("n")
+            .query(&mut env.redis.conn())
+            .ok()?;
+        v
+    })
+    .await;
+    let mut restricted = redis::Client::open(format!(
+        "redis://wasmrule:s3cret@127.0.0.1:{}",
+        env.redis.port
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    for (cmd, args) in [
+        ("FLUSHALL", vec![]),
+        ("HSET", vec!["good:x", "f", "v"]),
+        ("CONFIG", vec!["GET", "*"]),
+        ("KEYS", vec!["*"]),
+    ] {
+        let err = redis::cmd(cmd).arg(args).exec(&mut restricted).unwrap_err();
+        assert!(
+            err.to_string().to_uppercase().contains("NOPERM"),
+            "{cmd}: {err}"
+        );
+    }
+    rt.stop().await;
+}

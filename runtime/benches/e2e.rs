@@ -14,7 +14,9 @@
 //! 3. resident memory with 100 rules loaded;
 //! 4. time from `rename(2)` of a new rule into the directory to its first Redis write;
 //! 5. a 10 s Redis outage under a steady QoS 1 stream: wasmrule's RSS during it, and how
-//!    long after Redis returns the write rate is back to its level before.
+//!    long after Redis returns the write rate is back to its level before;
+//! 6. a neighbour's throughput while another tenant runs `loop {}` on every message
+//!    (with and without quarantine), and RSS while a tenant bombs memory.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -78,6 +80,11 @@ fn main() {
         if enabled("rss") {
         let (rss_empty, rss_100) = rss_with_rules(if quick { 5 } else { 100 }).await;
         println!("RSS: {rss_empty:.1} MB with no rules, {rss_100:.1} MB with 100 rules loaded");
+        }
+
+        // 6. Hostile neighbour.
+        if enabled("hostile") {
+            hostile(if quick { 2_000 } else { 100_000 }).await;
         }
 
         // 5. Redis outage.
@@ -561,4 +568,141 @@ async fn outage(down_secs: u64) {
 fn stop_child(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A rule in tenant `acme` running `body` on every message under `acme/`.
+fn hostile_rule(body: &str) -> Vec<u8> {
+    let manifest = r#"{"name":"hostile","filters":["acme/#"]}"#;
+    let esc: String = manifest.bytes().map(|c| format!("\\{c:02x}")).collect();
+    wat::parse_str(format!(
+        r#"(module (memory (export "memory") 1) (func (export "wasmrule_abi_version_1"))
+           (data (i32.const 0) "{esc}")
+           (func (export "wasmrule_manifest") (result i64) (i64.const {}))
+           (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 1024))
+           (func (export "wasmrule_on_event") (param i32 i32) (result i64) {body}))"#,
+        manifest.len()
+    ))
+    .unwrap()
+}
+
+/// Neighbour messages per second with an optional hostile rule and tenant config.
+async fn neighbour_rate(n: usize, hostile: Option<&[u8]>, tenants: &str) -> (f64, f64) {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(rules.join("acme")).unwrap();
+    std::fs::copy(dist("store-last-message"), rules.join("slm.wasm")).unwrap();
+    if let Some(w) = hostile {
+        std::fs::write(rules.join("acme").join("hostile.wasm"), w).unwrap();
+    }
+    let cfg = dir.path().join("wasmrule.toml");
+    std::fs::write(&cfg, format!("[runtime]\nhttp_addr = \"off\"\n{tenants}")).unwrap();
+    let log = dir.path().join("wasmrule.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args([
+            "--mqtt-url",
+            &mqtt.url(),
+            "--redis-url",
+            &redis.url(),
+            "--rules-dir",
+        ])
+        .arg(&rules)
+        .args(["--qos", "0"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (client, pub_task) = publisher(&mqtt).await;
+    eventually(Duration::from_secs(10), "serving", || {
+        let _ = client.try_publish(
+            "store-last-message/warm",
+            rumqttc::QoS::AtMostOnce,
+            false,
+            r#"{"temp":1}"#,
+        );
+        redis.hget("emqx_messages", "warm")
+    })
+    .await;
+    let start = Instant::now();
+    let rss_max = Arc::new(std::sync::Mutex::new(0f64));
+    let r = rss_max.clone();
+    let sampler = tokio::spawn(async move {
+        loop {
+            let v = rss_mb(pid);
+            {
+                let mut m = r.lock().unwrap();
+                *m = m.max(v);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    for i in 0..n {
+        let payload = format!(r#"{{"temp":{i}}}"#);
+        client
+            .publish(
+                format!("store-last-message/dev-{}", i % DEVICES),
+                rumqttc::QoS::AtMostOnce,
+                false,
+                payload,
+            )
+            .await
+            .unwrap();
+        // One hostile message for every ten.
+        if i % 10 == 0 {
+            client
+                .publish("acme/x", rumqttc::QoS::AtMostOnce, false, "x")
+                .await
+                .unwrap();
+        }
+    }
+    let last: Vec<String> = (0..DEVICES)
+        .map(|d| (n - DEVICES + d).to_string())
+        .collect();
+    let mut conn = redis.conn();
+    loop {
+        let vals: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg("emqx_messages")
+            .arg((0..DEVICES).map(|d| format!("dev-{d}")).collect::<Vec<_>>())
+            .query(&mut conn)
+            .unwrap();
+        if vals.iter().zip(&last).all(|(v, l)| v.as_deref() == Some(l)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "neighbour run did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    sampler.abort();
+    pub_task.abort();
+    stop_child(&mut child);
+    let rss = *rss_max.lock().unwrap();
+    (rate, rss)
+}
+
+async fn hostile(n: usize) {
+    let looping = hostile_rule("(loop $l (br $l)) (i64.const 0)");
+    let bomb = hostile_rule(
+        "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+    );
+    let no_quarantine = "[tenants.acme]\nquarantine_failures = 4000000000\n";
+    let (alone, rss_alone) = neighbour_rate(n, None, "").await;
+    let (with_loop, _) = neighbour_rate(n, Some(&looping), "").await;
+    let (with_loop_nq, _) = neighbour_rate(n / 20, Some(&looping), no_quarantine).await;
+    let (_, rss_bomb) = neighbour_rate(n, Some(&bomb), no_quarantine).await;
+    println!(
+        "neighbour ({n} msgs, 1 hostile msg per 10): alone {alone:.0} msg/s; with a loop {{}} tenant \
+         {with_loop:.0} msg/s ({:.2} of alone, default quarantine); without quarantine {with_loop_nq:.0} msg/s ({:.2})",
+        with_loop / alone,
+        with_loop_nq / alone
+    );
+    println!(
+        "RSS max: {rss_alone:.1} MB alone, {rss_bomb:.1} MB while a tenant grows memory to the cap on every message"
+    );
 }

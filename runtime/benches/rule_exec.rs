@@ -40,6 +40,9 @@ fn main() {
     });
     let engine = Engine::new(Limits::default(), 4).expect("engine");
     let rule = engine.compile(&bytes).expect("rule compiles");
+    // The same rule with fuel metering instead of the epoch deadline.
+    let fuel_engine = Engine::with_fuel(Limits::default(), 4, 10_000_000).expect("engine");
+    let fuel_rule = fuel_engine.compile(&bytes).expect("rule compiles");
 
     // The demo's device payload, as the runtime would encode it.
     let mut m = Message::new(
@@ -86,6 +89,11 @@ fn main() {
         out2.clear();
         rule.invoke(black_box(&event), &mut out2).unwrap();
     };
+    let mut out3 = Commands::new();
+    let wasm_fuel = || {
+        out3.clear();
+        fuel_rule.invoke(black_box(&event), &mut out3).unwrap();
+    };
     let mut enc_out = Vec::new();
     let encoder = EventEncoder::new("wasmrule@bench");
     let encode = || encoder.publish_event(black_box(&m), &mut enc_out);
@@ -95,6 +103,7 @@ fn main() {
         ("native (same rule crate)", Box::new(native)),
         ("wasm (fresh instance per event)", Box::new(wasm)),
         ("event JSON encoding only", Box::new(encode)),
+        ("wasm, fuel instead of epoch", Box::new(wasm_fuel)),
     ];
     // `cargo bench --bench rule_exec -- wasm` runs only variants whose name contains
     // "wasm" (for profiling one of them).
@@ -117,8 +126,9 @@ fn main() {
     for ((name, _), r) in variants.iter().zip(&medians) {
         println!("{name:<36} {r:>14.0} {:>12.3}", 1e6 / r);
     }
-    if medians.len() == 3 {
+    if medians.len() == 4 {
         println!("ratio wasm/native: {:.3}", medians[1] / medians[0]);
+        println!("ratio fuel/epoch: {:.3}", medians[3] / medians[1]);
     }
 }
 
