@@ -3,6 +3,21 @@
 #
 # Rust rules are the crates in rules-wasm/*/Cargo.toml, built for wasm32-unknown-unknown
 # with the workspace's `rule` profile (optimised, LTO, panic=abort, stripped).
+#
+# The two seed rules also exist in C, AssemblyScript, Zig and hand-written WebAssembly
+# text (rules-wasm/c, assemblyscript, zig, wat), built into
+# dist/<rule>-<c|as|zig|wat>.wasm. They show the ABI works from outside Rust;
+# guest-sdk/conformance/run.sh checks that every build of a rule behaves the same.
+#
+# Usage: rules-wasm/build.sh [rust] [c] [as] [zig] [wat]   (no argument: all of them)
+#
+# Toolchains, pinned (docs/writing-rules.md):
+#   rust  rustup target add wasm32-unknown-unknown (added here when missing)
+#   c     apt-get install -y clang lld                 (Debian 12: clang 14)
+#   as    apt-get install -y nodejs npm (Node >= 20), then
+#         npm ci --prefix guest-sdk/assemblyscript     (assemblyscript 0.28.20)
+#   zig   pip install ziglang==0.17.1
+#   wat   apt-get install -y wabt
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,22 +25,138 @@ root=$(dirname "$here")
 dist="$here/dist"
 mkdir -p "$dist"
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    echo "build.sh: installing the wasm32-unknown-unknown target (rustup target add)" >&2
-    rustup target add wasm32-unknown-unknown
+langs=("$@")
+if ((${#langs[@]} == 0)); then langs=(rust c as zig wat); fi
+for l in "${langs[@]}"; do
+    case $l in
+    rust | c | as | zig | wat) ;;
+    *)
+        echo "build.sh: unknown language '$l' (expected rust, c, as, zig or wat)" >&2
+        exit 2
+        ;;
+    esac
+done
+want() { [[ " ${langs[*]} " == *" $1 "* ]]; }
+
+size() { printf '%-40s %7d bytes\n' "dist/$1" "$(stat -c %s "$dist/$1")"; }
+
+# Check every toolchain the requested languages need before building anything, so a
+# missing one is reported at once and with the command that installs it.
+zig_version=0.17.1
+python=${PYTHON:-python3}
+asc="$root/guest-sdk/assemblyscript/node_modules/.bin/asc"
+missing=()
+if want c; then
+    command -v clang >/dev/null || missing+=("clang (C rules): apt-get install -y clang lld")
+    command -v wasm-ld >/dev/null || missing+=("wasm-ld (C rules): apt-get install -y lld")
+fi
+if want as; then
+    if ! command -v node >/dev/null; then
+        missing+=("node >= 20 (AssemblyScript rules): apt-get install -y nodejs npm")
+    elif [[ ! -x $asc ]]; then
+        missing+=("asc (AssemblyScript rules): npm ci --prefix guest-sdk/assemblyscript")
+    fi
+fi
+if want zig; then
+    found=$("$python" -m ziglang version 2>/dev/null || true)
+    if [[ $found != "$zig_version" ]]; then
+        missing+=("Zig $zig_version (Zig rules; found '${found:-none}'): $python -m pip install ziglang==$zig_version")
+    fi
+fi
+if want wat; then
+    command -v wat2wasm >/dev/null || missing+=("wat2wasm (WAT rules): apt-get install -y wabt")
+fi
+if ((${#missing[@]} > 0)); then
+    echo "build.sh: missing toolchains; install them, or name the languages to build:" >&2
+    printf '  %s\n' "${missing[@]}" >&2
+    exit 1
 fi
 
-crates=()
-for manifest in "$here"/*/Cargo.toml; do
-    crates+=("$(basename "$(dirname "$manifest")")")
-done
+# ---------------------------------------------------------------------------------------
+# Rust: the crates in rules-wasm/*/Cargo.toml -> dist/<rule>.wasm
+# ---------------------------------------------------------------------------------------
+if want rust; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+        echo "build.sh: installing the wasm32-unknown-unknown target (rustup target add)" >&2
+        rustup target add wasm32-unknown-unknown
+    fi
 
-args=()
-for c in "${crates[@]}"; do args+=(-p "$c"); done
-(cd "$root" && cargo build --quiet --profile rule --target wasm32-unknown-unknown "${args[@]}")
+    crates=()
+    for manifest in "$here"/*/Cargo.toml; do
+        crates+=("$(basename "$(dirname "$manifest")")")
+    done
 
-out="$root/target/wasm32-unknown-unknown/rule"
-for c in "${crates[@]}"; do
-    cp "$out/${c//-/_}.wasm" "$dist/$c.wasm"
-    printf '%-40s %7d bytes\n' "dist/$c.wasm" "$(stat -c %s "$dist/$c.wasm")"
-done
+    args=()
+    for c in "${crates[@]}"; do args+=(-p "$c"); done
+    (cd "$root" && cargo build --quiet --profile rule --target wasm32-unknown-unknown "${args[@]}")
+
+    out="$root/target/wasm32-unknown-unknown/rule"
+    for c in "${crates[@]}"; do
+        cp "$out/${c//-/_}.wasm" "$dist/$c.wasm"
+        size "$c.wasm"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# C: rules-wasm/c/<rule>.c with guest-sdk/c/wasmrule.h -> dist/<rule>-c.wasm
+#
+# No libc: -nostdlib, and the header supplies the allocator and memcpy. -Oz for size;
+# -mbulk-memory makes copies memory.copy instructions. The exports are named in the
+# source (export_name attributes), so no --export flags.
+# ---------------------------------------------------------------------------------------
+if want c; then
+    for src in "$here"/c/*.c; do
+        rule=$(basename "$src" .c)
+        clang --target=wasm32 -nostdlib -ffreestanding -Oz -mbulk-memory \
+            -Wall -Wextra -Werror \
+            -Wl,--no-entry -Wl,--strip-all \
+            -I "$root/guest-sdk/c" -o "$dist/$rule-c.wasm" "$src"
+        size "$rule-c.wasm"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# AssemblyScript: rules-wasm/assemblyscript/<rule>.ts with
+# guest-sdk/assemblyscript/wasmrule.ts -> dist/<rule>-as.wasm
+#
+# --runtime stub: a bump allocator and no collector (an instance lives for one event).
+# --use abort=: AssemblyScript's abort becomes a trap instead of an import.
+# ---------------------------------------------------------------------------------------
+if want as; then
+    for src in "$here"/assemblyscript/*.ts; do
+        rule=$(basename "$src" .ts)
+        "$asc" "$src" -o "$dist/$rule-as.wasm" --runtime stub --use abort= -Oz
+        size "$rule-as.wasm"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# Zig: rules-wasm/zig/<rule>.zig importing guest-sdk/zig/wasmrule.zig as the module
+# `wasmrule` -> dist/<rule>-zig.wasm
+#
+# -rdynamic exports what the SDK marks with @export. --stack 65536: one page of stack
+# instead of Zig's default 1 MiB (nothing recurses), so instances start with 2 pages.
+# The compiler cache goes under target/, like cargo's.
+# ---------------------------------------------------------------------------------------
+if want zig; then
+    for src in "$here"/zig/*.zig; do
+        rule=$(basename "$src" .zig)
+        "$python" -m ziglang build-exe -target wasm32-freestanding -fno-entry -rdynamic \
+            -O ReleaseSmall --stack 65536 \
+            --cache-dir "$root/target/zig-cache" --global-cache-dir "$root/target/zig-cache" \
+            --dep wasmrule -Mroot="$src" -Mwasmrule="$root/guest-sdk/zig/wasmrule.zig" \
+            -femit-bin="$dist/$rule-zig.wasm"
+        size "$rule-zig.wasm"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# WebAssembly text: rules-wasm/wat/<rule>.wat -> dist/<rule>-wat.wasm
+# ---------------------------------------------------------------------------------------
+if want wat; then
+    for src in "$here"/wat/*.wat; do
+        rule=$(basename "$src" .wat)
+        wat2wasm "$src" -o "$dist/$rule-wat.wasm"
+        size "$rule-wat.wasm"
+    done
+fi
