@@ -5,7 +5,11 @@
 //!     const wr = @import("wasmrule");
 //!
 //!     comptime {
-//!         wr.exportRule(.{ .name = "topic-counter", .version = "0.1.0", .filters = &.{"#"} }, count);
+//!         wr.exportRule(.{
+//!             .name = "topic-counter",
+//!             .version = "0.1.0",
+//!             .filters = &.{"#"},
+//!         }, count);
 //!     }
 //!
 //!     fn count(event: *const wr.Event, out: *wr.Output) wr.Error!void {
@@ -590,7 +594,8 @@ pub const Output = struct {
     }
 
     fn get(at: *const [4]u8) u32 {
-        return @as(u32, at[0]) | @as(u32, at[1]) << 8 | @as(u32, at[2]) << 16 | @as(u32, at[3]) << 24;
+        return @as(u32, at[0]) | @as(u32, at[1]) << 8 |
+            @as(u32, at[2]) << 16 | @as(u32, at[3]) << 24;
     }
 };
 

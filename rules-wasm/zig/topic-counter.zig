@@ -8,7 +8,11 @@
 const wr = @import("wasmrule");
 
 comptime {
-    wr.exportRule(.{ .name = "topic-counter", .version = "0.1.0", .filters = &.{"#"} }, topicCounter);
+    wr.exportRule(.{
+        .name = "topic-counter",
+        .version = "0.1.0",
+        .filters = &.{"#"},
+    }, topicCounter);
 }
 
 fn topicCounter(event: *const wr.Event, out: *wr.Output) wr.Error!void {
