@@ -569,3 +569,116 @@ async fn health_endpoint_reports_connections() {
     .await;
     rt.stop().await;
 }
+
+/// Every language's build of the seed rules, fed the same messages, leaves the same
+/// Redis state as the Rust build. Each language runs as its own tenant, so each writes
+/// under its own prefix (`c:emqx_messages`, ...) and the hashes can be compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_language_leaves_the_same_redis_state_as_rust() {
+    const LANGS: [(&str, &str); 5] = [
+        ("rust", ""),
+        ("c", "-c"),
+        ("as", "-as"),
+        ("zig", "-zig"),
+        ("wat", "-wat"),
+    ];
+    let env = Env::new();
+    let mut tenants = String::new();
+    for (tenant, suffix) in LANGS {
+        let dir = env.rules().join(tenant);
+        std::fs::create_dir(&dir).unwrap();
+        for rule in ["store-last-message", "topic-counter"] {
+            install(
+                &dist(&format!("{rule}{suffix}")),
+                &dir,
+                &format!("{rule}.wasm"),
+            );
+        }
+        tenants.push_str(&format!("[tenants.{tenant}]\ntopics = [\"#\"]\n"));
+    }
+    let mut cfg = config(&env.redis, &env.mqtt, env.rules());
+    cfg.tenants = wasmrule::config::Config::from_toml(&tenants)
+        .unwrap()
+        .tenants;
+    let rt = Runtime::start(cfg).await.unwrap();
+    assert_eq!(rt.rules.snapshot().len(), 10);
+    let publisher = Publisher::connect(&env.mqtt).await;
+    publish_until(
+        &publisher,
+        "store-last-message/warmup",
+        r#"{"temp":0}"#,
+        "all serving",
+        || {
+            LANGS
+                .iter()
+                .all(|(t, _)| {
+                    env.redis
+                        .hget(&format!("{t}:emqx_messages"), "warmup")
+                        .is_some()
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let messages = [
+        (
+            "store-last-message/emqx_c",
+            r#"{"message":"this is a stored message","clientId":"emqx_c","duration":"102s","temp":44.37,"hum":32.52}"#,
+        ),
+        ("store-last-message/dev-1", r#"{"temp":21.50}"#),
+        (
+            "store-last-message/dev-2",
+            r#"{"temp":"warm \"and\" \u00e9"}"#,
+        ),
+        ("store-last-message/dev-3", r#"{"hum":1,"temp":-3e2}"#),
+        ("store-last-message/dev-4", "not json"),
+        ("store-last-message/dev-5", "[21.5]"),
+        ("store-last-message/dev-6", r#"{"temp":null}"#),
+        ("sensors/hall/temp", "22.1"),
+        ("a b/\"c\"/\u{e9}", "x"),
+        ("store-last-message/dev-1", r#"{"temp":22}"#),
+    ];
+    for (topic, payload) in messages {
+        publisher.publish(topic, payload).await;
+    }
+    publisher
+        .publish("store-last-message/done", r#"{"temp":1}"#)
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "every language handled the batch",
+        || {
+            LANGS
+                .iter()
+                .all(|(t, _)| {
+                    env.redis
+                        .hget(&format!("{t}:emqx_messages"), "done")
+                        .is_some()
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let rust_messages = env.redis.hgetall("rust:emqx_messages");
+    let rust_counts = env.redis.hgetall("rust:mqtt_topic_count");
+    assert_eq!(rust_messages.get("dev-1").map(String::as_str), Some("22"));
+    assert_eq!(rust_messages.get("dev-3").map(String::as_str), Some("-3e2"));
+    assert!(!rust_messages.contains_key("dev-4") && !rust_messages.contains_key("dev-5"));
+    for (t, _) in &LANGS[1..] {
+        assert_eq!(
+            env.redis.hgetall(&format!("{t}:emqx_messages")),
+            rust_messages,
+            "{t}: emqx_messages"
+        );
+        assert_eq!(
+            env.redis.hgetall(&format!("{t}:mqtt_topic_count")),
+            rust_counts,
+            "{t}: mqtt_topic_count"
+        );
+    }
+    // The bad payloads were refused the same way by every language.
+    for (t, _) in &LANGS {
+        assert_eq!(rt.metrics.failures(t, "rule_error"), 3, "{t}: rule errors");
+    }
+    rt.stop().await;
+}

@@ -20,6 +20,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
+//! - [`rule_test`]: `wasmrule test`, case files for rule authors.
 //! - [`metrics`]: counters of what the runtime did.
 
 pub mod ack;
@@ -35,6 +36,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod redis_sink;
 pub mod reload;
+pub mod rule_test;
 pub mod ruleset;
 pub mod subscriptions;
 pub mod topic;

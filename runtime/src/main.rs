@@ -39,6 +39,14 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run a rule against a file of cases (event in, commands or error out); print a
+    /// diff for each mismatch and exit non-zero if any case fails.
+    Test {
+        /// The rule (.wasm).
+        rule: PathBuf,
+        /// Case file (JSON, see docs/writing-rules.md).
+        cases: PathBuf,
+    },
     /// Run one rule on one event, offline, and print the commands it returns.
     Eval {
         /// The rule (.wasm).
@@ -86,6 +94,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check { files } => check(&files),
         Command::Eval { rule, event } => eval(&rule, &event),
+        Command::Test { rule, cases } => test(&rule, &cases),
     };
     match result {
         Ok(code) => code,
@@ -211,6 +220,43 @@ fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 fn load(engine: &Engine, path: &Path) -> anyhow::Result<wasmrule::engine::Rule> {
     let bytes = std::fs::read(path).context("cannot read file")?;
     Ok(engine.compile(&bytes)?)
+}
+
+fn test(rule_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
+    let engine = offline_engine()?;
+    let rule = load(&engine, rule_path).with_context(|| format!("{}", rule_path.display()))?;
+    let text = std::fs::read_to_string(cases_path)
+        .with_context(|| format!("cannot read case file {}", cases_path.display()))?;
+    let file = wasmrule::rule_test::parse(&text)
+        .with_context(|| format!("case file {}", cases_path.display()))?;
+    if let Some(name) = &file.rule
+        && *name != rule.manifest().name
+    {
+        anyhow::bail!(
+            "{} is rule {:?}, but the case file {} is for rule {name:?}",
+            rule_path.display(),
+            rule.manifest().name,
+            cases_path.display()
+        );
+    }
+    let results = wasmrule::rule_test::run(&rule, &file);
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    for r in &results {
+        match &r.failure {
+            None => println!("ok    {}", r.name),
+            Some(why) => println!("FAIL  {}\n{}", r.name, why.trim_end()),
+        }
+    }
+    println!(
+        "{}: {} passed, {failed} failed",
+        rule_path.display(),
+        results.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn eval(rule_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {

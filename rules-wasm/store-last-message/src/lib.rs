@@ -23,6 +23,14 @@ pub fn store_last_message(event: &Event) -> Result<Command, RuleError> {
         .clientid()
         .or(event.topic_last_level())
         .ok_or("no clientid in the event and no last topic level to use instead")?;
+    // serde would also read `[21.5]` into the struct (fields by position): only an
+    // object has a `temp`.
+    if !event
+        .payload_text()
+        .is_some_and(|t| t.trim_start().starts_with('{'))
+    {
+        return Err(RuleError::new("payload is not a JSON object"));
+    }
     let reading: Reading = event.payload_json()?;
     let raw = reading.temp.get();
     let temp = match raw.as_bytes().first() {
@@ -74,11 +82,16 @@ mod tests {
     #[test]
     fn bad_payloads_are_errors() {
         let not_json = store_last_message(&Event::message("store-last-message/a", "hot"));
-        assert!(not_json.unwrap_err().message().starts_with("payload: "));
+        assert_eq!(
+            not_json.unwrap_err().message(),
+            "payload is not a JSON object"
+        );
         let no_temp = store_last_message(&Event::message("store-last-message/a", "{}"));
         assert!(no_temp.is_err());
         let obj = store_last_message(&Event::message("store-last-message/a", r#"{"temp":{}}"#));
         assert!(obj.is_err());
+        let array = store_last_message(&Event::message("store-last-message/a", "[21.5]"));
+        assert!(array.is_err());
         let no_level = store_last_message(&Event::message("store-last-message/", r#"{"temp":1}"#));
         assert!(no_level.is_err());
     }

@@ -1,0 +1,178 @@
+//! `wasmrule test RULE.wasm CASES.json`: the offline test loop for rule authors. Each
+//! case is an event in and the commands (or an error) expected out; a mismatch prints a
+//! diff. The same files serve as the ABI conformance suite (`guest-sdk/conformance/`).
+//!
+//! Case file:
+//!
+//! ```json
+//! {"rule": "store-last-message",
+//!  "cases": [
+//!    {"name": "demo payload",
+//!     "event": {"topic": "store-last-message/dev-1", "payload": "{\"temp\":21.5}"},
+//!     "commands": ["HSET emqx_messages dev-1 21.5"]},
+//!    {"name": "not JSON", "event": {"topic": "store-last-message/x", "payload": "hot"},
+//!     "error": true}
+//!  ]}
+//! ```
+//!
+//! `commands` are written as `wasmrule eval` prints them (redis-cli syntax). `error` is
+//! `true` (any failure) or a string the error message must contain.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+use crate::commands::Commands;
+use crate::engine::Rule;
+use crate::event::complete_event;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    /// The manifest name the rule must have, if given.
+    #[serde(default)]
+    pub rule: Option<String>,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    pub event: serde_json::Value,
+    #[serde(default)]
+    pub commands: Option<Vec<String>>,
+    #[serde(default)]
+    pub error: Option<ExpectedError>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ExpectedError {
+    Any(bool),
+    Containing(String),
+}
+
+/// The outcome of one case.
+#[derive(Debug)]
+pub struct CaseResult {
+    pub name: String,
+    /// `None` when the case passed; otherwise what to show.
+    pub failure: Option<String>,
+}
+
+/// Parses a case file.
+///
+/// # Errors
+///
+/// When it is not JSON of the documented shape, or a case expects both commands and an
+/// error, or neither.
+pub fn parse(text: &str) -> anyhow::Result<CaseFile> {
+    let file: CaseFile = serde_json::from_str(text)?;
+    for c in &file.cases {
+        match (&c.commands, &c.error) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("case {:?}: give `commands` or `error`, not both", c.name)
+            }
+            (None, None) => {
+                anyhow::bail!("case {:?}: give the expected `commands` or `error`", c.name)
+            }
+            _ => {}
+        }
+    }
+    Ok(file)
+}
+
+/// Runs every case against `rule`.
+pub fn run(rule: &Rule, file: &CaseFile) -> Vec<CaseResult> {
+    file.cases
+        .iter()
+        .map(|c| CaseResult {
+            name: c.name.clone(),
+            failure: run_case(rule, c),
+        })
+        .collect()
+}
+
+fn run_case(rule: &Rule, case: &Case) -> Option<String> {
+    let event = match complete_event(case.event.to_string().as_bytes(), "wasmrule@test") {
+        Ok(e) => e,
+        Err(e) => return Some(format!("the case's event is invalid: {e:#}")),
+    };
+    let mut out = Commands::new();
+    let got = rule.invoke(&event, &mut out);
+    match (&case.commands, &case.error, got) {
+        (Some(want), _, Ok(_)) => {
+            let got: Vec<String> = out.iter().map(|c| c.to_string()).collect();
+            (got != *want).then(|| diff(want, &got))
+        }
+        (Some(want), _, Err(e)) => Some(format!(
+            "expected {} command(s), the rule failed ({}): {e}\n{}",
+            want.len(),
+            e.kind(),
+            diff(want, &[])
+        )),
+        (None, Some(expected), Err(e)) => match expected {
+            ExpectedError::Any(true) => None,
+            ExpectedError::Containing(s) if e.to_string().contains(s.as_str()) => None,
+            ExpectedError::Containing(s) => {
+                Some(format!("expected an error containing {s:?}, got: {e}"))
+            }
+            ExpectedError::Any(false) => Some(format!("`error: false` expects no error, got: {e}")),
+        },
+        // `parse` refuses cases with neither expectation.
+        (None, None, Err(e)) => Some(format!("the rule failed ({}): {e}", e.kind())),
+        (None, _, Ok(_)) => {
+            let got: Vec<String> = out.iter().map(|c| c.to_string()).collect();
+            Some(format!(
+                "expected an error, the rule returned:\n{}",
+                diff(&[], &got)
+            ))
+        }
+    }
+}
+
+/// A line diff of expected and actual commands: `-` expected only, `+` got only.
+pub fn diff(want: &[String], got: &[String]) -> String {
+    let mut s = String::new();
+    let n = want.len().max(got.len());
+    for i in 0..n {
+        match (want.get(i), got.get(i)) {
+            (Some(w), Some(g)) if w == g => {
+                let _ = writeln!(s, "    {w}");
+            }
+            (w, g) => {
+                if let Some(w) = w {
+                    let _ = writeln!(s, "  - {w}");
+                }
+                if let Some(g) = g {
+                    let _ = writeln!(s, "  + {g}");
+                }
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_marks_changes() {
+        let w = vec!["A".to_string(), "B".to_string()];
+        let g = vec!["A".to_string(), "C".to_string(), "D".to_string()];
+        assert_eq!(diff(&w, &g), "    A\n  - B\n  + C\n  + D\n");
+    }
+
+    #[test]
+    fn case_files_are_checked() {
+        assert!(parse(r#"{"cases":[{"name":"x","event":{},"commands":[]}]}"#).is_ok());
+        assert!(parse(r#"{"cases":[{"name":"x","event":{},"error":"boom"}]}"#).is_ok());
+        let both = parse(r#"{"cases":[{"name":"x","event":{},"commands":[],"error":true}]}"#);
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        let neither = parse(r#"{"cases":[{"name":"x","event":{}}]}"#);
+        assert!(neither.unwrap_err().to_string().contains("expected"));
+        assert!(parse(r#"{"cases":[{"name":"x","event":{},"comands":[]}]}"#).is_err());
+    }
+}
