@@ -682,3 +682,78 @@ async fn every_language_leaves_the_same_redis_state_as_rust() {
     }
     rt.stop().await;
 }
+
+/// `wasmrule new` gives a project that builds and passes its own cases, and a changed
+/// expectation fails with a diff.
+fn scaffold_round_trip(lang: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wasmrule()
+        .args(["new", "demo-rule", "--lang", lang])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let project = dir.path().join("demo-rule");
+    let build = Command::new("./build.sh")
+        .current_dir(&project)
+        // Rust: reuse compiled dependencies across runs.
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{lang}: ./build.sh failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let test = || {
+        wasmrule()
+            .args(["test", "demo-rule.wasm", "cases.json"])
+            .current_dir(&project)
+            .output()
+            .unwrap()
+    };
+    let ok = test();
+    assert!(
+        ok.status.success(),
+        "{lang}: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let cases = project.join("cases.json");
+    let text = std::fs::read_to_string(&cases).unwrap();
+    std::fs::write(
+        &cases,
+        text.replacen("demo-rule/dev-1 1", "demo-rule/dev-1 2", 1),
+    )
+    .unwrap();
+    let bad = test();
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "{lang}: a wrong expectation passed");
+    assert!(
+        stdout.contains("- HINCRBY demo-rule demo-rule/dev-1 2")
+            && stdout.contains("+ HINCRBY demo-rule demo-rule/dev-1 1"),
+        "{lang}: no diff in\n{stdout}"
+    );
+}
+
+#[test]
+fn new_c_rule_builds_and_passes_its_cases() {
+    scaffold_round_trip("c");
+}
+
+#[test]
+fn new_assemblyscript_rule_builds_and_passes_its_cases() {
+    scaffold_round_trip("assemblyscript");
+}
+
+#[test]
+fn new_rust_rule_builds_and_passes_its_cases() {
+    scaffold_round_trip("rust");
+}

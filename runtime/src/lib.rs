@@ -21,6 +21,7 @@
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
 //! - [`rule_test`]: `wasmrule test`, case files for rule authors.
+//! - [`scaffold`]: `wasmrule new`, rule projects in Rust, C, AssemblyScript.
 //! - [`metrics`]: counters of what the runtime did.
 
 pub mod ack;
@@ -38,6 +39,7 @@ pub mod redis_sink;
 pub mod reload;
 pub mod rule_test;
 pub mod ruleset;
+pub mod scaffold;
 pub mod subscriptions;
 pub mod topic;
 

@@ -47,6 +47,15 @@ enum Command {
         /// Case file (JSON, see docs/writing-rules.md).
         cases: PathBuf,
     },
+    /// Create a rule project in ./NAME that builds with ./build.sh into NAME.wasm and
+    /// passes `wasmrule test NAME.wasm cases.json`.
+    New {
+        /// Rule name: a-z, 0-9 and '-'.
+        name: String,
+        /// Language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: wasmrule::scaffold::Lang,
+    },
     /// Run one rule on one event, offline, and print the commands it returns.
     Eval {
         /// The rule (.wasm).
@@ -95,6 +104,12 @@ fn main() -> ExitCode {
         Command::Check { files } => check(&files),
         Command::Eval { rule, event } => eval(&rule, &event),
         Command::Test { rule, cases } => test(&rule, &cases),
+        Command::New { name, lang } => {
+            wasmrule::scaffold::create(Path::new("."), &name, lang).map(|()| {
+                println!("created {name}/: cd {name} && ./build.sh && wasmrule test {name}.wasm cases.json");
+                ExitCode::SUCCESS
+            })
+        }
     };
     match result {
         Ok(code) => code,
