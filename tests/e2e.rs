@@ -757,3 +757,45 @@ fn new_assemblyscript_rule_builds_and_passes_its_cases() {
 fn new_rust_rule_builds_and_passes_its_cases() {
     scaffold_round_trip("rust");
 }
+
+/// A restart loads rules from the compiled-code cache; a tampered entry is refused and
+/// the rule compiled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_loads_rules_from_the_cache() {
+    let env = Env::new();
+    install(&dist("store-last-message"), env.rules(), "slm.wasm");
+    let cache = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cfg = config(&env.redis, &env.mqtt, env.rules());
+        cfg.rules.cache_dir = Some(cache.path().join("wasmrule"));
+        Runtime::start(cfg)
+    };
+    let from_cache = |rt: &Runtime| rt.rules.snapshot().get("slm").unwrap().rule.from_cache();
+    let rt = start().await.unwrap();
+    assert!(!from_cache(&rt), "first load compiles");
+    rt.stop().await;
+    let rt = start().await.unwrap();
+    assert!(from_cache(&rt), "restart loads from the cache");
+    rt.stop().await;
+    for entry in std::fs::read_dir(cache.path().join("wasmrule")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "bin") {
+            let mut data = std::fs::read(&p).unwrap();
+            let n = data.len();
+            data[n / 2] ^= 0xff;
+            std::fs::write(&p, data).unwrap();
+        }
+    }
+    let rt = start().await.unwrap();
+    assert!(!from_cache(&rt), "a tampered entry must not be loaded");
+    let publisher = Publisher::connect(&env.mqtt).await;
+    publish_until(
+        &publisher,
+        "store-last-message/d",
+        r#"{"temp":5}"#,
+        "recompiled rule serves",
+        || env.redis.hget("emqx_messages", "d"),
+    )
+    .await;
+    rt.stop().await;
+}

@@ -62,6 +62,8 @@ pub struct RulesConfig {
     pub dir: PathBuf,
     /// Quiet time after the last change to a file before it is (re)loaded.
     pub debounce: Duration,
+    /// Where compiled rules are cached; `None` turns the cache off.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Worker threads and queues.
@@ -220,6 +222,7 @@ struct RawRedis {
 struct RawRules {
     dir: Option<PathBuf>,
     debounce_ms: Option<u64>,
+    cache_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +389,11 @@ impl Config {
         let rules = RulesConfig {
             dir: raw.rules.dir.unwrap_or_else(|| DEFAULT_RULES_DIR.into()),
             debounce: Duration::from_millis(raw.rules.debounce_ms.unwrap_or(50)),
+            cache_dir: match raw.rules.cache_dir.as_deref() {
+                Some("off") => None,
+                Some(dir) => Some(dir.into()),
+                None => default_cache_dir(),
+            },
         };
 
         let d = Limits::default();
@@ -578,6 +586,19 @@ fn parse_http_addr(s: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
     s.parse()
         .map(Some)
         .map_err(|_| anyhow::anyhow!("{s:?} is not an address like 127.0.0.1:9464, or \"off\""))
+}
+
+/// `$XDG_CACHE_HOME/wasmrule`, else `$HOME/.cache/wasmrule`, else no cache.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("wasmrule"))
 }
 
 fn default_node() -> String {

@@ -109,8 +109,14 @@ impl Runtime {
             .with_context(|| format!("cannot resolve rules directory {}", dir.display()))?;
         let dir = &config.rules.dir;
         let workers = config.runtime.workers;
-        let engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
+        let mut engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
             .context("cannot start the WebAssembly engine")?;
+        if let Some(dir) = &config.rules.cache_dir {
+            match engine::cache::Cache::open(dir) {
+                Ok(cache) => engine = engine.with_cache(cache),
+                Err(e) => tracing::warn!("compiled-code cache off: {e:#}"),
+            }
+        }
         let metrics = Arc::new(Metrics::default());
         let rules = Arc::new(Rules::new());
         let token = CancellationToken::new();

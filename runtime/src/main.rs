@@ -196,8 +196,18 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight messages");
 }
 
+/// The engine for `check`, `eval` and `test`: default limits, and the default cache so
+/// that a large component is compiled once, not on every run.
 fn offline_engine() -> anyhow::Result<Engine> {
-    Engine::new(Limits::default(), 4)
+    let engine = Engine::new(Limits::default(), 4)?;
+    Ok(
+        match wasmrule::config::default_cache_dir()
+            .map(|d| wasmrule::engine::cache::Cache::open(&d))
+        {
+            Some(Ok(cache)) => engine.with_cache(cache),
+            _ => engine,
+        },
+    )
 }
 
 fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -212,7 +222,13 @@ fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 if let Some(v) = &m.version {
                     println!("  version: {v}");
                 }
-                println!("  abi:     {ABI_VERSION}");
+                match rule.kind_name() {
+                    "component" => println!(
+                        "  abi:     component wasmrule:rule@{}",
+                        wasmrule::engine::COMPONENT_WORLD_VERSION
+                    ),
+                    _ => println!("  abi:     {ABI_VERSION}"),
+                }
                 println!("  filters: {}", m.filters.join(" "));
                 if let Some(sdk) = &m.sdk {
                     println!("  sdk:     {sdk}");

@@ -282,6 +282,8 @@ impl Reloader {
             name = %m.name,
             version = loaded.version,
             filters = ?m.filters,
+            kind = loaded.rule.kind_name(),
+            cached = loaded.rule.from_cache(),
             compile_ms = started.elapsed().as_millis() as u64,
             "{} rule {}",
             if previous.is_some() { "replaced" } else { "loaded" },

@@ -261,6 +261,8 @@ pub fn config(redis: &Redis, mqtt: &Mosquitto, rules_dir: &Path) -> Config {
     .unwrap();
     c.runtime.workers = 2;
     c.rules.debounce = Duration::from_millis(20);
+    // Tests that want the compiled-code cache give it a directory of their own.
+    c.rules.cache_dir = None;
     c.mqtt.protocol = MqttProtocol::V5;
     c
 }

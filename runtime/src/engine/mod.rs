@@ -11,20 +11,28 @@
 //! compile and `dispatch.rs` what to invoke.
 
 pub mod abi;
+pub mod cache;
+mod component;
+mod core;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{
-    InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport, PoolingAllocationConfig,
-    ResourceLimiter, Store, Trap,
+    InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
 };
 
 use crate::commands::Commands;
 pub use abi::{ABI_VERSION, Manifest};
+pub use component::WORLD_VERSION as COMPONENT_WORLD_VERSION;
 
 /// Length of one epoch tick: the resolution of the CPU deadline.
 const TICK: Duration = Duration::from_millis(1);
+/// Core instances (and memories, tables) one component may hold.
+const COMPONENT_CORE_INSTANCES: u32 = 16;
+/// Memories and tables pooled per concurrent invocation: a few for components.
+const COMPONENT_MEMORIES: u32 = 4;
 /// Memory per pooled slot that is reset in place rather than returned to the kernel
 /// (see `Engine::new`); covers a typical Rust rule's stack, data and heap.
 const KEEP_RESIDENT: usize = 1 << 20;
@@ -91,8 +99,23 @@ pub enum LoadError {
         "is WebAssembly text, not binary; assemble it first (`wat2wasm rule.wat -o rule.wasm`)"
     )]
     WasmText,
-    #[error("is a WebAssembly component; this runtime loads core modules (docs/abi.md)")]
-    Component,
+    #[error(
+        "imports `{0}`, but rules may import nothing (build the component with --stub-wasi, \
+         or without WASI)"
+    )]
+    ComponentImport(String),
+    #[error(
+        "built for the component world wasmrule:rule@{found}, but this wasmrule supports \
+         @{supported}; rebuild it against guest-sdk/wit/rule.wit"
+    )]
+    ComponentVersion {
+        found: String,
+        supported: &'static str,
+    },
+    #[error(
+        "not a wasmrule rule component: it does not export wasmrule:rule/handler (exports: {0})"
+    )]
+    NotARuleComponent(String),
     #[error("invalid WebAssembly (truncated, half-written or corrupt?): {0}")]
     Invalid(String),
     #[error("not a wasmrule rule: it exports no `wasmrule_abi_version_N` marker (see docs/abi.md)")]
@@ -169,6 +192,8 @@ pub struct Engine {
 struct Inner {
     wasmtime: wasmtime::Engine,
     linker: Linker<Ctx>,
+    component_linker: wasmtime::component::Linker<Ctx>,
+    cache: Option<cache::Cache>,
     limits: Limits,
     defaults: InvokeLimits,
     // Fuel per invocation instead of the epoch deadline (measured in benches only; see
@@ -199,9 +224,15 @@ impl Engine {
 
     fn build(limits: Limits, max_instances: u32, fuel: Option<u64>) -> anyhow::Result<Engine> {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(max_instances)
-            .total_memories(max_instances)
-            .total_tables(max_instances)
+        // A component (Python, JavaScript) holds several core instances, each with its
+        // memory and table: room for that many per concurrent invocation.
+        pool.total_component_instances(max_instances)
+            .max_core_instances_per_component(COMPONENT_CORE_INSTANCES)
+            .max_memories_per_component(COMPONENT_CORE_INSTANCES)
+            .max_tables_per_component(COMPONENT_CORE_INSTANCES)
+            .total_core_instances(max_instances * COMPONENT_CORE_INSTANCES)
+            .total_memories(max_instances * COMPONENT_MEMORIES)
+            .total_tables(max_instances * COMPONENT_MEMORIES)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
             .max_memory_size(limits.max_memory)
@@ -230,6 +261,8 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 linker: Linker::new(&wasmtime),
+                component_linker: wasmtime::component::Linker::new(&wasmtime),
+                cache: None,
                 wasmtime,
                 defaults: InvokeLimits::from(&limits),
                 limits,
@@ -243,56 +276,174 @@ impl Engine {
         &self.inner.limits
     }
 
-    /// Compiles and checks a rule module and reads its manifest. Slow (milliseconds to
-    /// seconds): never call it on the event path.
+    /// Uses `cache` for compiled code: a restart, or an identical file dropped in again,
+    /// loads from it instead of compiling.
+    pub fn with_cache(self, cache: cache::Cache) -> Engine {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
+            wasmtime: arc.wasmtime.clone(),
+            linker: Linker::new(&arc.wasmtime),
+            component_linker: wasmtime::component::Linker::new(&arc.wasmtime),
+            cache: None,
+            limits: arc.limits.clone(),
+            defaults: arc.defaults.clone(),
+            fuel: arc.fuel,
+        });
+        Engine {
+            inner: Arc::new(Inner {
+                cache: Some(cache),
+                ..inner
+            }),
+        }
+    }
+
+    /// Compiles (or loads from the cache) and checks a rule, core module or component,
+    /// and reads its manifest. Slow (milliseconds to seconds): never call it on the
+    /// event path.
     ///
     /// # Errors
     ///
     /// A [`LoadError`] saying why the bytes are not a usable rule.
     pub fn compile(&self, bytes: &[u8]) -> Result<Rule, LoadError> {
-        sniff(bytes)?;
-        let module = Module::from_binary(&self.inner.wasmtime, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        abi::check_module(&module)?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let export = |name: &'static str| {
-            module
-                .get_export_index(name)
-                .ok_or(LoadError::MissingExport(name))
+        let kind = sniff(bytes)?;
+        let w = &self.inner.wasmtime;
+        let tag = match kind {
+            Kind::Module => "module",
+            Kind::Component => "component",
         };
-        let exports = Exports {
-            memory: export(abi::EXPORT_MEMORY)?,
-            manifest: export(abi::EXPORT_MANIFEST)?,
-            alloc: export(abi::EXPORT_ALLOC)?,
-            on_event: export(abi::EXPORT_ON_EVENT)?,
+        let key = self.inner.cache.as_ref().map(|c| c.key(w, tag, bytes));
+        let cached = match (&self.inner.cache, &key) {
+            (Some(c), Some(k)) => c.get(k),
+            _ => None,
         };
-        let mut rule = Rule {
+        let from_cache = cached.is_some();
+        let compiled = match (kind, cached) {
+            // SAFETY: `Cache::get` only returns bytes this runtime serialized itself
+            // with this engine configuration, verified by an HMAC (see cache.rs).
+            (Kind::Module, Some(c)) => unsafe { Module::deserialize(w, &c) }.map(Compiled::Module),
+            (Kind::Component, Some(c)) => {
+                unsafe { wasmtime::component::Component::deserialize(w, &c) }
+                    .map(Compiled::Component)
+            }
+            (Kind::Module, None) => Module::from_binary(w, bytes).map(Compiled::Module),
+            (Kind::Component, None) => {
+                wasmtime::component::Component::from_binary(w, bytes).map(Compiled::Component)
+            }
+        }
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let (Some(c), Some(k), false) = (&self.inner.cache, &key, from_cache) {
+            let serialized = match &compiled {
+                Compiled::Module(m) => m.serialize(),
+                Compiled::Component(c) => c.serialize(),
+            };
+            if let Ok(bytes) = serialized {
+                c.put(k, &bytes);
+            }
+        }
+        let (kind, manifest) = match compiled {
+            Compiled::Module(m) => {
+                let parts = core::prepare(self, &m)?;
+                let raw = self.read_core_manifest(&parts).map_err(LoadError::Start)?;
+                (RuleKind::Core(parts), abi::parse_manifest(&raw)?)
+            }
+            Compiled::Component(c) => {
+                let parts = component::prepare(self, &c)?;
+                let manifest = self
+                    .read_component_manifest(&parts)
+                    .map_err(LoadError::Start)?;
+                (RuleKind::Component(parts), manifest)
+            }
+        };
+        Ok(Rule {
             engine: self.clone(),
-            pre,
-            exports,
-            manifest: Manifest {
-                name: String::new(),
-                version: None,
-                filters: Vec::new(),
-                sdk: None,
-            },
+            kind,
+            manifest,
             size: bytes.len(),
+            from_cache,
+        })
+    }
+
+    fn read_core_manifest(&self, parts: &core::CoreParts) -> Result<Vec<u8>, RuleError> {
+        let limits = self.inner.defaults.clone();
+        let mut store = self.new_store(&limits, false);
+        let r = core::read_manifest(parts, &mut store);
+        r.map_err(|f| self.classify(f, &store, &limits))
+    }
+
+    fn read_component_manifest(
+        &self,
+        parts: &component::ComponentParts,
+    ) -> Result<Manifest, RuleError> {
+        let limits = self.inner.defaults.clone();
+        let mut store = self.new_store(&limits, true);
+        let r = component::read_manifest(parts, &mut store);
+        r.map_err(|f| self.classify(f, &store, &limits))
+    }
+
+    fn new_store(&self, limits: &InvokeLimits, component: bool) -> Store<Ctx> {
+        let inner = &self.inner;
+        let mut store = Store::new(
+            &inner.wasmtime,
+            Ctx {
+                max_memory: limits.max_memory.min(inner.limits.max_memory),
+                max_table_elements: inner.limits.max_table_elements,
+                max_instances: if component {
+                    COMPONENT_CORE_INSTANCES as usize
+                } else {
+                    1
+                },
+                memory_refused: None,
+            },
+        );
+        store.limiter(|ctx| ctx);
+        if let Some(fuel) = inner.fuel {
+            // Only fails when fuel is not enabled, which `with_fuel` guarantees it is.
+            let _ = store.set_fuel(fuel);
+            return store;
+        }
+        // Whole ticks, plus one: the current tick may be about to end.
+        let ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn classify(&self, failure: Failure, store: &Store<Ctx>, limits: &InvokeLimits) -> RuleError {
+        let e = match failure {
+            Failure::Rule(r) => return r,
+            Failure::Wasm(e) => e,
         };
-        let raw = rule.read_manifest().map_err(LoadError::Start)?;
-        rule.manifest = abi::parse_manifest(&raw)?;
-        Ok(rule)
+        if let Some(desired) = store.data().memory_refused {
+            return RuleError::Memory {
+                desired,
+                limit: store.data().max_memory,
+            };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => RuleError::Timeout(limits.timeout),
+            Some(Trap::OutOfFuel) => RuleError::OutOfFuel,
+            Some(Trap::StackOverflow) => RuleError::Stack(self.inner.limits.max_wasm_stack),
+            Some(t) => RuleError::Trap(t.to_string()),
+            None => RuleError::Trap(format!("{e:#}")),
+        }
     }
 }
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Module,
+    Component,
+}
+
+enum Compiled {
+    Module(Module),
+    Component(wasmtime::component::Component),
+}
+
 /// Tells binary wasm from text, components and other files before compiling.
-fn sniff(bytes: &[u8]) -> Result<(), LoadError> {
+fn sniff(bytes: &[u8]) -> Result<Kind, LoadError> {
     match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(()),
-        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Err(LoadError::Component),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(Kind::Module),
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => Ok(Kind::Component),
         Some([0, b'a', b's', b'm', ..]) => Err(LoadError::Invalid(
             "unknown WebAssembly binary version".into(),
         )),
@@ -325,26 +476,25 @@ fn spawn_ticker(engine: &wasmtime::Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Exports {
-    memory: ModuleExport,
-    manifest: ModuleExport,
-    alloc: ModuleExport,
-    on_event: ModuleExport,
+enum RuleKind {
+    Core(core::CoreParts),
+    Component(component::ComponentParts),
 }
 
 /// A compiled, checked rule, ready to be invoked from any thread.
 pub struct Rule {
     engine: Engine,
-    pre: InstancePre<Ctx>,
-    exports: Exports,
+    kind: RuleKind,
     manifest: Manifest,
     size: usize,
+    from_cache: bool,
 }
 
 impl std::fmt::Debug for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rule")
             .field("manifest", &self.manifest)
+            .field("kind", &self.kind_name())
             .field("size", &self.size)
             .finish()
     }
@@ -354,6 +504,7 @@ impl std::fmt::Debug for Rule {
 struct Ctx {
     max_memory: usize,
     max_table_elements: usize,
+    max_instances: usize,
     memory_refused: Option<usize>,
 }
 
@@ -383,15 +534,15 @@ impl ResourceLimiter for Ctx {
     }
 
     fn instances(&self) -> usize {
-        1
+        self.max_instances
     }
 
     fn tables(&self) -> usize {
-        1
+        self.max_instances
     }
 
     fn memories(&self) -> usize {
-        1
+        self.max_instances
     }
 }
 
@@ -424,6 +575,19 @@ impl Rule {
         self.size
     }
 
+    /// `module` (core ABI v1) or `component` (WIT world `wasmrule:rule@1.0.0`).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            RuleKind::Core(_) => "module",
+            RuleKind::Component(_) => "component",
+        }
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+
     /// Runs the rule on one event (JSON bytes) in a fresh instance and appends the
     /// commands it returns to `out`. On error nothing is appended.
     ///
@@ -447,136 +611,19 @@ impl Rule {
         out: &mut Commands,
         limits: &InvokeLimits,
     ) -> Result<usize, RuleError> {
-        let mut store = self.new_store(limits);
-        let r = self.invoke_in(&mut store, event, out, limits);
-        r.map_err(|f| self.classify(f, &store, limits))
-    }
-
-    fn new_store(&self, limits: &InvokeLimits) -> Store<Ctx> {
-        let inner = &self.engine.inner;
-        let mut store = Store::new(
-            &inner.wasmtime,
-            Ctx {
-                max_memory: limits.max_memory.min(inner.limits.max_memory),
-                max_table_elements: inner.limits.max_table_elements,
-                memory_refused: None,
-            },
-        );
-        store.limiter(|ctx| ctx);
-        if let Some(fuel) = inner.fuel {
-            // Only fails when fuel is not enabled, which `with_fuel` guarantees it is.
-            let _ = store.set_fuel(fuel);
-            return store;
-        }
-        // Whole ticks, plus one: the current tick may be about to end.
-        let ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        store
-    }
-
-    fn invoke_in(
-        &self,
-        store: &mut Store<Ctx>,
-        event: &[u8],
-        out: &mut Commands,
-        limits: &InvokeLimits,
-    ) -> Result<usize, Failure> {
-        let instance = self
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
-        let memory = instance
-            .get_module_export(&mut *store, &self.exports.memory)
-            .and_then(|e| e.into_memory())
-            .ok_or_else(|| RuleError::Abi("`memory` export missing at run time".into()))?;
-        let func = |store: &mut Store<Ctx>, export: &ModuleExport| {
-            instance
-                .get_module_export(&mut *store, export)
-                .and_then(|e| e.into_func())
-                .ok_or_else(|| RuleError::Abi("function export missing at run time".into()))
-        };
-        let alloc = func(store, &self.exports.alloc)?.typed::<i32, i32>(&*store)?;
-        let on_event = func(store, &self.exports.on_event)?.typed::<(i32, i32), i64>(&*store)?;
-
-        let len = u32::try_from(event.len())
-            .map_err(|_| RuleError::Abi("event larger than 4 GiB".into()))?;
-        let ptr = alloc.call(&mut *store, len as i32)? as u32;
-        if ptr == 0 && len > 0 {
-            return Err(RuleError::Abi(format!(
-                "wasmrule_alloc({len}) returned 0 (out of memory?)"
-            ))
-            .into());
-        }
-        let dst = abi::guest_slice(memory.data(&*store), ptr, len, "wasmrule_alloc buffer")?;
-        let (start, end) = (ptr as usize, ptr as usize + dst.len());
-        memory.data_mut(&mut *store)[start..end].copy_from_slice(event);
-
-        let (optr, olen) = abi::unpack(on_event.call(&mut *store, (ptr as i32, len as i32))?);
-        if olen as usize > limits.max_output_bytes {
-            return Err(RuleError::OutputTooLarge {
-                bytes: olen as usize,
-                max: limits.max_output_bytes,
+        let engine = &self.engine;
+        let max_args = engine.inner.limits.max_args;
+        match &self.kind {
+            RuleKind::Core(parts) => {
+                let mut store = engine.new_store(limits, false);
+                let r = core::invoke(parts, &mut store, event, out, limits, max_args);
+                r.map_err(|f| engine.classify(f, &store, limits))
             }
-            .into());
-        }
-        let buf = abi::guest_slice(memory.data(&*store), optr, olen, "result buffer")?;
-        let output_limits = abi::OutputLimits {
-            max_commands: limits.max_commands,
-            max_args: self.engine.inner.limits.max_args,
-        };
-        Ok(abi::decode_result(buf, output_limits, out)?)
-    }
-
-    /// Instantiates the rule once (its start function runs, under the same limits) and
-    /// copies out the manifest.
-    fn read_manifest(&self) -> Result<Vec<u8>, RuleError> {
-        let limits = self.engine.inner.defaults.clone();
-        let mut store = self.new_store(&limits);
-        let r = (|| -> Result<Vec<u8>, Failure> {
-            let instance = self
-                .pre
-                .instantiate(&mut store)
-                .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
-            let memory = instance
-                .get_module_export(&mut store, &self.exports.memory)
-                .and_then(|e| e.into_memory())
-                .ok_or_else(|| RuleError::Abi("`memory` export missing".into()))?;
-            let f = instance
-                .get_module_export(&mut store, &self.exports.manifest)
-                .and_then(|e| e.into_func())
-                .ok_or_else(|| RuleError::Abi("`wasmrule_manifest` export missing".into()))?
-                .typed::<(), i64>(&store)?;
-            let (ptr, len) = abi::unpack(f.call(&mut store, ())?);
-            if len as usize > abi::MAX_MANIFEST {
-                return Err(RuleError::OutputTooLarge {
-                    bytes: len as usize,
-                    max: abi::MAX_MANIFEST,
-                }
-                .into());
+            RuleKind::Component(parts) => {
+                let mut store = engine.new_store(limits, true);
+                let r = component::invoke(parts, &mut store, event, out, limits, max_args);
+                r.map_err(|f| engine.classify(f, &store, limits))
             }
-            Ok(abi::guest_slice(memory.data(&store), ptr, len, "manifest")?.to_vec())
-        })();
-        r.map_err(|f| self.classify(f, &store, &limits))
-    }
-
-    fn classify(&self, failure: Failure, store: &Store<Ctx>, limits: &InvokeLimits) -> RuleError {
-        let e = match failure {
-            Failure::Rule(r) => return r,
-            Failure::Wasm(e) => e,
-        };
-        if let Some(desired) = store.data().memory_refused {
-            return RuleError::Memory {
-                desired,
-                limit: store.data().max_memory,
-            };
-        }
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => RuleError::Timeout(limits.timeout),
-            Some(Trap::OutOfFuel) => RuleError::OutOfFuel,
-            Some(Trap::StackOverflow) => RuleError::Stack(self.engine.inner.limits.max_wasm_stack),
-            Some(t) => RuleError::Trap(t.to_string()),
-            None => RuleError::Trap(format!("{e:#}")),
         }
     }
 }

@@ -108,7 +108,12 @@ fn load_rejects_non_rules_with_reasons() {
     assert!(load_err(b"\0asm").contains("header"));
     let good = Wat::default().build();
     assert!(load_err(&good[..good.len() / 2]).contains("invalid WebAssembly"));
-    assert!(load_err(&[0, b'a', b's', b'm', 0x0d, 0, 1, 0]).contains("component"));
+    // An empty component is valid WebAssembly but not a rule.
+    let empty_component = load_err(&[0, b'a', b's', b'm', 0x0d, 0, 1, 0]);
+    assert!(
+        empty_component.contains("not a wasmrule rule component"),
+        "{empty_component}"
+    );
     let plain = wat::parse_str("(module (memory (export \"memory\") 1))").unwrap();
     assert!(load_err(&plain).contains("not a wasmrule rule"));
 }

@@ -1,0 +1,183 @@
+//! Component rules: the WIT world `wasmrule:rule@1.0.0` (`guest-sdk/wit/rule.wit`), the
+//! same contract as the core ABI with typed functions. Checked at load (no imports, the
+//! handler interface at the supported version), then invoked in a fresh instance per
+//! event like core modules, under the same limits.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, Manifest, RuleError, abi};
+use crate::commands::Commands;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "rule",
+    });
+}
+
+use bindings::exports::wasmrule::rule::handler;
+
+/// The interface a component rule exports, with the version this runtime supports.
+pub const HANDLER: &str = "wasmrule:rule/handler";
+pub const WORLD_VERSION: &str = "1.0.0";
+
+/// A checked, pre-linked component.
+pub(super) struct ComponentParts {
+    pre: bindings::RulePre<Ctx>,
+}
+
+/// Checks `component` (no imports, handler at the supported version) and pre-links it.
+pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<ComponentParts, LoadError> {
+    let w = &engine.inner.wasmtime;
+    let ty = component.component_type();
+    if let Some((name, _)) = ty.imports(w).next() {
+        return Err(LoadError::ComponentImport(name.to_owned()));
+    }
+    let exports: Vec<String> = ty.exports(w).map(|(n, _)| n.to_owned()).collect();
+    let wanted = format!("{HANDLER}@{WORLD_VERSION}");
+    if !exports.iter().any(|n| *n == wanted) {
+        let found = exports
+            .iter()
+            .find_map(|n| n.strip_prefix(HANDLER).and_then(|v| v.strip_prefix('@')));
+        return Err(match found {
+            Some(v) => LoadError::ComponentVersion {
+                found: v.to_owned(),
+                supported: WORLD_VERSION,
+            },
+            None => LoadError::NotARuleComponent(exports.join(", ")),
+        });
+    }
+    let pre = engine
+        .inner
+        .component_linker
+        .instantiate_pre(component)
+        .and_then(bindings::RulePre::new)
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    Ok(ComponentParts { pre })
+}
+
+/// Instantiates the component once and calls `manifest`.
+pub(super) fn read_manifest(
+    parts: &ComponentParts,
+    store: &mut Store<Ctx>,
+) -> Result<Manifest, Failure> {
+    let rule = parts
+        .pre
+        .instantiate(&mut *store)
+        .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
+    let m = rule.wasmrule_rule_handler().call_manifest(&mut *store)?;
+    // Validate exactly as a core module's manifest is validated.
+    let json = serde_json::json!({ "name": m.name, "version": m.version, "filters": m.filters });
+    abi::parse_manifest(json.to_string().as_bytes())
+        .map_err(|e| Failure::Rule(RuleError::Abi(e.to_string())))
+}
+
+#[derive(Deserialize)]
+struct EventFields<'a> {
+    #[serde(borrow, default)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    clientid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    topic: Cow<'a, str>,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+    #[serde(borrow, default)]
+    payload: Cow<'a, str>,
+    #[serde(borrow, default)]
+    payload_encoding: Option<Cow<'a, str>>,
+    #[serde(default)]
+    timestamp: u64,
+    #[serde(borrow, default)]
+    node: Cow<'a, str>,
+}
+
+/// The typed event record for the event JSON the host built.
+fn event_record(json: &[u8]) -> Result<handler::Event, RuleError> {
+    let f: EventFields =
+        serde_json::from_slice(json).map_err(|e| RuleError::Abi(format!("event JSON: {e}")))?;
+    let payload = match f.payload_encoding.as_deref() {
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(f.payload.as_bytes())
+            .map_err(|e| RuleError::Abi(format!("event payload base64: {e}")))?,
+        _ => f.payload.as_bytes().to_vec(),
+    };
+    Ok(handler::Event {
+        event: f.event.into_owned(),
+        id: f.id.into_owned(),
+        clientid: f.clientid.map(Cow::into_owned),
+        username: f.username.map(Cow::into_owned),
+        topic: f.topic.into_owned(),
+        qos: f.qos,
+        retain: f.retain,
+        payload,
+        timestamp: f.timestamp,
+        node: f.node.into_owned(),
+        json: String::from_utf8_lossy(json).into_owned(),
+    })
+}
+
+/// One event in a fresh instance; appends the commands to `out`.
+pub(super) fn invoke(
+    parts: &ComponentParts,
+    store: &mut Store<Ctx>,
+    event: &[u8],
+    out: &mut Commands,
+    limits: &InvokeLimits,
+    max_args: usize,
+) -> Result<usize, Failure> {
+    let record = event_record(event)?;
+    let rule = parts
+        .pre
+        .instantiate(&mut *store)
+        .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
+    let result = rule
+        .wasmrule_rule_handler()
+        .call_on_event(&mut *store, &record)?;
+    let commands = match result {
+        Ok(c) => c,
+        Err(msg) => {
+            let cut = msg.floor_char_boundary(1024);
+            return Err(RuleError::Rule(msg[..cut].to_owned()).into());
+        }
+    };
+    if commands.len() > limits.max_commands {
+        return Err(RuleError::TooManyCommands {
+            count: commands.len(),
+            max: limits.max_commands,
+        }
+        .into());
+    }
+    let bytes: usize = commands.iter().flatten().map(|a| a.len() + 4).sum();
+    if bytes > limits.max_output_bytes {
+        return Err(RuleError::OutputTooLarge {
+            bytes,
+            max: limits.max_output_bytes,
+        }
+        .into());
+    }
+    for (i, c) in commands.iter().enumerate() {
+        if c.is_empty() || c.len() > max_args {
+            return Err(RuleError::Abi(format!(
+                "command {i} has {} arguments (1 to {max_args})",
+                c.len()
+            ))
+            .into());
+        }
+    }
+    for c in &commands {
+        out.push(c.iter());
+    }
+    Ok(commands.len())
+}
