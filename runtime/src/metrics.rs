@@ -36,6 +36,9 @@ pub struct Metrics {
     pub quarantined_skips: AtomicU64,
     /// Events written to a tenant's dead-letter stream.
     pub dead_letters: AtomicU64,
+    /// Broker events (embedded broker) produced while shutting down, after the
+    /// dispatcher had stopped taking them.
+    pub source_events_dropped: AtomicU64,
     /// Failed invocations by (tenant, kind): `timeout`, `memory`, `command_not_allowed`...
     pub failures_by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }

@@ -98,6 +98,14 @@ impl RuleSet {
         }
     }
 
+    /// Whether some rule's filter matches `topic` (event sources ask before building an
+    /// event nobody wants).
+    pub fn wants(&self, topic: &str) -> bool {
+        let mut any = false;
+        self.index.for_each_match(topic, |_| any = true);
+        any
+    }
+
     /// The rule at position `i` of [`RuleSet::matching`].
     pub fn at(&self, i: usize) -> &Arc<LoadedRule> {
         &self.list[i]

@@ -257,6 +257,7 @@ pub fn config(redis: &Redis, mqtt: &Mosquitto, rules_dir: &Path) -> Config {
         qos: Some(1),
         clean_session: Some(true),
         http_addr: Some("off".into()),
+        ..Overrides::default()
     })
     .unwrap();
     c.runtime.workers = 2;
