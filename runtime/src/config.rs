@@ -629,8 +629,8 @@ fn parse_http_addr(s: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
 }
 
 fn broker_config(b: RawBroker) -> anyhow::Result<crate::broker::BrokerConfig> {
-    let listen = parse_listen_addr(b.listen.as_deref().unwrap_or(DEFAULT_BROKER_ADDR))
-        .context("listen")?;
+    let listen =
+        parse_listen_addr(b.listen.as_deref().unwrap_or(DEFAULT_BROKER_ADDR)).context("listen")?;
     let mut c = crate::broker::BrokerConfig::new(listen);
     if let Some(file) = &b.acl_file {
         c.acl = crate::broker::Acl::from_file(file)?;

@@ -142,7 +142,10 @@ fn copy_rules(from: &Path, to: &Path) -> anyhow::Result<()> {
 ///
 /// When a demo rule is missing, Redis cannot be started or reached, or the broker
 /// address is taken.
-pub async fn run(cfg: DemoConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: DemoConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let redis_guard;
     let redis_url = match &cfg.redis_url {
         Some(url) => url.clone(),
@@ -216,10 +219,13 @@ pub async fn run(cfg: DemoConfig, shutdown: impl std::future::Future<Output = ()
     let _ = simulator.await;
     runtime.stop().await;
     if cfg.live {
-        println!("\nstopped; the demo's Redis {}", match cfg.redis_url {
-            Some(_) => "keeps its data",
-            None => "was private and is gone",
-        });
+        println!(
+            "\nstopped; the demo's Redis {}",
+            match cfg.redis_url {
+                Some(_) => "keeps its data",
+                None => "was private and is gone",
+            }
+        );
     }
     Ok(())
 }

@@ -135,7 +135,11 @@ struct DemoArgs {
 #[derive(clap::Args)]
 struct SimArgs {
     /// MQTT broker, mqtt://[user[:password]@]host[:port].
-    #[arg(long, env = "WASMRULE_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    #[arg(
+        long,
+        env = "WASMRULE_MQTT_URL",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
     mqtt_url: String,
     /// Devices (device mode) or publishing connections (load mode).
     #[arg(long, default_value_t = 10)]
@@ -248,10 +252,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let broker = args
-        .broker
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--broker: {:?} is not an address like 127.0.0.1:1883", args.broker))?;
+    let broker = args.broker.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--broker: {:?} is not an address like 127.0.0.1:1883",
+            args.broker
+        )
+    })?;
     if let Some(url) = &args.redis_url {
         wasmrule::config::Config::with_overrides(&Overrides {
             redis_url: Some(url.clone()),
@@ -323,7 +329,11 @@ fn simulate(args: SimArgs) -> anyhow::Result<ExitCode> {
         }
         let stats = std::sync::Arc::new(SimStats::default());
         let stop = tokio_util::sync::CancellationToken::new();
-        let sim = tokio::spawn(wasmrule::simulate::devices(cfg, stats.clone(), stop.clone()));
+        let sim = tokio::spawn(wasmrule::simulate::devices(
+            cfg,
+            stats.clone(),
+            stop.clone(),
+        ));
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         tick.tick().await;
         let signal = shutdown_signal();

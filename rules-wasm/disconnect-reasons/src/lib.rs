@@ -21,8 +21,12 @@ mod tests {
 
     #[test]
     fn counts_by_reason() {
-        let json = br#"{"event":"client.disconnected","clientid":"c","reason":"keepalive_timeout"}"#;
+        let json =
+            br#"{"event":"client.disconnected","clientid":"c","reason":"keepalive_timeout"}"#;
         let c = disconnect_reasons(&Event::from_json(json).unwrap()).unwrap();
-        assert_eq!(c.to_string(), "HINCRBY disconnected_reason keepalive_timeout 1");
+        assert_eq!(
+            c.to_string(),
+            "HINCRBY disconnected_reason keepalive_timeout 1"
+        );
     }
 }

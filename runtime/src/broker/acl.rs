@@ -138,7 +138,8 @@ impl Acl {
     /// As [`Acl::from_file`].
     pub fn from_toml(text: &str) -> anyhow::Result<Acl> {
         let raw: RawAcl = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let no_match = permission(raw.no_match.as_deref().unwrap_or("allow")).context("no_match")?;
+        let no_match =
+            permission(raw.no_match.as_deref().unwrap_or("allow")).context("no_match")?;
         let rules = raw
             .rules
             .into_iter()
@@ -301,7 +302,10 @@ mod tests {
             }
         );
         assert!(check(&dev, Action::Subscribe, "forbidden/x").allow);
-        assert_eq!(check(&dev, Action::Publish, "devices/dev-1/t").source, "file");
+        assert_eq!(
+            check(&dev, Action::Publish, "devices/dev-1/t").source,
+            "file"
+        );
         assert_eq!(
             check(&dev, Action::Publish, "devices/dev-2/t").source,
             "default"
@@ -342,7 +346,10 @@ mod tests {
             acl.check(&client("c", Some("bob")), Action::Publish, "users/bob/x")
                 .allow
         );
-        assert!(!acl.check(&client("c", None), Action::Publish, "users//x").allow);
+        assert!(
+            !acl.check(&client("c", None), Action::Publish, "users//x")
+                .allow
+        );
         assert_eq!(
             acl.check(&client("c", None), Action::Publish, "a").source,
             "default"
@@ -352,10 +359,22 @@ mod tests {
     #[test]
     fn malformed_rules_are_named() {
         let err = |t: &str| format!("{:#}", Acl::from_toml(t).unwrap_err());
-        assert!(err("[[rules]]\npermission = \"maybe\"\naction = \"all\"\ntopics = [\"a\"]").contains("rules[0]: permission"));
-        assert!(err("[[rules]]\npermission = \"deny\"\naction = \"read\"\ntopics = [\"a\"]").contains("action"));
-        assert!(err("[[rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = [\"a/#/b\"]").contains("a/#/b"));
-        assert!(err("[[rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = []").contains("empty"));
+        assert!(
+            err("[[rules]]\npermission = \"maybe\"\naction = \"all\"\ntopics = [\"a\"]")
+                .contains("rules[0]: permission")
+        );
+        assert!(
+            err("[[rules]]\npermission = \"deny\"\naction = \"read\"\ntopics = [\"a\"]")
+                .contains("action")
+        );
+        assert!(
+            err("[[rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = [\"a/#/b\"]")
+                .contains("a/#/b")
+        );
+        assert!(
+            err("[[rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = []")
+                .contains("empty")
+        );
         assert!(err("[[rules]]\npermission = \"deny\"\naction = \"all\"\nclientid = \"a\"\nusername = \"b\"\ntopics = [\"a\"]").contains("at most one"));
         assert!(err("bogus = 1").contains("bogus"));
     }

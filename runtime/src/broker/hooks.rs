@@ -238,7 +238,10 @@ impl Handler for EventHooks {
                 }
                 if self.authorize(s, Action::Publish, &p.topic).await {
                     self.on_publish(s, p).await;
-                    (false, Some(HookResult::PublishAclResult(PublishAclResult::allow())))
+                    (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult::allow())),
+                    )
                 } else {
                     (
                         false,

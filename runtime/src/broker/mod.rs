@@ -139,11 +139,18 @@ impl Broker {
             .await;
 
         let (tx, mut rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
-        let handler =
-            hooks::EventHooks::new(config.acl.clone(), config.max_qos, rules, tx, metrics.clone());
+        let handler = hooks::EventHooks::new(
+            config.acl.clone(),
+            config.max_qos,
+            rules,
+            tx,
+            metrics.clone(),
+        );
         let register = scx.extends.hook_mgr().register();
         for typ in hooks::TYPES {
-            register.add_priority(typ, 1000, Box::new(handler.clone())).await;
+            register
+                .add_priority(typ, 1000, Box::new(handler.clone()))
+                .await;
         }
         register.start().await;
 

@@ -98,7 +98,12 @@ fn text_reason(text: &str) -> String {
         "qos_not_supported".into()
     } else if has(&["topic"]) && has(&["invalid", "wildcard", "malformed"]) {
         "topic_name_invalid".into()
-    } else if has(&["not authorized", "notauthorized", "not_authorized", "refused"]) {
+    } else if has(&[
+        "not authorized",
+        "notauthorized",
+        "not_authorized",
+        "refused",
+    ]) {
         "not_authorized".into()
     } else if has(&["closed", "reset by peer", "broken pipe", "eof"]) {
         "tcp_closed".into()
@@ -148,7 +153,10 @@ mod tests {
 
     #[test]
     fn common_reasons_use_emqx_names() {
-        assert_eq!(disconnect_reason(&Reason::ConnectDisconnect(None)), "normal");
+        assert_eq!(
+            disconnect_reason(&Reason::ConnectDisconnect(None)),
+            "normal"
+        );
         assert_eq!(
             disconnect_reason(&Reason::ConnectDisconnect(Some(Disconnect::V3))),
             "normal"
@@ -171,7 +179,10 @@ mod tests {
             "frame_too_large"
         );
         assert_eq!(e("QoS 2 is not supported"), "qos_not_supported");
-        assert_eq!(e("Topic name invalid: contains wildcard"), "topic_name_invalid");
+        assert_eq!(
+            e("Topic name invalid: contains wildcard"),
+            "topic_name_invalid"
+        );
         assert_eq!(e("Connection closed by peer"), "tcp_closed");
         assert_eq!(e("Something New Happened"), "something_new_happened");
     }

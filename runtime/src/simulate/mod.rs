@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-use rumqttc::Outgoing;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -190,7 +190,11 @@ async fn drive(mut el: EventLoop, stats: Arc<SimStats>, stop: CancellationToken)
 /// # Errors
 ///
 /// Never for broker trouble (devices reconnect); only for an invalid configuration.
-pub async fn devices(cfg: SimConfig, stats: Arc<SimStats>, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn devices(
+    cfg: SimConfig,
+    stats: Arc<SimStats>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     anyhow::ensure!(cfg.devices > 0, "--devices must be at least 1");
     let cfg = Arc::new(cfg);
     let started = Instant::now();
@@ -232,7 +236,11 @@ pub async fn devices(cfg: SimConfig, stats: Arc<SimStats>, stop: CancellationTok
                     }
                     let body = reading(&id, started, &mut rng);
                     let topic = format!("store-last-message/{id}");
-                    if client.publish(topic, qos(cfg.qos), false, body).await.is_ok() {
+                    if client
+                        .publish(topic, qos(cfg.qos), false, body)
+                        .await
+                        .is_ok()
+                    {
                         SimStats::add(&stats.published, 1);
                     }
                     if cfg.abnormal > 0.0 && rng.unit() < cfg.abnormal {
@@ -270,7 +278,12 @@ async fn misbehave(cfg: &SimConfig, id: &str, client: &AsyncClient, rng: &mut Rn
         }
         2 => {
             let _ = client
-                .publish(format!("message-drop-test/{id}"), QoS::AtMostOnce, false, "nobody listens")
+                .publish(
+                    format!("message-drop-test/{id}"),
+                    QoS::AtMostOnce,
+                    false,
+                    "nobody listens",
+                )
                 .await;
         }
         3 => {
@@ -279,15 +292,32 @@ async fn misbehave(cfg: &SimConfig, id: &str, client: &AsyncClient, rng: &mut Rn
                 ..Default::default()
             };
             let _ = client
-                .publish_with_properties(format!("expire-test/{id}"), QoS::AtLeastOnce, false, "soon stale", props)
+                .publish_with_properties(
+                    format!("expire-test/{id}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    "soon stale",
+                    props,
+                )
                 .await;
         }
-        4 => raw_case(&addr, &raw_id, |_| {
-            raw::publish("store-last-message/oversized", &vec![b'x'; cfg.max_packet_size as usize + 1024], 0)
-        })
-        .await,
+        4 => {
+            raw_case(&addr, &raw_id, |_| {
+                raw::publish(
+                    "store-last-message/oversized",
+                    &vec![b'x'; cfg.max_packet_size as usize + 1024],
+                    0,
+                )
+            })
+            .await
+        }
         5 => raw_case(&addr, &raw_id, |_| raw::publish("f/+", b"{}", 0)).await,
-        6 => raw_case(&addr, &raw_id, |_| raw::publish("store-last-message/qos2", b"{}", 2)).await,
+        6 => {
+            raw_case(&addr, &raw_id, |_| {
+                raw::publish("store-last-message/qos2", b"{}", 2)
+            })
+            .await
+        }
         7 => {
             // Connect with a 1 s keepalive and say nothing more.
             let addr = addr.clone();
@@ -320,7 +350,8 @@ async fn raw_case(addr: &str, client_id: &str, bad: impl FnOnce(()) -> Vec<u8>) 
 async fn expiry_sink(cfg: Arc<SimConfig>, stats: Arc<SimStats>, stop: CancellationToken) {
     loop {
         let mut o = options(&cfg, "expiry-sink");
-        o.set_clean_start(false).set_session_expiry_interval(Some(600));
+        o.set_clean_start(false)
+            .set_session_expiry_interval(Some(600));
         let (client, el) = AsyncClient::new(o, 10);
         let conn_stop = stop.child_token();
         let driver = tokio::spawn(drive(el, stats.clone(), conn_stop.clone()));
@@ -398,7 +429,11 @@ pub async fn load(cfg: SimConfig, progress: bool) -> anyhow::Result<LoadSummary>
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let body = reading(&id, started, &mut rng);
-                if client.publish(topic.as_str(), q, false, body).await.is_err() {
+                if client
+                    .publish(topic.as_str(), q, false, body)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 SimStats::add(&stats.published, 1);
@@ -425,7 +460,11 @@ pub async fn load(cfg: SimConfig, progress: bool) -> anyhow::Result<LoadSummary>
         clients.push(r.context("publisher task")?);
     }
     // Done when everything is on the wire (QoS 0) or acknowledged (QoS 1/2).
-    let done = if cfg.qos > 0 { &stats.acked } else { &stats.written };
+    let done = if cfg.qos > 0 {
+        &stats.acked
+    } else {
+        &stats.written
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while SimStats::get(done) < SimStats::get(&stats.published) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -132,7 +132,9 @@ mod tests {
         // MQTT 5 3.1: fixed header, "MQTT", level 5, flags, keepalive, props, client id.
         assert_eq!(
             connect("c", 60),
-            [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b'c']
+            [
+                0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b'c'
+            ]
         );
         assert_eq!(publish("a", b"x", 0), [0x30, 5, 0, 1, b'a', 0, b'x']);
         assert_eq!(publish("a", b"", 2), [0x34, 6, 0, 1, b'a', 0, 1, 0]);
