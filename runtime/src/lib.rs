@@ -15,6 +15,7 @@
 //! - [`reload`]: rules directory watcher -> compile off the hot path -> swap.
 //! - [`subscriptions`]: which MQTT subscriptions to hold; dropping overlap duplicates.
 //! - [`mqtt_source`]: the MQTT connection (rumqttc, 3.1.1 and 5).
+//! - [`emqx`]: an external EMQX's client-event topics -> broker events.
 //! - [`broker`]: the embedded MQTT broker (rmqtt) and its client and message events.
 //! - [`ack`]: acknowledge-after-write, in arrival order.
 //! - [`policy`]: per-tenant command allow-list, key namespace, topic ACL, limits.
@@ -34,6 +35,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod emqx;
 pub mod engine;
 pub mod event;
 pub mod http;
