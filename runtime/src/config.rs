@@ -46,6 +46,9 @@ pub struct MqttConfig {
     /// QoS 1/2 messages the broker may have in flight to wasmrule unacknowledged (MQTT 5
     /// Receive Maximum): the bound on work held in memory and on repeats after a crash.
     pub inflight: u16,
+    /// The broker is EMQX: turn its client-event topics into broker events
+    /// (`emqx.rs`, docs/events.md).
+    pub emqx_events: bool,
 }
 
 /// Where to write commands.
@@ -166,6 +169,8 @@ pub struct Overrides {
     pub embedded_broker: Option<String>,
     /// ACL file of the embedded broker.
     pub acl_file: Option<PathBuf>,
+    /// `mqtt.emqx_events`.
+    pub emqx_events: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +221,7 @@ struct RawMqtt {
     clean_session: Option<bool>,
     session_expiry_secs: Option<u32>,
     inflight: Option<u16>,
+    emqx_events: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +375,15 @@ impl Config {
             };
             broker.acl = crate::broker::Acl::from_file(file)?;
         }
+        if let Some(on) = o.emqx_events {
+            self.mqtt.emqx_events = on;
+        }
+        if self.mqtt.emqx_events && self.broker.is_some() {
+            bail!(
+                "mqtt.emqx_events reads client events from an external EMQX (--mqtt-url); \
+                 the embedded broker gives them itself: drop one of the two"
+            );
+        }
         Ok(())
     }
 
@@ -408,6 +423,7 @@ impl Config {
             clean_session: m.clean_session.unwrap_or(!id_chosen),
             session_expiry: Duration::from_secs(m.session_expiry_secs.unwrap_or(3600).into()),
             inflight: positive(m.inflight.unwrap_or(1000), "mqtt.inflight")?,
+            emqx_events: m.emqx_events.unwrap_or(false),
         };
 
         let redis_url = raw
@@ -914,6 +930,28 @@ mod tests {
             ..Overrides::default()
         });
         assert!(format!("{:#}", acl_alone.unwrap_err()).contains("--embedded-broker"));
+    }
+
+    #[test]
+    fn emqx_events_are_off_by_default_and_need_an_external_broker() {
+        assert!(!Config::from_toml("").unwrap().mqtt.emqx_events);
+        assert!(
+            Config::from_toml("[mqtt]\nemqx_events = true")
+                .unwrap()
+                .mqtt
+                .emqx_events
+        );
+        let mut c = Config::from_toml("[mqtt]\nemqx_events = true").unwrap();
+        c.apply_overrides(&Overrides {
+            emqx_events: Some(false),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert!(!c.mqtt.emqx_events, "the flag wins over the file");
+        let both =
+            Config::from_toml("[mqtt]\nemqx_events = true\n[broker]\nlisten = \"127.0.0.1:0\"");
+        assert!(format!("{:#}", both.unwrap_err()).contains("embedded broker"));
+        assert!(err("[mqtt]\nemqx_events = \"yes\"").contains("emqx_events"));
     }
 
     #[test]

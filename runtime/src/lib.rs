@@ -202,7 +202,7 @@ impl Runtime {
                 Source::Mqtt(tokio::spawn(mqtt_source::run(
                     config.mqtt.clone(),
                     mqtt_source::SourceParts {
-                        wanted: rules.subscriptions(),
+                        wanted: rules.wanted(),
                         dispatcher,
                         metrics: metrics.clone(),
                         tracker,

@@ -106,6 +106,10 @@ struct RunArgs {
     /// ACL file of the embedded broker (docs/broker.md).
     #[arg(long, env = "WASMRULE_ACL", value_name = "FILE")]
     acl: Option<PathBuf>,
+    /// The broker is EMQX: turn its client-event topics ($SYS/brokers/+/clients/...,
+    /// $event/...) into the events rules ask for with $events/... (docs/events.md).
+    #[arg(long, env = "WASMRULE_EMQX_EVENTS")]
+    emqx_events: bool,
 }
 
 #[derive(clap::Args)]
@@ -225,6 +229,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         http_addr: args.http_addr,
         embedded_broker: args.embedded_broker,
         acl_file: args.acl,
+        emqx_events: args.emqx_events.then_some(true),
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Broker events (embedded broker) produced while shutting down, after the
     /// dispatcher had stopped taking them.
     pub source_events_dropped: AtomicU64,
+    /// Messages on EMQX client-event topics whose payload could not be read
+    /// (`mqtt.emqx_events`); skipped and acknowledged.
+    pub emqx_events_malformed: AtomicU64,
     /// Failed invocations by (tenant, kind): `timeout`, `memory`, `command_not_allowed`...
     pub failures_by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
@@ -145,6 +148,11 @@ impl Metrics {
             "rule_load_errors_total",
             "rule files that failed to load",
             &self.load_errors,
+        );
+        counter(
+            "emqx_events_malformed_total",
+            "EMQX client-event messages skipped: unreadable payload",
+            &self.emqx_events_malformed,
         );
         let mut gauge = |name: &str, help: &str, v: u64| {
             out.push_str(&format!(

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::engine::Rule;
+use crate::event::EventKind;
 use crate::policy::TenantPolicy;
 use crate::quarantine::RuleHealth;
 use crate::topic::{TopicIndex, minimal_cover};
@@ -123,6 +124,23 @@ impl RuleSet {
         )
     }
 
+    /// The broker event kinds some rule asks for (`$events/...` filters, wildcards
+    /// included).
+    pub fn event_kinds(&self) -> Vec<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .filter(|k| self.wants(k.topic()))
+            .collect()
+    }
+
+    /// What the rules ask sources for.
+    pub fn wanted(&self) -> Wanted {
+        Wanted {
+            filters: self.subscriptions(),
+            events: self.event_kinds(),
+        }
+    }
+
     /// A copy with `rule` added or replacing the rule with the same id.
     pub fn with(&self, rule: Arc<LoadedRule>) -> RuleSet {
         let mut by_id = self.by_id.clone();
@@ -138,18 +156,28 @@ impl RuleSet {
     }
 }
 
-/// The current [`RuleSet`], readable from any thread without locking, and the MQTT
-/// subscriptions it needs.
+/// What the loaded rules ask event sources for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// MQTT subscriptions that deliver every message some rule wants
+    /// ([`RuleSet::subscriptions`]).
+    pub filters: Vec<String>,
+    /// Broker event kinds some rule asks for ([`RuleSet::event_kinds`]).
+    pub events: Vec<EventKind>,
+}
+
+/// The current [`RuleSet`], readable from any thread without locking, and what it asks
+/// sources for.
 pub struct Rules {
     current: ArcSwap<RuleSet>,
-    subscriptions: watch::Sender<Vec<String>>,
+    wanted: watch::Sender<Wanted>,
 }
 
 impl Default for Rules {
     fn default() -> Self {
         Rules {
             current: ArcSwap::from_pointee(RuleSet::default()),
-            subscriptions: watch::Sender::new(Vec::new()),
+            wanted: watch::Sender::new(Wanted::default()),
         }
     }
 }
@@ -170,22 +198,23 @@ impl Rules {
         self.current.load()
     }
 
-    /// Publishes `set` as the current set and updates the wanted subscriptions.
+    /// Publishes `set` as the current set and updates what it asks sources for.
     pub fn swap(&self, set: RuleSet) {
-        let subs = set.subscriptions();
+        let wanted = set.wanted();
         self.current.store(Arc::new(set));
-        self.subscriptions.send_if_modified(|s| {
-            if *s == subs {
+        self.wanted.send_if_modified(|w| {
+            if *w == wanted {
                 false
             } else {
-                *s = subs;
+                *w = wanted;
                 true
             }
         });
     }
 
-    /// Follows the MQTT subscriptions the current rules need.
-    pub fn subscriptions(&self) -> watch::Receiver<Vec<String>> {
-        self.subscriptions.subscribe()
+    /// Follows what the current rules ask sources for: MQTT subscriptions and broker
+    /// event kinds.
+    pub fn wanted(&self) -> watch::Receiver<Wanted> {
+        self.wanted.subscribe()
     }
 }
