@@ -380,8 +380,8 @@ impl Config {
         }
         if self.mqtt.emqx_events && self.broker.is_some() {
             bail!(
-                "mqtt.emqx_events reads client events from an external EMQX (--mqtt-url); \
-                 the embedded broker gives them itself: drop one of the two"
+                "mqtt.emqx_events (--emqx-events) reads client events from an external EMQX \
+                 (--mqtt-url); the embedded broker gives them itself: drop one of the two"
             );
         }
         Ok(())

@@ -241,6 +241,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let mqtt = match &config.broker {
             Some(b) => format!("embedded broker on {}", b.listen),
+            None if config.mqtt.emqx_events => format!(
+                "{}:{} (EMQX, client events from its system topics)",
+                config.mqtt.host, config.mqtt.port
+            ),
             None => format!("{}:{}", config.mqtt.host, config.mqtt.port),
         };
         tracing::info!(
