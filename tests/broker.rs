@@ -184,7 +184,7 @@ async fn every_event_kind_reaches_rules_with_its_fields() {
             .starts_with("127.0.0.1:")
     );
     assert!(connected["timestamp"].as_u64().unwrap() > 0);
-    assert_eq!(connected["node"].as_str().unwrap().is_empty(), false);
+    assert!(!connected["node"].as_str().unwrap().is_empty());
 
     alice
         .client

@@ -243,7 +243,7 @@ pub async fn read_hashes(
             .unwrap_or_default();
         // Counters biggest first; the temperatures by device.
         if key == "emqx_messages" {
-            v.sort_by(|a, b| natural(&a.0).cmp(&natural(&b.0)));
+            v.sort_by_key(|(k, _)| natural(k));
         } else {
             v.sort_by_key(|(_, n)| std::cmp::Reverse(n.parse::<i64>().unwrap_or(0)));
         }

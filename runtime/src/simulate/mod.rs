@@ -337,10 +337,11 @@ async fn raw_case(addr: &str, client_id: &str, bad: impl FnOnce(()) -> Vec<u8>) 
     let bytes = bad(());
     let (addr, client_id) = (addr.to_owned(), client_id.to_owned());
     tokio::spawn(async move {
-        if let Ok(mut c) = raw::RawClient::connect(&addr, &client_id, 30).await {
-            if c.send(&bytes).await.is_ok() && !c.until_closed(Duration::from_secs(5)).await {
-                let _ = c.send(&raw::disconnect()).await;
-            }
+        if let Ok(mut c) = raw::RawClient::connect(&addr, &client_id, 30).await
+            && c.send(&bytes).await.is_ok()
+            && !c.until_closed(Duration::from_secs(5)).await
+        {
+            let _ = c.send(&raw::disconnect()).await;
         }
     });
 }
