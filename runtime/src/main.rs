@@ -170,8 +170,13 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     disable_huge_pages();
-    init_logging();
     let cli = Cli::parse();
+    // The demo and the simulator misbehave on purpose; the client library's and the
+    // broker's warnings about it would only bury the screen.
+    init_logging(match cli.command {
+        Command::Demo(_) | Command::Simulate(_) => "warn,rumqttc=error,rmqtt=error",
+        _ => "info",
+    });
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Simulate(args) => simulate(args),
@@ -205,11 +210,11 @@ fn disable_huge_pages() {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("WASMRULE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
