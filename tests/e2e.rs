@@ -6,6 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use support::*;
@@ -14,18 +15,43 @@ use wasmrule::metrics::Metrics;
 
 const SECS2: Duration = Duration::from_secs(2);
 
+/// Taken shared by every test's [`Env`] and alone by
+/// `every_language_leaves_the_same_redis_state_as_rust`, which compiles two Python
+/// components (about 13 s each). wasmtime compiles on one thread pool per process, so a
+/// rule another test loads meanwhile would wait behind them and miss its 2 s deadline.
+static COMPILE_POOL: RwLock<()> = RwLock::new(());
+
 struct Env {
     redis: Redis,
     mqtt: Mosquitto,
     dir: tempfile::TempDir,
+    // Last, so that they are released after the servers stop.
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+    _alone: Option<RwLockWriteGuard<'static, ()>>,
 }
 
 impl Env {
     fn new() -> Env {
+        let shared = COMPILE_POOL.read().unwrap_or_else(PoisonError::into_inner);
+        Self::with(Some(shared), None)
+    }
+
+    /// An `Env` for a test that no other test here runs beside.
+    fn alone() -> Env {
+        let alone = COMPILE_POOL.write().unwrap_or_else(PoisonError::into_inner);
+        Self::with(None, Some(alone))
+    }
+
+    fn with(
+        shared: Option<RwLockReadGuard<'static, ()>>,
+        alone: Option<RwLockWriteGuard<'static, ()>>,
+    ) -> Env {
         Env {
             redis: Redis::start(),
             mqtt: Mosquitto::start(),
             dir: tempfile::tempdir().unwrap(),
+            _shared: shared,
+            _alone: alone,
         }
     }
 
@@ -586,7 +612,7 @@ async fn every_language_leaves_the_same_redis_state_as_rust() {
         ("js", "-js"),
         ("component", "-component"),
     ];
-    let env = Env::new();
+    let env = Env::alone();
     let mut tenants = String::new();
     for (tenant, suffix) in LANGS {
         let dir = env.rules().join(tenant);
