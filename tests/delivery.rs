@@ -31,9 +31,15 @@ impl Rig {
         std::fs::create_dir(&rules).unwrap();
         std::fs::copy(dist("seq-counter"), rules.join("seq-counter.wasm")).unwrap();
         let config = dir.path().join("wasmrule.toml");
+        // These tests count deliveries, not CPU limits: the deadline is wall time, and a
+        // busy CI machine can deschedule a worker past the 10 ms default, which would
+        // send a message to the dead-letter stream instead of counting it.
         std::fs::write(
             &config,
-            format!("[mqtt]\ninflight = {INFLIGHT}\n[runtime]\nhttp_addr = \"off\"\nshutdown_timeout_secs = 10\n"),
+            format!(
+                "[mqtt]\ninflight = {INFLIGHT}\n[limits]\ntimeout_ms = 2000\n\
+                 [runtime]\nhttp_addr = \"off\"\nshutdown_timeout_secs = 10\n"
+            ),
         )
         .unwrap();
         let args: Vec<String> = [
