@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::engine::Limits;
+use crate::engine::{GUEST_THREAD_STACK, Limits, MAX_WASM_STACK};
 use crate::policy::{DEFAULT_ALLOWED, InvokeLimits, Quarantine, TenantPolicy, resolve_allowed};
 use crate::ruleset::DEFAULT_TENANT;
 
@@ -424,8 +424,16 @@ impl Config {
         if limits.max_memory > 4 << 30 {
             bail!("limits.max_memory_mb: at most 4096 (32-bit linear memory)");
         }
-        if limits.max_wasm_stack > 8 << 20 {
-            bail!("limits.max_wasm_stack_kb: at most 8192");
+        if limits.max_wasm_stack > MAX_WASM_STACK {
+            bail!(
+                "limits.max_wasm_stack_kb: {} is above {}: the wasm stack must stay well \
+                 below the {} KiB native stack of the threads that run rules (at most a \
+                 quarter), or a deep recursion could overflow the thread instead of \
+                 failing with `stack`",
+                limits.max_wasm_stack >> 10,
+                MAX_WASM_STACK >> 10,
+                GUEST_THREAD_STACK >> 10
+            );
         }
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -739,6 +747,16 @@ mod tests {
         assert!(err("[redis]\nurl = \"http://x\"").contains("redis.url"));
         assert!(err("[limits]\ntimeout_ms = 0").contains("limits.timeout_ms"));
         assert!(err("[limits]\nmax_memory_mb = 5000").contains("limits.max_memory_mb"));
+        // The wasm stack cap stays below every thread stack that runs guest code.
+        let e = err("[limits]\nmax_wasm_stack_kb = 8192");
+        assert!(
+            e.contains("limits.max_wasm_stack_kb: 8192 is above 2048")
+                && e.contains("native stack"),
+            "{e}"
+        );
+        assert!(err("[limits]\nmax_wasm_stack_kb = 2049").contains("max_wasm_stack_kb"));
+        let c = Config::from_toml("[limits]\nmax_wasm_stack_kb = 2048").unwrap();
+        assert_eq!(c.limits.max_wasm_stack, MAX_WASM_STACK);
         assert!(err("[runtime]\nworkers = 1000").contains("runtime.workers"));
         assert!(err("[mqtt]\nclient_id = \"a/b\"").contains("mqtt.client_id"));
         assert!(err("[mqtt]\ninflight = 0").contains("mqtt.inflight"));

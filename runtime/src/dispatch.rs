@@ -7,7 +7,7 @@
 //!
 //! Workers are OS threads with large stacks, never tokio tasks: wasm runs here, not in
 //! the MQTT poll loop, and a guest cannot exhaust the thread's stack (wasmtime's
-//! `max_wasm_stack` is far below it).
+//! `max_wasm_stack` is at most a quarter of it, `engine/stack.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +16,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::commands::Commands;
+use crate::engine::GUEST_THREAD_STACK;
 use crate::event::{EventEncoder, Message};
 use crate::metrics::Metrics;
 use crate::quarantine::Service;
 use crate::redis_sink::WriteBatch;
 use crate::ruleset::{LoadedRule, Rules};
 
-/// Native stack of a worker thread: well above wasmtime's wasm stack cap plus host
-/// frames.
-const WORKER_STACK: usize = 8 << 20;
+/// Native stack of a worker thread: at least four times wasmtime's wasm stack cap, so the
+/// guest's stack and the host frames below it always fit (`engine/stack.rs`).
+const WORKER_STACK: usize = GUEST_THREAD_STACK;
 /// A worker hands its batch to the Redis writer at this many commands even if more
 /// messages are waiting, to bound latency and memory.
 const MAX_BATCH_COMMANDS: usize = 512;

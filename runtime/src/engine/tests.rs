@@ -322,3 +322,57 @@ fn concurrent_invocations_share_one_rule() {
         assert!(t.join().unwrap());
     }
 }
+
+#[test]
+fn wasm_stack_cap_above_a_quarter_of_the_thread_stack_is_refused() {
+    let too_big = Limits {
+        max_wasm_stack: MAX_WASM_STACK + 1,
+        ..Limits::default()
+    };
+    let err = Engine::new(too_big, 2).err().expect("refused").to_string();
+    assert!(err.contains("a quarter of the native stack"), "{err}");
+    assert!(
+        Engine::new(
+            Limits {
+                max_wasm_stack: MAX_WASM_STACK,
+                ..Limits::default()
+            },
+            2
+        )
+        .is_ok()
+    );
+}
+
+/// A start function that recurses until the wasm stack cap, loaded from a thread with a
+/// small native stack (like a tokio blocking thread, 2 MiB, here 256 KiB) under the
+/// largest cap allowed: it must fail the load with `stack`, not overflow the caller's
+/// stack (which would kill the test process), because manifest reads run on a thread
+/// of their own with `GUEST_THREAD_STACK`.
+#[test]
+fn deep_recursion_at_load_never_depends_on_the_callers_stack() {
+    let engine = Engine::new(
+        Limits {
+            max_wasm_stack: MAX_WASM_STACK,
+            ..Limits::default()
+        },
+        2,
+    )
+    .unwrap();
+    let wasm = Wat {
+        extra: "(func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1))))
+                (func $s (call $r (i32.const 0)))
+                (start $s)",
+        ..Wat::default()
+    }
+    .build();
+    let err = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || engine.compile(&wasm).unwrap_err())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        matches!(err, LoadError::Start(RuleError::Stack(n)) if n == MAX_WASM_STACK),
+        "{err}"
+    );
+}
