@@ -374,10 +374,12 @@ async fn broken_modules_are_refused_at_load() {
     let publisher = Publisher::connect(&env.mqtt).await;
     warm_up(&env, &publisher).await;
     let manifest = r#"{"name":"x","filters":["acme/#"]}"#;
-    let bad: Vec<(&str, Vec<u8>)> = vec![
+    // Each module, and what its load error must say (as in the log).
+    let bad: Vec<(&str, Vec<u8>, &[&str])> = vec![
         (
             "start-trap",
             wat_rule(&["acme/#"], "(i64.const 0)", "(func $s unreachable) (start $s)"),
+            &["failed while reading its manifest", "unreachable"],
         ),
         (
             "wrong-signature",
@@ -391,6 +393,7 @@ async fn broken_modules_are_refused_at_load() {
                 manifest.len()
             ))
             .unwrap(),
+            &["export `wasmrule_alloc` must be a function (i32) -> (i32)"],
         ),
         (
             "huge-memory",
@@ -404,12 +407,18 @@ async fn broken_modules_are_refused_at_load() {
                 manifest.len()
             ))
             .unwrap(),
+            &["does not fit in pooling allocator", "memory has a minimum byte size of 3932160000"],
         ),
         (
             "huge-table",
             wat_rule(&["acme/#"], "(i64.const 0)", "(table 10000000 funcref)"),
+            &["table index 0 has a minimum element size of 10000000 which exceeds the limit of 10000"],
         ),
-        ("topic-acl", wat_rule(&["#"], "(i64.const 0)", "")),
+        (
+            "topic-acl",
+            wat_rule(&["#"], "(i64.const 0)", ""),
+            &["filter \"#\" is outside what tenant acme may subscribe to (acme/#)"],
+        ),
         (
             "wasi",
             wat::parse_str(
@@ -417,14 +426,23 @@ async fn broken_modules_are_refused_at_load() {
                    (memory (export "memory") 1) (func (export "wasmrule_abi_version_1")))"#,
             )
             .unwrap(),
+            &["imports `wasi_snapshot_preview1::fd_write`, but rules may import nothing"],
         ),
     ];
-    for (i, (name, wasm)) in bad.iter().enumerate() {
+    for (i, (name, wasm, reasons)) in bad.iter().enumerate() {
         write(&env.tenant("acme"), &format!("{name}.wasm"), wasm);
-        eventually(SECS5, &format!("{name} refused"), || {
-            (Metrics::get(&rt.metrics.load_errors) > i as u64).then_some(())
+        let id = format!("acme/{name}");
+        let error = eventually(SECS5, &format!("{name} refused"), || {
+            rt.rules.load_error(&id)
         })
         .await;
+        for reason in *reasons {
+            assert!(
+                error.contains(reason),
+                "{name}: load error {error:?} does not say {reason:?}"
+            );
+        }
+        assert_eq!(Metrics::get(&rt.metrics.load_errors), i as u64 + 1);
         assert!(
             rt.rules.snapshot().get(&format!("acme/{name}")).is_none(),
             "{name} loaded"

@@ -210,6 +210,7 @@ impl Reloader {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.seen.remove(path);
+                self.rules.set_load_error(&rp.id, None);
                 self.unload(&rp.id);
                 return;
             }
@@ -260,6 +261,7 @@ impl Reloader {
                     "cannot load rule {}: {e}; {keeping}",
                     path.display()
                 );
+                self.rules.set_load_error(&rp.id, Some(e));
                 return;
             }
         };
@@ -289,6 +291,7 @@ impl Reloader {
             if previous.is_some() { "replaced" } else { "loaded" },
             loaded.id,
         );
+        self.rules.set_load_error(&rp.id, None);
         self.rules.swap(current.with(loaded));
         self.metrics.rules_loaded.fetch_add(1, Ordering::Relaxed);
     }

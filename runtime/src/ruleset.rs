@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -130,11 +130,13 @@ impl RuleSet {
     }
 }
 
-/// The current [`RuleSet`], readable from any thread without locking, and the MQTT
-/// subscriptions it needs.
+/// The current [`RuleSet`], readable from any thread without locking, the MQTT
+/// subscriptions it needs, and why the files that are not serving were refused.
 pub struct Rules {
     current: ArcSwap<RuleSet>,
     subscriptions: watch::Sender<Vec<String>>,
+    // Rule id -> why its file's latest content was refused at load.
+    load_errors: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for Rules {
@@ -142,6 +144,7 @@ impl Default for Rules {
         Rules {
             current: ArcSwap::from_pointee(RuleSet::default()),
             subscriptions: watch::Sender::new(Vec::new()),
+            load_errors: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -174,6 +177,32 @@ impl Rules {
                 true
             }
         });
+    }
+
+    /// Why the latest content of rule `id`'s file was refused at load (the same reason
+    /// the log gives), or `None` if it loaded or was never seen.
+    pub fn load_error(&self, id: &str) -> Option<String> {
+        self.errors().get(id).cloned()
+    }
+
+    /// Every rule file whose latest content was refused, by rule id, with the reason.
+    pub fn load_errors(&self) -> BTreeMap<String, String> {
+        self.errors().clone()
+    }
+
+    /// Records why rule `id`'s file was refused, or with `None` that it loaded or went
+    /// away.
+    pub fn set_load_error(&self, id: &str, reason: Option<String>) {
+        let mut errors = self.errors();
+        match reason {
+            Some(r) => errors.insert(id.to_owned(), r),
+            None => errors.remove(id),
+        };
+    }
+
+    fn errors(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // A plain map, consistent after a panic elsewhere.
+        self.load_errors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Follows the MQTT subscriptions the current rules need.
