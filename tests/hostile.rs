@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::*;
@@ -73,6 +74,8 @@ struct Env {
     redis: Redis,
     mqtt: Mosquitto,
     dir: tempfile::TempDir,
+    // `KEYS` commands this test sent itself (see `assert_nothing_forbidden_ran`).
+    keys_calls: AtomicU64,
 }
 
 impl Env {
@@ -84,6 +87,7 @@ impl Env {
             redis: Redis::start(),
             mqtt: Mosquitto::start(),
             dir,
+            keys_calls: AtomicU64::new(0),
         }
     }
 
@@ -109,10 +113,68 @@ impl Env {
     }
 
     fn keys(&self) -> Vec<Vec<u8>> {
+        self.keys_calls.fetch_add(1, Ordering::Relaxed);
         redis::cmd("KEYS")
             .arg("*")
             .query(&mut self.redis.conn())
             .unwrap()
+    }
+}
+
+/// Calls so far per command, from the test's private Redis (`INFO commandstats`):
+/// `flushall`, `client|setinfo` (subcommands after a `|`).
+fn commandstats(env: &Env) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut env.redis.conn())
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Commands no rule may ever get to Redis (docs/security.md).
+const FORBIDDEN: &[&str] = &[
+    "flushall", "flushdb", "eval", "evalsha", "config", "keys", "scan", "select", "move", "rename",
+    "migrate", "shutdown", "debug", "module", "client", "script", "function",
+];
+
+/// Nothing forbidden was ever executed by the test's Redis, whatever the rules returned.
+/// Two things the test itself causes are told apart: its own `KEYS *` (counted in
+/// `Env::keys`) and `CLIENT SETINFO`, which the Redis client library (redis-rs, in the
+/// test and in wasmrule alike) sends when it connects, to name itself; no other `CLIENT`
+/// subcommand may appear.
+fn assert_nothing_forbidden_ran(env: &Env) {
+    let stats = commandstats(env);
+    assert!(
+        stats.contains_key("hset") || stats.contains_key("rpush"),
+        "commandstats not read: {stats:?}"
+    );
+    for &forbidden in FORBIDDEN {
+        for (name, &calls) in &stats {
+            let base = name.split('|').next().unwrap_or(name);
+            if base != forbidden {
+                continue;
+            }
+            let expected = match name.as_str() {
+                "keys" => env.keys_calls.load(Ordering::Relaxed),
+                "client|setinfo" => calls,
+                _ => 0,
+            };
+            assert_eq!(
+                calls, expected,
+                "Redis executed `{name}` {calls} times: {stats:?}"
+            );
+        }
     }
 }
 
@@ -270,8 +332,10 @@ async fn runaway_rules_fail_with_their_reason_and_the_neighbour_is_served() {
     assert!(timeout["reason"].contains("deadline"), "{timeout:?}");
     assert_eq!(timeout["tenant"], "acme");
 
-    // Nothing forbidden reached Redis: every key is the neighbour's or under acme:, and
-    // the `SET ok 1` in front of FLUSHALL was refused with it.
+    // Nothing forbidden reached Redis: no forbidden command ever ran, every key is the
+    // neighbour's or under acme:, and the `SET ok 1` in front of FLUSHALL was refused
+    // with it.
+    assert_nothing_forbidden_ran(&env);
     assert!(
         !env.keys().iter().any(|k| k == b"acme:ok"),
         "partial output written"
@@ -361,6 +425,7 @@ async fn keys_of_other_tenants_are_out_of_reach() {
     })
     .await;
     assert!(!env.keys().iter().any(|k| k == b"acme:stolen"));
+    assert_nothing_forbidden_ran(&env);
     rt.stop().await;
 }
 
