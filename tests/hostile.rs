@@ -310,13 +310,15 @@ async fn runaway_rules_fail_with_their_reason_and_the_neighbour_is_served() {
     for (name, _, kind) in &cases {
         let topic = format!("acme/{name}");
         let before = rt.metrics.failures("acme", kind);
-        neighbour_served(&env, &publisher, 20, &topic).await;
-        eventually(
-            Duration::from_secs(10),
-            &format!("{name} fails with {kind}"),
-            || (rt.metrics.failures("acme", kind) > before).then_some(()),
-        )
-        .await;
+        // Publish until the rule has failed with its reason: once the looping rule has
+        // used acme's CPU share of a worker, acme's events there are shed (not run) for
+        // up to a second.
+        let mut rounds = 0;
+        while rt.metrics.failures("acme", kind) <= before {
+            neighbour_served(&env, &publisher, 5, &topic).await;
+            rounds += 1;
+            assert!(rounds < 1000, "{name} never failed with {kind}");
+        }
     }
 
     // The dead-letter stream names each reason.
@@ -430,6 +432,52 @@ async fn keys_of_other_tenants_are_out_of_reach() {
 }
 
 const SECS5: Duration = Duration::from_secs(5);
+
+/// The acceptance case without quarantine: a tenant whose rule runs `loop {}` on every
+/// one of its messages, published interleaved one for one with the neighbour's. Its
+/// invocations end at the deadline (`timeout`); once it has used its CPU share of a
+/// worker, its events are shed (`cpu_budget`, in its dead-letter stream with the reason)
+/// instead of run; and every neighbour message is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_tenant_is_held_to_its_cpu_share() {
+    let env = Env::new();
+    neighbour(&env);
+    write(
+        &env.tenant("acme"),
+        "loop.wasm",
+        &wat_rule(&["acme/#"], "(loop $l (br $l)) (i64.const 0)", ""),
+    );
+    let rt = env.runtime(QUICK_QUARANTINE).await;
+    wait_loaded(&rt, "acme/loop").await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    warm_up(&env, &publisher).await;
+    neighbour_served(&env, &publisher, 300, "acme/loop").await;
+    eventually(SECS5, "acme's events shed", || {
+        (rt.metrics.failures("acme", "cpu_budget") > 0).then_some(())
+    })
+    .await;
+    assert!(
+        rt.metrics.failures("acme", "timeout") > 0,
+        "the rule never ran"
+    );
+    assert_eq!(
+        Metrics::get(&rt.metrics.quarantined_skips),
+        0,
+        "quarantine is off in this test: the CPU share alone must hold the tenant"
+    );
+    let dl = env.dead_letters("acme:wasmrule:deadletter");
+    let shed = dl
+        .iter()
+        .find(|e| e["kind"] == "cpu_budget")
+        .expect("a shed event in the dead-letter stream");
+    assert!(
+        shed["reason"].contains("over its 10% share") && shed["reason"].contains("shed"),
+        "{shed:?}"
+    );
+    assert_eq!(shed["rule"], "acme/loop");
+    assert!(dl.iter().any(|e| e["kind"] == "timeout"));
+    rt.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_modules_are_refused_at_load() {

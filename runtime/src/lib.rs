@@ -17,6 +17,7 @@
 //! - [`ack`]: acknowledge-after-write, in arrival order.
 //! - [`policy`]: per-tenant command allow-list, key namespace, topic ACL, limits.
 //! - [`quarantine`]: taking failing rules out of service.
+//! - [`cpu_budget`]: each tenant's share of worker time; shedding a tenant over it.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
@@ -27,6 +28,7 @@
 pub mod ack;
 pub mod commands;
 pub mod config;
+pub mod cpu_budget;
 pub mod dispatch;
 pub mod engine;
 pub mod event;

@@ -81,6 +81,8 @@ pub struct Reloader {
     // Hash of the last content seen per path, loaded or not, so an unchanged file is
     // not compiled (or reported) twice.
     seen: HashMap<PathBuf, u64>,
+    // Tenant -> slot (`LoadedRule::tenant_slot`), handed out in order of first load.
+    tenant_slots: HashMap<String, usize>,
 }
 
 impl Reloader {
@@ -100,6 +102,7 @@ impl Reloader {
             tenants,
             versions: HashMap::new(),
             seen: HashMap::new(),
+            tenant_slots: HashMap::new(),
         }
     }
 
@@ -265,11 +268,14 @@ impl Reloader {
                 return;
             }
         };
+        let slots = self.tenant_slots.len();
+        let tenant_slot = *self.tenant_slots.entry(rp.tenant.clone()).or_insert(slots);
         let version = self.versions.entry(rp.id.clone()).or_insert(0);
         *version += 1;
         let loaded = Arc::new(LoadedRule {
             id: rp.id.as_str().into(),
             tenant: rp.tenant.as_str().into(),
+            tenant_slot,
             path: path.to_owned(),
             version: *version,
             hash,

@@ -34,6 +34,9 @@ pub struct LoadedRule {
     pub id: Arc<str>,
     /// Owner of the rule: the subdirectory, or [`DEFAULT_TENANT`].
     pub tenant: Arc<str>,
+    /// A small number naming the tenant, the same for all its rules, for per-tenant
+    /// state kept in arrays (`cpu_budget.rs`).
+    pub tenant_slot: usize,
     pub path: PathBuf,
     /// Counts the versions of this id loaded since start (1 for the first).
     pub version: u64,
