@@ -6,9 +6,11 @@
 //! keeps, per tenant, the wall time that tenant's invocations took in a sliding window
 //! ([`CpuBudget::window`], default 1 s, kept in [`BUCKETS`] buckets). Before invoking a
 //! rule the worker asks [`TenantMeters::admit`]: if the rule's tenant has already used
-//! its share of the window on this worker, the event is **shed** rather than run: it
-//! goes to the tenant's dead-letter stream with kind `cpu_budget` and is counted
-//! (`dispatch.rs`). Shedding keeps per-topic order (the worker still takes messages in
+//! its share of the window on this worker and other messages are waiting for the
+//! worker, the event is **shed** rather than run: it goes to the tenant's dead-letter
+//! stream with kind `cpu_budget` and is counted (`dispatch.rs`). The share divides
+//! contended time; a worker with nothing else queued runs the event anyway, so a
+//! tenant is not shed for using time nobody else wanted. Shedding keeps per-topic order (the worker still takes messages in
 //! order, it just does not run some) and leaves the bounded queues as they are: a
 //! tenant over budget costs the others one clock read and a dead-letter entry per
 //! event, not its deadline.

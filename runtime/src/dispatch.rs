@@ -10,8 +10,9 @@
 //! `max_wasm_stack` is at most a quarter of it, `engine/stack.rs`).
 //!
 //! Fairness between tenants sharing a worker: each worker meters its tenants' time
-//! (`cpu_budget.rs`); an event for a tenant over its share is shed to the tenant's
-//! dead-letter stream instead of run, in its place in the topic's order.
+//! (`cpu_budget.rs`); while other messages wait for the worker, an event for a tenant
+//! over its share is shed to the tenant's dead-letter stream instead of run, in its
+//! place in the topic's order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -200,7 +201,12 @@ impl Worker {
             // Metered tenants pay two clock reads per invocation; others none.
             let start = if policy.cpu.is_limited() {
                 let start = Instant::now();
-                if let Err(over) = self.meters.admit(loaded.tenant_slot, &policy.cpu, start) {
+                let admitted = self.meters.admit(loaded.tenant_slot, &policy.cpu, start);
+                // Over its share, a tenant still runs while nothing else waits for this
+                // worker: the share divides contended time, idle time is anyone's.
+                if let Err(over) = admitted
+                    && !self.rx.is_empty()
+                {
                     self.shed(loaded, m, &over, batch);
                     continue;
                 }
@@ -237,7 +243,8 @@ impl Worker {
         self.matched = matched;
     }
 
-    /// An event not run because its tenant is over its CPU share: counted, logged
+    /// An event not run because its tenant is over its CPU share while other messages
+    /// wait: counted, logged
     /// (rate-limited) and written to the tenant's dead-letter stream. Not a failure of
     /// the rule, so it does not count towards quarantine.
     fn shed(
