@@ -9,7 +9,12 @@
 # dist/<rule>-<c|as|zig|wat>.wasm. They show the ABI works from outside Rust;
 # guest-sdk/conformance/run.sh checks that every build of a rule behaves the same.
 #
-# Usage: rules-wasm/build.sh [rust] [c] [as] [zig] [wat]   (no argument: all of them)
+# They also exist as components of the WIT world wasmrule:rule@1.0.0
+# (guest-sdk/wit/rule.wit) in Python, JavaScript and Rust (rules-wasm/python,
+# javascript, component/<rule>), built into dist/<rule>-<py|js|component>.wasm.
+#
+# Usage: rules-wasm/build.sh [rust] [c] [as] [zig] [wat] [py] [js] [component]
+#        (no argument: all of them)
 #
 # Toolchains, pinned (docs/writing-rules.md):
 #   rust  rustup target add wasm32-unknown-unknown (added here when missing)
@@ -18,6 +23,10 @@
 #         npm ci --prefix guest-sdk/assemblyscript     (assemblyscript 0.28.20)
 #   zig   pip install ziglang==0.17.1
 #   wat   apt-get install -y wabt
+#   py    pip install componentize-py==0.25.1
+#   js    apt-get install -y nodejs npm (Node >= 20), then
+#         npm ci --prefix guest-sdk/javascript         (componentize-qjs 0.4.5)
+#   component  as rust; wasmrule-componentize (guest-sdk/componentize) is built here
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,25 +35,28 @@ dist="$here/dist"
 mkdir -p "$dist"
 
 langs=("$@")
-if ((${#langs[@]} == 0)); then langs=(rust c as zig wat); fi
+if ((${#langs[@]} == 0)); then langs=(rust c as zig wat py js component); fi
 for l in "${langs[@]}"; do
     case $l in
-    rust | c | as | zig | wat) ;;
+    rust | c | as | zig | wat | py | js | component) ;;
     *)
-        echo "build.sh: unknown language '$l' (expected rust, c, as, zig or wat)" >&2
+        echo "build.sh: unknown language '$l' (expected rust, c, as, zig, wat, py, js or component)" >&2
         exit 2
         ;;
     esac
 done
 want() { [[ " ${langs[*]} " == *" $1 "* ]]; }
 
-size() { printf '%-40s %7d bytes\n' "dist/$1" "$(stat -c %s "$dist/$1")"; }
+size() { printf '%-40s %9d bytes\n' "dist/$1" "$(stat -c %s "$dist/$1")"; }
 
 # Check every toolchain the requested languages need before building anything, so a
 # missing one is reported at once and with the command that installs it.
 zig_version=0.17.1
 python=${PYTHON:-python3}
 asc="$root/guest-sdk/assemblyscript/node_modules/.bin/asc"
+componentize_py_version=0.25.1
+componentize_py() { "$python" -c 'import componentize_py; componentize_py.script()' "$@"; }
+qjs="$root/guest-sdk/javascript/node_modules/.bin/componentize-qjs"
 missing=()
 if want c; then
     command -v clang >/dev/null || missing+=("clang (C rules): apt-get install -y clang lld")
@@ -66,21 +78,37 @@ fi
 if want wat; then
     command -v wat2wasm >/dev/null || missing+=("wat2wasm (WAT rules): apt-get install -y wabt")
 fi
+if want py; then
+    found=$(componentize_py --version 2>/dev/null || true)
+    if [[ $found != "componentize-py $componentize_py_version" ]]; then
+        missing+=("componentize-py $componentize_py_version (Python rules; found '${found:-none}'): $python -m pip install componentize-py==$componentize_py_version")
+    fi
+fi
+if want js; then
+    if ! command -v node >/dev/null; then
+        missing+=("node >= 20 (JavaScript rules): apt-get install -y nodejs npm")
+    elif [[ ! -x $qjs ]]; then
+        missing+=("componentize-qjs (JavaScript rules): npm ci --prefix guest-sdk/javascript")
+    fi
+fi
 if ((${#missing[@]} > 0)); then
     echo "build.sh: missing toolchains; install them, or name the languages to build:" >&2
     printf '  %s\n' "${missing[@]}" >&2
     exit 1
 fi
 
-# ---------------------------------------------------------------------------------------
-# Rust: the crates in rules-wasm/*/Cargo.toml -> dist/<rule>.wasm
-# ---------------------------------------------------------------------------------------
-if want rust; then
+# Rust rules, core modules and components alike, are built for wasm32-unknown-unknown.
+if want rust || want component; then
     if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
         echo "build.sh: installing the wasm32-unknown-unknown target (rustup target add)" >&2
         rustup target add wasm32-unknown-unknown
     fi
+fi
 
+# ---------------------------------------------------------------------------------------
+# Rust: the crates in rules-wasm/*/Cargo.toml -> dist/<rule>.wasm
+# ---------------------------------------------------------------------------------------
+if want rust; then
     crates=()
     for manifest in "$here"/*/Cargo.toml; do
         crates+=("$(basename "$(dirname "$manifest")")")
@@ -158,5 +186,68 @@ if want wat; then
         rule=$(basename "$src" .wat)
         wat2wasm "$src" -o "$dist/$rule-wat.wasm"
         size "$rule-wat.wasm"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# Python: rules-wasm/python/<rule>.py with guest-sdk/python/wasmrule.py
+# -> dist/<rule>-py.wasm
+#
+# componentize-py bundles CPython (no network needed) and snapshots the initialised
+# interpreter into the component. --stub-wasi replaces every WASI import with a trap:
+# without it the component imports WASI and wasmrule refuses it. The rule file is the
+# app module (a hyphenated name is fine: it is imported by name, not by syntax). It
+# leaves __pycache__ folders beside the sources (ignored by git).
+# ---------------------------------------------------------------------------------------
+if want py; then
+    for src in "$here"/python/*.py; do
+        rule=$(basename "$src" .py)
+        componentize_py \
+            -d "$root/guest-sdk/wit" -w rule componentize "$rule" \
+            -p "$here/python" -p "$root/guest-sdk/python" --stub-wasi \
+            -o "$dist/$rule-py.wasm" >/dev/null
+        size "$rule-py.wasm"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# JavaScript: rules-wasm/javascript/<rule>.js importing guest-sdk/javascript/wasmrule.js
+# -> dist/<rule>-js.wasm
+#
+# componentize-qjs embeds QuickJS and snapshots the evaluated module. --stub-wasi: no
+# WASI imports (traps instead); --sync: no component-model async ABI; --opt-size: the
+# smaller QuickJS build. Run from the repository root, which is the module root the
+# relative SDK import resolves in.
+# ---------------------------------------------------------------------------------------
+if want js; then
+    for src in "$here"/javascript/*.js; do
+        rule=$(basename "$src" .js)
+        (cd "$root" && "$qjs" --wit guest-sdk/wit --world rule --js "$src" \
+            --stub-wasi --sync --opt-size -o "$dist/$rule-js.wasm" >/dev/null)
+        size "$rule-js.wasm"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# Rust components: the crates in rules-wasm/component/<rule>/ (package <rule>-component,
+# wit-bindgen against guest-sdk/wit), built like the Rust rules, then made components by
+# wasmrule-componentize (guest-sdk/componentize, wit-component) -> dist/<rule>-component.wasm
+# ---------------------------------------------------------------------------------------
+if want component; then
+    rules=()
+    for manifest in "$here"/component/*/Cargo.toml; do
+        rules+=("$(basename "$(dirname "$manifest")")")
+    done
+
+    args=()
+    for r in "${rules[@]}"; do args+=(-p "$r-component"); done
+    (cd "$root" && cargo build --quiet -p wasmrule-componentize &&
+        cargo build --quiet --profile rule --target wasm32-unknown-unknown "${args[@]}")
+
+    out="$root/target/wasm32-unknown-unknown/rule"
+    for r in "${rules[@]}"; do
+        "$root/target/debug/wasmrule-componentize" "$out/${r//-/_}_component.wasm" \
+            -o "$dist/$r-component.wasm"
+        size "$r-component.wasm"
     done
 fi

@@ -95,6 +95,12 @@ impl<'a> Event<'a> {
         }
     }
 
+    /// The whole event as the host sent it (JSON text), for rules that store or
+    /// forward events as they are.
+    pub fn as_json(&self) -> &[u8] {
+        &self.raw
+    }
+
     /// The event type: `message.publish`, `client.disconnected`, ...
     pub fn event_type(&self) -> &str {
         &self.fields.event

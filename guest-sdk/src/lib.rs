@@ -26,6 +26,47 @@
 //! assert_eq!(out[0].to_string(), "HSET emqx_messages dev-1 21.5");
 //! ```
 //!
+//! # Misuse is a compile error
+//!
+//! `#[rule]` checks the function and its arguments when it compiles, on every target, so
+//! a rule the runtime would refuse does not build. Each of these fails to compile:
+//!
+//! ```compile_fail
+//! # use wasmrule_guest::{rule, cmd, Command, Event};
+//! #[rule(filters = ["a/#/b"])] // `#` must be the last level
+//! fn r(event: &Event) -> Command { cmd::del(event.topic()) }
+//! ```
+//!
+//! ```compile_fail
+//! # use wasmrule_guest::{rule, cmd, Command, Event};
+//! #[rule] // no filters: the rule would never run
+//! fn r(event: &Event) -> Command { cmd::del(event.topic()) }
+//! ```
+//!
+//! ```compile_fail
+//! # use wasmrule_guest::{rule, cmd, Command, Event};
+//! #[rule(filters = ["a/+"])] // rules are synchronous
+//! async fn r(event: &Event) -> Command { cmd::del(event.topic()) }
+//! ```
+//!
+//! ```compile_fail
+//! # use wasmrule_guest::{rule, cmd, Command, Event};
+//! #[rule(filters = ["a/+"])] // exactly one argument, the event
+//! fn r(event: &Event, extra: u32) -> Command { cmd::del(event.topic()) }
+//! ```
+//!
+//! ```compile_fail
+//! # use wasmrule_guest::{rule, Event};
+//! #[rule(filters = ["a/+"])] // the result must be commands (see IntoOutput)
+//! fn r(event: &Event) -> String { event.topic().to_owned() }
+//! ```
+//!
+//! ```compile_fail
+//! # use wasmrule_guest::{rule, cmd, Command, Event};
+//! #[rule(filters = ["a/+"], name = "no spaces allowed")]
+//! fn r(event: &Event) -> Command { cmd::del(event.topic()) }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`event`]: the event a rule receives (EMQX field names), parsed from the host's JSON.

@@ -47,6 +47,9 @@ pub struct MqttConfig {
     /// QoS 1/2 messages the broker may have in flight to wasmrule unacknowledged (MQTT 5
     /// Receive Maximum): the bound on work held in memory and on repeats after a crash.
     pub inflight: u16,
+    /// The broker is EMQX: turn its client-event topics into broker events
+    /// (`emqx.rs`, docs/events.md).
+    pub emqx_events: bool,
 }
 
 /// Where to write commands.
@@ -86,7 +89,10 @@ pub struct RuntimeConfig {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Used when `broker` is `None`: wasmrule subscribes to this broker.
     pub mqtt: MqttConfig,
+    /// The embedded broker, which replaces the MQTT connection when set.
+    pub broker: Option<crate::broker::BrokerConfig>,
     pub redis: RedisConfig,
     pub rules: RulesConfig,
     pub limits: Limits,
@@ -181,6 +187,12 @@ pub struct Overrides {
     pub clean_session: Option<bool>,
     /// `off` or an address.
     pub http_addr: Option<String>,
+    /// Listen address of the embedded broker (turns it on).
+    pub embedded_broker: Option<String>,
+    /// ACL file of the embedded broker.
+    pub acl_file: Option<PathBuf>,
+    /// `mqtt.emqx_events`.
+    pub emqx_events: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +200,7 @@ pub struct Overrides {
 struct RawConfig {
     #[serde(default)]
     mqtt: RawMqtt,
+    broker: Option<RawBroker>,
     #[serde(default)]
     redis: RawRedis,
     #[serde(default)]
@@ -232,6 +245,20 @@ struct RawMqtt {
     clean_session: Option<bool>,
     session_expiry_secs: Option<u32>,
     inflight: Option<u16>,
+    emqx_events: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    listen: Option<String>,
+    acl_file: Option<PathBuf>,
+    max_packet_size: Option<u32>,
+    max_qos: Option<u8>,
+    max_inflight: Option<u16>,
+    max_mqueue_len: Option<usize>,
+    max_connections: Option<usize>,
+    session_expiry_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +300,7 @@ pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_RULES_DIR: &str = "rules";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
+pub const DEFAULT_BROKER_ADDR: &str = "127.0.0.1:1883";
 
 impl Config {
     /// Reads and validates a config file.
@@ -359,6 +387,27 @@ impl Config {
         if let Some(addr) = &o.http_addr {
             self.runtime.http_addr = parse_http_addr(addr).context("--http-addr")?;
         }
+        if let Some(addr) = &o.embedded_broker {
+            let listen = parse_listen_addr(addr).context("--embedded-broker")?;
+            self.broker
+                .get_or_insert_with(|| crate::broker::BrokerConfig::new(listen))
+                .listen = listen;
+        }
+        if let Some(file) = &o.acl_file {
+            let Some(broker) = &mut self.broker else {
+                bail!("--acl: the ACL belongs to the embedded broker; add --embedded-broker ADDR");
+            };
+            broker.acl = crate::broker::Acl::from_file(file)?;
+        }
+        if let Some(on) = o.emqx_events {
+            self.mqtt.emqx_events = on;
+        }
+        if self.mqtt.emqx_events && self.broker.is_some() {
+            bail!(
+                "mqtt.emqx_events (--emqx-events) reads client events from an external EMQX \
+                 (--mqtt-url); the embedded broker gives them itself: drop one of the two"
+            );
+        }
         Ok(())
     }
 
@@ -398,6 +447,7 @@ impl Config {
             clean_session: m.clean_session.unwrap_or(!id_chosen),
             session_expiry: Duration::from_secs(m.session_expiry_secs.unwrap_or(3600).into()),
             inflight: positive(m.inflight.unwrap_or(1000), "mqtt.inflight")?,
+            emqx_events: m.emqx_events.unwrap_or(false),
         };
 
         let redis_url = raw
@@ -499,8 +549,14 @@ impl Config {
             limits: tenant_limits,
         };
 
+        let broker = match raw.broker {
+            None => None,
+            Some(b) => Some(broker_config(b).context("broker")?),
+        };
+
         let mut config = Config {
             mqtt,
+            broker,
             redis,
             rules,
             limits,
@@ -637,6 +693,43 @@ fn parse_http_addr(s: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
     s.parse()
         .map(Some)
         .map_err(|_| anyhow::anyhow!("{s:?} is not an address like 127.0.0.1:9464, or \"off\""))
+}
+
+fn broker_config(b: RawBroker) -> anyhow::Result<crate::broker::BrokerConfig> {
+    let listen =
+        parse_listen_addr(b.listen.as_deref().unwrap_or(DEFAULT_BROKER_ADDR)).context("listen")?;
+    let mut c = crate::broker::BrokerConfig::new(listen);
+    if let Some(file) = &b.acl_file {
+        c.acl = crate::broker::Acl::from_file(file)?;
+    }
+    if let Some(v) = b.max_packet_size {
+        c.max_packet_size = positive(v, "max_packet_size")?;
+    }
+    if let Some(q) = b.max_qos {
+        c.max_qos = check_qos(q).context("max_qos")?;
+    }
+    if let Some(v) = b.max_inflight {
+        c.max_inflight = positive(v, "max_inflight")?;
+    }
+    if let Some(v) = b.max_mqueue_len {
+        c.max_mqueue_len = positive(v, "max_mqueue_len")?;
+    }
+    if let Some(v) = b.max_connections {
+        c.max_connections = positive(v, "max_connections")?;
+    }
+    if let Some(v) = b.session_expiry_secs {
+        c.session_expiry = Duration::from_secs(v);
+    }
+    Ok(c)
+}
+
+/// `host:port` for a listener; a bare port means loopback.
+fn parse_listen_addr(s: &str) -> anyhow::Result<std::net::SocketAddr> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not an address like 127.0.0.1:1883"))
 }
 
 /// `$XDG_CACHE_HOME/wasmrule`, else `$HOME/.cache/wasmrule`, else no cache.
@@ -880,6 +973,7 @@ mod tests {
             qos: Some(2),
             clean_session: None,
             http_addr: Some("off".into()),
+            ..Overrides::default()
         })
         .unwrap();
         assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 2));
@@ -892,6 +986,59 @@ mod tests {
             ..Overrides::default()
         });
         assert!(format!("{:#}", bad.unwrap_err()).contains("--qos"));
+    }
+
+    #[test]
+    fn embedded_broker_section_and_flags() {
+        let c = Config::from_toml("").unwrap();
+        assert!(c.broker.is_none(), "the embedded broker is off by default");
+        let c = Config::from_toml(
+            "[broker]\nlisten = \"127.0.0.1:2883\"\nmax_qos = 1\nmax_packet_size = 4096",
+        )
+        .unwrap();
+        let b = c.broker.unwrap();
+        assert_eq!(b.listen.port(), 2883);
+        assert_eq!((b.max_qos, b.max_packet_size), (1, 4096));
+        let err = |t: &str| format!("{:#}", Config::from_toml(t).unwrap_err());
+        assert!(err("[broker]\nmax_qos = 3").contains("broker: max_qos"));
+        assert!(err("[broker]\nlisten = \"nowhere\"").contains("broker: listen"));
+        assert!(err("[broker]\nbogus = 1").contains("bogus"));
+        assert!(err("[broker]\nacl_file = \"/nonexistent/acl.toml\"").contains("acl.toml"));
+
+        let mut c = Config::from_toml("").unwrap();
+        c.apply_overrides(&Overrides {
+            embedded_broker: Some("0".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.broker.unwrap().listen.to_string(), "127.0.0.1:0");
+        let acl_alone = Config::from_toml("").unwrap().apply_overrides(&Overrides {
+            acl_file: Some("acl.toml".into()),
+            ..Overrides::default()
+        });
+        assert!(format!("{:#}", acl_alone.unwrap_err()).contains("--embedded-broker"));
+    }
+
+    #[test]
+    fn emqx_events_are_off_by_default_and_need_an_external_broker() {
+        assert!(!Config::from_toml("").unwrap().mqtt.emqx_events);
+        assert!(
+            Config::from_toml("[mqtt]\nemqx_events = true")
+                .unwrap()
+                .mqtt
+                .emqx_events
+        );
+        let mut c = Config::from_toml("[mqtt]\nemqx_events = true").unwrap();
+        c.apply_overrides(&Overrides {
+            emqx_events: Some(false),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert!(!c.mqtt.emqx_events, "the flag wins over the file");
+        let both =
+            Config::from_toml("[mqtt]\nemqx_events = true\n[broker]\nlisten = \"127.0.0.1:0\"");
+        assert!(format!("{:#}", both.unwrap_err()).contains("embedded broker"));
+        assert!(err("[mqtt]\nemqx_events = \"yes\"").contains("emqx_events"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The event model handed to rules (`docs/events.md`): an MQTT message as the source
-//! received it ([`Message`]) and its JSON encoding with EMQX's field names.
+//! received it ([`Message`]), broker events such as `client.disconnected`
+//! ([`BrokerEvent`], carried by a `Message` on the event's `$events/...` topic), and
+//! their JSON encoding with EMQX's field names.
 //!
 //! The JSON is written by hand into a reused buffer: it is built once per message, on
 //! the hot path, whatever number of rules then read it.
@@ -41,6 +43,9 @@ pub struct Message {
     /// The broker waits for an acknowledgement of this message, which must come after
     /// its writes (`ack.rs`).
     pub tracked: bool,
+    /// Set when this is not a message but a broker event; `topic` is then the event
+    /// topic rules ask for (`$events/client_disconnected`).
+    pub event: Option<Box<BrokerEvent>>,
 }
 
 impl Message {
@@ -58,8 +63,125 @@ impl Message {
             received_at: now_ms(),
             properties: None,
             tracked: false,
+            event: None,
         }
     }
+
+    /// A broker event, to be dispatched on its `$events/...` topic.
+    pub fn broker_event(event: BrokerEvent) -> Self {
+        let mut m = Message::new(event.kind.topic(), Bytes::new(), 0, false);
+        m.event = Some(Box::new(event));
+        m
+    }
+}
+
+/// The kinds of broker events, under EMQX's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    ClientConnected,
+    ClientDisconnected,
+    ClientCheckAuthzComplete,
+    SessionSubscribed,
+    SessionUnsubscribed,
+    MessageDelivered,
+    MessageAcked,
+    MessageDropped,
+    DeliveryDropped,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::ClientConnected,
+        EventKind::ClientDisconnected,
+        EventKind::ClientCheckAuthzComplete,
+        EventKind::SessionSubscribed,
+        EventKind::SessionUnsubscribed,
+        EventKind::MessageDelivered,
+        EventKind::MessageAcked,
+        EventKind::MessageDropped,
+        EventKind::DeliveryDropped,
+    ];
+
+    /// The `event` field: `client.disconnected`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::ClientConnected => "client.connected",
+            EventKind::ClientDisconnected => "client.disconnected",
+            EventKind::ClientCheckAuthzComplete => "client.check_authz_complete",
+            EventKind::SessionSubscribed => "session.subscribed",
+            EventKind::SessionUnsubscribed => "session.unsubscribed",
+            EventKind::MessageDelivered => "message.delivered",
+            EventKind::MessageAcked => "message.acked",
+            EventKind::MessageDropped => "message.dropped",
+            EventKind::DeliveryDropped => "delivery.dropped",
+        }
+    }
+
+    /// The topic a rule names to receive these events: `$events/client_disconnected`.
+    pub fn topic(self) -> &'static str {
+        match self {
+            EventKind::ClientConnected => "$events/client_connected",
+            EventKind::ClientDisconnected => "$events/client_disconnected",
+            EventKind::ClientCheckAuthzComplete => "$events/client_check_authz_complete",
+            EventKind::SessionSubscribed => "$events/session_subscribed",
+            EventKind::SessionUnsubscribed => "$events/session_unsubscribed",
+            EventKind::MessageDelivered => "$events/message_delivered",
+            EventKind::MessageAcked => "$events/message_acked",
+            EventKind::MessageDropped => "$events/message_dropped",
+            EventKind::DeliveryDropped => "$events/delivery_dropped",
+        }
+    }
+
+    /// The kind whose topic is `topic`.
+    pub fn from_topic(topic: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.topic() == topic)
+    }
+}
+
+/// A broker event: its kind and its fields under EMQX's names (`clientid`, `reason`,
+/// `topic`, ...), except `event`, `id` and `node`, which the encoder adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEvent {
+    pub kind: EventKind,
+    /// The fields as the members of a JSON object, without the braces.
+    members: String,
+}
+
+impl BrokerEvent {
+    /// An event of `kind` with `fields`; a `timestamp` field (now) is added when
+    /// `fields` has none.
+    pub fn new(kind: EventKind, mut fields: serde_json::Map<String, serde_json::Value>) -> Self {
+        fields
+            .entry("timestamp")
+            .or_insert_with(|| serde_json::Value::from(now_ms()));
+        for reserved in ["event", "id", "node"] {
+            fields.remove(reserved);
+        }
+        let object = serde_json::Value::Object(fields).to_string();
+        BrokerEvent {
+            kind,
+            members: object[1..object.len() - 1].to_owned(),
+        }
+    }
+
+    /// The fields as a JSON object.
+    pub fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&format!("{{{}}}", self.members)).unwrap_or_default()
+    }
+}
+
+/// A message's payload under EMQX's field names: `payload` as text when it is UTF-8,
+/// else base64, and `payload_encoding` saying which.
+pub fn payload_fields(payload: &[u8], fields: &mut serde_json::Map<String, serde_json::Value>) {
+    let (text, encoding) = match std::str::from_utf8(payload) {
+        Ok(t) => (t.to_owned(), "utf8"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(payload),
+            "base64",
+        ),
+    };
+    fields.insert("payload".into(), text.into());
+    fields.insert("payload_encoding".into(), encoding.into());
 }
 
 /// Milliseconds since the Unix epoch.
@@ -94,9 +216,27 @@ impl EventEncoder {
         format!("{:016X}{:016X}", self.id_base, m.seq)
     }
 
-    /// Replaces `out` with the `message.publish` event for `m`.
+    /// Replaces `out` with the event for `m`: `message.publish`, or the broker event
+    /// it carries.
     pub fn publish_event(&self, m: &Message, out: &mut Vec<u8>) {
         out.clear();
+        if let Some(e) = &m.event {
+            let _ = write!(
+                out,
+                "{{\"event\":\"{}\",\"id\":\"{:016X}{:016X}\"",
+                e.kind.name(),
+                self.id_base,
+                m.seq
+            );
+            if !e.members.is_empty() {
+                out.push(b',');
+                out.extend_from_slice(e.members.as_bytes());
+            }
+            out.extend_from_slice(b",\"node\":");
+            json_str(out, &self.node);
+            out.push(b'}');
+            return;
+        }
         // Writing to a Vec cannot fail; the results below are infallible.
         let _ = write!(
             out,
@@ -300,6 +440,27 @@ mod tests {
         assert_eq!(p["Correlation-Data"], "/w==");
         assert_eq!(p["User-Property"]["k"], "2");
         assert_eq!(p["User-Property-Pairs"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn broker_events_carry_their_fields() {
+        let mut f = serde_json::Map::new();
+        f.insert("clientid".into(), "c1".into());
+        f.insert("reason".into(), "keepalive_timeout".into());
+        f.insert("node".into(), "ignored".into());
+        let m = Message::broker_event(BrokerEvent::new(EventKind::ClientDisconnected, f));
+        assert_eq!(m.topic, "$events/client_disconnected");
+        let v = encode(&m);
+        assert_eq!(v["event"], "client.disconnected");
+        assert_eq!(v["id"].as_str().unwrap().len(), 32);
+        assert_eq!(v["clientid"], "c1");
+        assert_eq!(v["reason"], "keepalive_timeout");
+        assert_eq!(v["node"], "wasmrule@test");
+        assert!(v["timestamp"].as_u64().unwrap() > 0);
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::from_topic(k.topic()), Some(k));
+            assert!(k.name().contains('.'));
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! Data flow: `mqtt_source -> dispatch (bounded queues, worker threads) -> engine ->
-//! commands -> redis_sink`, with `reload` swapping the `ruleset` the workers read.
+//! Data flow: `mqtt_source` (or the embedded `broker`) `-> dispatch (bounded queues,
+//! worker threads) -> engine -> commands -> redis_sink`, with `reload` swapping the
+//! `ruleset` the workers read.
 //!
 //! - [`config`]: TOML and overrides -> validated [`config::Config`].
 //! - [`event`]: the event model (EMQX field names) and its JSON encoding.
@@ -14,6 +15,8 @@
 //! - [`reload`]: rules directory watcher -> compile off the hot path -> swap.
 //! - [`subscriptions`]: which MQTT subscriptions to hold; dropping overlap duplicates.
 //! - [`mqtt_source`]: the MQTT connection (rumqttc, 3.1.1 and 5).
+//! - [`emqx`]: an external EMQX's client-event topics -> broker events.
+//! - [`broker`]: the embedded MQTT broker (rmqtt) and its client and message events.
 //! - [`ack`]: acknowledge-after-write, in arrival order.
 //! - [`policy`]: per-tenant command allow-list, key namespace, topic ACL, limits.
 //! - [`quarantine`]: taking failing rules out of service.
@@ -23,13 +26,18 @@
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
 //! - [`rule_test`]: `wasmrule test`, case files for rule authors.
 //! - [`scaffold`]: `wasmrule new`, rule projects in Rust, C, AssemblyScript.
+//! - [`demo`]: `wasmrule demo`, the EMQX demo in one command.
+//! - [`simulate`]: `wasmrule simulate`, the demo's devices and a load generator.
 //! - [`metrics`]: counters of what the runtime did.
 
 pub mod ack;
+pub mod broker;
 pub mod commands;
 pub mod config;
 pub mod cpu_budget;
+pub mod demo;
 pub mod dispatch;
+pub mod emqx;
 pub mod engine;
 pub mod event;
 pub mod http;
@@ -42,6 +50,7 @@ pub mod reload;
 pub mod rule_test;
 pub mod ruleset;
 pub mod scaffold;
+pub mod simulate;
 pub mod subscriptions;
 pub mod topic;
 
@@ -81,14 +90,24 @@ pub struct Runtime {
     pub rules: Arc<Rules>,
     /// Where the health endpoint listens, if it does.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Where the embedded broker listens, if it runs.
+    pub broker_addr: Option<std::net::SocketAddr>,
     shutdown_timeout: std::time::Duration,
     token: CancellationToken,
     drained: CancellationToken,
-    source: tokio::task::JoinHandle<()>,
+    source: Source,
     watcher: tokio::task::JoinHandle<anyhow::Result<()>>,
     workers: dispatch::Workers,
     sink: tokio::task::JoinHandle<()>,
     http: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where events come from.
+enum Source {
+    /// A connection to an MQTT broker.
+    Mqtt(tokio::task::JoinHandle<()>),
+    /// The embedded broker.
+    Embedded(broker::Broker),
 }
 
 impl Runtime {
@@ -167,23 +186,42 @@ impl Runtime {
         )
         .context("cannot start worker threads")?;
         let drained = CancellationToken::new();
-        let source = tokio::spawn(mqtt_source::run(
-            config.mqtt.clone(),
-            mqtt_source::SourceParts {
-                wanted: rules.subscriptions(),
-                dispatcher,
-                metrics: metrics.clone(),
-                tracker,
-                completions,
-                due: due_rx,
-                shutdown: token.child_token(),
-                drained: drained.clone(),
-            },
-        ));
+        let (source, broker_addr) = match &config.broker {
+            Some(b) => {
+                let broker = broker::Broker::start(
+                    b.clone(),
+                    rules.clone(),
+                    dispatcher,
+                    metrics.clone(),
+                    token.child_token(),
+                )
+                .await?;
+                metrics::Metrics::set(&metrics.mqtt_connected, true);
+                let addr = broker.local_addr();
+                (Source::Embedded(broker), Some(addr))
+            }
+            None => (
+                Source::Mqtt(tokio::spawn(mqtt_source::run(
+                    config.mqtt.clone(),
+                    mqtt_source::SourceParts {
+                        wanted: rules.wanted(),
+                        dispatcher,
+                        metrics: metrics.clone(),
+                        tracker,
+                        completions,
+                        due: due_rx,
+                        shutdown: token.child_token(),
+                        drained: drained.clone(),
+                    },
+                ))),
+                None,
+            ),
+        };
         Ok(Runtime {
             metrics,
             rules,
             http_addr,
+            broker_addr,
             shutdown_timeout: config.runtime.shutdown_timeout,
             token,
             drained,
@@ -225,11 +263,16 @@ impl Runtime {
             );
         }
         drained.cancel();
-        if tokio::time::timeout(std::time::Duration::from_secs(3), source)
-            .await
-            .is_err()
-        {
-            tracing::warn!("MQTT connection did not close in time");
+        match source {
+            Source::Mqtt(task) => {
+                if tokio::time::timeout(std::time::Duration::from_secs(3), task)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("MQTT connection did not close in time");
+                }
+            }
+            Source::Embedded(broker) => broker.stop().await,
         }
         match watcher.await {
             Ok(Err(e)) => tracing::warn!("rules watcher: {e:#}"),

@@ -56,6 +56,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "rust")]
         lang: wasmrule::scaffold::Lang,
     },
+    /// The EMQX "MQTT to Redis" demo in one command: embedded broker, the demo's rules,
+    /// simulated devices, and a live summary of what lands in Redis.
+    Demo(DemoArgs),
+    /// Simulate the EMQX demo's devices (readings and misbehaviour), or generate load
+    /// with --count.
+    Simulate(SimArgs),
     /// Run one rule on one event, offline, and print the commands it returns.
     Eval {
         /// The rule (.wasm).
@@ -93,14 +99,88 @@ struct RunArgs {
     /// Health and metrics endpoint (GET /healthz, /readyz, /metrics), or `off`.
     #[arg(long, env = "WASMRULE_HTTP_ADDR")]
     http_addr: Option<String>,
+    /// Run an MQTT broker inside wasmrule on this address (e.g. 127.0.0.1:1883) instead
+    /// of connecting to one; rules then also see client events (docs/events.md).
+    #[arg(long, env = "WASMRULE_EMBEDDED_BROKER", value_name = "ADDR")]
+    embedded_broker: Option<String>,
+    /// ACL file of the embedded broker (docs/broker.md).
+    #[arg(long, env = "WASMRULE_ACL", value_name = "FILE")]
+    acl: Option<PathBuf>,
+    /// The broker is EMQX: turn its client-event topics ($SYS/brokers/+/clients/...,
+    /// $event/...) into the events rules ask for with $events/... (docs/events.md).
+    #[arg(long, env = "WASMRULE_EMQX_EVENTS")]
+    emqx_events: bool,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Where the embedded broker listens (devices and your own MQTT clients connect
+    /// here).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// Redis to write to; without it a private redis-server is started (and stopped at
+    /// the end).
+    #[arg(long, env = "WASMRULE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Folder with the built demo rules (rules-wasm/build.sh rust).
+    #[arg(long, default_value = "rules-wasm/dist")]
+    rules_from: PathBuf,
+    /// Simulated devices.
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
+    /// Milliseconds between two readings of one device.
+    #[arg(long, default_value_t = 1000)]
+    interval: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// MQTT broker, mqtt://[user[:password]@]host[:port].
+    #[arg(
+        long,
+        env = "WASMRULE_MQTT_URL",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    mqtt_url: String,
+    /// Devices (device mode) or publishing connections (load mode).
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
+    /// Milliseconds between two readings of one device.
+    #[arg(long, default_value_t = 1000)]
+    interval: u64,
+    /// Probability that a device misbehaves at a tick (0 turns misbehaviour off).
+    #[arg(long, default_value_t = 0.1)]
+    abnormal: f64,
+    /// Load mode: publish this many readings, report the rate and exit.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Load mode: readings per second in all; 0 is as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// QoS of the readings.
+    #[arg(long, default_value_t = 1)]
+    qos: u8,
+    /// The broker's maximum packet size, for the oversized-frame misbehaviour.
+    #[arg(long, default_value_t = 16384)]
+    max_packet_size: u32,
 }
 
 fn main() -> ExitCode {
     disable_huge_pages();
-    init_logging();
     let cli = Cli::parse();
+    // The demo and the simulator misbehave on purpose; the client library's and the
+    // broker's warnings about it would only bury the screen.
+    init_logging(match cli.command {
+        Command::Demo(_) | Command::Simulate(_) => "warn,rumqttc=error,rmqtt=error",
+        _ => "info",
+    });
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Simulate(args) => simulate(args),
+        Command::Demo(args) => demo(args),
         Command::Check { files } => on_guest_stack(move || check(&files)),
         Command::Eval { rule, event } => on_guest_stack(move || eval(&rule, &event)),
         Command::Test { rule, cases } => on_guest_stack(move || test(&rule, &cases)),
@@ -137,11 +217,11 @@ fn disable_huge_pages() {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("WASMRULE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -159,6 +239,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         qos: args.qos,
         clean_session: args.clean_session.then_some(true),
         http_addr: args.http_addr,
+        embedded_broker: args.embedded_broker,
+        acl_file: args.acl,
+        emqx_events: args.emqx_events.then_some(true),
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -171,8 +254,16 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
+        let mqtt = match &config.broker {
+            Some(b) => format!("embedded broker on {}", b.listen),
+            None if config.mqtt.emqx_events => format!(
+                "{}:{} (EMQX, client events from its system topics)",
+                config.mqtt.host, config.mqtt.port
+            ),
+            None => format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        };
         tracing::info!(
-            mqtt = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+            %mqtt,
             redis = %config.redis.url,
             rules = %config.rules.dir.display(),
             workers = config.runtime.workers,
@@ -182,6 +273,110 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let broker = args.broker.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--broker: {:?} is not an address like 127.0.0.1:1883",
+            args.broker
+        )
+    })?;
+    if let Some(url) = &args.redis_url {
+        wasmrule::config::Config::with_overrides(&Overrides {
+            redis_url: Some(url.clone()),
+            ..Overrides::default()
+        })
+        .context("--redis-url")?;
+    }
+    let cfg = wasmrule::demo::DemoConfig {
+        broker,
+        redis_url: args.redis_url,
+        rules_from: args.rules_from,
+        devices: args.devices.max(1),
+        interval: std::time::Duration::from_millis(args.interval.max(1)),
+        duration: args.duration.map(std::time::Duration::from_secs),
+        live: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(4 << 20)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(wasmrule::demo::run(cfg, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(args: SimArgs) -> anyhow::Result<ExitCode> {
+    use wasmrule::simulate::{SimConfig, SimStats};
+    let (host, port, username, password) =
+        wasmrule::config::parse_mqtt_url(&args.mqtt_url).context("--mqtt-url")?;
+    anyhow::ensure!(args.qos <= 2, "--qos: {} is not 0, 1 or 2", args.qos);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.abnormal),
+        "--abnormal: {} is not between 0 and 1",
+        args.abnormal
+    );
+    anyhow::ensure!(args.rate >= 0.0, "--rate: must not be negative");
+    let mut cfg = SimConfig::new(&host, port);
+    cfg.username = username;
+    cfg.password = password;
+    cfg.devices = args.devices;
+    cfg.interval = std::time::Duration::from_millis(args.interval.max(1));
+    cfg.abnormal = args.abnormal;
+    cfg.count = args.count;
+    cfg.rate = args.rate;
+    cfg.qos = args.qos;
+    cfg.max_packet_size = args.max_packet_size;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        if cfg.count.is_some() {
+            let s = wasmrule::simulate::load(cfg, true).await?;
+            println!(
+                "published {} messages (QoS {}) in {:.2} s: {:.0} msg/s{}",
+                s.sent,
+                args.qos,
+                s.elapsed.as_secs_f64(),
+                s.rate(),
+                if args.qos > 0 {
+                    format!(", {} acknowledged", s.acked)
+                } else {
+                    String::new()
+                }
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let stats = std::sync::Arc::new(SimStats::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sim = tokio::spawn(wasmrule::simulate::devices(
+            cfg,
+            stats.clone(),
+            stop.clone(),
+        ));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        tick.tick().await;
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                _ = tick.tick() => eprintln!(
+                    "published {}, misbehaved {}, connection errors {}",
+                    SimStats::get(&stats.published),
+                    SimStats::get(&stats.misbehaviours),
+                    SimStats::get(&stats.connect_errors)
+                ),
+            }
+        }
+        stop.cancel();
+        sim.await.context("simulator task")??;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn shutdown_signal() {

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// Events not run because their tenant was over its CPU share (`cpu_budget.rs`).
     pub events_shed: AtomicU64,
+    /// Broker events (embedded broker) produced while shutting down, after the
+    /// dispatcher had stopped taking them.
+    pub source_events_dropped: AtomicU64,
+    /// Messages on EMQX client-event topics whose payload could not be read
+    /// (`mqtt.emqx_events`); skipped and acknowledged.
+    pub emqx_events_malformed: AtomicU64,
     /// Failed invocations, and shed events (`cpu_budget`), by tenant and kind:
     /// `timeout`, `memory`, `command_not_allowed`...
     failures_by_kind: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
@@ -169,6 +175,11 @@ impl Metrics {
             "events_shed_total",
             "events not run because their tenant was over its CPU share",
             &self.events_shed,
+        );
+        counter(
+            "emqx_events_malformed_total",
+            "EMQX client-event messages skipped: unreadable payload",
+            &self.emqx_events_malformed,
         );
         out.push_str(
             "# HELP wasmrule_invocation_failures_total failed invocations and shed events by tenant and kind\n\

@@ -1,6 +1,8 @@
 //! Owns the MQTT connection: polls the rumqttc event loop (MQTT 3.1.1 or 5), turns
 //! publishes into [`Message`]s for the dispatcher, and keeps the broker's subscriptions
 //! equal to what the loaded rules need (`subscriptions.rs` decides, this file sends).
+//! With `mqtt.emqx_events`, it also subscribes to the EMQX client-event topics of the
+//! event kinds rules ask for, and hands messages on them on as those events (`emqx.rs`).
 //!
 //! The poll loop only polls, converts and hands over: no wasm and no Redis here. When
 //! the dispatcher's queues are full, handing over waits, and so does reading from the
@@ -30,8 +32,10 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckToken, AckTracker, Completions};
 use crate::config::{MqttConfig, MqttProtocol};
 use crate::dispatch::Dispatcher;
+use crate::emqx;
 use crate::event::{Message, PublishProperties};
 use crate::metrics::Metrics;
+use crate::ruleset::Wanted;
 use crate::subscriptions::{SubRequest, SubTable};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -252,8 +256,8 @@ impl EventLoop {
 
 /// What the MQTT source needs besides its configuration.
 pub struct SourceParts {
-    /// Follows the subscriptions the loaded rules need.
-    pub wanted: watch::Receiver<Vec<String>>,
+    /// Follows the subscriptions and event kinds the loaded rules need.
+    pub wanted: watch::Receiver<Wanted>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
     pub tracker: Arc<AckTracker>,
@@ -285,6 +289,9 @@ pub async fn run(cfg: MqttConfig, parts: SourceParts) {
     let (client, mut eventloop) = connect(&cfg);
     let use_ids = cfg.protocol == MqttProtocol::V5;
     let manual_acks = cfg.qos > 0;
+    let emqx_events = cfg.emqx_events;
+    // The poll loop asks which event kinds are wanted when an EMQX event arrives.
+    let events_wanted = wanted.clone();
     let table = Arc::new(Mutex::new(SubTable::new(use_ids)));
 
     // Requests go out one at a time, in order, from their own task: the poll loop must
@@ -330,7 +337,14 @@ pub async fn run(cfg: MqttConfig, parts: SourceParts) {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let desired = wanted.borrow_and_update().clone();
+                let desired = {
+                    let w = wanted.borrow_and_update();
+                    if emqx_events {
+                        emqx::subscriptions(&w.filters, &w.events)
+                    } else {
+                        w.filters.clone()
+                    }
+                };
                 let reqs = lock(&table).set_desired(&desired);
                 for r in reqs {
                     log_request(&r);
@@ -417,6 +431,19 @@ pub async fn run(cfg: MqttConfig, parts: SourceParts) {
                     continue;
                 }
                 m.tracked = tracked;
+                if emqx_events {
+                    match emqx::adapt(&m, |k| events_wanted.borrow().events.contains(&k)) {
+                        Ok(Some(event)) => m = event,
+                        Ok(None) => {}
+                        Err(e) => {
+                            malformed_emqx_event(&metrics, &m.topic, &e);
+                            if tracked {
+                                completions.done(&[m.seq]);
+                            }
+                            continue;
+                        }
+                    }
+                }
                 Metrics::add(&metrics.messages_received, 1);
                 if d.dispatch(m).await.is_err() {
                     tracing::error!("workers stopped; MQTT reader exiting");
@@ -472,6 +499,23 @@ pub async fn run(cfg: MqttConfig, parts: SourceParts) {
     .await;
     Metrics::set(&metrics.mqtt_connected, false);
     sender.abort();
+}
+
+/// Counts a message on an EMQX event topic that could not be read; logs the first one
+/// (a misconfigured or newer EMQX would otherwise flood the log).
+fn malformed_emqx_event(metrics: &Metrics, topic: &str, e: &emqx::EmqxError) {
+    let before = metrics
+        .emqx_events_malformed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if before == 0 {
+        tracing::warn!(
+            topic,
+            "skipped an EMQX event message: {e}; further ones are counted \
+             (wasmrule_emqx_events_malformed_total) and logged at debug"
+        );
+    } else {
+        tracing::debug!(topic, "skipped an EMQX event message: {e}");
+    }
 }
 
 fn log_request(r: &SubRequest) {

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::engine::Rule;
+use crate::event::EventKind;
 use crate::policy::TenantPolicy;
 use crate::quarantine::RuleHealth;
 use crate::topic::{TopicIndex, minimal_cover};
@@ -101,6 +102,14 @@ impl RuleSet {
         }
     }
 
+    /// Whether some rule's filter matches `topic` (event sources ask before building an
+    /// event nobody wants).
+    pub fn wants(&self, topic: &str) -> bool {
+        let mut any = false;
+        self.index.for_each_match(topic, |_| any = true);
+        any
+    }
+
     /// The rule at position `i` of [`RuleSet::matching`].
     pub fn at(&self, i: usize) -> &Arc<LoadedRule> {
         &self.list[i]
@@ -118,6 +127,23 @@ impl RuleSet {
         )
     }
 
+    /// The broker event kinds some rule asks for (`$events/...` filters, wildcards
+    /// included).
+    pub fn event_kinds(&self) -> Vec<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .filter(|k| self.wants(k.topic()))
+            .collect()
+    }
+
+    /// What the rules ask sources for.
+    pub fn wanted(&self) -> Wanted {
+        Wanted {
+            filters: self.subscriptions(),
+            events: self.event_kinds(),
+        }
+    }
+
     /// A copy with `rule` added or replacing the rule with the same id.
     pub fn with(&self, rule: Arc<LoadedRule>) -> RuleSet {
         let mut by_id = self.by_id.clone();
@@ -133,11 +159,21 @@ impl RuleSet {
     }
 }
 
-/// The current [`RuleSet`], readable from any thread without locking, the MQTT
-/// subscriptions it needs, and why the files that are not serving were refused.
+/// What the loaded rules ask event sources for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// MQTT subscriptions that deliver every message some rule wants
+    /// ([`RuleSet::subscriptions`]).
+    pub filters: Vec<String>,
+    /// Broker event kinds some rule asks for ([`RuleSet::event_kinds`]).
+    pub events: Vec<EventKind>,
+}
+
+/// The current [`RuleSet`], readable from any thread without locking, what it asks
+/// sources for, and why the files that are not serving were refused.
 pub struct Rules {
     current: ArcSwap<RuleSet>,
-    subscriptions: watch::Sender<Vec<String>>,
+    wanted: watch::Sender<Wanted>,
     // Rule id -> why its file's latest content was refused at load.
     load_errors: Mutex<BTreeMap<String, String>>,
 }
@@ -146,7 +182,7 @@ impl Default for Rules {
     fn default() -> Self {
         Rules {
             current: ArcSwap::from_pointee(RuleSet::default()),
-            subscriptions: watch::Sender::new(Vec::new()),
+            wanted: watch::Sender::new(Wanted::default()),
             load_errors: Mutex::new(BTreeMap::new()),
         }
     }
@@ -168,15 +204,15 @@ impl Rules {
         self.current.load()
     }
 
-    /// Publishes `set` as the current set and updates the wanted subscriptions.
+    /// Publishes `set` as the current set and updates what it asks sources for.
     pub fn swap(&self, set: RuleSet) {
-        let subs = set.subscriptions();
+        let wanted = set.wanted();
         self.current.store(Arc::new(set));
-        self.subscriptions.send_if_modified(|s| {
-            if *s == subs {
+        self.wanted.send_if_modified(|w| {
+            if *w == wanted {
                 false
             } else {
-                *s = subs;
+                *w = wanted;
                 true
             }
         });
@@ -208,8 +244,9 @@ impl Rules {
         self.load_errors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Follows the MQTT subscriptions the current rules need.
-    pub fn subscriptions(&self) -> watch::Receiver<Vec<String>> {
-        self.subscriptions.subscribe()
+    /// Follows what the current rules ask sources for: MQTT subscriptions and broker
+    /// event kinds.
+    pub fn wanted(&self) -> watch::Receiver<Wanted> {
+        self.wanted.subscribe()
     }
 }

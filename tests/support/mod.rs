@@ -182,6 +182,11 @@ impl Mosquitto {
     /// With `persistence`, sessions and queued messages survive a restart (mosquitto
     /// writes them at shutdown and every `autosave_interval` seconds).
     pub fn start_with(persistence: bool) -> Mosquitto {
+        Self::start_with_conf(persistence, "")
+    }
+
+    /// With `extra` lines appended to the configuration (a bridge, say).
+    pub fn start_with_conf(persistence: bool, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -194,7 +199,7 @@ impl Mosquitto {
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 1000000\n\
                  max_inflight_messages 0\npersistence {persistence}\npersistence_location {}/\n\
-                 autosave_interval 1\n",
+                 autosave_interval 1\n{extra}",
                 dir.path().display()
             ),
         )
@@ -257,6 +262,7 @@ pub fn config(redis: &Redis, mqtt: &Mosquitto, rules_dir: &Path) -> Config {
         qos: Some(1),
         clean_session: Some(true),
         http_addr: Some("off".into()),
+        ..Overrides::default()
     })
     .unwrap();
     c.runtime.workers = 2;

@@ -104,6 +104,14 @@ pub fn check_module(module: &Module) -> Result<(), LoadError> {
     if memories > 1 {
         return Err(LoadError::Abi("exports more than one memory".into()));
     }
+    // Multi-memory is on in the engine (components need it); a core rule still has
+    // exactly one memory, exported or not.
+    let defined = module.resources_required().num_memories;
+    if defined > 1 {
+        return Err(LoadError::Abi(format!(
+            "defines {defined} memories; a rule has one"
+        )));
+    }
     match module.get_export(EXPORT_MEMORY) {
         Some(ExternType::Memory(_)) => {}
         Some(_) => return Err(wrong_type(EXPORT_MEMORY, "a memory")),

@@ -40,7 +40,7 @@ pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<Componen
     }
     let exports: Vec<String> = ty.exports(w).map(|(n, _)| n.to_owned()).collect();
     let wanted = format!("{HANDLER}@{WORLD_VERSION}");
-    if !exports.iter().any(|n| *n == wanted) {
+    if !exports.contains(&wanted) {
         let found = exports
             .iter()
             .find_map(|n| n.strip_prefix(HANDLER).and_then(|v| v.strip_prefix('@')));

@@ -32,7 +32,7 @@ pub use stack::{GUEST_THREAD_STACK, MAX_WASM_STACK, on_guest_stack};
 /// Length of one epoch tick: the resolution of the CPU deadline.
 const TICK: Duration = Duration::from_millis(1);
 /// Core instances (and memories, tables) one component may hold.
-const COMPONENT_CORE_INSTANCES: u32 = 16;
+const COMPONENT_CORE_INSTANCES: u32 = 64;
 /// Memories and tables pooled per concurrent invocation: a few for components.
 const COMPONENT_MEMORIES: u32 = 4;
 /// Memory per pooled slot that is reset in place rather than returned to the kernel
@@ -260,7 +260,7 @@ impl Engine {
             .epoch_interruption(fuel.is_none())
             .consume_fuel(fuel.is_some())
             .max_wasm_stack(limits.max_wasm_stack)
-            .wasm_multi_memory(false)
+            .wasm_multi_memory(true)
             .wasm_memory64(false)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             // Native-to-wasm address maps only improve trap backtraces; without them a

@@ -161,6 +161,14 @@ fn load_rejects_imports_and_bad_exports() {
 
     let no_memory = wat::parse_str(r#"(module (func (export "wasmrule_abi_version_1")))"#).unwrap();
     assert!(load_err(&no_memory).contains("missing export `memory`"));
+
+    // The engine allows multi-memory for components; a core rule still has one.
+    let two = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (memory 1) (func (export "wasmrule_abi_version_1")))"#,
+    )
+    .unwrap();
+    let err = load_err(&two);
+    assert!(err.contains("memories count of 2"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,209 @@
+//! The embedded MQTT broker (`wasmrule run --embedded-broker ADDR`): devices connect to
+//! wasmrule itself, and rules see what only a broker can see — client connects and
+//! disconnects with their reasons, authorization decisions, subscriptions, deliveries,
+//! acknowledgements and dropped messages — as events with EMQX's names
+//! (`docs/events.md`). Published messages reach rules without a network hop.
+//!
+//! The broker is rmqtt's (a maintained broker library with a hook manager); this module
+//! builds its listener from [`BrokerConfig`], enforces the ACL ([`acl`]) in its own
+//! hook handler, and turns hook calls into [`Message`]s ([`hooks`]). Hook handlers run
+//! in the client's session task, so they only build the event and hand it to a bounded
+//! channel; a forwarding task passes events on to the dispatcher. When the workers fall
+//! behind, that channel fills and publishing clients wait: backpressure, not loss.
+//!
+//! Not here: persistence (sessions and queued messages live in memory and end with the
+//! process), retained messages (rmqtt keeps them only with its retainer plugin),
+//! clustering and TLS.
+
+pub mod acl;
+mod hooks;
+pub mod reason;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::Register;
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Dispatcher;
+use crate::event::Message;
+use crate::metrics::Metrics;
+use crate::ruleset::Rules;
+
+pub use acl::Acl;
+
+/// Events waiting between the hooks and the dispatcher.
+const EVENT_CHANNEL: usize = 4096;
+
+/// How the embedded broker listens and what it allows.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// TCP address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Who may publish and subscribe where.
+    pub acl: Acl,
+    /// Largest MQTT packet accepted, in bytes; a client sending more is disconnected
+    /// (`frame_too_large`).
+    pub max_packet_size: u32,
+    /// Highest QoS a client may publish or subscribe with (0, 1 or 2).
+    pub max_qos: u8,
+    /// QoS 1/2 messages in flight to one client.
+    pub max_inflight: u16,
+    /// Messages queued for one client before new ones are dropped (`queue_full`).
+    pub max_mqueue_len: usize,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Longest session expiry a client may ask for (MQTT 5), and the expiry of MQTT
+    /// 3.1.1 sessions with clean_session = false.
+    pub session_expiry: Duration,
+}
+
+impl BrokerConfig {
+    /// Defaults for a broker on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        BrokerConfig {
+            listen,
+            acl: Acl::default(),
+            max_packet_size: 1 << 20,
+            max_qos: 2,
+            max_inflight: 16,
+            max_mqueue_len: 1000,
+            max_connections: 100_000,
+            session_expiry: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// A running embedded broker.
+pub struct Broker {
+    local_addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl Broker {
+    /// Binds the listener and starts serving. Events go to `dispatcher` until `shutdown`
+    /// is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound or a setting is out of range.
+    pub async fn start(
+        config: BrokerConfig,
+        rules: Arc<Rules>,
+        dispatcher: Dispatcher,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Broker> {
+        let max_qos = match config.max_qos {
+            0 => rmqtt::types::QoS::AtMostOnce,
+            1 => rmqtt::types::QoS::AtLeastOnce,
+            _ => rmqtt::types::QoS::ExactlyOnce,
+        };
+        let inflight = NonZeroU16::new(config.max_inflight)
+            .context("broker.max_inflight must be at least 1")?;
+        let listener = Builder::new()
+            .name("wasmrule")
+            .laddr(config.listen)
+            .max_packet_size(config.max_packet_size)
+            .max_qos_allowed(max_qos)
+            .max_inflight(inflight)
+            .max_mqueue_len(config.max_mqueue_len)
+            .max_connections(config.max_connections)
+            .max_session_expiry_interval(config.session_expiry)
+            .allow_anonymous(true)
+            .bind()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("listener address")?;
+        let listener = listener
+            .tcp()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("cannot start the TCP listener")?;
+
+        let scx = ServerContext::new()
+            // rmqtt's CPU-load check refuses connections when the machine is busy;
+            // wasmrule's own workers make it busy by design.
+            .busy_check_enable(false)
+            .build()
+            .await;
+
+        let (tx, mut rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
+        let handler = hooks::EventHooks::new(
+            config.acl.clone(),
+            config.max_qos,
+            rules,
+            tx,
+            metrics.clone(),
+        );
+        let register = scx.extends.hook_mgr().register();
+        for typ in hooks::TYPES {
+            register
+                .add_priority(typ, 1000, Box::new(handler.clone()))
+                .await;
+        }
+        register.start().await;
+
+        let server_scx = scx.clone();
+        let server = tokio::spawn(async move {
+            let server = MqttServer::new(server_scx)
+                .listener_by_id(listener, local_addr.port())
+                .build();
+            if let Err(e) = server.run().await {
+                tracing::error!("embedded broker stopped: {e}");
+            }
+        });
+
+        let forwarder = tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = rx.recv() => m,
+                    () = shutdown.cancelled() => None,
+                };
+                let Some(m) = m else { break };
+                Metrics::add(&metrics.messages_received, 1);
+                if dispatcher.dispatch(m).await.is_err() {
+                    break;
+                }
+            }
+            // Events already handed over finish; later hook calls find the channel
+            // closed and are dropped (the process is stopping).
+            drop(dispatcher);
+            let _ = register_stop(register).await;
+        });
+
+        tracing::info!(addr = %local_addr, "embedded MQTT broker listening");
+        Ok(Broker {
+            local_addr,
+            server,
+            forwarder,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits for the forwarder to hand over what it holds (after the shutdown token is
+    /// cancelled), then stops accepting connections.
+    pub async fn stop(self) {
+        let _ = self.forwarder.await;
+        self.server.abort();
+        let _ = self.server.await;
+    }
+}
+
+async fn register_stop(register: Box<dyn Register>) {
+    register.stop().await;
+}
