@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::*;
@@ -73,6 +74,8 @@ struct Env {
     redis: Redis,
     mqtt: Mosquitto,
     dir: tempfile::TempDir,
+    // `KEYS` commands this test sent itself (see `assert_nothing_forbidden_ran`).
+    keys_calls: AtomicU64,
 }
 
 impl Env {
@@ -84,6 +87,7 @@ impl Env {
             redis: Redis::start(),
             mqtt: Mosquitto::start(),
             dir,
+            keys_calls: AtomicU64::new(0),
         }
     }
 
@@ -109,10 +113,68 @@ impl Env {
     }
 
     fn keys(&self) -> Vec<Vec<u8>> {
+        self.keys_calls.fetch_add(1, Ordering::Relaxed);
         redis::cmd("KEYS")
             .arg("*")
             .query(&mut self.redis.conn())
             .unwrap()
+    }
+}
+
+/// Calls so far per command, from the test's private Redis (`INFO commandstats`):
+/// `flushall`, `client|setinfo` (subcommands after a `|`).
+fn commandstats(env: &Env) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut env.redis.conn())
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Commands no rule may ever get to Redis (docs/security.md).
+const FORBIDDEN: &[&str] = &[
+    "flushall", "flushdb", "eval", "evalsha", "config", "keys", "scan", "select", "move", "rename",
+    "migrate", "shutdown", "debug", "module", "client", "script", "function",
+];
+
+/// Nothing forbidden was ever executed by the test's Redis, whatever the rules returned.
+/// Two things the test itself causes are told apart: its own `KEYS *` (counted in
+/// `Env::keys`) and `CLIENT SETINFO`, which the Redis client library (redis-rs, in the
+/// test and in wasmrule alike) sends when it connects, to name itself; no other `CLIENT`
+/// subcommand may appear.
+fn assert_nothing_forbidden_ran(env: &Env) {
+    let stats = commandstats(env);
+    assert!(
+        stats.contains_key("hset") || stats.contains_key("rpush"),
+        "commandstats not read: {stats:?}"
+    );
+    for &forbidden in FORBIDDEN {
+        for (name, &calls) in &stats {
+            let base = name.split('|').next().unwrap_or(name);
+            if base != forbidden {
+                continue;
+            }
+            let expected = match name.as_str() {
+                "keys" => env.keys_calls.load(Ordering::Relaxed),
+                "client|setinfo" => calls,
+                _ => 0,
+            };
+            assert_eq!(
+                calls, expected,
+                "Redis executed `{name}` {calls} times: {stats:?}"
+            );
+        }
     }
 }
 
@@ -248,13 +310,15 @@ async fn runaway_rules_fail_with_their_reason_and_the_neighbour_is_served() {
     for (name, _, kind) in &cases {
         let topic = format!("acme/{name}");
         let before = rt.metrics.failures("acme", kind);
-        neighbour_served(&env, &publisher, 20, &topic).await;
-        eventually(
-            Duration::from_secs(10),
-            &format!("{name} fails with {kind}"),
-            || (rt.metrics.failures("acme", kind) > before).then_some(()),
-        )
-        .await;
+        // Publish until the rule has failed with its reason: once the looping rule has
+        // used acme's CPU share of a worker, acme's events there are shed (not run) for
+        // up to a second.
+        let mut rounds = 0;
+        while rt.metrics.failures("acme", kind) <= before {
+            neighbour_served(&env, &publisher, 5, &topic).await;
+            rounds += 1;
+            assert!(rounds < 1000, "{name} never failed with {kind}");
+        }
     }
 
     // The dead-letter stream names each reason.
@@ -270,8 +334,10 @@ async fn runaway_rules_fail_with_their_reason_and_the_neighbour_is_served() {
     assert!(timeout["reason"].contains("deadline"), "{timeout:?}");
     assert_eq!(timeout["tenant"], "acme");
 
-    // Nothing forbidden reached Redis: every key is the neighbour's or under acme:, and
-    // the `SET ok 1` in front of FLUSHALL was refused with it.
+    // Nothing forbidden reached Redis: no forbidden command ever ran, every key is the
+    // neighbour's or under acme:, and the `SET ok 1` in front of FLUSHALL was refused
+    // with it.
+    assert_nothing_forbidden_ran(&env);
     assert!(
         !env.keys().iter().any(|k| k == b"acme:ok"),
         "partial output written"
@@ -361,10 +427,57 @@ async fn keys_of_other_tenants_are_out_of_reach() {
     })
     .await;
     assert!(!env.keys().iter().any(|k| k == b"acme:stolen"));
+    assert_nothing_forbidden_ran(&env);
     rt.stop().await;
 }
 
 const SECS5: Duration = Duration::from_secs(5);
+
+/// The acceptance case without quarantine: a tenant whose rule runs `loop {}` on every
+/// one of its messages, published interleaved one for one with the neighbour's. Its
+/// invocations end at the deadline (`timeout`); once it has used its CPU share of a
+/// worker, its events are shed (`cpu_budget`, in its dead-letter stream with the reason)
+/// instead of run; and every neighbour message is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_tenant_is_held_to_its_cpu_share() {
+    let env = Env::new();
+    neighbour(&env);
+    write(
+        &env.tenant("acme"),
+        "loop.wasm",
+        &wat_rule(&["acme/#"], "(loop $l (br $l)) (i64.const 0)", ""),
+    );
+    let rt = env.runtime(QUICK_QUARANTINE).await;
+    wait_loaded(&rt, "acme/loop").await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    warm_up(&env, &publisher).await;
+    neighbour_served(&env, &publisher, 300, "acme/loop").await;
+    eventually(SECS5, "acme's events shed", || {
+        (rt.metrics.failures("acme", "cpu_budget") > 0).then_some(())
+    })
+    .await;
+    assert!(
+        rt.metrics.failures("acme", "timeout") > 0,
+        "the rule never ran"
+    );
+    assert_eq!(
+        Metrics::get(&rt.metrics.quarantined_skips),
+        0,
+        "quarantine is off in this test: the CPU share alone must hold the tenant"
+    );
+    let dl = env.dead_letters("acme:wasmrule:deadletter");
+    let shed = dl
+        .iter()
+        .find(|e| e["kind"] == "cpu_budget")
+        .expect("a shed event in the dead-letter stream");
+    assert!(
+        shed["reason"].contains("over its 10% share") && shed["reason"].contains("shed"),
+        "{shed:?}"
+    );
+    assert_eq!(shed["rule"], "acme/loop");
+    assert!(dl.iter().any(|e| e["kind"] == "timeout"));
+    rt.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_modules_are_refused_at_load() {
@@ -374,10 +487,12 @@ async fn broken_modules_are_refused_at_load() {
     let publisher = Publisher::connect(&env.mqtt).await;
     warm_up(&env, &publisher).await;
     let manifest = r#"{"name":"x","filters":["acme/#"]}"#;
-    let bad: Vec<(&str, Vec<u8>)> = vec![
+    // Each module, and what its load error must say (as in the log).
+    let bad: Vec<(&str, Vec<u8>, &[&str])> = vec![
         (
             "start-trap",
             wat_rule(&["acme/#"], "(i64.const 0)", "(func $s unreachable) (start $s)"),
+            &["failed while reading its manifest", "unreachable"],
         ),
         (
             "wrong-signature",
@@ -391,6 +506,7 @@ async fn broken_modules_are_refused_at_load() {
                 manifest.len()
             ))
             .unwrap(),
+            &["export `wasmrule_alloc` must be a function (i32) -> (i32)"],
         ),
         (
             "huge-memory",
@@ -404,12 +520,18 @@ async fn broken_modules_are_refused_at_load() {
                 manifest.len()
             ))
             .unwrap(),
+            &["does not fit in pooling allocator", "memory has a minimum byte size of 3932160000"],
         ),
         (
             "huge-table",
             wat_rule(&["acme/#"], "(i64.const 0)", "(table 10000000 funcref)"),
+            &["table index 0 has a minimum element size of 10000000 which exceeds the limit of 10000"],
         ),
-        ("topic-acl", wat_rule(&["#"], "(i64.const 0)", "")),
+        (
+            "topic-acl",
+            wat_rule(&["#"], "(i64.const 0)", ""),
+            &["filter \"#\" is outside what tenant acme may subscribe to (acme/#)"],
+        ),
         (
             "wasi",
             wat::parse_str(
@@ -417,14 +539,23 @@ async fn broken_modules_are_refused_at_load() {
                    (memory (export "memory") 1) (func (export "wasmrule_abi_version_1")))"#,
             )
             .unwrap(),
+            &["imports `wasi_snapshot_preview1::fd_write`, but rules may import nothing"],
         ),
     ];
-    for (i, (name, wasm)) in bad.iter().enumerate() {
+    for (i, (name, wasm, reasons)) in bad.iter().enumerate() {
         write(&env.tenant("acme"), &format!("{name}.wasm"), wasm);
-        eventually(SECS5, &format!("{name} refused"), || {
-            (Metrics::get(&rt.metrics.load_errors) > i as u64).then_some(())
+        let id = format!("acme/{name}");
+        let error = eventually(SECS5, &format!("{name} refused"), || {
+            rt.rules.load_error(&id)
         })
         .await;
+        for reason in *reasons {
+            assert!(
+                error.contains(reason),
+                "{name}: load error {error:?} does not say {reason:?}"
+            );
+        }
+        assert_eq!(Metrics::get(&rt.metrics.load_errors), i as u64 + 1);
         assert!(
             rt.rules.snapshot().get(&format!("acme/{name}")).is_none(),
             "{name} loaded"

@@ -1,6 +1,8 @@
 //! End-to-end figures against real servers on this machine: publish -> rule -> Redis.
 //!
 //! Run: `rules-wasm/build.sh && cargo bench -p wasmrule --bench e2e`
+//! (`E2E_ONLY=throughput,hostile` runs some parts; `E2E_WASMRULE=/path/to/wasmrule`
+//! measures another build of the binary.)
 //!
 //! Starts a private mosquitto and redis-server on free loopback ports and the release
 //! `wasmrule` binary as a separate process, then measures, each against a baseline
@@ -15,8 +17,11 @@
 //! 4. time from `rename(2)` of a new rule into the directory to its first Redis write;
 //! 5. a 10 s Redis outage under a steady QoS 1 stream: wasmrule's RSS during it, and how
 //!    long after Redis returns the write rate is back to its level before;
-//! 6. a neighbour's throughput while another tenant runs `loop {}` on every message
-//!    (with and without quarantine), and RSS while a tenant bombs memory;
+//! 6. a neighbour's throughput while another tenant runs `loop {}` on every one of its
+//!    messages, sent at the neighbour's rate: (a) with the deadline only, (b) with the
+//!    tenant's CPU share and quarantine off, (c) with both (the defaults) and (c') with
+//!    quarantine only, each against the neighbour alone with the same publish stream;
+//!    and RSS while a tenant bombs memory;
 //! 7. throughput with the embedded broker (`--embedded-broker`): publish -> wasmrule's
 //!    own broker -> rule -> Redis, against the same broker-only baseline.
 
@@ -114,6 +119,14 @@ fn main() {
     });
 }
 
+/// The wasmrule binary to measure: `E2E_WASMRULE` if set (a copy of another build, to
+/// compare two versions with the same bench), else the one cargo built with this bench.
+fn wasmrule_bin() -> std::path::PathBuf {
+    std::env::var_os("E2E_WASMRULE")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmrule").into())
+}
+
 fn start_wasmrule(redis: &Redis, mqtt: &Mosquitto, dir: &Path, log: &Path) -> Child {
     // E2E_WRAP="perf record -g -o /tmp/w.data" profiles the wasmrule process.
     let wrap = std::env::var("E2E_WRAP").unwrap_or_default();
@@ -121,10 +134,10 @@ fn start_wasmrule(redis: &Redis, mqtt: &Mosquitto, dir: &Path, log: &Path) -> Ch
     let mut cmd = match words.next() {
         Some(w) => {
             let mut c = Command::new(w);
-            c.args(words).arg(env!("CARGO_BIN_EXE_wasmrule"));
+            c.args(words).arg(wasmrule_bin());
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_wasmrule")),
+        None => Command::new(wasmrule_bin()),
     };
     cmd.args([
         "run",
@@ -510,7 +523,7 @@ async fn outage(down_secs: u64) {
     std::fs::create_dir(&rules).unwrap();
     std::fs::copy(dist("seq-counter"), rules.join("seq.wasm")).unwrap();
     let log = dir.path().join("wasmrule.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+    let mut child = Command::new(wasmrule_bin())
         .args([
             "run",
             "--mqtt-url",
@@ -640,8 +653,31 @@ fn hostile_rule(body: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// What one neighbour run measured.
+struct NeighbourRun {
+    /// Neighbour messages per second, publish of the first to write of the last.
+    rate: f64,
+    /// Peak RSS of the wasmrule process, MB.
+    rss: f64,
+    /// The hostile tenant's invocations that hit the deadline, and its events shed.
+    timeouts: u64,
+    shed: u64,
+}
+
 /// Neighbour messages per second with an optional hostile rule and tenant config.
-async fn neighbour_rate(n: usize, hostile: Option<&[u8]>, tenants: &str) -> (f64, f64) {
+/// The publisher sends `n` messages to the neighbour (`store-last-message/dev-N`) and,
+/// after every `hostile_every`-th of them, one to tenant `acme` (`acme/dev-N`, over the
+/// same 100 topics), whether or not a rule subscribes to them.
+///
+/// With `rate`, the neighbour's messages are published at that many per second (and
+/// acme's at the same rate), in 1 ms ticks; without, as fast as the publisher can.
+async fn neighbour_rate(
+    n: usize,
+    hostile_every: usize,
+    hostile: Option<&[u8]>,
+    tenants: &str,
+    rate: Option<u64>,
+) -> NeighbourRun {
     let redis = Redis::start();
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
@@ -651,10 +687,15 @@ async fn neighbour_rate(n: usize, hostile: Option<&[u8]>, tenants: &str) -> (f64
     if let Some(w) = hostile {
         std::fs::write(rules.join("acme").join("hostile.wasm"), w).unwrap();
     }
+    let http_port = free_port();
     let cfg = dir.path().join("wasmrule.toml");
-    std::fs::write(&cfg, format!("[runtime]\nhttp_addr = \"off\"\n{tenants}")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[runtime]\nhttp_addr = \"127.0.0.1:{http_port}\"\n{tenants}"),
+    )
+    .unwrap();
     let log = dir.path().join("wasmrule.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+    let mut child = Command::new(wasmrule_bin())
         .args(["run", "--config"])
         .arg(&cfg)
         .args([
@@ -695,7 +736,13 @@ async fn neighbour_rate(n: usize, hostile: Option<&[u8]>, tenants: &str) -> (f64
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+    let per_tick = rate.map(|r| (r / 1000).max(1) as usize);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..n {
+        if per_tick.is_some_and(|k| i % k == 0) {
+            tick.tick().await;
+        }
         let payload = format!(r#"{{"temp":{i}}}"#);
         client
             .publish(
@@ -706,10 +753,14 @@ async fn neighbour_rate(n: usize, hostile: Option<&[u8]>, tenants: &str) -> (f64
             )
             .await
             .unwrap();
-        // One hostile message for every ten.
-        if i % 10 == 0 {
+        if i % hostile_every == 0 {
             client
-                .publish("acme/x", rumqttc::QoS::AtMostOnce, false, "x")
+                .publish(
+                    format!("acme/dev-{}", i % DEVICES),
+                    rumqttc::QoS::AtMostOnce,
+                    false,
+                    "x",
+                )
                 .await
                 .unwrap();
         }
@@ -736,28 +787,129 @@ async fn neighbour_rate(n: usize, hostile: Option<&[u8]>, tenants: &str) -> (f64
     let rate = n as f64 / start.elapsed().as_secs_f64();
     sampler.abort();
     pub_task.abort();
+    let metrics = http_get(http_port, "/metrics");
+    let count = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("wasmrule_invocation_failures_total{tenant=\"acme\"")
+                    && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (timeouts, shed) = (count("timeout"), count("cpu_budget"));
     stop_child(&mut child);
     let rss = *rss_max.lock().unwrap();
-    (rate, rss)
+    NeighbourRun {
+        rate,
+        rss,
+        timeouts,
+        shed,
+    }
+}
+
+/// The body of `GET path` from wasmrule's health endpoint.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
 }
 
 async fn hostile(n: usize) {
     let looping = hostile_rule("(loop $l (br $l)) (i64.const 0)");
+    // A well-behaved acme rule: returns no commands (a zeroed result buffer).
+    let benign = hostile_rule("(i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.const 5))");
     let bomb = hostile_rule(
         "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
     );
-    let no_quarantine = "[tenants.acme]\nquarantine_failures = 4000000000\n";
-    let (alone, rss_alone) = neighbour_rate(n, None, "").await;
-    let (with_loop, _) = neighbour_rate(n, Some(&looping), "").await;
-    let (with_loop_nq, _) = neighbour_rate(n / 20, Some(&looping), no_quarantine).await;
-    let (_, rss_bomb) = neighbour_rate(n, Some(&bomb), no_quarantine).await;
-    println!(
-        "neighbour ({n} msgs, 1 hostile msg per 10): alone {alone:.0} msg/s; with a loop {{}} tenant \
-         {with_loop:.0} msg/s ({:.2} of alone, default quarantine); without quarantine {with_loop_nq:.0} msg/s ({:.2})",
-        with_loop / alone,
-        with_loop_nq / alone
-    );
-    println!(
-        "RSS max: {rss_alone:.1} MB alone, {rss_bomb:.1} MB while a tenant grows memory to the cap on every message"
-    );
+    let no_quarantine = "quarantine_failures = 4000000000\n";
+    let no_share = "cpu_share_percent = 100\n";
+    let deadline_only = format!("[tenants.acme]\n{no_quarantine}{no_share}");
+    let share_only = format!("[tenants.acme]\n{no_quarantine}");
+    let quarantine_only = format!("[tenants.acme]\n{no_share}");
+    let line = |what: &str, msgs: usize, r: &NeighbourRun, alone: &NeighbourRun| {
+        println!(
+            "  {what:<52} {msgs:>7} msgs {:>8.0} msg/s  {:>5.3} of alone  (acme: {} timeouts, {} shed)",
+            r.rate,
+            r.rate / alone.rate,
+            r.timeouts,
+            r.shed
+        );
+    };
+    // Every run publishes the same stream: one acme message per neighbour message.
+    // Deadline only costs 10 ms of a worker per acme message: a hundredth of the
+    // messages is enough to measure it.
+    let few = (n / 100).max(DEVICES);
+    for rate in [None, Some(FAIR_RATE)] {
+        let alone = neighbour_rate(n, 1, None, "", rate).await;
+        let benign_run = neighbour_rate(n, 1, Some(&benign), "", rate).await;
+        let a = neighbour_rate(few, 1, Some(&looping), &deadline_only, rate).await;
+        let b = neighbour_rate(n, 1, Some(&looping), &share_only, rate).await;
+        let c = neighbour_rate(n, 1, Some(&looping), "", rate).await;
+        let c2 = neighbour_rate(n, 1, Some(&looping), &quarantine_only, rate).await;
+        match rate {
+            None => println!(
+                "neighbour at full speed, tenant acme sending one message per neighbour \
+                 message (100 topics each):"
+            ),
+            Some(r) => println!(
+                "neighbour at {r} msg/s, tenant acme sending one message per neighbour \
+                 message (100 topics each):"
+            ),
+        }
+        line(
+            "alone (acme's messages published, no acme rule)",
+            n,
+            &alone,
+            &alone,
+        );
+        line(
+            "acme well-behaved (a rule returning nothing)",
+            n,
+            &benign_run,
+            &alone,
+        );
+        line(
+            "(a) loop {}: deadline only (no CPU share or quarantine)",
+            few,
+            &a,
+            &alone,
+        );
+        line(
+            "(b) loop {}: CPU share (default 10%), no quarantine",
+            n,
+            &b,
+            &alone,
+        );
+        line(
+            "(c) loop {}: CPU share and quarantine (the defaults)",
+            n,
+            &c,
+            &alone,
+        );
+        line(
+            "(c') loop {}: quarantine only (no CPU share)",
+            n,
+            &c2,
+            &alone,
+        );
+        if rate.is_none() {
+            let bomb = neighbour_rate(n, 10, Some(&bomb), &deadline_only, None).await;
+            println!(
+                "RSS max: {:.1} MB alone, {:.1} MB while a tenant grows memory to the cap on \
+                 every tenth message (no CPU share, no quarantine)",
+                alone.rss, bomb.rss
+            );
+        }
+    }
 }
+
+/// Offered rate of the fixed-rate neighbour runs: below what this machine does at full
+/// speed with both tenants' traffic, so that a shortfall is the hostile tenant's doing.
+const FAIR_RATE: u64 = 10_000;

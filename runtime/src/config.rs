@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::engine::Limits;
+use crate::cpu_budget::CpuBudget;
+use crate::engine::{GUEST_THREAD_STACK, Limits, MAX_WASM_STACK};
 use crate::policy::{DEFAULT_ALLOWED, InvokeLimits, Quarantine, TenantPolicy, resolve_allowed};
 use crate::ruleset::DEFAULT_TENANT;
 
@@ -125,8 +126,28 @@ fn default_quarantine() -> Quarantine {
     }
 }
 
+/// Share of each worker's time a tenant other than the default one may take, in percent
+/// (docs/security.md, "CPU share"): enough for about 11,000 events per second per worker
+/// of a typical rule (9 us each), little enough that a tenant burning its whole deadline
+/// on every event leaves the others at least 90% of every worker.
+pub const DEFAULT_CPU_SHARE_PERCENT: u32 = 10;
+/// Window the CPU share is measured over.
+pub const DEFAULT_CPU_WINDOW: Duration = Duration::from_secs(1);
+
+fn default_cpu_budget(tenant: &str) -> CpuBudget {
+    if tenant == DEFAULT_TENANT {
+        CpuBudget::UNLIMITED
+    } else {
+        CpuBudget {
+            share_percent: DEFAULT_CPU_SHARE_PERCENT,
+            window: DEFAULT_CPU_WINDOW,
+        }
+    }
+}
+
 /// The default tenant (rules directly in the rules directory) belongs to the operator:
-/// no key prefix, any topic. Any other tenant gets `<tenant>:` and `<tenant>/#`.
+/// no key prefix, any topic, no CPU budget. Any other tenant gets `<tenant>:`,
+/// `<tenant>/#` and [`DEFAULT_CPU_SHARE_PERCENT`].
 fn default_policy(tenant: &str, limits: InvokeLimits) -> TenantPolicy {
     let allowed = resolve_allowed(
         &DEFAULT_ALLOWED
@@ -152,6 +173,7 @@ fn default_policy(tenant: &str, limits: InvokeLimits) -> TenantPolicy {
         10_000,
         default_quarantine(),
     )
+    .with_cpu_budget(default_cpu_budget(tenant))
 }
 
 /// Values given on the command line or in the environment; `None` keeps the file's.
@@ -205,6 +227,8 @@ struct RawTenant {
     quarantine_failures: Option<u32>,
     quarantine_window_secs: Option<u64>,
     quarantine_backoff_secs: Option<u64>,
+    cpu_share_percent: Option<u32>,
+    cpu_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -474,8 +498,16 @@ impl Config {
         if limits.max_memory > 4 << 30 {
             bail!("limits.max_memory_mb: at most 4096 (32-bit linear memory)");
         }
-        if limits.max_wasm_stack > 8 << 20 {
-            bail!("limits.max_wasm_stack_kb: at most 8192");
+        if limits.max_wasm_stack > MAX_WASM_STACK {
+            bail!(
+                "limits.max_wasm_stack_kb: {} is above {}: the wasm stack must stay well \
+                 below the {} KiB native stack of the threads that run rules (at most a \
+                 quarter), or a deep recursion could overflow the thread instead of \
+                 failing with `stack`",
+                limits.max_wasm_stack >> 10,
+                MAX_WASM_STACK >> 10,
+                GUEST_THREAD_STACK >> 10
+            );
         }
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -593,6 +625,24 @@ fn tenant_policy(name: &str, t: RawTenant, global: &InvokeLimits) -> anyhow::Res
             .quarantine_backoff_secs
             .map_or(q.backoff, Duration::from_secs),
     };
+    let cpu = CpuBudget {
+        share_percent: t.cpu_share_percent.unwrap_or(base.cpu.share_percent),
+        window: t
+            .cpu_window_ms
+            .map_or(base.cpu.window, Duration::from_millis),
+    };
+    if !(1..=100).contains(&cpu.share_percent) {
+        bail!(
+            "cpu_share_percent: {} is outside 1..=100 (100 turns the budget off)",
+            cpu.share_percent
+        );
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&cpu.window) {
+        bail!(
+            "cpu_window_ms: {} is outside 100..=60000",
+            cpu.window.as_millis()
+        );
+    }
     Ok(TenantPolicy::new(
         name,
         &prefix,
@@ -601,7 +651,8 @@ fn tenant_policy(name: &str, t: RawTenant, global: &InvokeLimits) -> anyhow::Res
         limits,
         t.dead_letter_maxlen.unwrap_or(base.dead_letter_maxlen),
         quarantine,
-    ))
+    )
+    .with_cpu_budget(cpu))
 }
 
 fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T, key: &str) -> anyhow::Result<T> {
@@ -832,6 +883,16 @@ mod tests {
         assert!(err("[redis]\nurl = \"http://x\"").contains("redis.url"));
         assert!(err("[limits]\ntimeout_ms = 0").contains("limits.timeout_ms"));
         assert!(err("[limits]\nmax_memory_mb = 5000").contains("limits.max_memory_mb"));
+        // The wasm stack cap stays below every thread stack that runs guest code.
+        let e = err("[limits]\nmax_wasm_stack_kb = 8192");
+        assert!(
+            e.contains("limits.max_wasm_stack_kb: 8192 is above 2048")
+                && e.contains("native stack"),
+            "{e}"
+        );
+        assert!(err("[limits]\nmax_wasm_stack_kb = 2049").contains("max_wasm_stack_kb"));
+        let c = Config::from_toml("[limits]\nmax_wasm_stack_kb = 2048").unwrap();
+        assert_eq!(c.limits.max_wasm_stack, MAX_WASM_STACK);
         assert!(err("[runtime]\nworkers = 1000").contains("runtime.workers"));
         assert!(err("[mqtt]\nclient_id = \"a/b\"").contains("mqtt.client_id"));
         assert!(err("[mqtt]\ninflight = 0").contains("mqtt.inflight"));
@@ -873,6 +934,32 @@ mod tests {
         assert!(err("[tenants.\"a b\"]").contains("tenant name"));
         assert!(err("[tenants.acme]\ntopics = [\"a/#/b\"]").contains("topics"));
         assert!(err("[tenants.acme]\nprefix = \"x\"").contains("unknown field"));
+    }
+
+    #[test]
+    fn cpu_budgets() {
+        let c = Config::from_toml(
+            "[tenants.acme]\ncpu_share_percent = 25\ncpu_window_ms = 500\n\
+             [tenants.free]\ncpu_share_percent = 100\n",
+        )
+        .unwrap();
+        let acme = c.tenants.policy("acme").cpu;
+        assert_eq!(acme.share_percent, 25);
+        assert_eq!(acme.window, Duration::from_millis(500));
+        assert_eq!(acme.allowance_us(), 125_000);
+        assert!(!c.tenants.policy("free").cpu.is_limited());
+        // Unlisted tenants get the default share; the operator's default tenant none.
+        let other = c.tenants.policy("beta").cpu;
+        assert_eq!(other.share_percent, DEFAULT_CPU_SHARE_PERCENT);
+        assert_eq!(other.window, DEFAULT_CPU_WINDOW);
+        assert!(!c.tenants.policy(DEFAULT_TENANT).cpu.is_limited());
+        let e = err("[tenants.acme]\ncpu_share_percent = 0");
+        assert!(
+            e.contains("tenants.acme") && e.contains("cpu_share_percent"),
+            "{e}"
+        );
+        assert!(err("[tenants.acme]\ncpu_share_percent = 101").contains("1..=100"));
+        assert!(err("[tenants.acme]\ncpu_window_ms = 5").contains("cpu_window_ms"));
     }
 
     #[test]

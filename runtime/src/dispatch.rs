@@ -7,7 +7,12 @@
 //!
 //! Workers are OS threads with large stacks, never tokio tasks: wasm runs here, not in
 //! the MQTT poll loop, and a guest cannot exhaust the thread's stack (wasmtime's
-//! `max_wasm_stack` is far below it).
+//! `max_wasm_stack` is at most a quarter of it, `engine/stack.rs`).
+//!
+//! Fairness between tenants sharing a worker: each worker meters its tenants' time
+//! (`cpu_budget.rs`); while other messages wait for the worker, an event for a tenant
+//! over its share is shed to the tenant's dead-letter stream instead of run, in its
+//! place in the topic's order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +21,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::commands::Commands;
+use crate::cpu_budget::{OverBudget, TenantMeters};
+use crate::engine::GUEST_THREAD_STACK;
 use crate::event::{EventEncoder, Message};
 use crate::metrics::Metrics;
 use crate::quarantine::Service;
 use crate::redis_sink::WriteBatch;
 use crate::ruleset::{LoadedRule, Rules};
 
-/// Native stack of a worker thread: well above wasmtime's wasm stack cap plus host
-/// frames.
-const WORKER_STACK: usize = 8 << 20;
+/// Native stack of a worker thread: at least four times wasmtime's wasm stack cap, so the
+/// guest's stack and the host frames below it always fit (`engine/stack.rs`).
+const WORKER_STACK: usize = GUEST_THREAD_STACK;
 /// A worker hands its batch to the Redis writer at this many commands even if more
 /// messages are waiting, to bound latency and memory.
 const MAX_BATCH_COMMANDS: usize = 512;
@@ -84,6 +91,7 @@ pub fn start(
             matched: Vec::new(),
             scratch: Commands::new(),
             last_error_log: HashMap::new(),
+            meters: TenantMeters::new(Instant::now()),
         };
         threads.push(
             std::thread::Builder::new()
@@ -131,6 +139,8 @@ struct Worker {
     // batch.
     scratch: Commands,
     last_error_log: HashMap<Arc<str>, (Instant, u64)>,
+    // Each tenant's time on this worker, for its CPU share.
+    meters: TenantMeters,
 }
 
 impl Worker {
@@ -166,7 +176,9 @@ impl Worker {
             Metrics::add(&self.metrics.messages_unmatched, 1);
             return;
         }
-        self.encoder.publish_event(m, &mut self.event);
+        // Encoded at the first invocation: an event that every matching rule sheds or
+        // skips is never encoded.
+        let mut encoded = false;
         let matched = std::mem::take(&mut self.matched);
         let now = Instant::now();
         for &i in &matched {
@@ -185,18 +197,43 @@ impl Worker {
                     loaded.id
                 ),
             }
+            let policy = &loaded.policy;
+            // Metered tenants pay two clock reads per invocation; others none.
+            let start = if policy.cpu.is_limited() {
+                let start = Instant::now();
+                let admitted = self.meters.admit(loaded.tenant_slot, &policy.cpu, start);
+                // Over its share, a tenant still runs while nothing else waits for this
+                // worker: the share divides contended time, idle time is anyone's.
+                if let Err(over) = admitted
+                    && !self.rx.is_empty()
+                {
+                    self.shed(loaded, m, &over, batch);
+                    continue;
+                }
+                Some(start)
+            } else {
+                None
+            };
+            if !encoded {
+                self.encoder.publish_event(m, &mut self.event);
+                encoded = true;
+            }
             Metrics::add(&self.metrics.invocations, 1);
             self.scratch.clear();
-            let policy = &loaded.policy;
             let outcome = loaded
                 .rule
                 .invoke_with(&self.event, &mut self.scratch, &policy.limits)
-                .map_err(|e| (e.kind(), e.to_string()))
-                .and_then(|_| {
-                    policy
-                        .apply(&self.scratch, &mut batch.commands)
-                        .map_err(|e| (e.kind(), e.to_string()))
-                });
+                .map_err(|e| (e.kind(), e.to_string()));
+            if let Some(start) = start {
+                let end = Instant::now();
+                self.meters
+                    .charge(loaded.tenant_slot, &policy.cpu, start, end);
+            }
+            let outcome = outcome.and_then(|_| {
+                policy
+                    .apply(&self.scratch, &mut batch.commands)
+                    .map_err(|e| (e.kind(), e.to_string()))
+            });
             match outcome {
                 Ok(()) if self.scratch.is_empty() => {}
                 Ok(()) => batch.record_origin(loaded.clone(), &m.topic, self.scratch.len()),
@@ -204,6 +241,23 @@ impl Worker {
             }
         }
         self.matched = matched;
+    }
+
+    /// An event not run because its tenant is over its CPU share while other messages
+    /// wait: counted, logged
+    /// (rate-limited) and written to the tenant's dead-letter stream. Not a failure of
+    /// the rule, so it does not count towards quarantine.
+    fn shed(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        over: &OverBudget,
+        batch: &mut WriteBatch,
+    ) {
+        self.metrics.shed(&loaded.tenant);
+        let reason = over.to_string();
+        self.log_failure(loaded, &m.topic, OverBudget::KIND, &reason);
+        self.dead_letter(loaded, m, OverBudget::KIND, &reason, batch);
     }
 
     /// A failed invocation: counted, logged (rate-limited), written to the tenant's
@@ -219,6 +273,31 @@ impl Worker {
     ) {
         self.metrics.failure(&loaded.tenant, kind);
         self.log_failure(loaded, &m.topic, kind, reason);
+        self.dead_letter(loaded, m, kind, reason, batch);
+        let p = &loaded.policy;
+        if let Some(backoff) = loaded.health.record_failure(&p.quarantine, now) {
+            tracing::warn!(
+                rule = %loaded.id,
+                tenant = %loaded.tenant,
+                version = loaded.version,
+                "rule {} quarantined for {backoff:?} after {} failures within {:?}; \
+                 drop in a fixed version to restore it sooner",
+                loaded.id,
+                p.quarantine.failures,
+                p.quarantine.window
+            );
+        }
+    }
+
+    /// Writes `m` to its tenant's dead-letter stream with why it was not handled.
+    fn dead_letter(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        kind: &'static str,
+        reason: &str,
+        batch: &mut WriteBatch,
+    ) {
         let p = &loaded.policy;
         let version = loaded.version.to_string();
         let id = self.encoder.event_id(m);
@@ -259,18 +338,6 @@ impl Worker {
         );
         batch.record_origin(loaded.clone(), &m.topic, 1);
         Metrics::add(&self.metrics.dead_letters, 1);
-        if let Some(backoff) = loaded.health.record_failure(&p.quarantine, now) {
-            tracing::warn!(
-                rule = %loaded.id,
-                tenant = %loaded.tenant,
-                version = loaded.version,
-                "rule {} quarantined for {backoff:?} after {} failures within {:?}; \
-                 drop in a fixed version to restore it sooner",
-                loaded.id,
-                p.quarantine.failures,
-                p.quarantine.window
-            );
-        }
     }
 
     fn log_failure(&mut self, rule: &LoadedRule, topic: &str, kind: &str, reason: &str) {

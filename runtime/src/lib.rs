@@ -20,6 +20,7 @@
 //! - [`ack`]: acknowledge-after-write, in arrival order.
 //! - [`policy`]: per-tenant command allow-list, key namespace, topic ACL, limits.
 //! - [`quarantine`]: taking failing rules out of service.
+//! - [`cpu_budget`]: each tenant's share of worker time; shedding a tenant over it.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
@@ -33,6 +34,7 @@ pub mod ack;
 pub mod broker;
 pub mod commands;
 pub mod config;
+pub mod cpu_budget;
 pub mod demo;
 pub mod dispatch;
 pub mod emqx;

@@ -181,9 +181,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Simulate(args) => simulate(args),
         Command::Demo(args) => demo(args),
-        Command::Check { files } => check(&files),
-        Command::Eval { rule, event } => eval(&rule, &event),
-        Command::Test { rule, cases } => test(&rule, &cases),
+        Command::Check { files } => on_guest_stack(move || check(&files)),
+        Command::Eval { rule, event } => on_guest_stack(move || eval(&rule, &event)),
+        Command::Test { rule, cases } => on_guest_stack(move || test(&rule, &cases)),
         Command::New { name, lang } => {
             wasmrule::scaffold::create(Path::new("."), &name, lang).map(|()| {
                 println!("created {name}/: cd {name} && ./build.sh && wasmrule test {name}.wasm cases.json");
@@ -198,6 +198,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an offline command (`check`, `eval`, `test`, which run guest code) on a thread
+/// with the native stack the wasm stack cap is sized for (`engine/stack.rs`), not on
+/// the main thread, whose stack is whatever `ulimit -s` says.
+fn on_guest_stack(f: impl FnOnce() -> anyhow::Result<ExitCode> + Send) -> anyhow::Result<ExitCode> {
+    wasmrule::engine::on_guest_stack(f).context("cannot start a thread to run rules on")?
 }
 
 /// Transparent huge pages make the allocator's and wasmtime's mostly-idle regions cost
@@ -239,6 +246,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // No guest code runs on these threads (rules run on worker threads, manifest
+        // reads on threads of their own, engine/stack.rs), so this does not bound the
+        // wasm stack cap.
         .thread_stack_size(4 << 20)
         .enable_all()
         .build()

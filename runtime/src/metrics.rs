@@ -1,6 +1,8 @@
 //! Counters the runtime keeps about itself. Plain atomics: cheap to bump from any thread,
 //! read by tests, the periodic status line, and (later) a metrics endpoint.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters since start. All monotonic.
@@ -36,14 +38,17 @@ pub struct Metrics {
     pub quarantined_skips: AtomicU64,
     /// Events written to a tenant's dead-letter stream.
     pub dead_letters: AtomicU64,
+    /// Events not run because their tenant was over its CPU share (`cpu_budget.rs`).
+    pub events_shed: AtomicU64,
     /// Broker events (embedded broker) produced while shutting down, after the
     /// dispatcher had stopped taking them.
     pub source_events_dropped: AtomicU64,
     /// Messages on EMQX client-event topics whose payload could not be read
     /// (`mqtt.emqx_events`); skipped and acknowledged.
     pub emqx_events_malformed: AtomicU64,
-    /// Failed invocations by (tenant, kind): `timeout`, `memory`, `command_not_allowed`...
-    pub failures_by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// Failed invocations, and shed events (`cpu_budget`), by tenant and kind:
+    /// `timeout`, `memory`, `command_not_allowed`...
+    failures_by_kind: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
 }
 
 impl Metrics {
@@ -60,23 +65,40 @@ impl Metrics {
     /// Counts one failed invocation of a tenant's rule.
     pub fn failure(&self, tenant: &str, kind: &'static str) {
         Self::add(&self.invocation_errors, 1);
-        let mut m = self
-            .failures_by_kind
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *m.entry((tenant.to_owned(), kind)).or_insert(0) += 1;
+        self.count_kind(tenant, kind);
     }
 
-    /// Failed invocations of `tenant`'s rules of `kind` so far.
-    pub fn failures(&self, tenant: &str, kind: &str) -> u64 {
-        let m = self
-            .failures_by_kind
+    /// Counts one event shed because its tenant was over its CPU share.
+    pub fn shed(&self, tenant: &str) {
+        Self::add(&self.events_shed, 1);
+        self.count_kind(tenant, crate::cpu_budget::OverBudget::KIND);
+    }
+
+    fn by_kind(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<&'static str, u64>>> {
+        // Plain counters: consistent after a panic elsewhere.
+        self.failures_by_kind
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        m.iter()
-            .filter(|((t, k), _)| t == tenant && *k == kind)
-            .map(|(_, n)| *n)
-            .sum()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count_kind(&self, tenant: &str, kind: &'static str) {
+        let mut m = self.by_kind();
+        // Look up by &str first: no allocation once the tenant has been seen.
+        let kinds = match m.get_mut(tenant) {
+            Some(k) => k,
+            None => m.entry(tenant.to_owned()).or_default(),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+
+    /// Failed invocations (or, for `cpu_budget`, shed events) of `tenant`'s rules of
+    /// `kind` so far.
+    pub fn failures(&self, tenant: &str, kind: &str) -> u64 {
+        self.by_kind()
+            .get(tenant)
+            .and_then(|k| k.get(kind))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Sets a connection flag.
@@ -150,10 +172,26 @@ impl Metrics {
             &self.load_errors,
         );
         counter(
+            "events_shed_total",
+            "events not run because their tenant was over its CPU share",
+            &self.events_shed,
+        );
+        counter(
             "emqx_events_malformed_total",
             "EMQX client-event messages skipped: unreadable payload",
             &self.emqx_events_malformed,
         );
+        out.push_str(
+            "# HELP wasmrule_invocation_failures_total failed invocations and shed events by tenant and kind\n\
+             # TYPE wasmrule_invocation_failures_total counter\n",
+        );
+        for (tenant, kinds) in self.by_kind().iter() {
+            for (kind, n) in kinds {
+                out.push_str(&format!(
+                    "wasmrule_invocation_failures_total{{tenant={tenant:?},kind=\"{kind}\"}} {n}\n"
+                ));
+            }
+        }
         let mut gauge = |name: &str, help: &str, v: u64| {
             out.push_str(&format!(
                 "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} gauge\nwasmrule_{name} {v}\n"

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::commands::Commands;
+use crate::cpu_budget::CpuBudget;
 use crate::topic;
 
 /// How to find the keys of a command, in Redis's own terms (`COMMAND INFO`): arity
@@ -273,6 +274,8 @@ pub struct TenantPolicy {
     pub dead_letter_key: Vec<u8>,
     pub dead_letter_maxlen: u64,
     pub quarantine: Quarantine,
+    /// Share of each worker's time the tenant's rules may take (`cpu_budget.rs`).
+    pub cpu: CpuBudget,
 }
 
 fn find_spec(name: &[u8]) -> Option<&'static CommandSpec> {
@@ -323,7 +326,14 @@ impl TenantPolicy {
             dead_letter_key: [key_prefix.as_bytes(), b"wasmrule:deadletter"].concat(),
             dead_letter_maxlen,
             quarantine,
+            cpu: CpuBudget::UNLIMITED,
         }
+    }
+
+    /// This policy with `cpu` as the tenant's CPU budget (unlimited by default).
+    pub fn with_cpu_budget(mut self, cpu: CpuBudget) -> Self {
+        self.cpu = cpu;
+        self
     }
 
     /// Whether the tenant may subscribe to `filter`.

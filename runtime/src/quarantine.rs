@@ -5,8 +5,9 @@
 //! `quarantine.failures` happen within its `quarantine.window`, the rule is quarantined:
 //! it receives no events until its backoff has passed (doubling at each repeat, up to an
 //! hour) or a new version of its file is dropped in (a new version has a fresh health).
-//! Quarantine is what keeps a rule that burns its whole CPU deadline on every event from
-//! taking the workers away from other tenants for long.
+//! Quarantine takes a rule that keeps failing (say, burning its whole CPU deadline on
+//! every event) out altogether; the tenant's CPU share (`cpu_budget.rs`) already keeps
+//! it from taking the workers away from other tenants meanwhile.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

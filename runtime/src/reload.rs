@@ -81,6 +81,8 @@ pub struct Reloader {
     // Hash of the last content seen per path, loaded or not, so an unchanged file is
     // not compiled (or reported) twice.
     seen: HashMap<PathBuf, u64>,
+    // Tenant -> slot (`LoadedRule::tenant_slot`), handed out in order of first load.
+    tenant_slots: HashMap<String, usize>,
 }
 
 impl Reloader {
@@ -100,6 +102,7 @@ impl Reloader {
             tenants,
             versions: HashMap::new(),
             seen: HashMap::new(),
+            tenant_slots: HashMap::new(),
         }
     }
 
@@ -210,6 +213,7 @@ impl Reloader {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.seen.remove(path);
+                self.rules.set_load_error(&rp.id, None);
                 self.unload(&rp.id);
                 return;
             }
@@ -260,14 +264,18 @@ impl Reloader {
                     "cannot load rule {}: {e}; {keeping}",
                     path.display()
                 );
+                self.rules.set_load_error(&rp.id, Some(e));
                 return;
             }
         };
+        let slots = self.tenant_slots.len();
+        let tenant_slot = *self.tenant_slots.entry(rp.tenant.clone()).or_insert(slots);
         let version = self.versions.entry(rp.id.clone()).or_insert(0);
         *version += 1;
         let loaded = Arc::new(LoadedRule {
             id: rp.id.as_str().into(),
             tenant: rp.tenant.as_str().into(),
+            tenant_slot,
             path: path.to_owned(),
             version: *version,
             hash,
@@ -289,6 +297,7 @@ impl Reloader {
             if previous.is_some() { "replaced" } else { "loaded" },
             loaded.id,
         );
+        self.rules.set_load_error(&rp.id, None);
         self.rules.swap(current.with(loaded));
         self.metrics.rules_loaded.fetch_add(1, Ordering::Relaxed);
     }

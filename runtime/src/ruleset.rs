@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -35,6 +35,9 @@ pub struct LoadedRule {
     pub id: Arc<str>,
     /// Owner of the rule: the subdirectory, or [`DEFAULT_TENANT`].
     pub tenant: Arc<str>,
+    /// A small number naming the tenant, the same for all its rules, for per-tenant
+    /// state kept in arrays (`cpu_budget.rs`).
+    pub tenant_slot: usize,
     pub path: PathBuf,
     /// Counts the versions of this id loaded since start (1 for the first).
     pub version: u64,
@@ -166,11 +169,13 @@ pub struct Wanted {
     pub events: Vec<EventKind>,
 }
 
-/// The current [`RuleSet`], readable from any thread without locking, and what it asks
-/// sources for.
+/// The current [`RuleSet`], readable from any thread without locking, what it asks
+/// sources for, and why the files that are not serving were refused.
 pub struct Rules {
     current: ArcSwap<RuleSet>,
     wanted: watch::Sender<Wanted>,
+    // Rule id -> why its file's latest content was refused at load.
+    load_errors: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for Rules {
@@ -178,6 +183,7 @@ impl Default for Rules {
         Rules {
             current: ArcSwap::from_pointee(RuleSet::default()),
             wanted: watch::Sender::new(Wanted::default()),
+            load_errors: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -210,6 +216,32 @@ impl Rules {
                 true
             }
         });
+    }
+
+    /// Why the latest content of rule `id`'s file was refused at load (the same reason
+    /// the log gives), or `None` if it loaded or was never seen.
+    pub fn load_error(&self, id: &str) -> Option<String> {
+        self.errors().get(id).cloned()
+    }
+
+    /// Every rule file whose latest content was refused, by rule id, with the reason.
+    pub fn load_errors(&self) -> BTreeMap<String, String> {
+        self.errors().clone()
+    }
+
+    /// Records why rule `id`'s file was refused, or with `None` that it loaded or went
+    /// away.
+    pub fn set_load_error(&self, id: &str, reason: Option<String>) {
+        let mut errors = self.errors();
+        match reason {
+            Some(r) => errors.insert(id.to_owned(), r),
+            None => errors.remove(id),
+        };
+    }
+
+    fn errors(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // A plain map, consistent after a panic elsewhere.
+        self.load_errors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Follows what the current rules ask sources for: MQTT subscriptions and broker

@@ -45,10 +45,15 @@ fn instantiate(
     parts: &CoreParts,
     store: &mut Store<Ctx>,
 ) -> Result<(wasmtime::Instance, wasmtime::Memory), Failure> {
-    let instance = parts
-        .pre
-        .instantiate(&mut *store)
-        .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
+    // A trap in the start function is classified like any other (a deep recursion
+    // there is `stack`, an endless loop `timeout`); other failures are the module's.
+    let instance = parts.pre.instantiate(&mut *store).map_err(|e| {
+        if e.downcast_ref::<wasmtime::Trap>().is_some() {
+            Failure::Wasm(e)
+        } else {
+            RuleError::Instantiate(format!("{e:#}")).into()
+        }
+    })?;
     let memory = instance
         .get_module_export(&mut *store, &parts.exports.memory)
         .and_then(|e| e.into_memory())

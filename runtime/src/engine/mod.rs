@@ -14,6 +14,7 @@ pub mod abi;
 pub mod cache;
 mod component;
 mod core;
+mod stack;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use wasmtime::{
 use crate::commands::Commands;
 pub use abi::{ABI_VERSION, Manifest};
 pub use component::WORLD_VERSION as COMPONENT_WORLD_VERSION;
+pub use stack::{GUEST_THREAD_STACK, MAX_WASM_STACK, on_guest_stack};
 
 /// Length of one epoch tick: the resolution of the CPU deadline.
 const TICK: Duration = Duration::from_millis(1);
@@ -138,6 +140,8 @@ pub enum LoadError {
     Manifest(String),
     #[error("failed while reading its manifest: {0}")]
     Start(RuleError),
+    #[error("cannot start a thread to read its manifest: {0}")]
+    Thread(String),
 }
 
 /// Why one invocation failed. It affects only that event and that rule.
@@ -223,6 +227,14 @@ impl Engine {
     }
 
     fn build(limits: Limits, max_instances: u32, fuel: Option<u64>) -> anyhow::Result<Engine> {
+        if limits.max_wasm_stack > MAX_WASM_STACK {
+            anyhow::bail!(
+                "wasm stack cap of {} KiB is above {} KiB, a quarter of the native stack \
+                 of the threads that run rules",
+                limits.max_wasm_stack >> 10,
+                MAX_WASM_STACK >> 10
+            );
+        }
         let mut pool = PoolingAllocationConfig::new();
         // A component (Python, JavaScript) holds several core instances, each with its
         // memory and table: room for that many per concurrent invocation.
@@ -339,7 +351,21 @@ impl Engine {
                 c.put(k, &bytes);
             }
         }
-        let (kind, manifest) = match compiled {
+        // The manifest read runs guest code (the start function, the manifest export):
+        // on a thread whose stack is known to be big enough, whatever thread compiles.
+        let (kind, manifest) = on_guest_stack(|| self.prepare(compiled))
+            .map_err(|e| LoadError::Thread(e.to_string()))??;
+        Ok(Rule {
+            engine: self.clone(),
+            kind,
+            manifest,
+            size: bytes.len(),
+            from_cache,
+        })
+    }
+
+    fn prepare(&self, compiled: Compiled) -> Result<(RuleKind, Manifest), LoadError> {
+        Ok(match compiled {
             Compiled::Module(m) => {
                 let parts = core::prepare(self, &m)?;
                 let raw = self.read_core_manifest(&parts).map_err(LoadError::Start)?;
@@ -352,13 +378,6 @@ impl Engine {
                     .map_err(LoadError::Start)?;
                 (RuleKind::Component(parts), manifest)
             }
-        };
-        Ok(Rule {
-            engine: self.clone(),
-            kind,
-            manifest,
-            size: bytes.len(),
-            from_cache,
         })
     }
 

@@ -330,3 +330,117 @@ fn concurrent_invocations_share_one_rule() {
         assert!(t.join().unwrap());
     }
 }
+
+/// Isolation between events, proven by a rule that checks for the previous event's
+/// traces before leaving its own: in linear memory (an initial page, and pages it grew,
+/// one of them past the pooled slot's resident part), in a table (an element set, and
+/// the table grown) and in a mutable global. Seeing any trace makes it divide by zero,
+/// so if instances, memories or tables were reused without a reset, the second event
+/// would fail with that trap.
+#[test]
+fn no_event_sees_memory_table_or_globals_of_the_one_before() {
+    // One initial page; the rule grows 40 pages (2.5 MiB), so the marker in page 40 lies
+    // past the 1 MiB kept resident in a pooled slot (`KEEP_RESIDENT`).
+    let check_then_mark = r#"
+        ;; Memory: the original size, and no marker in the initial page.
+        (if (i32.ne (memory.size) (i32.const 1)) (then (call $leak)))
+        (if (i32.load (i32.const 60000)) (then (call $leak)))
+        ;; Grow; the grown pages must be zero where the last event wrote.
+        (if (i32.eq (memory.grow (i32.const 40)) (i32.const -1)) (then unreachable))
+        (if (i32.load (i32.const 65636)) (then (call $leak)))
+        (if (i32.load (i32.const 2621540)) (then (call $leak)))
+        ;; Table: original size, element 0 still null.
+        (if (i32.ne (table.size $t) (i32.const 2)) (then (call $leak)))
+        (if (i32.eqz (ref.is_null (table.get $t (i32.const 0)))) (then (call $leak)))
+        ;; Global: original value.
+        (if (i32.ne (global.get $g) (i32.const 7)) (then (call $leak)))
+
+        ;; Leave traces everywhere.
+        (i32.store (i32.const 60000) (i32.const 0xdeadbeef))
+        (i32.store (i32.const 65636) (i32.const 0xdeadbeef))
+        (i32.store (i32.const 2621540) (i32.const 0xdeadbeef))
+        (table.set $t (i32.const 0) (ref.func $leak))
+        (drop (table.grow $t (ref.func $leak) (i32.const 3)))
+        (global.set $g (i32.const 8))"#;
+    let fields = "(table $t 2 100 funcref)
+         (global $g (mut i32) (i32.const 7))
+         (func $leak (drop (i32.div_u (i32.const 1) (i32.const 0))))
+         (elem declare func $leak)";
+    let rule = rule_with(
+        &format!(
+            "{check_then_mark} (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 22))"
+        ),
+        fields,
+    );
+    // The first event sees a pristine instance; every later one must too.
+    for i in 0..5 {
+        assert_eq!(
+            run(&rule),
+            Ok(vec!["INCR n".to_owned()]),
+            "event {i} saw the previous event's state"
+        );
+    }
+    // Also after an event that trapped having left its traces.
+    let failing = rule_with(&format!("{check_then_mark} unreachable"), fields);
+    for i in 0..3 {
+        let err = run(&failing).unwrap_err();
+        assert!(
+            matches!(err, RuleError::Trap(ref m) if m.contains("unreachable")),
+            "event {i} saw the previous (trapped) event's state: {err}"
+        );
+    }
+}
+
+#[test]
+fn wasm_stack_cap_above_a_quarter_of_the_thread_stack_is_refused() {
+    let too_big = Limits {
+        max_wasm_stack: MAX_WASM_STACK + 1,
+        ..Limits::default()
+    };
+    let err = Engine::new(too_big, 2).err().expect("refused").to_string();
+    assert!(err.contains("a quarter of the native stack"), "{err}");
+    assert!(
+        Engine::new(
+            Limits {
+                max_wasm_stack: MAX_WASM_STACK,
+                ..Limits::default()
+            },
+            2
+        )
+        .is_ok()
+    );
+}
+
+/// A start function that recurses until the wasm stack cap, loaded from a thread with a
+/// small native stack (like a tokio blocking thread, 2 MiB, here 256 KiB) under the
+/// largest cap allowed: it must fail the load with `stack`, not overflow the caller's
+/// stack (which would kill the test process), because manifest reads run on a thread
+/// of their own with `GUEST_THREAD_STACK`.
+#[test]
+fn deep_recursion_at_load_never_depends_on_the_callers_stack() {
+    let engine = Engine::new(
+        Limits {
+            max_wasm_stack: MAX_WASM_STACK,
+            ..Limits::default()
+        },
+        2,
+    )
+    .unwrap();
+    let wasm = Wat {
+        extra: "(func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1))))
+                (func $s (call $r (i32.const 0)))
+                (start $s)",
+        ..Wat::default()
+    }
+    .build();
+    let err = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || engine.compile(&wasm).unwrap_err())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        matches!(err, LoadError::Start(RuleError::Stack(n)) if n == MAX_WASM_STACK),
+        "{err}"
+    );
+}
