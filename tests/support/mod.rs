@@ -378,6 +378,15 @@ pub fn echo_rule(command: &str, filter: &str, key: &str) -> Vec<u8> {
     wat::parse_str(&text).expect("echo rule assembles")
 }
 
+/// The `wasmrule` binary under test: `$WASMRULE_BIN` if set, else the one cargo built
+/// for this test. (With a target directory shared between worktrees, `target/*/wasmrule`
+/// is whichever worktree built last; `WASMRULE_BIN` pins the one to test.)
+pub fn wasmrule_bin() -> PathBuf {
+    std::env::var_os("WASMRULE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmrule").into())
+}
+
 /// The `wasmrule` binary as a separate process, to kill and restart.
 pub struct WasmruleProcess {
     child: Child,
@@ -402,7 +411,7 @@ impl WasmruleProcess {
             .append(true)
             .open(log)
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+        Command::new(wasmrule_bin())
             .arg("run")
             .args(args)
             .env("WASMRULE_LOG", "info")
