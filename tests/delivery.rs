@@ -31,9 +31,14 @@ impl Rig {
         std::fs::create_dir(&rules).unwrap();
         std::fs::copy(dist("seq-counter"), rules.join("seq-counter.wasm")).unwrap();
         let config = dir.path().join("wasmrule.toml");
+        // A generous rule deadline: on a loaded 2-core machine a preempted worker can
+        // overrun the default 10 ms, and the timed-out message would count as lost.
         std::fs::write(
             &config,
-            format!("[mqtt]\ninflight = {INFLIGHT}\n[runtime]\nhttp_addr = \"off\"\nshutdown_timeout_secs = 10\n"),
+            format!(
+                "[mqtt]\ninflight = {INFLIGHT}\n[runtime]\nhttp_addr = \"off\"\n\
+                 shutdown_timeout_secs = 10\n[limits]\ntimeout_ms = 1000\n"
+            ),
         )
         .unwrap();
         let args: Vec<String> = [
