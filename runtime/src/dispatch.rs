@@ -19,8 +19,8 @@ use crate::commands::Commands;
 use crate::event::{EventEncoder, Message};
 use crate::metrics::Metrics;
 use crate::quarantine::Service;
-use crate::redis_sink::WriteBatch;
 use crate::ruleset::{LoadedRule, Rules};
+use crate::write_batch::WriteBatch;
 
 /// Native stack of a worker thread: well above wasmtime's wasm stack cap plus host
 /// frames.
@@ -199,7 +199,7 @@ impl Worker {
                 });
             match outcome {
                 Ok(()) if self.scratch.is_empty() => {}
-                Ok(()) => batch.record_origin(loaded.clone(), &m.topic, self.scratch.len()),
+                Ok(()) => batch.record_origin(loaded, &m.topic, self.scratch.len()),
                 Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
             }
         }
@@ -257,7 +257,7 @@ impl Worker {
             .into_iter()
             .chain(fields),
         );
-        batch.record_origin(loaded.clone(), &m.topic, 1);
+        batch.record_origin(loaded, &m.topic, 1);
         Metrics::add(&self.metrics.dead_letters, 1);
         if let Some(backoff) = loaded.health.record_failure(&p.quarantine, now) {
             tracing::warn!(

@@ -19,6 +19,7 @@
 //! - [`quarantine`]: taking failing rules out of service.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dispatch`]: worker threads, per-topic ordering.
+//! - [`write_batch`]: a worker's commands for Redis, and their spill encoding.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
 //! - [`rule_test`]: `wasmrule test`, case files for rule authors.
 //! - [`scaffold`]: `wasmrule new`, rule projects in Rust, C, AssemblyScript.
@@ -42,6 +43,7 @@ pub mod ruleset;
 pub mod scaffold;
 pub mod subscriptions;
 pub mod topic;
+pub mod write_batch;
 
 use std::future::Future;
 use std::sync::Arc;

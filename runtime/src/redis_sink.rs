@@ -18,10 +18,9 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
 use crate::ack::Completions;
-use crate::commands::Commands;
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
-use crate::ruleset::LoadedRule;
+use crate::write_batch::WriteBatch;
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,46 +28,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often an idle writer checks its connection (PING), for `/readyz`.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// Commands from one worker, with where each came from (for error reports).
-#[derive(Default)]
-pub struct WriteBatch {
-    pub commands: Commands,
-    /// Messages (sequence numbers) fully handled in this batch, to acknowledge once its
-    /// commands are written.
-    pub done: Vec<u64>,
-    origins: Vec<Origin>,
-    // For each origin, the index of its first command; commands are contiguous.
-    first_command: Vec<usize>,
-}
-
-struct Origin {
-    rule: Arc<LoadedRule>,
-    topic: String,
-}
-
-impl WriteBatch {
-    /// Whether there is nothing to write and nothing to acknowledge.
-    pub fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.done.is_empty()
-    }
-
-    /// Notes that the last `n` commands came from `rule` handling a message on `topic`.
-    pub fn record_origin(&mut self, rule: Arc<LoadedRule>, topic: &str, n: usize) {
-        self.first_command.push(self.commands.len() - n);
-        self.origins.push(Origin {
-            rule,
-            topic: topic.to_owned(),
-        });
-    }
-
-    fn origin_of(&self, command: usize) -> Option<&Origin> {
-        let i = self
-            .first_command
-            .partition_point(|&first| first <= command);
-        i.checked_sub(1).map(|i| &self.origins[i])
-    }
-}
 
 /// Writes batches until the channel closes and everything received is written, and
 /// reports each batch's messages to `completions` once its commands are.
@@ -201,11 +160,11 @@ impl Writer {
             .unwrap_or_default();
         match batch.origin_of(command) {
             Some(o) => tracing::warn!(
-                rule = %o.rule.id,
-                version = o.rule.version,
+                rule = %o.rule,
+                version = o.version,
                 topic = %o.topic,
                 "Redis refused `{shown}` from rule {}: {e}",
-                o.rule.id
+                o.rule
             ),
             None => tracing::warn!("Redis refused `{shown}`: {e}"),
         }
