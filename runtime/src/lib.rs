@@ -21,6 +21,7 @@
 //! - [`dispatch`]: worker threads, per-topic ordering.
 //! - [`write_batch`]: a worker's commands for Redis, and their spill encoding.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
+//! - [`spill`]: the optional on-disk spill for QoS 0 batches while Redis is down.
 //! - [`rule_test`]: `wasmrule test`, case files for rule authors.
 //! - [`scaffold`]: `wasmrule new`, rule projects in Rust, C, AssemblyScript.
 //! - [`metrics`]: counters of what the runtime did.
@@ -41,6 +42,7 @@ pub mod reload;
 pub mod rule_test;
 pub mod ruleset;
 pub mod scaffold;
+pub mod spill;
 pub mod subscriptions;
 pub mod topic;
 pub mod write_batch;

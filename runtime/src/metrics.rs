@@ -36,6 +36,20 @@ pub struct Metrics {
     pub quarantined_skips: AtomicU64,
     /// Events written to a tenant's dead-letter stream.
     pub dead_letters: AtomicU64,
+    /// Batches of QoS 0 messages written to the spill while Redis was unreachable.
+    pub spill_batches: AtomicU64,
+    /// Bytes of batches written to the spill (encoded, without record headers).
+    pub spill_bytes: AtomicU64,
+    /// Spilled batches replayed to Redis.
+    pub spill_replayed: AtomicU64,
+    /// Times the spill was full and wasmrule fell back to backpressure.
+    pub spill_full: AtomicU64,
+    /// Spilled records dropped as torn or damaged on replay.
+    pub spill_dropped: AtomicU64,
+    /// Gauge: bytes the spill's files take on disk now.
+    pub spill_disk_bytes: AtomicU64,
+    /// Gauge: batches waiting in memory behind the spill (QoS 1/2, or not fitting).
+    pub spill_held: AtomicU64,
     /// Failed invocations by (tenant, kind): `timeout`, `memory`, `command_not_allowed`...
     pub failures_by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
@@ -49,6 +63,11 @@ impl Metrics {
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge, or a counter kept elsewhere.
+    pub fn store(counter: &AtomicU64, v: u64) {
+        counter.store(v, Ordering::Relaxed);
     }
 
     /// Counts one failed invocation of a tenant's rule.
@@ -143,6 +162,31 @@ impl Metrics {
             "rule files that failed to load",
             &self.load_errors,
         );
+        counter(
+            "spill_batches_total",
+            "QoS 0 batches written to the spill while Redis was unreachable",
+            &self.spill_batches,
+        );
+        counter(
+            "spill_bytes_total",
+            "bytes written to the spill",
+            &self.spill_bytes,
+        );
+        counter(
+            "spill_replayed_batches_total",
+            "spilled batches replayed to Redis",
+            &self.spill_replayed,
+        );
+        counter(
+            "spill_full_total",
+            "times the spill was full and wasmrule fell back to backpressure",
+            &self.spill_full,
+        );
+        counter(
+            "spill_dropped_records_total",
+            "spilled records dropped on replay as torn or damaged",
+            &self.spill_dropped,
+        );
         let mut gauge = |name: &str, help: &str, v: u64| {
             out.push_str(&format!(
                 "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} gauge\nwasmrule_{name} {v}\n"
@@ -158,6 +202,16 @@ impl Metrics {
             "redis_connected",
             "1 when connected to Redis",
             Self::is(&self.redis_connected) as u64,
+        );
+        gauge(
+            "spill_disk_bytes",
+            "bytes the spill takes on disk now",
+            Self::get(&self.spill_disk_bytes),
+        );
+        gauge(
+            "spill_held_batches",
+            "batches waiting in memory behind the spill",
+            Self::get(&self.spill_held),
         );
         out
     }
