@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! Data flow: `mqtt_source -> dispatch (bounded queues, worker threads) -> engine ->
-//! commands -> redis_sink`, with `reload` swapping the `ruleset` the workers read.
+//! commands -> redis_sink (-> spill while Redis is down)`, with `reload` swapping the
+//! `ruleset` the workers read.
 //!
 //! - [`config`]: TOML and overrides -> validated [`config::Config`].
 //! - [`event`]: the event model (EMQX field names) and its JSON encoding.
@@ -112,6 +113,27 @@ impl Runtime {
         config.rules.dir = std::fs::canonicalize(dir)
             .with_context(|| format!("cannot resolve rules directory {}", dir.display()))?;
         let dir = &config.rules.dir;
+        // Before anything starts: a spill another process holds, or cannot read, stops
+        // the start.
+        let spill = match &config.redis.spill {
+            Some(s) => {
+                let log = spill::SpillLog::open(&s.dir, s.max_bytes, s.segment_bytes)
+                    .with_context(|| format!("cannot open the spill in {}", s.dir.display()))?;
+                tracing::info!(
+                    dir = %s.dir.display(),
+                    max_bytes = s.max_bytes,
+                    "spill on for QoS 0 batches while Redis is unreachable"
+                );
+                if !log.is_empty() {
+                    tracing::info!(
+                        bytes = log.bytes(),
+                        "the spill holds batches from before; replaying them first"
+                    );
+                }
+                Some(log)
+            }
+            None => None,
+        };
         let workers = config.runtime.workers;
         let mut engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
             .context("cannot start the WebAssembly engine")?;
@@ -158,6 +180,7 @@ impl Runtime {
             sink_rx,
             metrics.clone(),
             completions.clone(),
+            spill,
         ));
         let (dispatcher, worker_threads) = dispatch::start(
             workers,

@@ -41,10 +41,16 @@
 //! - [`log`]: segment files, records, checksums, the cursor, the bound.
 //! - [`backlog`]: the log plus the in-memory batches: what goes where, and replay
 //!   chunks in order.
+//!
+//! - [`sink`]: the Redis writer's loop with the spill on: direct, outage, replay.
 //! - `sync`: the thread that `fdatasync`s the log in the background.
+//!
+//! The Redis writer (`redis_sink.rs`) hands over to [`sink`] when the spill is
+//! configured; the spill comes into use when a write fails for want of a connection.
 
 pub mod backlog;
 pub mod log;
+pub(crate) mod sink;
 mod sync;
 
 pub use backlog::{Backlog, Chunk};
