@@ -182,6 +182,13 @@ impl Mosquitto {
     /// With `persistence`, sessions and queued messages survive a restart (mosquitto
     /// writes them at shutdown and every `autosave_interval` seconds).
     pub fn start_with(persistence: bool) -> Mosquitto {
+        Self::start_with_queue(persistence, 1_000_000)
+    }
+
+    /// With at most `max_queued_messages` queued per client. Past it mosquitto drops
+    /// messages for a subscriber that is not reading: QoS 0 ones at once (mosquitto's
+    /// default is 1000).
+    pub fn start_with_queue(persistence: bool, max_queued_messages: u32) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -192,7 +199,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 1000000\n\
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages {max_queued_messages}\n\
                  max_inflight_messages 0\npersistence {persistence}\npersistence_location {}/\n\
                  autosave_interval 1\n",
                 dir.path().display()
@@ -299,8 +306,18 @@ impl Publisher {
 
     /// Publishes with QoS 1.
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.publish_qos(topic, payload, 1).await;
+    }
+
+    /// Publishes with QoS `qos` (0, 1 or 2).
+    pub async fn publish_qos(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: u8) {
+        let qos = match qos {
+            0 => rumqttc::QoS::AtMostOnce,
+            1 => rumqttc::QoS::AtLeastOnce,
+            _ => rumqttc::QoS::ExactlyOnce,
+        };
         self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .publish(topic, qos, false, payload.into())
             .await
             .expect("publish queued");
     }
@@ -329,6 +346,27 @@ pub async fn eventually<T>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The body of `GET path` from wasmrule's health endpoint at `127.0.0.1:port`, or
+/// `None` if it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// The value of `name` in wasmrule's `/metrics` at `127.0.0.1:port`.
+pub fn metric(port: u16, name: &str) -> Option<u64> {
+    http_get(port, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Copies `src` into `dir/name` the way a user's `cp` does: truncate, then write.
