@@ -17,7 +17,6 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -111,7 +110,13 @@ fn getbit0(redis: &Redis) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_wasmrule(dir: &std::path::Path, redis: &Redis, mqtt: &Mosquitto, http: u16) -> Child {
+/// wasmrule with the spill on; killed when the handle drops (also when the bench panics).
+fn start_wasmrule(
+    dir: &std::path::Path,
+    redis: &Redis,
+    mqtt: &Mosquitto,
+    http: u16,
+) -> WasmruleProcess {
     let rules = dir.join("rules");
     std::fs::create_dir(&rules).unwrap();
     std::fs::copy(dist("seq-order"), rules.join("seq-order.wasm")).unwrap();
@@ -127,17 +132,24 @@ fn start_wasmrule(dir: &std::path::Path, redis: &Redis, mqtt: &Mosquitto, http: 
         ),
     )
     .unwrap();
-    Command::new(wasmrule_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--mqtt-url", &mqtt.url(), "--redis-url", &redis.url()])
-        .arg("--rules-dir")
-        .arg(&rules)
-        .args(["--client-id", "bench-spill", "--qos", "0"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("wasmrule.log")).unwrap())
-        .spawn()
-        .unwrap()
+    let args: Vec<String> = [
+        "--config",
+        config.to_str().unwrap(),
+        "--mqtt-url",
+        &mqtt.url(),
+        "--redis-url",
+        &redis.url(),
+        "--rules-dir",
+        rules.to_str().unwrap(),
+        "--client-id",
+        "bench-spill",
+        "--qos",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    WasmruleProcess::start(&args, &dir.join("wasmrule.log"))
 }
 
 async fn end_to_end(n: u64) {
@@ -145,7 +157,7 @@ async fn end_to_end(n: u64) {
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let http = free_port();
-    let mut child = start_wasmrule(dir.path(), &redis, &mqtt, http);
+    let wasmrule = start_wasmrule(dir.path(), &redis, &mqtt, http);
     let publisher = Publisher::connect(&mqtt).await;
     eventually(Duration::from_secs(10), "seq-order serving", || {
         let _ = futures_util::FutureExt::now_or_never(publisher.publish("order/w", "0"));
@@ -210,7 +222,7 @@ async fn end_to_end(n: u64) {
     // Redis restarted empty (no persistence): what it holds now came from the replay,
     // sequence numbers 1..=n+1 (bit 0, the warm-up's, may have been spilled too).
     let got = seen(&redis).unwrap_or(0) - getbit0(&redis);
-    let log = std::fs::read_to_string(dir.path().join("wasmrule.log")).unwrap_or_default();
+    let log = wasmrule.log();
     let drained = log
         .lines()
         .rfind(|l| l.contains("spill drained"))
@@ -220,6 +232,4 @@ async fn end_to_end(n: u64) {
          backoff included), {got} of {} spilled messages in Redis\n  wasmrule: {drained}",
         n + 1
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
