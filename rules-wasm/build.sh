@@ -118,7 +118,9 @@ if want rust; then
     for c in "${crates[@]}"; do args+=(-p "$c"); done
     (cd "$root" && cargo build --quiet --profile rule --target wasm32-unknown-unknown "${args[@]}")
 
-    out="$root/target/wasm32-unknown-unknown/rule"
+    # cargo writes to CARGO_TARGET_DIR when set (a target directory shared between
+    # worktrees), else to the workspace's target/.
+    out="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/rule"
     for c in "${crates[@]}"; do
         cp "$out/${c//-/_}.wasm" "$dist/$c.wasm"
         size "$c.wasm"

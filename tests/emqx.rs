@@ -62,7 +62,7 @@ impl Env {
         );
         Env {
             redis: Redis::start(),
-            mqtt: Mosquitto::start_with_conf(false, &bridge),
+            mqtt: Mosquitto::start_with_conf(false, 1_000_000, &bridge),
             emqx,
             dir: tempfile::tempdir().unwrap(),
         }

@@ -58,7 +58,29 @@ pub struct RedisConfig {
     pub url: String,
     /// Most commands sent in one pipeline.
     pub max_pipeline: usize,
+    /// The on-disk spill for QoS 0 batches while Redis is unreachable; `None` is off.
+    pub spill: Option<SpillConfig>,
 }
+
+/// The write-ahead spill (`[redis.spill]`, docs/delivery.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillConfig {
+    /// Directory of the segment files; created if missing; one wasmrule per directory.
+    pub dir: PathBuf,
+    /// Most bytes the segment files may take together.
+    pub max_bytes: u64,
+    /// Size at which a segment is closed and a new one started; replayed space is
+    /// reclaimed a segment at a time.
+    pub segment_bytes: u64,
+}
+
+/// Defaults of `[redis.spill]`: 256 MiB in all (EMQX's default buffer for its Redis
+/// sink is the same size), in 16 MiB segments.
+pub const DEFAULT_SPILL_MAX_BYTES: u64 = 256 << 20;
+pub const DEFAULT_SPILL_SEGMENT_BYTES: u64 = 16 << 20;
+/// Bounds of `segment_bytes`: a segment holds many batches, and a replayed one is
+/// deleted soon enough for its space to matter.
+const SPILL_SEGMENT_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
 
 /// Which directory holds the rules and how fast to react to changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +288,15 @@ struct RawBroker {
 struct RawRedis {
     url: Option<String>,
     max_pipeline: Option<usize>,
+    spill: Option<RawSpill>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpill {
+    dir: Option<PathBuf>,
+    max_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -458,6 +489,7 @@ impl Config {
         let redis = RedisConfig {
             url: redis_url,
             max_pipeline: positive(raw.redis.max_pipeline.unwrap_or(1024), "redis.max_pipeline")?,
+            spill: raw.redis.spill.map(spill_config).transpose()?,
         };
 
         let rules = RulesConfig {
@@ -653,6 +685,37 @@ fn tenant_policy(name: &str, t: RawTenant, global: &InvokeLimits) -> anyhow::Res
         quarantine,
     )
     .with_cpu_budget(cpu))
+}
+
+fn spill_config(raw: RawSpill) -> anyhow::Result<SpillConfig> {
+    let dir = match raw.dir {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => bail!(
+            "redis.spill.dir: required to turn the spill on (a directory for it); \
+             leave out [redis.spill] to keep it off"
+        ),
+    };
+    let segment_bytes = raw.segment_bytes.unwrap_or(DEFAULT_SPILL_SEGMENT_BYTES);
+    if !SPILL_SEGMENT_RANGE.contains(&segment_bytes) {
+        bail!(
+            "redis.spill.segment_bytes: {segment_bytes} is outside {}..={}",
+            SPILL_SEGMENT_RANGE.start(),
+            SPILL_SEGMENT_RANGE.end()
+        );
+    }
+    let max_bytes = raw
+        .max_bytes
+        .unwrap_or(DEFAULT_SPILL_MAX_BYTES.max(segment_bytes));
+    if max_bytes < segment_bytes {
+        bail!(
+            "redis.spill.max_bytes: {max_bytes} is less than redis.spill.segment_bytes ({segment_bytes})"
+        );
+    }
+    Ok(SpillConfig {
+        dir,
+        max_bytes,
+        segment_bytes,
+    })
 }
 
 fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T, key: &str) -> anyhow::Result<T> {
@@ -900,6 +963,38 @@ mod tests {
         // Typos are not silently ignored.
         assert!(err("[mqtt]\nulr = \"mqtt://x\"").contains("unknown field `ulr`"));
         assert!(err("[mqtt]\nqos = \"one\"").contains("qos"));
+    }
+
+    #[test]
+    fn spill() {
+        assert_eq!(Config::from_toml("").unwrap().redis.spill, None);
+        let c = Config::from_toml("[redis.spill]\ndir = \"/var/spool/wasmrule\"").unwrap();
+        assert_eq!(
+            c.redis.spill,
+            Some(SpillConfig {
+                dir: "/var/spool/wasmrule".into(),
+                max_bytes: DEFAULT_SPILL_MAX_BYTES,
+                segment_bytes: DEFAULT_SPILL_SEGMENT_BYTES,
+            })
+        );
+        let c = Config::from_toml(
+            "[redis.spill]\ndir = \"s\"\nmax_bytes = 1048576\nsegment_bytes = 65536",
+        )
+        .unwrap();
+        let s = c.redis.spill.unwrap();
+        assert_eq!((s.max_bytes, s.segment_bytes), (1 << 20, 64 << 10));
+
+        assert!(err("[redis.spill]\nmax_bytes = 1048576").contains("redis.spill.dir: required"));
+        assert!(err("[redis.spill]\ndir = \"\"").contains("redis.spill.dir"));
+        assert!(
+            err("[redis.spill]\ndir = \"s\"\nsegment_bytes = 100")
+                .contains("redis.spill.segment_bytes: 100 is outside")
+        );
+        assert!(
+            err("[redis.spill]\ndir = \"s\"\nmax_bytes = 65536\nsegment_bytes = 131072")
+                .contains("redis.spill.max_bytes: 65536 is less than")
+        );
+        assert!(err("[redis.spill]\ndir = \"s\"\nmax_mb = 1").contains("unknown field `max_mb`"));
     }
 
     #[test]

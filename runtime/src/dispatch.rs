@@ -26,8 +26,8 @@ use crate::engine::GUEST_THREAD_STACK;
 use crate::event::{EventEncoder, Message};
 use crate::metrics::Metrics;
 use crate::quarantine::Service;
-use crate::redis_sink::WriteBatch;
 use crate::ruleset::{LoadedRule, Rules};
+use crate::write_batch::WriteBatch;
 
 /// Native stack of a worker thread: at least four times wasmtime's wasm stack cap, so the
 /// guest's stack and the host frames below it always fit (`engine/stack.rs`).
@@ -236,7 +236,7 @@ impl Worker {
             });
             match outcome {
                 Ok(()) if self.scratch.is_empty() => {}
-                Ok(()) => batch.record_origin(loaded.clone(), &m.topic, self.scratch.len()),
+                Ok(()) => batch.record_origin(loaded, &m.topic, self.scratch.len()),
                 Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
             }
         }
@@ -336,7 +336,7 @@ impl Worker {
             .into_iter()
             .chain(fields),
         );
-        batch.record_origin(loaded.clone(), &m.topic, 1);
+        batch.record_origin(loaded, &m.topic, 1);
         Metrics::add(&self.metrics.dead_letters, 1);
     }
 

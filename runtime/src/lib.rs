@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! Data flow: `mqtt_source` (or the embedded `broker`) `-> dispatch (bounded queues,
-//! worker threads) -> engine -> commands -> redis_sink`, with `reload` swapping the
+//! worker threads) -> engine -> commands -> redis_sink (-> spill while Redis is down)`,
+//! with `reload` swapping the
 //! `ruleset` the workers read.
 //!
 //! - [`config`]: TOML and overrides -> validated [`config::Config`].
@@ -23,7 +24,9 @@
 //! - [`cpu_budget`]: each tenant's share of worker time; shedding a tenant over it.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dispatch`]: worker threads, per-topic ordering.
+//! - [`write_batch`]: a worker's commands for Redis, and their spill encoding.
 //! - [`redis_sink`]: pipelined writes with reconnect and retry.
+//! - [`spill`]: the optional on-disk spill for QoS 0 batches while Redis is down.
 //! - [`rule_test`]: `wasmrule test`, case files for rule authors.
 //! - [`scaffold`]: `wasmrule new`, rule projects in Rust, C, AssemblyScript.
 //! - [`demo`]: `wasmrule demo`, the EMQX demo in one command.
@@ -51,8 +54,10 @@ pub mod rule_test;
 pub mod ruleset;
 pub mod scaffold;
 pub mod simulate;
+pub mod spill;
 pub mod subscriptions;
 pub mod topic;
+pub mod write_batch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,6 +134,27 @@ impl Runtime {
         config.rules.dir = std::fs::canonicalize(dir)
             .with_context(|| format!("cannot resolve rules directory {}", dir.display()))?;
         let dir = &config.rules.dir;
+        // Before anything starts: a spill another process holds, or cannot read, stops
+        // the start.
+        let spill = match &config.redis.spill {
+            Some(s) => {
+                let log = spill::SpillLog::open(&s.dir, s.max_bytes, s.segment_bytes)
+                    .with_context(|| format!("cannot open the spill in {}", s.dir.display()))?;
+                tracing::info!(
+                    dir = %s.dir.display(),
+                    max_bytes = s.max_bytes,
+                    "spill on for QoS 0 batches while Redis is unreachable"
+                );
+                if !log.is_empty() {
+                    tracing::info!(
+                        bytes = log.bytes(),
+                        "the spill holds batches from before; replaying them first"
+                    );
+                }
+                Some(log)
+            }
+            None => None,
+        };
         let workers = config.runtime.workers;
         let mut engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
             .context("cannot start the WebAssembly engine")?;
@@ -175,6 +201,7 @@ impl Runtime {
             sink_rx,
             metrics.clone(),
             completions.clone(),
+            spill,
         ));
         let (dispatcher, worker_threads) = dispatch::start(
             workers,

@@ -38,6 +38,20 @@ pub struct Metrics {
     pub quarantined_skips: AtomicU64,
     /// Events written to a tenant's dead-letter stream.
     pub dead_letters: AtomicU64,
+    /// Batches of QoS 0 messages written to the spill while Redis was unreachable.
+    pub spill_batches: AtomicU64,
+    /// Bytes of batches written to the spill (encoded, without record headers).
+    pub spill_bytes: AtomicU64,
+    /// Spilled batches replayed to Redis.
+    pub spill_replayed: AtomicU64,
+    /// Times the spill was full and wasmrule fell back to backpressure.
+    pub spill_full: AtomicU64,
+    /// Spilled records dropped as torn or damaged on replay.
+    pub spill_dropped: AtomicU64,
+    /// Gauge: bytes the spill's files take on disk now.
+    pub spill_disk_bytes: AtomicU64,
+    /// Gauge: batches waiting in memory behind the spill (QoS 1/2, or not fitting).
+    pub spill_held: AtomicU64,
     /// Events not run because their tenant was over its CPU share (`cpu_budget.rs`).
     pub events_shed: AtomicU64,
     /// Broker events (embedded broker) produced while shutting down, after the
@@ -60,6 +74,11 @@ impl Metrics {
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge, or a counter kept elsewhere.
+    pub fn store(counter: &AtomicU64, v: u64) {
+        counter.store(v, Ordering::Relaxed);
     }
 
     /// Counts one failed invocation of a tenant's rule.
@@ -172,6 +191,32 @@ impl Metrics {
             &self.load_errors,
         );
         counter(
+            "spill_batches_total",
+            "QoS 0 batches written to the spill while Redis was unreachable",
+            &self.spill_batches,
+        );
+        counter(
+            "spill_bytes_total",
+            "bytes written to the spill",
+            &self.spill_bytes,
+        );
+        counter(
+            "spill_replayed_batches_total",
+            "spilled batches replayed to Redis",
+            &self.spill_replayed,
+        );
+        counter(
+            "spill_full_total",
+            "times the spill was full and wasmrule fell back to backpressure",
+            &self.spill_full,
+        );
+        counter(
+            "spill_dropped_records_total",
+            "spilled records dropped on replay as torn or damaged",
+            &self.spill_dropped,
+        );
+        );
+        counter(
             "events_shed_total",
             "events not run because their tenant was over its CPU share",
             &self.events_shed,
@@ -207,6 +252,16 @@ impl Metrics {
             "redis_connected",
             "1 when connected to Redis",
             Self::is(&self.redis_connected) as u64,
+        );
+        gauge(
+            "spill_disk_bytes",
+            "bytes the spill takes on disk now",
+            Self::get(&self.spill_disk_bytes),
+        );
+        gauge(
+            "spill_held_batches",
+            "batches waiting in memory behind the spill",
+            Self::get(&self.spill_held),
         );
         out
     }

@@ -9,6 +9,11 @@
 //! (`LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`) are retried the same way. Any other
 //! error reply (`WRONGTYPE`, wrong arguments) is the command's fault: it is logged with
 //! the rule and topic that produced it and counted, never retried.
+//!
+//! With the spill on (`[redis.spill]`), a lost connection hands the pipeline to the
+//! spill's loop (`spill/sink.rs`) instead of waiting: QoS 0 batches go to disk and the
+//! writer keeps taking batches until Redis returns. This file keeps the connection and
+//! the sending; the spill decides what waits where.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,89 +23,115 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
 use crate::ack::Completions;
-use crate::commands::Commands;
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
-use crate::ruleset::LoadedRule;
+use crate::spill::{Backlog, SpillLog};
+use crate::write_batch::WriteBatch;
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// With the spill on, batches that must wait in memory (QoS 1/2 ones, and any the
+/// spill cannot take) may hold this many pipelines' worth of commands and messages
+/// before the writer stops taking more: room for the broker's in-flight window of
+/// QoS 1/2 messages beside the QoS 0 ones that share their batches.
+const HELD_PIPELINES: usize = 16;
 /// How often an idle writer checks its connection (PING), for `/readyz`.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// Commands from one worker, with where each came from (for error reports).
-#[derive(Default)]
-pub struct WriteBatch {
-    pub commands: Commands,
-    /// Messages (sequence numbers) fully handled in this batch, to acknowledge once its
-    /// commands are written.
-    pub done: Vec<u64>,
-    origins: Vec<Origin>,
-    // For each origin, the index of its first command; commands are contiguous.
-    first_command: Vec<usize>,
-}
-
-struct Origin {
-    rule: Arc<LoadedRule>,
-    topic: String,
-}
-
-impl WriteBatch {
-    /// Whether there is nothing to write and nothing to acknowledge.
-    pub fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.done.is_empty()
-    }
-
-    /// Notes that the last `n` commands came from `rule` handling a message on `topic`.
-    pub fn record_origin(&mut self, rule: Arc<LoadedRule>, topic: &str, n: usize) {
-        self.first_command.push(self.commands.len() - n);
-        self.origins.push(Origin {
-            rule,
-            topic: topic.to_owned(),
-        });
-    }
-
-    fn origin_of(&self, command: usize) -> Option<&Origin> {
-        let i = self
-            .first_command
-            .partition_point(|&first| first <= command);
-        i.checked_sub(1).map(|i| &self.origins[i])
-    }
-}
+pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Writes batches until the channel closes and everything received is written, and
-/// reports each batch's messages to `completions` once its commands are.
+/// reports each batch's messages to `completions` once its commands are. With a `spill`,
+/// batches of QoS 0 messages go to disk while Redis is unreachable (`spill/`).
 pub async fn run(
     config: RedisConfig,
-    mut rx: mpsc::Receiver<WriteBatch>,
+    rx: mpsc::Receiver<WriteBatch>,
     metrics: Arc<Metrics>,
     completions: Completions,
+    spill: Option<SpillLog>,
 ) {
-    let mut writer = Writer {
+    let max_held = config.max_pipeline * HELD_PIPELINES;
+    let writer = Writer {
         config,
         conn: None,
-        metrics,
+        metrics: metrics.clone(),
     };
-    let mut batches: Vec<WriteBatch> = Vec::new();
+    match spill {
+        None => direct(writer, rx, completions).await,
+        Some(log) => {
+            let backlog = Backlog::new(log, max_held, metrics);
+            crate::spill::sink::run(writer, rx, completions, backlog).await;
+        }
+    }
+    tracing::debug!("Redis writer drained and stopped");
+}
+
+/// Without a spill: each pipeline is retried until Redis takes it, and meanwhile
+/// nothing more is taken (backpressure).
+async fn direct(mut writer: Writer, mut rx: mpsc::Receiver<WriteBatch>, completions: Completions) {
     // Connect before the first write so readiness is known from the start, and check
     // the connection while idle so it stays known.
     let mut idle = tokio::time::interval(IDLE_CHECK);
-    loop {
-        let first = tokio::select! {
-            b = rx.recv() => match b {
-                Some(b) => b,
-                None => break,
-            },
-            _ = idle.tick() => {
-                writer.check().await;
-                continue;
+    while let Some(batches) = writer.take(&mut rx, &mut idle).await {
+        let refs: Vec<&WriteBatch> = batches.iter().collect();
+        writer.write(&refs).await;
+        for b in &batches {
+            completions.done(&b.done);
+        }
+    }
+}
+
+/// The connection was lost while sending; what was not confirmed is still to send.
+#[derive(Debug)]
+pub(crate) struct Lost;
+
+/// Every command of `batches`, as (batch, command) indices.
+pub(crate) fn commands_of(batches: &[&WriteBatch]) -> Vec<(usize, usize)> {
+    batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.commands.len()).map(move |c| (b, c)))
+        .collect()
+}
+
+/// One connection to Redis and what to do with it.
+pub(crate) struct Writer {
+    config: RedisConfig,
+    conn: Option<MultiplexedConnection>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    /// Most commands in one pipeline.
+    pub(crate) fn max_pipeline(&self) -> usize {
+        self.config.max_pipeline
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.config.url
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The next pipeline: waits for a batch (checking the connection on `idle` ticks
+    /// meanwhile), then takes whatever else is queued, up to `max_pipeline` commands.
+    /// `None` once the channel is closed and empty.
+    pub(crate) async fn take(
+        &mut self,
+        rx: &mut mpsc::Receiver<WriteBatch>,
+        idle: &mut tokio::time::Interval,
+    ) -> Option<Vec<WriteBatch>> {
+        let first = loop {
+            tokio::select! {
+                b = rx.recv() => break b?,
+                _ = idle.tick() => self.check().await,
             }
         };
         let mut size = first.commands.len();
-        batches.push(first);
-        while size < writer.config.max_pipeline {
+        let mut batches = vec![first];
+        while size < self.config.max_pipeline {
             match rx.try_recv() {
                 Ok(b) => {
                     size += b.commands.len();
@@ -109,35 +140,39 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        writer.write(&batches).await;
-        for b in &batches {
-            completions.done(&b.done);
-        }
-        batches.clear();
+        Some(batches)
     }
-    tracing::debug!("Redis writer drained and stopped");
-}
 
-struct Writer {
-    config: RedisConfig,
-    conn: Option<MultiplexedConnection>,
-    metrics: Arc<Metrics>,
-}
-
-impl Writer {
     /// Writes all commands of `batches`, retrying until Redis has taken every one.
-    async fn write(&mut self, batches: &[WriteBatch]) {
-        // (batch, command) of every command still to send.
-        let mut todo: Vec<(usize, usize)> = batches
-            .iter()
-            .enumerate()
-            .flat_map(|(b, batch)| (0..batch.commands.len()).map(move |c| (b, c)))
-            .collect();
+    async fn write(&mut self, batches: &[&WriteBatch]) {
+        let mut todo = commands_of(batches);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            self.wait_connected().await;
+            if self.send(batches, &mut todo).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Sends the commands `todo` of `batches` as pipelines until Redis has answered each
+    /// (replies meaning "not now" are sent again after a backoff). On a lost connection
+    /// returns [`Lost`], with `todo` holding the commands not yet confirmed.
+    pub(crate) async fn send(
+        &mut self,
+        batches: &[&WriteBatch],
+        todo: &mut Vec<(usize, usize)>,
+    ) -> Result<(), Lost> {
         let mut backoff = BACKOFF_MIN;
         while !todo.is_empty() {
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(Lost);
+            };
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            for &(b, c) in &todo {
+            for &(b, c) in todo.iter() {
                 let mut cmd = redis::Cmd::new();
                 for arg in batches[b]
                     .commands
@@ -149,14 +184,13 @@ impl Writer {
                 }
                 pipe.add_command(cmd);
             }
-            let conn = self.connection().await;
             match pipe.query_async::<Vec<Value>>(conn).await {
                 Ok(replies) => {
                     let mut retry = Vec::new();
                     for (&(b, c), reply) in todo.iter().zip(&replies) {
                         match reply {
                             Value::ServerError(e) if is_transient(e.code()) => retry.push((b, c)),
-                            Value::ServerError(e) => self.report(&batches[b], c, e),
+                            Value::ServerError(e) => self.report(batches[b], c, e),
                             _ => Metrics::add(&self.metrics.commands_written, 1),
                         }
                     }
@@ -168,21 +202,21 @@ impl Writer {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
-                    todo = retry;
+                    *todo = retry;
                 }
                 Err(e) => {
                     tracing::warn!(
                         commands = todo.len(),
-                        "Redis write failed: {e}; reconnecting and sending the pipeline again"
+                        "Redis write failed: {e}; the pipeline is sent again once reconnected"
                     );
                     Metrics::add(&self.metrics.redis_retries, 1);
                     Metrics::set(&self.metrics.redis_connected, false);
                     self.conn = None;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    return Err(Lost);
                 }
             }
         }
+        Ok(())
     }
 
     fn report(&self, batch: &WriteBatch, command: usize, e: &redis::ServerError) {
@@ -201,11 +235,11 @@ impl Writer {
             .unwrap_or_default();
         match batch.origin_of(command) {
             Some(o) => tracing::warn!(
-                rule = %o.rule.id,
-                version = o.rule.version,
+                rule = %o.rule,
+                version = o.version,
                 topic = %o.topic,
                 "Redis refused `{shown}` from rule {}: {e}",
-                o.rule.id
+                o.rule
             ),
             None => tracing::warn!("Redis refused `{shown}`: {e}"),
         }
@@ -213,7 +247,7 @@ impl Writer {
 
     /// One connection attempt or PING, without waiting: keeps `redis_connected` true to
     /// the facts while nothing is being written.
-    async fn check(&mut self) {
+    pub(crate) async fn check(&mut self) {
         match &mut self.conn {
             Some(c) => {
                 if redis::cmd("PING").query_async::<()>(c).await.is_err() {
@@ -231,8 +265,19 @@ impl Writer {
         }
     }
 
-    /// The connection, (re)connecting with backoff until it works.
-    async fn connection(&mut self) -> &mut MultiplexedConnection {
+    /// A connection made elsewhere, after `attempts` failed ones.
+    pub(crate) fn connected(&mut self, conn: MultiplexedConnection, attempts: u32) {
+        if attempts > 0 {
+            tracing::info!("connected to Redis after {attempts} failed attempts");
+        } else {
+            tracing::info!("reconnected to Redis");
+        }
+        self.conn = Some(conn);
+        Metrics::set(&self.metrics.redis_connected, true);
+    }
+
+    /// (Re)connects with backoff until it works.
+    async fn wait_connected(&mut self) {
         let mut backoff = BACKOFF_MIN;
         let mut attempts = 0u32;
         while self.conn.is_none() {
@@ -262,12 +307,11 @@ impl Writer {
                 }
             }
         }
-        // Just set above if it was missing.
-        self.conn.as_mut().expect("connection present")
     }
 }
 
-async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
+/// One connection attempt, bounded by the connect and response timeouts.
+pub(crate) async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
     let client = redis::Client::open(url)?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))

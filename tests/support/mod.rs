@@ -182,11 +182,19 @@ impl Mosquitto {
     /// With `persistence`, sessions and queued messages survive a restart (mosquitto
     /// writes them at shutdown and every `autosave_interval` seconds).
     pub fn start_with(persistence: bool) -> Mosquitto {
-        Self::start_with_conf(persistence, "")
+        Self::start_with_conf(persistence, 1_000_000, "")
     }
 
-    /// With `extra` lines appended to the configuration (a bridge, say).
-    pub fn start_with_conf(persistence: bool, extra: &str) -> Mosquitto {
+    /// With at most `max_queued_messages` queued per client. Past it mosquitto drops
+    /// messages for a subscriber that is not reading: QoS 0 ones at once (mosquitto's
+    /// default is 1000).
+    pub fn start_with_queue(persistence: bool, max_queued_messages: u32) -> Mosquitto {
+        Self::start_with_conf(persistence, max_queued_messages, "")
+    }
+
+    /// With `max_queued_messages` and `extra` lines appended to the configuration (a
+    /// bridge, say).
+    pub fn start_with_conf(persistence: bool, max_queued_messages: u32, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -197,7 +205,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 1000000\n\
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages {max_queued_messages}\n\
                  max_inflight_messages 0\npersistence {persistence}\npersistence_location {}/\n\
                  autosave_interval 1\n{extra}",
                 dir.path().display()
@@ -305,8 +313,18 @@ impl Publisher {
 
     /// Publishes with QoS 1.
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.publish_qos(topic, payload, 1).await;
+    }
+
+    /// Publishes with QoS `qos` (0, 1 or 2).
+    pub async fn publish_qos(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: u8) {
+        let qos = match qos {
+            0 => rumqttc::QoS::AtMostOnce,
+            1 => rumqttc::QoS::AtLeastOnce,
+            _ => rumqttc::QoS::ExactlyOnce,
+        };
         self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .publish(topic, qos, false, payload.into())
             .await
             .expect("publish queued");
     }
@@ -335,6 +353,27 @@ pub async fn eventually<T>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The body of `GET path` from wasmrule's health endpoint at `127.0.0.1:port`, or
+/// `None` if it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// The value of `name` in wasmrule's `/metrics` at `127.0.0.1:port`.
+pub fn metric(port: u16, name: &str) -> Option<u64> {
+    http_get(port, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Copies `src` into `dir/name` the way a user's `cp` does: truncate, then write.
@@ -384,6 +423,15 @@ pub fn echo_rule(command: &str, filter: &str, key: &str) -> Vec<u8> {
     wat::parse_str(&text).expect("echo rule assembles")
 }
 
+/// The `wasmrule` binary under test: `$WASMRULE_BIN` if set, else the one cargo built
+/// for this test. (With a target directory shared between worktrees, `target/*/wasmrule`
+/// is whichever worktree built last; `WASMRULE_BIN` pins the one to test.)
+pub fn wasmrule_bin() -> PathBuf {
+    std::env::var_os("WASMRULE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmrule").into())
+}
+
 /// The `wasmrule` binary as a separate process, to kill and restart.
 pub struct WasmruleProcess {
     child: Child,
@@ -408,7 +456,7 @@ impl WasmruleProcess {
             .append(true)
             .open(log)
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+        Command::new(wasmrule_bin())
             .arg("run")
             .args(args)
             .env("WASMRULE_LOG", "info")

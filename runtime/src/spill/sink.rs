@@ -1,0 +1,183 @@
+//! The Redis writer's loop when the spill is on: the direct path while nothing waits,
+//! the outage loop while Redis is unreachable, and replay until the backlog is empty.
+//!
+//! - **Direct**: as without the spill (`redis_sink.rs`), one pipeline at a time; a lost
+//!   connection moves the pipeline's unwritten batches into the [`Backlog`].
+//! - **Outage** (backlog not empty, no connection): reconnect with backoff and, while
+//!   the attempt runs, keep taking batches into the backlog as long as it accepts them.
+//!   Taking never waits for a connection attempt, so a slow or black-holed Redis does
+//!   not pause the pipeline.
+//! - **Replay** (backlog not empty, connected): move what is queued into the backlog
+//!   (so nothing overtakes it), write the backlog's next chunk, repeat; when it is
+//!   empty, back to direct.
+//!
+//! At shutdown, when Redis is unreachable and nothing waits in memory, the writer stops
+//! at once: the spill keeps the rest for the next start. Batches in memory (QoS 1/2)
+//! are retried until the shutdown timeout, as without the spill.
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+
+use crate::ack::Completions;
+use crate::redis_sink::{BACKOFF_MAX, BACKOFF_MIN, IDLE_CHECK, Writer, commands_of, connect};
+use crate::spill::Backlog;
+use crate::write_batch::WriteBatch;
+
+/// Runs the writer until the channel is closed and everything taken is written (or, if
+/// Redis is unreachable then, safely on disk).
+pub(crate) async fn run(
+    mut w: Writer,
+    mut rx: mpsc::Receiver<WriteBatch>,
+    completions: Completions,
+    mut backlog: Backlog,
+) {
+    let mut idle = tokio::time::interval(IDLE_CHECK);
+    let mut open = true;
+    loop {
+        if backlog.is_empty() {
+            if !open {
+                break;
+            }
+            let Some(batches) = w.take(&mut rx, &mut idle).await else {
+                break;
+            };
+            write_direct(&mut w, batches, &mut backlog, &completions).await;
+        } else if w.is_connected() {
+            open &= take_queued(&mut rx, &mut backlog, &completions);
+            replay(&mut w, &mut backlog, &completions).await;
+        } else if !open && !backlog.holds_memory() {
+            tracing::info!(
+                spill_bytes = backlog.log_bytes(),
+                "stopping while Redis is unreachable; the spill is replayed at the next start"
+            );
+            break;
+        } else {
+            open = outage(&mut w, &mut rx, &mut backlog, &completions, open).await;
+        }
+    }
+}
+
+/// One pipeline straight to Redis; on a lost connection its unwritten batches join the
+/// backlog, in order.
+async fn write_direct(
+    w: &mut Writer,
+    batches: Vec<WriteBatch>,
+    backlog: &mut Backlog,
+    completions: &Completions,
+) {
+    if !w.is_connected() {
+        w.check().await;
+    }
+    let refs: Vec<&WriteBatch> = batches.iter().collect();
+    let mut todo = commands_of(&refs);
+    let sent = w.send(&refs, &mut todo).await;
+    drop(refs);
+    let mut unwritten = vec![false; batches.len()];
+    if sent.is_err() {
+        for &(b, _) in &todo {
+            unwritten[b] = true;
+        }
+    }
+    for (b, unwritten) in batches.into_iter().zip(unwritten) {
+        if unwritten {
+            backlog.push(b);
+        } else {
+            completions.done(&b.done);
+        }
+    }
+}
+
+/// A batch taken while the backlog is in use. One with nothing to write has nothing to
+/// wait for: its messages are done (acknowledgements still leave in arrival order).
+fn admit(b: WriteBatch, backlog: &mut Backlog, completions: &Completions) {
+    if b.commands.is_empty() {
+        completions.done(&b.done);
+    } else {
+        backlog.push(b);
+    }
+}
+
+/// Moves the batches already queued into the backlog while it accepts them. Returns
+/// false once the channel is closed.
+fn take_queued(
+    rx: &mut mpsc::Receiver<WriteBatch>,
+    backlog: &mut Backlog,
+    completions: &Completions,
+) -> bool {
+    while backlog.accepts() {
+        match rx.try_recv() {
+            Ok(b) => admit(b, backlog, completions),
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
+}
+
+/// Writes the backlog's next chunk; forgets it only once Redis has taken all of it.
+async fn replay(w: &mut Writer, backlog: &mut Backlog, completions: &Completions) {
+    let chunk = backlog.chunk(w.max_pipeline());
+    let batches = backlog.batches(&chunk);
+    let mut todo = commands_of(&batches);
+    let sent = w.send(&batches, &mut todo).await;
+    drop(batches);
+    if sent.is_ok() {
+        for b in backlog.commit(chunk) {
+            completions.done(&b.done);
+        }
+    }
+}
+
+/// Reconnects with backoff, taking batches into the backlog meanwhile. Returns once
+/// connected, or once the channel closes with nothing in memory; the result says
+/// whether the channel is still open.
+async fn outage(
+    w: &mut Writer,
+    rx: &mut mpsc::Receiver<WriteBatch>,
+    backlog: &mut Backlog,
+    completions: &Completions,
+    mut open: bool,
+) -> bool {
+    let mut backoff = BACKOFF_MIN;
+    let mut attempts = 0u32;
+    loop {
+        let url = w.url().to_owned();
+        let attempt = async move {
+            tokio::time::sleep(backoff).await;
+            connect(&url).await
+        };
+        tokio::pin!(attempt);
+        let result = loop {
+            tokio::select! {
+                r = &mut attempt => break r,
+                b = rx.recv(), if open && backlog.accepts() => match b {
+                    Some(b) => admit(b, backlog, completions),
+                    None => {
+                        open = false;
+                        if !backlog.holds_memory() {
+                            return false;
+                        }
+                    }
+                },
+            }
+        };
+        match result {
+            Ok(conn) => {
+                w.connected(conn, attempts);
+                return open;
+            }
+            Err(e) => {
+                // One line at the first failure, then one per ~10 attempts.
+                if attempts.is_multiple_of(10) {
+                    tracing::warn!(
+                        spill_bytes = backlog.log_bytes(),
+                        "cannot connect to Redis ({}): {e}; retrying, spilling meanwhile",
+                        w.url()
+                    );
+                }
+                attempts += 1;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}

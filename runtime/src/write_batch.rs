@@ -1,0 +1,251 @@
+//! The unit of work between a worker and the Redis writer: commands, where each came
+//! from, and the messages to acknowledge once they are written. Also the batch's byte
+//! encoding for the on-disk spill (`spill/`), which only untracked batches ever take.
+//!
+//! This file does not send anything to Redis (`redis_sink.rs`) or decide what is
+//! spilled (`spill/backlog.rs`).
+
+use std::sync::Arc;
+
+use crate::commands::Commands;
+use crate::ruleset::LoadedRule;
+
+/// Commands from one worker, with where each came from (for error reports).
+#[derive(Default)]
+pub struct WriteBatch {
+    pub commands: Commands,
+    /// Messages (sequence numbers) fully handled in this batch, to acknowledge once its
+    /// commands are written. Empty for a batch of QoS 0 messages only.
+    pub done: Vec<u64>,
+    origins: Vec<Origin>,
+    // For each origin, the index of its first command; commands are contiguous.
+    first_command: Vec<usize>,
+}
+
+/// The rule version and topic that produced some commands. Kept by name rather than as
+/// the loaded rule, so that it outlives the rule and survives the spill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub rule: Arc<str>,
+    pub version: u64,
+    pub topic: String,
+}
+
+impl WriteBatch {
+    /// Whether there is nothing to write and nothing to acknowledge.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty() && self.done.is_empty()
+    }
+
+    /// Whether some message in the batch waits for these writes to be acknowledged
+    /// (QoS 1/2). Such a batch must never be written anywhere but Redis.
+    pub fn is_tracked(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// Notes that the last `n` commands came from `rule` handling a message on `topic`.
+    pub fn record_origin(&mut self, rule: &LoadedRule, topic: &str, n: usize) {
+        self.first_command.push(self.commands.len() - n);
+        self.origins.push(Origin {
+            rule: rule.id.clone(),
+            version: rule.version,
+            topic: topic.to_owned(),
+        });
+    }
+
+    /// Where command `command` came from, if recorded.
+    pub fn origin_of(&self, command: usize) -> Option<&Origin> {
+        let i = self
+            .first_command
+            .partition_point(|&first| first <= command);
+        i.checked_sub(1).map(|i| &self.origins[i])
+    }
+
+    /// Appends the batch's commands and origins to `out` (not `done`: a batch that has
+    /// messages to acknowledge is never spilled). Integers are little-endian; lengths
+    /// are u32, which every command fits (arguments are indexed by u32 in `Commands`).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(ENCODING_VERSION);
+        put_u32(out, self.commands.len());
+        for c in self.commands.iter() {
+            let args = c.args();
+            put_u32(out, args.len());
+            for a in args {
+                put_bytes(out, a);
+            }
+        }
+        put_u32(out, self.origins.len());
+        for (o, &first) in self.origins.iter().zip(&self.first_command) {
+            put_u32(out, first);
+            put_bytes(out, o.rule.as_bytes());
+            out.extend_from_slice(&o.version.to_le_bytes());
+            put_bytes(out, o.topic.as_bytes());
+        }
+    }
+
+    /// The batch [`WriteBatch::encode`] wrote into `bytes` (with `done` empty).
+    ///
+    /// # Errors
+    ///
+    /// When `bytes` is not such an encoding: truncated, an unknown version, trailing
+    /// bytes, or origins that do not point at its commands. Never panics on bad input.
+    pub fn decode(bytes: &[u8]) -> Result<WriteBatch, DecodeError> {
+        let mut r = Reader(bytes);
+        let version = r.take(1)?[0];
+        if version != ENCODING_VERSION {
+            return Err(DecodeError("unknown encoding version"));
+        }
+        let mut b = WriteBatch::default();
+        for _ in 0..r.count()? {
+            b.commands.begin_command();
+            for _ in 0..r.count()? {
+                let arg = r.bytes()?;
+                b.commands.push_arg(arg);
+            }
+        }
+        for _ in 0..r.count()? {
+            let first = r.u32()? as usize;
+            let rule =
+                std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError("rule id is not UTF-8"))?;
+            let version = u64::from_le_bytes(
+                r.take(8)?
+                    .try_into()
+                    .map_err(|_| DecodeError("truncated"))?,
+            );
+            let topic =
+                std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError("topic is not UTF-8"))?;
+            let in_order = b.first_command.last().is_none_or(|&last| last <= first);
+            if first >= b.commands.len() || !in_order {
+                return Err(DecodeError("origin does not point at a command"));
+            }
+            b.first_command.push(first);
+            b.origins.push(Origin {
+                rule: rule.into(),
+                version,
+                topic: topic.to_owned(),
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(DecodeError("trailing bytes"));
+        }
+        Ok(b)
+    }
+}
+
+/// A spilled batch that cannot be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed spilled batch: {0}")]
+pub struct DecodeError(&'static str);
+
+/// First byte of every encoding, so that the format can change without misreading old
+/// spills.
+const ENCODING_VERSION: u8 = 1;
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    // Counts and lengths come from `Commands`, whose indices are u32, and from topics
+    // and rule ids, which MQTT and file names keep far below 4 GiB.
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A count of items that each take at least 4 bytes: bounded by what is left, so a
+    /// corrupt count cannot make the decoder loop for long.
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() / 4 {
+            return Err(DecodeError("count larger than the record"));
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> WriteBatch {
+        let mut b = WriteBatch::default();
+        b.commands.push(["SETBIT", "seen", "7", "1"]);
+        b.commands.push(["INCR", "writes"]);
+        b.first_command.push(0);
+        b.origins.push(Origin {
+            rule: "seq-counter".into(),
+            version: 3,
+            topic: "seq/7".into(),
+        });
+        b.commands.push([&b"SET"[..], b"bin\x00\xff", b""]);
+        b.first_command.push(2);
+        b.origins.push(Origin {
+            rule: "acme/echo".into(),
+            version: 1,
+            topic: "acme/x".into(),
+        });
+        b
+    }
+
+    #[test]
+    fn round_trip() {
+        let b = sample();
+        let mut bytes = Vec::new();
+        b.encode(&mut bytes);
+        let back = WriteBatch::decode(&bytes).unwrap();
+        assert_eq!(back.commands, b.commands);
+        assert_eq!(back.origins, b.origins);
+        assert_eq!(back.first_command, b.first_command);
+        assert!(back.done.is_empty());
+        assert_eq!(back.origin_of(1).unwrap().rule.as_ref(), "seq-counter");
+        assert_eq!(back.origin_of(2).unwrap().topic, "acme/x");
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut bytes = Vec::new();
+        sample().encode(&mut bytes);
+        // Every truncation, and every single-byte change, either decodes or errs.
+        for n in 0..bytes.len() {
+            assert!(WriteBatch::decode(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xff;
+            let _ = WriteBatch::decode(&b);
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(
+            WriteBatch::decode(&trailing).err(),
+            Some(DecodeError("trailing bytes"))
+        );
+        bytes[0] = 9;
+        assert_eq!(
+            WriteBatch::decode(&bytes).err(),
+            Some(DecodeError("unknown encoding version"))
+        );
+    }
+}
