@@ -215,7 +215,6 @@ impl Metrics {
             "spilled records dropped on replay as torn or damaged",
             &self.spill_dropped,
         );
-        );
         counter(
             "events_shed_total",
             "events not run because their tenant was over its CPU share",
