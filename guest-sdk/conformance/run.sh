@@ -42,7 +42,9 @@ for fixture in "$here"/*.json; do
     fi
     for module in "${modules[@]}"; do
         modules_run=$((modules_run + 1))
-        if out=$("$wasmrule" test "$module" "$fixture" 2>&1); then
+        # Behaviour, not speed: a generous deadline, so a busy machine cannot turn a
+        # slow-starting component (CPython, QuickJS) into a timeout.
+        if out=$("$wasmrule" test --timeout-ms 2000 "$module" "$fixture" 2>&1); then
             echo "$out" | tail -n 1
         else
             echo "$out" | grep -v '^ok ' || true

@@ -46,6 +46,10 @@ enum Command {
         rule: PathBuf,
         /// Case file (JSON, see docs/writing-rules.md).
         cases: PathBuf,
+        /// Deadline per event in milliseconds (default: the runtime's, 10 ms). Raise it
+        /// to test behaviour on a busy machine, where wall time is not the rule's own.
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u64>,
     },
     /// Create a rule project in ./NAME that builds with ./build.sh into NAME.wasm and
     /// passes `wasmrule test NAME.wasm cases.json`.
@@ -70,6 +74,9 @@ enum Command {
         /// {"topic":"a/b","payload":"..."} is enough.
         #[arg(long)]
         event: PathBuf,
+        /// Deadline in milliseconds (default: the runtime's, 10 ms).
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -182,8 +189,16 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(args),
         Command::Demo(args) => demo(args),
         Command::Check { files } => on_guest_stack(move || check(&files)),
-        Command::Eval { rule, event } => on_guest_stack(move || eval(&rule, &event)),
-        Command::Test { rule, cases } => on_guest_stack(move || test(&rule, &cases)),
+        Command::Eval {
+            rule,
+            event,
+            timeout_ms,
+        } => on_guest_stack(move || eval(&rule, &event, timeout_ms)),
+        Command::Test {
+            rule,
+            cases,
+            timeout_ms,
+        } => on_guest_stack(move || test(&rule, &cases, timeout_ms)),
         Command::New { name, lang } => {
             wasmrule::scaffold::create(Path::new("."), &name, lang).map(|()| {
                 println!("created {name}/: cd {name} && ./build.sh && wasmrule test {name}.wasm cases.json");
@@ -401,10 +416,15 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight messages");
 }
 
-/// The engine for `check`, `eval` and `test`: default limits, and the default cache so
-/// that a large component is compiled once, not on every run.
-fn offline_engine() -> anyhow::Result<Engine> {
-    let engine = Engine::new(Limits::default(), 4)?;
+/// The engine for `check`, `eval` and `test`: default limits (or the given deadline),
+/// and the default cache so that a large component is compiled once, not on every run.
+fn offline_engine(timeout_ms: Option<u64>) -> anyhow::Result<Engine> {
+    let mut limits = Limits::default();
+    if let Some(ms) = timeout_ms {
+        anyhow::ensure!(ms > 0, "--timeout-ms must be greater than 0");
+        limits.timeout = std::time::Duration::from_millis(ms);
+    }
+    let engine = Engine::new(limits, 4)?;
     Ok(
         match wasmrule::config::default_cache_dir()
             .map(|d| wasmrule::engine::cache::Cache::open(&d))
@@ -416,7 +436,7 @@ fn offline_engine() -> anyhow::Result<Engine> {
 }
 
 fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let engine = offline_engine()?;
+    let engine = offline_engine(None)?;
     let mut failed = 0;
     for f in files {
         match load(&engine, f) {
@@ -458,8 +478,8 @@ fn load(engine: &Engine, path: &Path) -> anyhow::Result<wasmrule::engine::Rule> 
     Ok(engine.compile(&bytes)?)
 }
 
-fn test(rule_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
-    let engine = offline_engine()?;
+fn test(rule_path: &Path, cases_path: &Path, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
+    let engine = offline_engine(timeout_ms)?;
     let rule = load(&engine, rule_path).with_context(|| format!("{}", rule_path.display()))?;
     let text = std::fs::read_to_string(cases_path)
         .with_context(|| format!("cannot read case file {}", cases_path.display()))?;
@@ -495,8 +515,8 @@ fn test(rule_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn eval(rule_path: &Path, event_path: &Path) -> anyhow::Result<ExitCode> {
-    let engine = offline_engine()?;
+fn eval(rule_path: &Path, event_path: &Path, timeout_ms: Option<u64>) -> anyhow::Result<ExitCode> {
+    let engine = offline_engine(timeout_ms)?;
     let rule = load(&engine, rule_path).with_context(|| format!("{}", rule_path.display()))?;
     let raw = if event_path == Path::new("-") {
         let mut buf = Vec::new();

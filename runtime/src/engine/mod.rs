@@ -31,6 +31,9 @@ pub use stack::{GUEST_THREAD_STACK, MAX_WASM_STACK, on_guest_stack};
 
 /// Length of one epoch tick: the resolution of the CPU deadline.
 const TICK: Duration = Duration::from_millis(1);
+/// The least time a rule's start function and manifest get at load (off the event
+/// path), whatever the per-event deadline.
+pub const LOAD_DEADLINE: Duration = Duration::from_secs(1);
 /// Core instances (and memories, tables) one component may hold.
 const COMPONENT_CORE_INSTANCES: u32 = 64;
 /// Memories and tables pooled per concurrent invocation: a few for components.
@@ -381,8 +384,17 @@ impl Engine {
         })
     }
 
+    /// Limits for the instance that reads a manifest at load: the event limits, with at
+    /// least [`LOAD_DEADLINE`] of time, since a component's language runtime (CPython,
+    /// QuickJS) initialises there and a first instantiation faults its pages in.
+    fn load_limits(&self) -> InvokeLimits {
+        let mut limits = self.inner.defaults.clone();
+        limits.timeout = limits.timeout.max(LOAD_DEADLINE);
+        limits
+    }
+
     fn read_core_manifest(&self, parts: &core::CoreParts) -> Result<Vec<u8>, RuleError> {
-        let limits = self.inner.defaults.clone();
+        let limits = self.load_limits();
         let mut store = self.new_store(&limits, false);
         let r = core::read_manifest(parts, &mut store);
         r.map_err(|f| self.classify(f, &store, &limits))
@@ -392,7 +404,7 @@ impl Engine {
         &self,
         parts: &component::ComponentParts,
     ) -> Result<Manifest, RuleError> {
-        let limits = self.inner.defaults.clone();
+        let limits = self.load_limits();
         let mut store = self.new_store(&limits, true);
         let r = component::read_manifest(parts, &mut store);
         r.map_err(|f| self.classify(f, &store, &limits))
