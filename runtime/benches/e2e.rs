@@ -217,8 +217,7 @@ async fn publisher(mqtt: &Mosquitto) -> (rumqttc::AsyncClient, tokio::task::Join
 }
 
 async fn publisher_at(port: u16) -> (rumqttc::AsyncClient, tokio::task::JoinHandle<()>) {
-    let mut o =
-        rumqttc::MqttOptions::new(format!("bench-pub-{}", free_port()), "127.0.0.1", port);
+    let mut o = rumqttc::MqttOptions::new(format!("bench-pub-{}", free_port()), "127.0.0.1", port);
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = rumqttc::AsyncClient::new(o, 10_000);
     let task = tokio::spawn(async move { while el.poll().await.is_ok() {} });
@@ -293,7 +292,13 @@ async fn through_embedded(payloads: &[(String, String)]) -> (f64, f64) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_wasmrule"))
         .args(["run", "--embedded-broker", &format!("127.0.0.1:{port}")])
-        .args(["--redis-url", &redis.url(), "--http-addr", "off", "--rules-dir"])
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--http-addr",
+            "off",
+            "--rules-dir",
+        ])
         .arg(dir.path())
         .env("WASMRULE_LOG", "info")
         .stdout(Stdio::null())
