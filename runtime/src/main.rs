@@ -259,15 +259,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         emqx_events: args.emqx_events.then_some(true),
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        // No guest code runs on these threads (rules run on worker threads, manifest
-        // reads on threads of their own, engine/stack.rs), so this does not bound the
-        // wasm stack cap.
-        .thread_stack_size(4 << 20)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = async_runtime()?;
     rt.block_on(async {
         let mqtt = match &config.broker {
             Some(b) => format!("embedded broker on {}", b.listen),
@@ -313,12 +305,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration.map(std::time::Duration::from_secs),
         live: std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(4 << 20)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = async_runtime()?;
     rt.block_on(wasmrule::demo::run(cfg, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -344,11 +331,7 @@ fn simulate(args: SimArgs) -> anyhow::Result<ExitCode> {
     cfg.rate = args.rate;
     cfg.qos = args.qos;
     cfg.max_packet_size = args.max_packet_size;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = async_runtime()?;
     rt.block_on(async {
         if cfg.count.is_some() {
             let s = wasmrule::simulate::load(cfg, true).await?;
@@ -392,6 +375,19 @@ fn simulate(args: SimArgs) -> anyhow::Result<ExitCode> {
         sim.await.context("simulator task")??;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The async runtime for `run`, `demo` and `simulate`: two threads for I/O.
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        // No guest code runs on these threads (rules run on worker threads, manifest
+        // reads on threads of their own, engine/stack.rs), so this does not bound the
+        // wasm stack cap.
+        .thread_stack_size(4 << 20)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 async fn shutdown_signal() {
