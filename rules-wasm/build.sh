@@ -246,9 +246,9 @@ if want component; then
     (cd "$root" && cargo build --quiet -p wasmrule-componentize &&
         cargo build --quiet --profile rule --target wasm32-unknown-unknown "${args[@]}")
 
-    out="$root/target/wasm32-unknown-unknown/rule"
+    out="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/rule"
     for r in "${rules[@]}"; do
-        "$root/target/debug/wasmrule-componentize" "$out/${r//-/_}_component.wasm" \
+        "${CARGO_TARGET_DIR:-$root/target}/debug/wasmrule-componentize" "$out/${r//-/_}_component.wasm" \
             -o "$dist/$r-component.wasm"
         size "$r-component.wasm"
     done

@@ -21,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cd "$root"
 
-wasmrule=${WASMRULE:-target/debug/wasmrule}
+wasmrule=${WASMRULE:-${CARGO_TARGET_DIR:-target}/debug/wasmrule}
 dist=${DIST:-rules-wasm/dist}
 if [[ ! -x $wasmrule ]]; then
     echo "run.sh: no wasmrule binary at $wasmrule (cargo build -p wasmrule, or set WASMRULE)" >&2
