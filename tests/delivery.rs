@@ -25,6 +25,34 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
+/// `wasmrule run` arguments: QoS 1 with a fixed client id, so the broker keeps the
+/// session across restarts.
+fn run_args(
+    config: &std::path::Path,
+    mqtt: &Mosquitto,
+    redis: &Redis,
+    rules: &std::path::Path,
+    client_id: &str,
+) -> Vec<String> {
+    [
+        "--config",
+        config.to_str().unwrap(),
+        "--mqtt-url",
+        &mqtt.url(),
+        "--redis-url",
+        &redis.url(),
+        "--rules-dir",
+        rules.to_str().unwrap(),
+        "--client-id",
+        client_id,
+        "--qos",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 impl Rig {
     fn new() -> Rig {
         let redis = Redis::start_with(true);
@@ -45,23 +73,7 @@ impl Rig {
             ),
         )
         .unwrap();
-        let args: Vec<String> = [
-            "--config",
-            config.to_str().unwrap(),
-            "--mqtt-url",
-            &mqtt.url(),
-            "--redis-url",
-            &redis.url(),
-            "--rules-dir",
-            rules.to_str().unwrap(),
-            "--client-id",
-            "wasmrule-delivery",
-            "--qos",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = run_args(&config, &mqtt, &redis, &rules, "wasmrule-delivery");
         let wasmrule = WasmruleProcess::start(&args, &dir.path().join("wasmrule.log"));
         Rig {
             redis,
@@ -353,23 +365,7 @@ impl SpillRig {
         }
         let config = dir.path().join("wasmrule.toml");
         std::fs::write(&config, toml).unwrap();
-        let args: Vec<String> = [
-            "--config",
-            config.to_str().unwrap(),
-            "--mqtt-url",
-            &mqtt.url(),
-            "--redis-url",
-            &redis.url(),
-            "--rules-dir",
-            rules.to_str().unwrap(),
-            "--client-id",
-            "wasmrule-spill",
-            "--qos",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = run_args(&config, &mqtt, &redis, &rules, "wasmrule-spill");
         let wasmrule = WasmruleProcess::start(&args, &dir.path().join("wasmrule.log"));
         SpillRig {
             redis,
