@@ -329,13 +329,40 @@ impl Screen {
             print!("{s}");
             return;
         }
-        for (key, entries) in hashes {
-            let _ = writeln!(s, "\n{key} ({} fields)", entries.len());
-            for (k, v) in entries.iter().take(10) {
-                let _ = writeln!(s, "  {k:<40} {v}");
+        // Live mode fits a 30-line terminal: the readings packed four to a line, then
+        // the counter hashes two side by side, their five biggest fields each.
+        for (key, entries) in hashes.iter().filter(|(k, _)| *k == "emqx_messages") {
+            let _ = writeln!(s, "\n{key} ({} devices)", entries.len());
+            for row in entries.chunks(4).take(4) {
+                let cells: Vec<String> =
+                    row.iter().map(|(k, v)| format!("{k:>10} {v:<8}")).collect();
+                let _ = writeln!(s, " {}", cells.join(" "));
             }
-            if entries.len() > 10 {
-                let _ = writeln!(s, "  ... {} more", entries.len() - 10);
+        }
+        let counters: Vec<_> = hashes
+            .iter()
+            .filter(|(k, _)| *k != "emqx_messages")
+            .collect();
+        for pair in counters.chunks(2) {
+            let column = |i: usize| -> Vec<String> {
+                let Some((key, entries)) = pair.get(i) else {
+                    return Vec::new();
+                };
+                let mut lines = vec![format!("{key} ({})", entries.len())];
+                lines.extend(
+                    entries
+                        .iter()
+                        .take(5)
+                        .map(|(k, v)| format!("  {k:<28} {v:>6}")),
+                );
+                lines
+            };
+            let (left, right) = (column(0), column(1));
+            let _ = writeln!(s);
+            for i in 0..left.len().max(right.len()) {
+                let l = left.get(i).map_or("", String::as_str);
+                let r = right.get(i).map_or("", String::as_str);
+                let _ = writeln!(s, "{l:<40}{r}");
             }
         }
         print!("{s}");
