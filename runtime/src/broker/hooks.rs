@@ -26,7 +26,7 @@ use super::acl::{Acl, Action, Client};
 use super::reason;
 use crate::event::{BrokerEvent, EventKind, Message, PublishProperties, now_ms, payload_fields};
 use crate::metrics::Metrics;
-use crate::ruleset::Rules;
+use crate::ruleset::{RuleSet, Rules};
 
 /// The hooks wasmrule listens to.
 pub(super) const TYPES: [Type; 10] = [
@@ -103,15 +103,15 @@ impl EventHooks {
         }
     }
 
+    /// Sends an event; callers check that some rule wants `kind` before building it.
     async fn emit(&self, kind: EventKind, fields: Map<String, Value>) {
-        if self.wants(kind.topic()) {
-            self.send(Message::broker_event(BrokerEvent::new(kind, fields)))
-                .await;
-        }
+        self.send(Message::broker_event(BrokerEvent::new(kind, fields)))
+            .await;
     }
 
-    /// Decides a PUBLISH or SUBSCRIBE and reports the decision.
-    async fn authorize(&self, s: &Session, action: Action, topic: &str) -> bool {
+    /// Decides a PUBLISH or SUBSCRIBE and reports the decision to rules in `set` that
+    /// want it.
+    async fn authorize(&self, set: &RuleSet, s: &Session, action: Action, topic: &str) -> bool {
         let id = &s.id;
         let client = Client {
             clientid: &id.client_id,
@@ -119,7 +119,7 @@ impl EventHooks {
             ipaddress: id.remote_addr.map(|a| a.ip()),
         };
         let d = self.inner.acl.check(&client, action, topic);
-        if self.wants(EventKind::ClientCheckAuthzComplete.topic()) {
+        if set.wants(EventKind::ClientCheckAuthzComplete.topic()) {
             let mut f = who(id);
             f.insert("topic".into(), topic.into());
             f.insert("action".into(), action.name().into());
@@ -133,13 +133,15 @@ impl EventHooks {
         d.allow
     }
 
-    async fn on_publish(&self, s: &Session, p: &Publish) {
+    /// An allowed PUBLISH: kept for a possible `no_subscribers` drop, and handed to rules
+    /// in `set` that want its topic.
+    async fn on_publish(&self, set: &RuleSet, s: &Session, p: &Publish) {
         let received_at = p
             .create_time
             .filter(|t| *t > 0)
             .map_or_else(now_ms, |t| t as u64);
         let topic = p.topic.to_string();
-        if self.wants(EventKind::MessageDropped.topic()) {
+        if set.wants(EventKind::MessageDropped.topic()) {
             self.pending().insert(
                 s.id.client_id.to_string(),
                 Pending {
@@ -151,7 +153,7 @@ impl EventHooks {
                 },
             );
         }
-        if !self.wants(&topic) {
+        if !set.wants(&topic) {
             return;
         }
         let mut m = Message::new(topic, p.payload.clone(), p.qos.value(), p.retain);
@@ -236,8 +238,10 @@ impl Handler for EventHooks {
                         rmqtt::codec::v5::PublishAckReason::ImplementationSpecificError;
                     return (false, Some(HookResult::PublishAclResult(r)));
                 }
-                if self.authorize(s, Action::Publish, &p.topic).await {
-                    self.on_publish(s, p).await;
+                // One look at the rule set for the whole publish path.
+                let set = self.inner.rules.snapshot();
+                if self.authorize(&set, s, Action::Publish, &p.topic).await {
+                    self.on_publish(&set, s, p).await;
                     (
                         false,
                         Some(HookResult::PublishAclResult(PublishAclResult::allow())),
@@ -252,8 +256,9 @@ impl Handler for EventHooks {
                 }
             }
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
+                let set = self.inner.rules.snapshot();
                 let result = if self
-                    .authorize(s, Action::Subscribe, &sub.topic_filter)
+                    .authorize(&set, s, Action::Subscribe, &sub.topic_filter)
                     .await
                 {
                     SubscribeAclResult::new_success(sub.opts.qos(), None)
@@ -299,16 +304,20 @@ impl Handler for EventHooks {
                 (true, acc)
             }
             Parameter::SessionSubscribed(s, sub) => {
-                let mut f = who(&s.id);
-                f.insert("topic".into(), sub.topic_filter.to_string().into());
-                f.insert("qos".into(), sub.opts.qos_value().into());
-                self.emit(EventKind::SessionSubscribed, f).await;
+                if self.wants(EventKind::SessionSubscribed.topic()) {
+                    let mut f = who(&s.id);
+                    f.insert("topic".into(), sub.topic_filter.to_string().into());
+                    f.insert("qos".into(), sub.opts.qos_value().into());
+                    self.emit(EventKind::SessionSubscribed, f).await;
+                }
                 (true, acc)
             }
             Parameter::SessionUnsubscribed(s, unsub) => {
-                let mut f = who(&s.id);
-                f.insert("topic".into(), unsub.topic_filter.to_string().into());
-                self.emit(EventKind::SessionUnsubscribed, f).await;
+                if self.wants(EventKind::SessionUnsubscribed.topic()) {
+                    let mut f = who(&s.id);
+                    f.insert("topic".into(), unsub.topic_filter.to_string().into());
+                    self.emit(EventKind::SessionUnsubscribed, f).await;
+                }
                 (true, acc)
             }
             Parameter::MessageDelivered(s, from, p) | Parameter::MessageAcked(s, from, p) => {
@@ -348,7 +357,7 @@ impl Handler for EventHooks {
             }
             Parameter::MessageNonsubscribed(from) => {
                 let p = self.pending().remove(from.client_id.as_ref() as &str);
-                if let Some(p) = p {
+                if let Some(p) = p.filter(|_| self.wants(EventKind::MessageDropped.topic())) {
                     let mut f = who(from);
                     f.insert("topic".into(), p.topic.into());
                     f.insert("qos".into(), p.qos.into());

@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rmqtt::context::ServerContext;
-use rmqtt::hook::Register;
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use tokio::sync::mpsc;
@@ -179,7 +178,7 @@ impl Broker {
             // Events already handed over finish; later hook calls find the channel
             // closed and are dropped (the process is stopping).
             drop(dispatcher);
-            let _ = register_stop(register).await;
+            register.stop().await;
         });
 
         tracing::info!(addr = %local_addr, "embedded MQTT broker listening");
@@ -202,8 +201,4 @@ impl Broker {
         self.server.abort();
         let _ = self.server.await;
     }
-}
-
-async fn register_stop(register: Box<dyn Register>) {
-    register.stop().await;
 }
