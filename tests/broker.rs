@@ -17,8 +17,8 @@ use rumqttc::v5::{AsyncClient, MqttOptions};
 use serde_json::Value;
 use support::*;
 use wasmrule::Runtime;
-use wasmrule::broker::{Acl, BrokerConfig};
 use wasmrule::simulate::raw::{self, RawClient};
+use wasmrule::{Acl, BrokerConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -38,7 +38,7 @@ impl Env {
         for r in rules {
             install(&dist(r), dir.path(), &format!("{r}.wasm"));
         }
-        let mut config = wasmrule::config::Config::with_overrides(&wasmrule::config::Overrides {
+        let mut config = wasmrule::Config::with_overrides(&wasmrule::Overrides {
             redis_url: Some(redis.url()),
             rules_dir: Some(dir.path().to_owned()),
             http_addr: Some("off".into()),

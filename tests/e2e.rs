@@ -10,8 +10,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use support::*;
+use wasmrule::Metrics;
 use wasmrule::Runtime;
-use wasmrule::metrics::Metrics;
 
 const SECS2: Duration = Duration::from_secs(2);
 
@@ -353,7 +353,7 @@ async fn binary_payloads_and_mqtt311_reach_rules() {
     )
     .unwrap();
     let mut cfg = config(&env.redis, &env.mqtt, env.rules());
-    cfg.mqtt.protocol = wasmrule::config::MqttProtocol::V311;
+    cfg.mqtt.protocol = wasmrule::MqttProtocol::V311;
     let rt = Runtime::start(cfg).await.unwrap();
     let publisher = Publisher::connect(&env.mqtt).await;
     let deadline = tokio::time::Instant::now() + SECS2;
@@ -631,8 +631,7 @@ async fn every_language_leaves_the_same_redis_state_as_rust() {
     // 10 ms deadline while reading its manifest on a busy 2-core machine. The deadline
     // is not what this test is about, so every tenant gets 1 s.
     let parsed =
-        wasmrule::config::Config::from_toml(&format!("[limits]\ntimeout_ms = 1000\n{tenants}"))
-            .unwrap();
+        wasmrule::Config::from_toml(&format!("[limits]\ntimeout_ms = 1000\n{tenants}")).unwrap();
     let mut cfg = config(&env.redis, &env.mqtt, env.rules());
     cfg.limits = parsed.limits;
     cfg.tenants = parsed.tenants;

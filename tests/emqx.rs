@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use support::*;
+use wasmrule::Metrics;
 use wasmrule::Runtime;
-use wasmrule::metrics::Metrics;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -140,7 +140,7 @@ impl Publishers {
 /// The fields a rule must see for `f`: what the adapter maps it to, less the timestamp
 /// when EMQX gave none (the event then carries the time it was made).
 fn expected(f: &Fixture) -> (String, Map<String, Value>) {
-    let e = wasmrule::emqx::to_event(&f.topic, &f.payload)
+    let e = wasmrule::emqx_to_event(&f.topic, &f.payload)
         .unwrap()
         .unwrap_or_else(|| panic!("{}: not an EMQX event topic", f.file));
     let mut fields = e.fields();

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::*;
+use wasmrule::Metrics;
 use wasmrule::Runtime;
-use wasmrule::metrics::Metrics;
 
 fn esc(b: &[u8]) -> String {
     b.iter().map(|c| format!("\\{c:02x}")).collect()
@@ -97,7 +97,7 @@ impl Env {
 
     async fn runtime(&self, tenants_toml: &str) -> Runtime {
         let mut cfg = config(&self.redis, &self.mqtt, self.dir.path());
-        let file = wasmrule::config::Config::from_toml(tenants_toml).unwrap();
+        let file = wasmrule::Config::from_toml(tenants_toml).unwrap();
         cfg.tenants = file.tenants;
         Runtime::start(cfg).await.unwrap()
     }

@@ -5,7 +5,7 @@
 use arbitrary::Arbitrary;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use wasmrule::event::{EventEncoder, Message, PublishProperties};
+use wasmrule::{EventEncoder, Message, PublishProperties};
 
 #[derive(Arbitrary, Debug)]
 struct Input {

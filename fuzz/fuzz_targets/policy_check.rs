@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use wasmrule::commands::Commands;
-use wasmrule::policy::{DEFAULT_ALLOWED, InvokeLimits, Quarantine, SPECS, TenantPolicy, resolve_allowed};
+use wasmrule::Commands;
+use wasmrule::{DEFAULT_ALLOWED, InvokeLimits, Quarantine, SPECS, TenantPolicy, resolve_allowed};
 
 #[derive(Arbitrary, Debug)]
 struct Input {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasmrule::commands::Commands;
+use wasmrule::Commands;
 use wasmrule::engine::abi::{OutputLimits, decode_result};
 
 fuzz_target!(|data: &[u8]| {

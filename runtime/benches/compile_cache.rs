@@ -14,10 +14,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use wasmrule::commands::Commands;
+use wasmrule::Commands;
 use wasmrule::engine::cache::Cache;
 use wasmrule::engine::{Engine, Limits, Rule};
-use wasmrule::event::{EventEncoder, Message};
+use wasmrule::{EventEncoder, Message};
 
 /// Language, suffix of its module in rules-wasm/dist (as in build.sh).
 const LANGS: [(&str, &str); 8] = [

@@ -14,10 +14,10 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use wasmrule::commands::Commands;
+use wasmrule::Commands;
 use wasmrule::engine::abi::{OutputLimits, decode_result};
 use wasmrule::engine::{Engine, Limits};
-use wasmrule::event::{EventEncoder, Message};
+use wasmrule::{EventEncoder, Message};
 
 const ROUND: Duration = Duration::from_millis(1500);
 

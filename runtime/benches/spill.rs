@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
-use wasmrule::metrics::Metrics;
-use wasmrule::spill::{Backlog, SpillLog};
-use wasmrule::write_batch::WriteBatch;
+use wasmrule::Metrics;
+use wasmrule::WriteBatch;
+use wasmrule::{Backlog, SpillLog};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--test");

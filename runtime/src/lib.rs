@@ -2,313 +2,61 @@
 //!
 //! # Layout
 //!
-//! Data flow: `mqtt_source` (or the embedded `broker`) `-> dispatch (bounded queues,
-//! worker threads) -> engine -> commands -> redis_sink (-> spill while Redis is down)`,
-//! with `reload` swapping the
-//! `ruleset` the workers read.
+//! Data flow: `source (mqtt/ or the embedded broker/) -> dispatch (bounded queues,
+//! worker threads; tenancy checks) -> rules/engine -> commands -> sink/redis (-> sink/spill
+//! while Redis is down) -> ack`, with `rules/reload.rs` swapping the rule set the
+//! workers read.
 //!
-//! - [`config`]: TOML and overrides -> validated [`config::Config`].
-//! - [`event`]: the event model (EMQX field names) and its JSON encoding.
-//! - [`topic`]: MQTT filter validation, matching and a filter index.
-//! - [`engine`]: wasmtime engine, rule ABI v1 (`engine/abi.rs`), limits, invocation.
-//! - [`commands`]: flat, binary-safe command lists and their `redis-cli` rendering.
-//! - [`ruleset`]: the immutable set of serving rules and its atomic swap.
-//! - [`reload`]: rules directory watcher -> compile off the hot path -> swap.
-//! - [`subscriptions`]: which MQTT subscriptions to hold; dropping overlap duplicates.
-//! - [`mqtt_source`]: the MQTT connection (rumqttc, 3.1.1 and 5).
-//! - [`emqx`]: an external EMQX's client-event topics -> broker events.
-//! - [`broker`]: the embedded MQTT broker (rmqtt) and its client and message events.
-//! - [`ack`]: acknowledge-after-write, in arrival order.
-//! - [`policy`]: per-tenant command allow-list, key namespace, topic ACL, limits.
-//! - [`quarantine`]: taking failing rules out of service.
-//! - [`cpu_budget`]: each tenant's share of worker time; shedding a tenant over it.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`dispatch`]: worker threads, per-topic ordering.
-//! - [`write_batch`]: a worker's commands for Redis, and their spill encoding.
-//! - [`redis_sink`]: pipelined writes with reconnect and retry.
-//! - [`spill`]: the optional on-disk spill for QoS 0 batches while Redis is down.
-//! - [`rule_test`]: `wasmrule test`, case files for rule authors.
-//! - [`scaffold`]: `wasmrule new`, rule projects in Rust, C, AssemblyScript.
-//! - [`demo`]: `wasmrule demo`, the EMQX demo in one command.
-//! - [`simulate`]: `wasmrule simulate`, the demo's devices and a load generator.
-//! - [`metrics`]: counters of what the runtime did.
+//! - `runtime.rs`: [`Runtime`], the stages started and stopped in order.
+//! - `config/`: the file as a whole, loading and overrides -> [`Config`].
+//! - `source/`: where events enter: `mqtt/` (connection, subscriptions, acks, EMQX's
+//!   event topics) and `broker/` (the embedded broker and its hooks and ACL).
+//! - `dispatch/`: events -> matching rules on worker threads, per-topic order.
+//! - `rules/`: `engine/` (wasmtime, the rule ABI), `ruleset.rs` (the serving set),
+//!   `reload.rs` (the directory watcher).
+//! - `tenancy/`: per-tenant policy, CPU budget, quarantine.
+//! - `sink/`: `batch.rs` (a worker's commands), `redis/` (the writer, outage and replay),
+//!   `spill/` (the on-disk spill).
+//! - `ops/`: metrics and the HTTP endpoint.
+//! - `tools/`: `test`, `new`, `demo`, `simulate`.
+//! - `event.rs`, `commands.rs`, `topic.rs`, `ack.rs`: what the stages pass each other.
+//!
+//! Modules are private; what callers need is re-exported here.
 
-pub mod ack;
-pub mod broker;
-pub mod commands;
-pub mod config;
-pub mod cpu_budget;
-pub mod demo;
-pub mod dispatch;
-pub mod emqx;
-pub mod engine;
-pub mod event;
-pub mod http;
-pub mod metrics;
-pub mod mqtt_source;
-pub mod policy;
-pub mod quarantine;
-pub mod redis_sink;
-pub mod reload;
-pub mod rule_test;
-pub mod ruleset;
-pub mod scaffold;
-pub mod simulate;
-pub mod spill;
-pub mod subscriptions;
-pub mod topic;
-pub mod write_batch;
+mod ack;
+mod commands;
+mod config;
+mod dispatch;
+mod event;
+mod ops;
+mod rules;
+mod runtime;
+mod sink;
+mod source;
+mod tenancy;
+mod tools;
+mod topic;
 
-use std::future::Future;
-use std::sync::Arc;
+pub use crate::commands::Commands;
+pub use crate::config::{
+    Config, MqttConfig, MqttProtocol, Overrides, RedisConfig, RulesConfig, RuntimeConfig,
+    SpillConfig, Tenants, default_cache_dir, parse_mqtt_url,
+};
+pub use crate::event::{EventEncoder, Message, PublishProperties, complete_event};
+pub use crate::ops::metrics::Metrics;
+/// The WebAssembly engine, with its own API: [`engine::Engine`], [`engine::Rule`],
+/// [`engine::Limits`], the rule ABI ([`engine::abi`]) and the compiled-code cache.
+pub use crate::rules::engine;
+pub use crate::runtime::{Runtime, run};
+pub use crate::sink::batch::WriteBatch;
+pub use crate::sink::spill::{Backlog, SpillLog};
+pub use crate::source::broker::{Acl, BrokerConfig};
+pub use crate::tenancy::policy::{
+    DEFAULT_ALLOWED, InvokeLimits, Quarantine, SPECS, TenantPolicy, resolve_allowed,
+};
+pub use crate::tools::{demo, rule_test, scaffold, simulate};
+pub use crate::topic::{matches as topic_matches, validate_filter};
 
-use anyhow::{Context, bail};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::metrics::Metrics;
-use crate::reload::Reloader;
-use crate::ruleset::Rules;
-
-/// Extra pooled instances beyond one per worker: rule loads read manifests too.
-const SPARE_INSTANCES: u32 = 4;
-
-/// Runs wasmrule until `shutdown` completes, then stops taking messages, lets workers
-/// finish what they hold, writes it to Redis and returns.
-///
-/// # Errors
-///
-/// When the rules directory is missing or unreadable, or the engine cannot start.
-/// Broker and Redis outages are not errors: they are retried.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let runtime = Runtime::start(config).await?;
-    shutdown.await;
-    runtime.stop().await;
-    Ok(())
-}
-
-/// A running wasmrule, for callers (tests, the demo) that want to look inside.
-pub struct Runtime {
-    pub metrics: Arc<Metrics>,
-    pub rules: Arc<Rules>,
-    /// Where the health endpoint listens, if it does.
-    pub http_addr: Option<std::net::SocketAddr>,
-    /// Where the embedded broker listens, if it runs.
-    pub broker_addr: Option<std::net::SocketAddr>,
-    shutdown_timeout: std::time::Duration,
-    token: CancellationToken,
-    drained: CancellationToken,
-    source: Source,
-    watcher: tokio::task::JoinHandle<anyhow::Result<()>>,
-    workers: dispatch::Workers,
-    sink: tokio::task::JoinHandle<()>,
-    http: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// Where events come from.
-enum Source {
-    /// A connection to an MQTT broker.
-    Mqtt(tokio::task::JoinHandle<()>),
-    /// The embedded broker.
-    Embedded(broker::Broker),
-}
-
-impl Runtime {
-    /// Loads the rules in the directory, then starts the watcher, workers, Redis writer
-    /// and MQTT connection. Returns once the initial rules are serving.
-    ///
-    /// # Errors
-    ///
-    /// As [`run`].
-    pub async fn start(mut config: Config) -> anyhow::Result<Runtime> {
-        let dir = &config.rules.dir;
-        if !dir.is_dir() {
-            bail!(
-                "rules directory {} does not exist (create it, or pass --rules-dir)",
-                dir.display()
-            );
-        }
-        // The watcher reports absolute paths; rule ids are computed relative to this.
-        config.rules.dir = std::fs::canonicalize(dir)
-            .with_context(|| format!("cannot resolve rules directory {}", dir.display()))?;
-        let dir = &config.rules.dir;
-        // Before anything starts: a spill another process holds, or cannot read, stops
-        // the start.
-        let spill = match &config.redis.spill {
-            Some(s) => {
-                let log = spill::SpillLog::open(&s.dir, s.max_bytes, s.segment_bytes)
-                    .with_context(|| format!("cannot open the spill in {}", s.dir.display()))?;
-                tracing::info!(
-                    dir = %s.dir.display(),
-                    max_bytes = s.max_bytes,
-                    "spill on for QoS 0 batches while Redis is unreachable"
-                );
-                if !log.is_empty() {
-                    tracing::info!(
-                        bytes = log.bytes(),
-                        "the spill holds batches from before; replaying them first"
-                    );
-                }
-                Some(log)
-            }
-            None => None,
-        };
-        let workers = config.runtime.workers;
-        let mut engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
-            .context("cannot start the WebAssembly engine")?;
-        if let Some(dir) = &config.rules.cache_dir {
-            match engine::cache::Cache::open(dir) {
-                Ok(cache) => engine = engine.with_cache(cache),
-                Err(e) => tracing::warn!("compiled-code cache off: {e:#}"),
-            }
-        }
-        let metrics = Arc::new(Metrics::default());
-        let rules = Arc::new(Rules::new());
-        let token = CancellationToken::new();
-
-        let (http_addr, http) = match config.runtime.http_addr {
-            Some(addr) => {
-                let (a, t) =
-                    http::serve(addr, metrics.clone(), rules.clone(), token.child_token()).await?;
-                (Some(a), Some(t))
-            }
-            None => (None, None),
-        };
-
-        let mut reloader = Reloader::new(
-            engine,
-            config.rules.clone(),
-            config.tenants.clone(),
-            rules.clone(),
-            metrics.clone(),
-        );
-        reloader.scan().await?;
-        tracing::info!(
-            rules = rules.snapshot().len(),
-            dir = %dir.display(),
-            "initial rules loaded"
-        );
-        let watcher = tokio::spawn(reloader.watch(token.child_token()));
-
-        let tracker = Arc::new(ack::AckTracker::new());
-        let (due_tx, due_rx) = mpsc::unbounded_channel();
-        let completions = ack::Completions::new(tracker.clone(), due_tx);
-        let (sink_tx, sink_rx) = mpsc::channel(workers * 4);
-        let sink = tokio::spawn(redis_sink::run(
-            config.redis.clone(),
-            sink_rx,
-            metrics.clone(),
-            completions.clone(),
-            spill,
-        ));
-        let (dispatcher, worker_threads) = dispatch::start(
-            workers,
-            config.runtime.queue,
-            &config.runtime.node,
-            rules.clone(),
-            sink_tx,
-            metrics.clone(),
-        )
-        .context("cannot start worker threads")?;
-        let drained = CancellationToken::new();
-        let (source, broker_addr) = match &config.broker {
-            Some(b) => {
-                let broker = broker::Broker::start(
-                    b.clone(),
-                    rules.clone(),
-                    dispatcher,
-                    metrics.clone(),
-                    token.child_token(),
-                )
-                .await?;
-                metrics::Metrics::set(&metrics.mqtt_connected, true);
-                let addr = broker.local_addr();
-                (Source::Embedded(broker), Some(addr))
-            }
-            None => (
-                Source::Mqtt(tokio::spawn(mqtt_source::run(
-                    config.mqtt.clone(),
-                    mqtt_source::SourceParts {
-                        wanted: rules.wanted(),
-                        dispatcher,
-                        metrics: metrics.clone(),
-                        tracker,
-                        completions,
-                        due: due_rx,
-                        shutdown: token.child_token(),
-                        drained: drained.clone(),
-                    },
-                ))),
-                None,
-            ),
-        };
-        Ok(Runtime {
-            metrics,
-            rules,
-            http_addr,
-            broker_addr,
-            shutdown_timeout: config.runtime.shutdown_timeout,
-            token,
-            drained,
-            source,
-            watcher,
-            workers: worker_threads,
-            sink,
-            http,
-        })
-    }
-
-    /// Graceful shutdown: stops taking messages, finishes the ones taken, writes them,
-    /// acknowledges them and disconnects, within the configured shutdown timeout.
-    /// Returns whether everything finished in time (if not, the broker redelivers what
-    /// was not acknowledged).
-    pub async fn stop(self) -> bool {
-        let Runtime {
-            token,
-            drained,
-            source,
-            watcher,
-            workers,
-            sink,
-            http,
-            shutdown_timeout,
-            ..
-        } = self;
-        token.cancel();
-        let finish = async {
-            // The source drops the dispatcher; workers drain their queues and exit,
-            // which closes the writer's channel; the writer finishes and ends.
-            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
-            let _ = sink.await;
-        };
-        let in_time = tokio::time::timeout(shutdown_timeout, finish).await.is_ok();
-        if !in_time {
-            tracing::warn!(
-                "shutdown timeout ({shutdown_timeout:?}) reached; unacknowledged messages will be redelivered"
-            );
-        }
-        drained.cancel();
-        match source {
-            Source::Mqtt(task) => {
-                if tokio::time::timeout(std::time::Duration::from_secs(3), task)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("MQTT connection did not close in time");
-                }
-            }
-            Source::Embedded(broker) => broker.stop().await,
-        }
-        match watcher.await {
-            Ok(Err(e)) => tracing::warn!("rules watcher: {e:#}"),
-            Err(e) => tracing::warn!("rules watcher task: {e}"),
-            Ok(Ok(())) => {}
-        }
-        if let Some(h) = http {
-            let _ = h.await;
-        }
-        in_time
-    }
-}
+/// EMQX's event topics -> events, for the EMQX fixture tests.
+#[doc(hidden)]
+pub use crate::source::mqtt::emqx::to_event as emqx_to_event;

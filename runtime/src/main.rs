@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use wasmrule::commands::Commands;
-use wasmrule::config::{Config, Overrides};
+use wasmrule::Commands;
 use wasmrule::engine::{ABI_VERSION, Engine, Limits};
+use wasmrule::{Config, Overrides};
 
 // Every event allocates a wasmtime Store and frees it; compiling rules allocates a lot
 // and frees it. mimalloc is faster at the first and returns memory better after the
@@ -290,7 +290,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     if let Some(url) = &args.redis_url {
-        wasmrule::config::Config::with_overrides(&Overrides {
+        Config::with_overrides(&Overrides {
             redis_url: Some(url.clone()),
             ..Overrides::default()
         })
@@ -313,7 +313,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn simulate(args: SimArgs) -> anyhow::Result<ExitCode> {
     use wasmrule::simulate::{SimConfig, SimStats};
     let (host, port, username, password) =
-        wasmrule::config::parse_mqtt_url(&args.mqtt_url).context("--mqtt-url")?;
+        wasmrule::parse_mqtt_url(&args.mqtt_url).context("--mqtt-url")?;
     anyhow::ensure!(args.qos <= 2, "--qos: {} is not 0, 1 or 2", args.qos);
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.abnormal),
@@ -422,9 +422,7 @@ fn offline_engine(timeout_ms: Option<u64>) -> anyhow::Result<Engine> {
     }
     let engine = Engine::new(limits, 4)?;
     Ok(
-        match wasmrule::config::default_cache_dir()
-            .map(|d| wasmrule::engine::cache::Cache::open(&d))
-        {
+        match wasmrule::default_cache_dir().map(|d| wasmrule::engine::cache::Cache::open(&d)) {
             Some(Ok(cache)) => engine.with_cache(cache),
             _ => engine,
         },
@@ -524,14 +522,14 @@ fn eval(rule_path: &Path, event_path: &Path, timeout_ms: Option<u64>) -> anyhow:
         std::fs::read(event_path)
             .with_context(|| format!("cannot read event file {}", event_path.display()))?
     };
-    let event = wasmrule::event::complete_event(&raw, "wasmrule@eval")
+    let event = wasmrule::complete_event(&raw, "wasmrule@eval")
         .with_context(|| format!("event {}", event_path.display()))?;
     let topic = serde_json::from_slice::<serde_json::Value>(&event)?["topic"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     let filters = &rule.manifest().filters;
-    if !filters.iter().any(|f| wasmrule::topic::matches(f, &topic)) {
+    if !filters.iter().any(|f| wasmrule::topic_matches(f, &topic)) {
         eprintln!(
             "note: topic {topic:?} matches none of the rule's filters ({}); a running \
              wasmrule would not call it. Running it anyway.",

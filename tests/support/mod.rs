@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wasmrule::config::{Config, MqttProtocol, Overrides};
+use wasmrule::{Config, MqttProtocol, Overrides};
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {

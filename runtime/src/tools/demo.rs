@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Acl, BrokerConfig};
 use crate::config::{Config, Overrides};
-use crate::metrics::Metrics;
-use crate::simulate::{SimConfig, SimStats};
+use crate::ops::metrics::Metrics;
+use crate::source::broker::{Acl, BrokerConfig};
+use crate::tools::simulate::{SimConfig, SimStats};
 
 /// The demo's rules, as `rules-wasm/build.sh` names them.
 pub const DEMO_RULES: [&str; 4] = [
@@ -30,7 +30,7 @@ pub const DEMO_RULES: [&str; 4] = [
 ];
 
 /// The demo's ACL (`examples/demo/acl.toml`).
-pub const DEMO_ACL: &str = include_str!("../../examples/demo/acl.toml");
+pub const DEMO_ACL: &str = include_str!("../../../examples/demo/acl.toml");
 
 /// The hashes the demo's rules write, in screen order.
 pub const DEMO_HASHES: [&str; 6] = [
@@ -180,7 +180,11 @@ pub async fn run(
     sim.max_packet_size = 16 * 1024;
     let stats = Arc::new(SimStats::default());
     let stop = CancellationToken::new();
-    let simulator = tokio::spawn(crate::simulate::devices(sim, stats.clone(), stop.clone()));
+    let simulator = tokio::spawn(crate::tools::simulate::devices(
+        sim,
+        stats.clone(),
+        stop.clone(),
+    ));
 
     let client = redis::Client::open(redis_url.as_str())?;
     let mut conn = client

@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use super::acl::{Acl, Action, Client};
 use super::reason;
 use crate::event::{BrokerEvent, EventKind, Message, PublishProperties, now_ms, payload_fields};
-use crate::metrics::Metrics;
-use crate::ruleset::{RuleSet, Rules};
+use crate::ops::metrics::Metrics;
+use crate::rules::ruleset::{RuleSet, Rules};
 
 /// The hooks wasmrule listens to.
 pub(super) const TYPES: [Type; 10] = [

@@ -23,6 +23,9 @@
 //! replayed copies, which are the only messages arriving with the retain flag set, are
 //! skipped.
 
+pub mod emqx;
+mod subscriptions;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,11 +35,10 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckToken, AckTracker, Completions};
 use crate::config::{MqttConfig, MqttProtocol};
 use crate::dispatch::Dispatcher;
-use crate::emqx;
 use crate::event::{Message, PublishProperties};
-use crate::metrics::Metrics;
-use crate::ruleset::Wanted;
-use crate::subscriptions::{SubRequest, SubTable};
+use crate::ops::metrics::Metrics;
+use crate::rules::ruleset::Wanted;
+use crate::source::mqtt::subscriptions::{SubRequest, SubTable};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);

@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::ack::Completions;
-use crate::redis_sink::{BACKOFF_MAX, BACKOFF_MIN, IDLE_CHECK, Writer, commands_of, connect};
-use crate::spill::Backlog;
-use crate::write_batch::WriteBatch;
+use crate::sink::batch::WriteBatch;
+use crate::sink::redis::{BACKOFF_MAX, BACKOFF_MIN, IDLE_CHECK, Writer, commands_of, connect};
+use crate::sink::spill::Backlog;
 
 /// Runs the writer until the channel is closed and everything taken is written (or, if
 /// Redis is unreachable then, safely on disk).

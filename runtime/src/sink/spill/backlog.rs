@@ -11,9 +11,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::metrics::Metrics;
-use crate::spill::log::{AppendError, Pos, SpillLog};
-use crate::write_batch::WriteBatch;
+use crate::ops::metrics::Metrics;
+use crate::sink::batch::WriteBatch;
+use crate::sink::spill::log::{AppendError, Pos, SpillLog};
 
 /// The log and the in-memory batches, in one order.
 pub struct Backlog {

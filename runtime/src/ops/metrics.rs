@@ -90,7 +90,7 @@ impl Metrics {
     /// Counts one event shed because its tenant was over its CPU share.
     pub fn shed(&self, tenant: &str) {
         Self::add(&self.events_shed, 1);
-        self.count_kind(tenant, crate::cpu_budget::OverBudget::KIND);
+        self.count_kind(tenant, crate::tenancy::cpu_budget::OverBudget::KIND);
     }
 
     fn by_kind(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<&'static str, u64>>> {

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
 use crate::event::Message;
-use crate::metrics::Metrics;
-use crate::ruleset::Rules;
+use crate::ops::metrics::Metrics;
+use crate::rules::ruleset::Rules;
 
 pub use acl::Acl;
 

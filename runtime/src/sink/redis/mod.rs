@@ -24,9 +24,11 @@ use tokio::sync::mpsc;
 
 use crate::ack::Completions;
 use crate::config::RedisConfig;
-use crate::metrics::Metrics;
-use crate::spill::{Backlog, SpillLog};
-use crate::write_batch::WriteBatch;
+use crate::ops::metrics::Metrics;
+use crate::sink::batch::WriteBatch;
+use crate::sink::spill::{Backlog, SpillLog};
+
+mod outage;
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,7 +62,7 @@ pub async fn run(
         None => direct(writer, rx, completions).await,
         Some(log) => {
             let backlog = Backlog::new(log, max_held, metrics);
-            crate::spill::sink::run(writer, rx, completions, backlog).await;
+            crate::sink::redis::outage::run(writer, rx, completions, backlog).await;
         }
     }
     tracing::debug!("Redis writer drained and stopped");

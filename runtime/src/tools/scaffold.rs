@@ -21,41 +21,41 @@ pub enum Lang {
 const SDK_RUST: &[(&str, &str)] = &[
     (
         "wasmrule-guest/src/lib.rs",
-        include_str!("../../guest-sdk/src/lib.rs"),
+        include_str!("../../../guest-sdk/src/lib.rs"),
     ),
     (
         "wasmrule-guest/src/abi.rs",
-        include_str!("../../guest-sdk/src/abi.rs"),
+        include_str!("../../../guest-sdk/src/abi.rs"),
     ),
     (
         "wasmrule-guest/src/alloc.rs",
-        include_str!("../../guest-sdk/src/alloc.rs"),
+        include_str!("../../../guest-sdk/src/alloc.rs"),
     ),
     (
         "wasmrule-guest/src/command.rs",
-        include_str!("../../guest-sdk/src/command.rs"),
+        include_str!("../../../guest-sdk/src/command.rs"),
     ),
     (
         "wasmrule-guest/src/event.rs",
-        include_str!("../../guest-sdk/src/event.rs"),
+        include_str!("../../../guest-sdk/src/event.rs"),
     ),
     (
         "wasmrule-guest/src/testing.rs",
-        include_str!("../../guest-sdk/src/testing.rs"),
+        include_str!("../../../guest-sdk/src/testing.rs"),
     ),
     (
         "wasmrule-guest/src/topic.rs",
-        include_str!("../../guest-sdk/src/topic.rs"),
+        include_str!("../../../guest-sdk/src/topic.rs"),
     ),
     (
         "wasmrule-guest-macros/src/lib.rs",
-        include_str!("../../guest-sdk/macros/src/lib.rs"),
+        include_str!("../../../guest-sdk/macros/src/lib.rs"),
     ),
 ];
-const SDK_C: &str = include_str!("../../guest-sdk/c/wasmrule.h");
-const SDK_AS: &str = include_str!("../../guest-sdk/assemblyscript/wasmrule.ts");
+const SDK_C: &str = include_str!("../../../guest-sdk/c/wasmrule.h");
+const SDK_AS: &str = include_str!("../../../guest-sdk/assemblyscript/wasmrule.ts");
 /// Linker settings every Rust rule should use (see `.cargo/config.toml` in this repo).
-const RUST_CARGO_CONFIG: &str = include_str!("../../.cargo/config.toml");
+const RUST_CARGO_CONFIG: &str = include_str!("../../../.cargo/config.toml");
 
 /// Creates `dir/NAME` with a rule project in `lang`.
 ///

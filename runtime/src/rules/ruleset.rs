@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::engine::Rule;
 use crate::event::EventKind;
-use crate::policy::TenantPolicy;
-use crate::quarantine::RuleHealth;
+use crate::rules::engine::Rule;
+use crate::tenancy::policy::TenantPolicy;
+use crate::tenancy::quarantine::RuleHealth;
 use crate::topic::{TopicIndex, minimal_cover};
 
 /// Tenant of rules placed directly in the rules directory.

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::commands::Commands;
-use crate::cpu_budget::CpuBudget;
+use crate::tenancy::cpu_budget::CpuBudget;
 use crate::topic;
 
 /// How to find the keys of a command, in Redis's own terms (`COMMAND INFO`): arity
@@ -248,7 +248,7 @@ impl PolicyError {
 /// and Redis keeps every byte of them in memory.
 pub const MAX_KEY_LEN: usize = 4096;
 
-pub use crate::engine::InvokeLimits;
+pub use crate::rules::engine::InvokeLimits;
 
 /// When a failing rule is taken out of service.
 #[derive(Debug, Clone, PartialEq, Eq)]

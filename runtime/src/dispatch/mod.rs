@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::commands::Commands;
-use crate::cpu_budget::{OverBudget, TenantMeters};
-use crate::engine::GUEST_THREAD_STACK;
 use crate::event::{EventEncoder, Message};
-use crate::metrics::Metrics;
-use crate::quarantine::Service;
-use crate::ruleset::{LoadedRule, Rules};
-use crate::write_batch::WriteBatch;
+use crate::ops::metrics::Metrics;
+use crate::rules::engine::GUEST_THREAD_STACK;
+use crate::rules::ruleset::{LoadedRule, Rules};
+use crate::sink::batch::WriteBatch;
+use crate::tenancy::cpu_budget::{OverBudget, TenantMeters};
+use crate::tenancy::quarantine::Service;
 
 /// Native stack of a worker thread: at least four times wasmtime's wasm stack cap, so the
 /// guest's stack and the host frames below it always fit (`engine/stack.rs`).

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::commands::Commands;
-use crate::ruleset::LoadedRule;
+use crate::rules::ruleset::LoadedRule;
 
 /// Commands from one worker, with where each came from (for error reports).
 #[derive(Default)]

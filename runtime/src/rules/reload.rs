@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RulesConfig, Tenants};
-use crate::engine::Engine;
-use crate::metrics::Metrics;
-use crate::quarantine::RuleHealth;
-use crate::ruleset::{DEFAULT_TENANT, LoadedRule, Rules};
+use crate::ops::metrics::Metrics;
+use crate::rules::engine::Engine;
+use crate::rules::ruleset::{DEFAULT_TENANT, LoadedRule, Rules};
+use crate::tenancy::quarantine::RuleHealth;
 
 /// Longest a file may keep changing before it is loaded anyway.
 const MAX_DEBOUNCE_WAIT: Duration = Duration::from_secs(2);

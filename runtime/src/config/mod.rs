@@ -13,10 +13,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::cpu_budget::CpuBudget;
-use crate::engine::{GUEST_THREAD_STACK, Limits, MAX_WASM_STACK};
-use crate::policy::{DEFAULT_ALLOWED, InvokeLimits, Quarantine, TenantPolicy, resolve_allowed};
-use crate::ruleset::DEFAULT_TENANT;
+use crate::rules::engine::{GUEST_THREAD_STACK, Limits, MAX_WASM_STACK};
+use crate::rules::ruleset::DEFAULT_TENANT;
+use crate::tenancy::cpu_budget::CpuBudget;
+use crate::tenancy::policy::{
+    DEFAULT_ALLOWED, InvokeLimits, Quarantine, TenantPolicy, resolve_allowed,
+};
 
 /// Which MQTT protocol version to speak to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +116,7 @@ pub struct Config {
     /// Used when `broker` is `None`: wasmrule subscribes to this broker.
     pub mqtt: MqttConfig,
     /// The embedded broker, which replaces the MQTT connection when set.
-    pub broker: Option<crate::broker::BrokerConfig>,
+    pub broker: Option<crate::source::broker::BrokerConfig>,
     pub redis: RedisConfig,
     pub rules: RulesConfig,
     pub limits: Limits,
@@ -421,14 +423,14 @@ impl Config {
         if let Some(addr) = &o.embedded_broker {
             let listen = parse_listen_addr(addr).context("--embedded-broker")?;
             self.broker
-                .get_or_insert_with(|| crate::broker::BrokerConfig::new(listen))
+                .get_or_insert_with(|| crate::source::broker::BrokerConfig::new(listen))
                 .listen = listen;
         }
         if let Some(file) = &o.acl_file {
             let Some(broker) = &mut self.broker else {
                 bail!("--acl: the ACL belongs to the embedded broker; add --embedded-broker ADDR");
             };
-            broker.acl = crate::broker::Acl::from_file(file)?;
+            broker.acl = crate::source::broker::Acl::from_file(file)?;
         }
         if let Some(on) = o.emqx_events {
             self.mqtt.emqx_events = on;
@@ -758,12 +760,12 @@ fn parse_http_addr(s: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
         .map_err(|_| anyhow::anyhow!("{s:?} is not an address like 127.0.0.1:9464, or \"off\""))
 }
 
-fn broker_config(b: RawBroker) -> anyhow::Result<crate::broker::BrokerConfig> {
+fn broker_config(b: RawBroker) -> anyhow::Result<crate::source::broker::BrokerConfig> {
     let listen =
         parse_listen_addr(b.listen.as_deref().unwrap_or(DEFAULT_BROKER_ADDR)).context("listen")?;
-    let mut c = crate::broker::BrokerConfig::new(listen);
+    let mut c = crate::source::broker::BrokerConfig::new(listen);
     if let Some(file) = &b.acl_file {
-        c.acl = crate::broker::Acl::from_file(file)?;
+        c.acl = crate::source::broker::Acl::from_file(file)?;
     }
     if let Some(v) = b.max_packet_size {
         c.max_packet_size = positive(v, "max_packet_size")?;

@@ -50,7 +50,6 @@
 
 pub mod backlog;
 pub mod log;
-pub(crate) mod sink;
 mod sync;
 
 pub use backlog::{Backlog, Chunk};

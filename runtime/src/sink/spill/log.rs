@@ -47,7 +47,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::spill::sync::{SyncMsg, Syncer};
+use crate::sink::spill::sync::{SyncMsg, Syncer};
 
 /// Segment header: magic and format version.
 const SEGMENT_MAGIC: &[u8; 8] = b"WRSPILL\x01";

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::policy::Quarantine;
+use crate::tenancy::policy::Quarantine;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 

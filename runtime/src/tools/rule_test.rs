@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 
 use crate::commands::Commands;
-use crate::engine::Rule;
 use crate::event::complete_event;
+use crate::rules::engine::Rule;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,10 @@
+//! Where a rule runs: the WebAssembly [`engine`] (wasmtime, the rule ABI, limits), the
+//! [`ruleset`] of rules serving now, and the rules directory watcher that [`reload`]s it.
+//!
+//! Owns compiling, validating, instantiating and invoking rules and swapping the serving
+//! set. Does not own which events reach a rule (`dispatch/`), what a tenant's rule may
+//! do (`tenancy/`), or writing its commands (`sink/`).
+
+pub mod engine;
+pub mod reload;
+pub mod ruleset;

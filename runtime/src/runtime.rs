@@ -1,0 +1,260 @@
+//! The running wasmrule: [`Runtime::start`] wires the stages together, [`Runtime::stop`]
+//! takes them down in order. What each stage does lives in its folder.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ops::http;
+use crate::ops::metrics::{self, Metrics};
+use crate::rules::engine::{self, Engine};
+use crate::rules::reload::Reloader;
+use crate::rules::ruleset::Rules;
+use crate::sink::{redis as redis_sink, spill};
+use crate::source::{broker, mqtt as mqtt_source};
+use crate::{ack, dispatch};
+
+/// Extra pooled instances beyond one per worker: rule loads read manifests too.
+const SPARE_INSTANCES: u32 = 4;
+
+/// Runs wasmrule until `shutdown` completes, then stops taking messages, lets workers
+/// finish what they hold, writes it to Redis and returns.
+///
+/// # Errors
+///
+/// When the rules directory is missing or unreadable, or the engine cannot start.
+/// Broker and Redis outages are not errors: they are retried.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let runtime = Runtime::start(config).await?;
+    shutdown.await;
+    runtime.stop().await;
+    Ok(())
+}
+
+/// A running wasmrule, for callers (tests, the demo) that want to look inside.
+pub struct Runtime {
+    pub metrics: Arc<Metrics>,
+    pub rules: Arc<Rules>,
+    /// Where the health endpoint listens, if it does.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// Where the embedded broker listens, if it runs.
+    pub broker_addr: Option<std::net::SocketAddr>,
+    shutdown_timeout: std::time::Duration,
+    token: CancellationToken,
+    drained: CancellationToken,
+    source: Source,
+    watcher: tokio::task::JoinHandle<anyhow::Result<()>>,
+    workers: dispatch::Workers,
+    sink: tokio::task::JoinHandle<()>,
+    http: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where events come from.
+enum Source {
+    /// A connection to an MQTT broker.
+    Mqtt(tokio::task::JoinHandle<()>),
+    /// The embedded broker.
+    Embedded(broker::Broker),
+}
+
+impl Runtime {
+    /// Loads the rules in the directory, then starts the watcher, workers, Redis writer
+    /// and MQTT connection. Returns once the initial rules are serving.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`].
+    pub async fn start(mut config: Config) -> anyhow::Result<Runtime> {
+        let dir = &config.rules.dir;
+        if !dir.is_dir() {
+            bail!(
+                "rules directory {} does not exist (create it, or pass --rules-dir)",
+                dir.display()
+            );
+        }
+        // The watcher reports absolute paths; rule ids are computed relative to this.
+        config.rules.dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("cannot resolve rules directory {}", dir.display()))?;
+        let dir = &config.rules.dir;
+        // Before anything starts: a spill another process holds, or cannot read, stops
+        // the start.
+        let spill = match &config.redis.spill {
+            Some(s) => {
+                let log = spill::SpillLog::open(&s.dir, s.max_bytes, s.segment_bytes)
+                    .with_context(|| format!("cannot open the spill in {}", s.dir.display()))?;
+                tracing::info!(
+                    dir = %s.dir.display(),
+                    max_bytes = s.max_bytes,
+                    "spill on for QoS 0 batches while Redis is unreachable"
+                );
+                if !log.is_empty() {
+                    tracing::info!(
+                        bytes = log.bytes(),
+                        "the spill holds batches from before; replaying them first"
+                    );
+                }
+                Some(log)
+            }
+            None => None,
+        };
+        let workers = config.runtime.workers;
+        let mut engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
+            .context("cannot start the WebAssembly engine")?;
+        if let Some(dir) = &config.rules.cache_dir {
+            match engine::cache::Cache::open(dir) {
+                Ok(cache) => engine = engine.with_cache(cache),
+                Err(e) => tracing::warn!("compiled-code cache off: {e:#}"),
+            }
+        }
+        let metrics = Arc::new(Metrics::default());
+        let rules = Arc::new(Rules::new());
+        let token = CancellationToken::new();
+
+        let (http_addr, http) = match config.runtime.http_addr {
+            Some(addr) => {
+                let (a, t) =
+                    http::serve(addr, metrics.clone(), rules.clone(), token.child_token()).await?;
+                (Some(a), Some(t))
+            }
+            None => (None, None),
+        };
+
+        let mut reloader = Reloader::new(
+            engine,
+            config.rules.clone(),
+            config.tenants.clone(),
+            rules.clone(),
+            metrics.clone(),
+        );
+        reloader.scan().await?;
+        tracing::info!(
+            rules = rules.snapshot().len(),
+            dir = %dir.display(),
+            "initial rules loaded"
+        );
+        let watcher = tokio::spawn(reloader.watch(token.child_token()));
+
+        let tracker = Arc::new(ack::AckTracker::new());
+        let (due_tx, due_rx) = mpsc::unbounded_channel();
+        let completions = ack::Completions::new(tracker.clone(), due_tx);
+        let (sink_tx, sink_rx) = mpsc::channel(workers * 4);
+        let sink = tokio::spawn(redis_sink::run(
+            config.redis.clone(),
+            sink_rx,
+            metrics.clone(),
+            completions.clone(),
+            spill,
+        ));
+        let (dispatcher, worker_threads) = dispatch::start(
+            workers,
+            config.runtime.queue,
+            &config.runtime.node,
+            rules.clone(),
+            sink_tx,
+            metrics.clone(),
+        )
+        .context("cannot start worker threads")?;
+        let drained = CancellationToken::new();
+        let (source, broker_addr) = match &config.broker {
+            Some(b) => {
+                let broker = broker::Broker::start(
+                    b.clone(),
+                    rules.clone(),
+                    dispatcher,
+                    metrics.clone(),
+                    token.child_token(),
+                )
+                .await?;
+                metrics::Metrics::set(&metrics.mqtt_connected, true);
+                let addr = broker.local_addr();
+                (Source::Embedded(broker), Some(addr))
+            }
+            None => (
+                Source::Mqtt(tokio::spawn(mqtt_source::run(
+                    config.mqtt.clone(),
+                    mqtt_source::SourceParts {
+                        wanted: rules.wanted(),
+                        dispatcher,
+                        metrics: metrics.clone(),
+                        tracker,
+                        completions,
+                        due: due_rx,
+                        shutdown: token.child_token(),
+                        drained: drained.clone(),
+                    },
+                ))),
+                None,
+            ),
+        };
+        Ok(Runtime {
+            metrics,
+            rules,
+            http_addr,
+            broker_addr,
+            shutdown_timeout: config.runtime.shutdown_timeout,
+            token,
+            drained,
+            source,
+            watcher,
+            workers: worker_threads,
+            sink,
+            http,
+        })
+    }
+
+    /// Graceful shutdown: stops taking messages, finishes the ones taken, writes them,
+    /// acknowledges them and disconnects, within the configured shutdown timeout.
+    /// Returns whether everything finished in time (if not, the broker redelivers what
+    /// was not acknowledged).
+    pub async fn stop(self) -> bool {
+        let Runtime {
+            token,
+            drained,
+            source,
+            watcher,
+            workers,
+            sink,
+            http,
+            shutdown_timeout,
+            ..
+        } = self;
+        token.cancel();
+        let finish = async {
+            // The source drops the dispatcher; workers drain their queues and exit,
+            // which closes the writer's channel; the writer finishes and ends.
+            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+            let _ = sink.await;
+        };
+        let in_time = tokio::time::timeout(shutdown_timeout, finish).await.is_ok();
+        if !in_time {
+            tracing::warn!(
+                "shutdown timeout ({shutdown_timeout:?}) reached; unacknowledged messages will be redelivered"
+            );
+        }
+        drained.cancel();
+        match source {
+            Source::Mqtt(task) => {
+                if tokio::time::timeout(std::time::Duration::from_secs(3), task)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("MQTT connection did not close in time");
+                }
+            }
+            Source::Embedded(broker) => broker.stop().await,
+        }
+        match watcher.await {
+            Ok(Err(e)) => tracing::warn!("rules watcher: {e:#}"),
+            Err(e) => tracing::warn!("rules watcher task: {e}"),
+            Ok(Ok(())) => {}
+        }
+        if let Some(h) = http {
+            let _ = h.await;
+        }
+        in_time
+    }
+}

@@ -1,0 +1,9 @@
+//! The commands that do not serve: [`rule_test`] (`wasmrule test`), [`scaffold`]
+//! (`wasmrule new`), [`demo`] (`wasmrule demo`) and [`simulate`] (`wasmrule simulate`).
+//!
+//! Each builds on the library's public pieces; nothing in the serving path uses them.
+
+pub mod demo;
+pub mod rule_test;
+pub mod scaffold;
+pub mod simulate;
