@@ -133,11 +133,6 @@ impl Completions {
             let _ = self.due.send(ready);
         }
     }
-
-    /// The tracker.
-    pub fn tracker(&self) -> &AckTracker {
-        &self.tracker
-    }
 }
 
 #[cfg(test)]

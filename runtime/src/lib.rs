@@ -38,22 +38,25 @@ mod tools;
 mod topic;
 
 pub use crate::commands::Commands;
-pub use crate::config::{
-    Config, MqttConfig, MqttProtocol, Overrides, RedisConfig, RulesConfig, RuntimeConfig,
-    SpillConfig, Tenants, default_cache_dir, parse_mqtt_url,
-};
+pub use crate::config::{Config, DEFAULT_HTTP_ADDR, OnOrUnset, Overrides, RuntimeConfig};
 pub use crate::event::{EventEncoder, Message, PublishProperties, complete_event};
 pub use crate::ops::metrics::Metrics;
 /// The WebAssembly engine, with its own API: [`engine::Engine`], [`engine::Rule`],
 /// [`engine::Limits`], the rule ABI ([`engine::abi`]) and the compiled-code cache.
 pub use crate::rules::engine;
+pub use crate::rules::{DEFAULT_RULES_DIR, RulesConfig, default_cache_dir};
 pub use crate::runtime::{Runtime, run};
 pub use crate::sink::batch::WriteBatch;
-pub use crate::sink::spill::{Backlog, SpillLog};
-pub use crate::source::broker::{Acl, BrokerConfig};
+pub use crate::sink::redis::{DEFAULT_REDIS_URL, RedisConfig};
+pub use crate::sink::spill::{
+    Backlog, DEFAULT_SPILL_MAX_BYTES, DEFAULT_SPILL_SEGMENT_BYTES, SpillConfig, SpillLog,
+};
+pub use crate::source::broker::{Acl, BrokerConfig, DEFAULT_BROKER_ADDR};
+pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
 pub use crate::tenancy::policy::{
     DEFAULT_ALLOWED, InvokeLimits, Quarantine, SPECS, TenantPolicy, resolve_allowed,
 };
+pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
 pub use crate::tools::{demo, rule_test, scaffold, simulate};
 pub use crate::topic::{matches as topic_matches, validate_filter};
 

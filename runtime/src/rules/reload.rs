@@ -22,10 +22,11 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RulesConfig, Tenants};
 use crate::ops::metrics::Metrics;
+use crate::rules::RulesConfig;
 use crate::rules::engine::Engine;
 use crate::rules::ruleset::{DEFAULT_TENANT, LoadedRule, Rules};
+use crate::tenancy::Tenants;
 use crate::tenancy::quarantine::RuleHealth;
 
 /// Longest a file may keep changing before it is loaded anyway.

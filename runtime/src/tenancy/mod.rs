@@ -3,9 +3,16 @@
 //! they may take ([`cpu_budget`]), and taking a failing rule out of service
 //! ([`quarantine`]).
 //!
+//! Also the `[tenants.<name>]` sections and the defaults of an unlisted tenant
+//! (`config.rs`).
+//!
 //! Owns the decisions; does not own where they are applied (`dispatch/` on each event,
 //! `rules/reload.rs` on each load).
 
+mod config;
 pub mod cpu_budget;
 pub mod policy;
 pub mod quarantine;
+
+pub(crate) use config::RawTenant;
+pub use config::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};

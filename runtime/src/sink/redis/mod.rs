@@ -23,12 +23,15 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
 use crate::ack::Completions;
-use crate::config::RedisConfig;
 use crate::ops::metrics::Metrics;
 use crate::sink::batch::WriteBatch;
 use crate::sink::spill::{Backlog, SpillLog};
 
+mod config;
 mod outage;
+
+pub use config::{DEFAULT_REDIS_URL, RedisConfig};
+pub(crate) use config::{RawRedis, check_redis_url};
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

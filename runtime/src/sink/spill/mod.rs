@@ -49,8 +49,11 @@
 //! configured; the spill comes into use when a write fails for want of a connection.
 
 pub mod backlog;
+mod config;
 pub mod log;
 mod sync;
 
-pub use backlog::{Backlog, Chunk};
+pub use backlog::Backlog;
+pub(crate) use config::RawSpill;
+pub use config::{DEFAULT_SPILL_MAX_BYTES, DEFAULT_SPILL_SEGMENT_BYTES, SpillConfig};
 pub use log::SpillLog;

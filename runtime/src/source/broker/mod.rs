@@ -16,13 +16,13 @@
 //! clustering and TLS.
 
 pub mod acl;
+mod config;
 mod hooks;
 pub mod reason;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use rmqtt::context::ServerContext;
@@ -37,48 +37,11 @@ use crate::ops::metrics::Metrics;
 use crate::rules::ruleset::Rules;
 
 pub use acl::Acl;
+pub use config::{BrokerConfig, DEFAULT_BROKER_ADDR};
+pub(crate) use config::{RawBroker, parse_listen_addr};
 
 /// Events waiting between the hooks and the dispatcher.
 const EVENT_CHANNEL: usize = 4096;
-
-/// How the embedded broker listens and what it allows.
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    /// TCP address to listen on (port 0 picks a free one).
-    pub listen: SocketAddr,
-    /// Who may publish and subscribe where.
-    pub acl: Acl,
-    /// Largest MQTT packet accepted, in bytes; a client sending more is disconnected
-    /// (`frame_too_large`).
-    pub max_packet_size: u32,
-    /// Highest QoS a client may publish or subscribe with (0, 1 or 2).
-    pub max_qos: u8,
-    /// QoS 1/2 messages in flight to one client.
-    pub max_inflight: u16,
-    /// Messages queued for one client before new ones are dropped (`queue_full`).
-    pub max_mqueue_len: usize,
-    /// Most simultaneous connections.
-    pub max_connections: usize,
-    /// Longest session expiry a client may ask for (MQTT 5), and the expiry of MQTT
-    /// 3.1.1 sessions with clean_session = false.
-    pub session_expiry: Duration,
-}
-
-impl BrokerConfig {
-    /// Defaults for a broker on `listen`.
-    pub fn new(listen: SocketAddr) -> Self {
-        BrokerConfig {
-            listen,
-            acl: Acl::default(),
-            max_packet_size: 1 << 20,
-            max_qos: 2,
-            max_inflight: 16,
-            max_mqueue_len: 1000,
-            max_connections: 100_000,
-            session_expiry: Duration::from_secs(2 * 3600),
-        }
-    }
-}
 
 /// A running embedded broker.
 pub struct Broker {

@@ -23,6 +23,7 @@
 //! replayed copies, which are the only messages arriving with the retain flag set, are
 //! skipped.
 
+mod config;
 pub mod emqx;
 mod subscriptions;
 
@@ -33,12 +34,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckToken, AckTracker, Completions};
-use crate::config::{MqttConfig, MqttProtocol};
 use crate::dispatch::Dispatcher;
 use crate::event::{Message, PublishProperties};
 use crate::ops::metrics::Metrics;
 use crate::rules::ruleset::Wanted;
-use crate::source::mqtt::subscriptions::{SubRequest, SubTable};
+use subscriptions::{SubRequest, SubTable};
+
+pub use config::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
+pub(crate) use config::{RawMqtt, check_client_id};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);

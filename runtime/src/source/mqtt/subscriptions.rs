@@ -59,6 +59,7 @@ impl SubTable {
     }
 
     /// The filters wanted now.
+    #[cfg(test)]
     pub fn wanted(&self) -> Vec<&str> {
         self.entries
             .iter()

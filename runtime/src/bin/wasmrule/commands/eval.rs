@@ -1,0 +1,75 @@
+//! `wasmrule eval RULE.wasm --event FILE`: run one rule on one event, offline, and print
+//! its commands in `redis-cli` syntax.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use wasmrule::Commands;
+
+use super::{load_rule, offline_engine};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The rule (.wasm).
+    rule: PathBuf,
+    /// Event JSON file, or `-` for standard input. Missing fields get defaults, so
+    /// {"topic":"a/b","payload":"..."} is enough.
+    #[arg(long)]
+    event: PathBuf,
+    /// Deadline in milliseconds (default: the runtime's, 10 ms).
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let (rule_path, event_path) = (&args.rule, &args.event);
+    let engine = offline_engine(args.timeout_ms)?;
+    let rule = load_rule(&engine, rule_path).with_context(|| format!("{}", rule_path.display()))?;
+    let event = wasmrule::complete_event(&read_event(event_path)?, "wasmrule@eval")
+        .with_context(|| format!("event {}", event_path.display()))?;
+    let topic = serde_json::from_slice::<serde_json::Value>(&event)?["topic"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let filters = &rule.manifest().filters;
+    if !filters.iter().any(|f| wasmrule::topic_matches(f, &topic)) {
+        eprintln!(
+            "note: topic {topic:?} matches none of the rule's filters ({}); a running \
+             wasmrule would not call it. Running it anyway.",
+            filters.join(" ")
+        );
+    }
+    let mut out = Commands::new();
+    match rule.invoke(&event, &mut out) {
+        Ok(_) => {
+            for c in out.iter() {
+                println!("{c}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                "error: rule {} failed ({}): {e}",
+                rule.manifest().name,
+                e.kind()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The event file's bytes, or standard input's for `-`.
+fn read_event(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read the event from standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read event file {}", path.display()))
+    }
+}

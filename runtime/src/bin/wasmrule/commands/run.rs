@@ -1,0 +1,47 @@
+//! `wasmrule run`: load the config (file, environment, flags) and serve until Ctrl-C or
+//! SIGTERM (`wasmrule::run`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use wasmrule::{Config, Overrides};
+
+use super::{async_runtime, shutdown_signal};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML configuration file (docs/configuration.md).
+    #[arg(long, env = "WASMRULE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.as_deref(), &args.overrides)?;
+    let rt = async_runtime()?;
+    rt.block_on(async {
+        tracing::info!(
+            mqtt = %source_name(&config),
+            redis = %config.redis.url,
+            rules = %config.rules.dir.display(),
+            workers = config.runtime.workers,
+            "wasmrule starting"
+        );
+        wasmrule::run(config, shutdown_signal()).await
+    })?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where events come from, for the start-up line.
+fn source_name(config: &Config) -> String {
+    match &config.broker {
+        Some(b) => format!("embedded broker on {}", b.listen),
+        None if config.mqtt.emqx_events => format!(
+            "{}:{} (EMQX, client events from its system topics)",
+            config.mqtt.host, config.mqtt.port
+        ),
+        None => format!("{}:{}", config.mqtt.host, config.mqtt.port),
+    }
+}

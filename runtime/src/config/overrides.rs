@@ -1,0 +1,119 @@
+//! Values given on the command line or in the environment, applied over the file's
+//! ([`Config::apply_overrides`]). Each value is checked by the stage that owns it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::ArgAction;
+use clap::builder::TypedValueParser;
+
+use crate::config::Config;
+use crate::config::check::check_qos;
+use crate::config::runtime::parse_http_addr;
+use crate::sink::redis::check_redis_url;
+use crate::source::broker::{Acl, BrokerConfig, parse_listen_addr};
+use crate::source::mqtt::check_client_id;
+
+/// Values given on the command line or in the environment; `None` keeps the file's.
+/// The flags of `wasmrule run` (flattened into its arguments), so each is declared
+/// once, here.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// MQTT broker, mqtt://[user[:password]@]host[:port].
+    #[arg(long, env = "WASMRULE_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// Redis server, redis://host[:port][/db].
+    #[arg(long, env = "WASMRULE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Directory of rule files, watched for changes.
+    #[arg(long, env = "WASMRULE_RULES_DIR")]
+    pub rules_dir: Option<PathBuf>,
+    /// MQTT client id (default: wasmrule-<pid>).
+    #[arg(long, env = "WASMRULE_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// QoS of wasmrule's subscriptions.
+    #[arg(long, env = "WASMRULE_QOS")]
+    pub qos: Option<u8>,
+    /// Start a fresh MQTT session (the default when no client id is chosen).
+    #[arg(long, action = ArgAction::SetTrue, value_parser = on_or_unset())]
+    pub clean_session: OnOrUnset,
+    /// Health and metrics endpoint (GET /healthz, /readyz, /metrics), or `off`.
+    #[arg(long, env = "WASMRULE_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Run an MQTT broker inside wasmrule on this address (e.g. 127.0.0.1:1883) instead
+    /// of connecting to one; rules then also see client events (docs/events.md).
+    #[arg(long, env = "WASMRULE_EMBEDDED_BROKER", value_name = "ADDR")]
+    pub embedded_broker: Option<String>,
+    /// ACL file of the embedded broker (docs/broker.md).
+    #[arg(long = "acl", env = "WASMRULE_ACL", value_name = "FILE")]
+    pub acl_file: Option<PathBuf>,
+    /// The broker is EMQX: turn its client-event topics ($SYS/brokers/+/clients/...,
+    /// $event/...) into the events rules ask for with $events/... (docs/events.md).
+    #[arg(long, env = "WASMRULE_EMQX_EVENTS", action = ArgAction::SetTrue, value_parser = on_or_unset())]
+    pub emqx_events: OnOrUnset,
+}
+
+/// A switch that can only be turned on from the command line: given, it is
+/// `Some(true)`; absent (or `false` in the environment), `None`, which keeps the file's
+/// value. Spelled as an alias so that clap takes the whole `Option` from
+/// [`on_or_unset`] rather than reading an absent flag as `Some(false)`.
+pub type OnOrUnset = Option<bool>;
+
+/// The flag's `true`/`false` (clap's own boolean parser and messages) -> [`OnOrUnset`].
+fn on_or_unset() -> impl clap::builder::TypedValueParser<Value = OnOrUnset> {
+    clap::builder::BoolValueParser::new().map(|on| on.then_some(true))
+}
+
+impl Config {
+    /// Applies command-line and environment values over this config.
+    ///
+    /// # Errors
+    ///
+    /// When an override is invalid (a malformed URL, a QoS above 2).
+    pub fn apply_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
+        if let Some(url) = &o.mqtt_url {
+            self.mqtt.set_url(url).context("--mqtt-url")?;
+        }
+        if let Some(url) = &o.redis_url {
+            check_redis_url(url).context("--redis-url")?;
+            self.redis.url = url.clone();
+        }
+        if let Some(dir) = &o.rules_dir {
+            self.rules.dir = dir.clone();
+        }
+        if let Some(id) = &o.client_id {
+            self.mqtt.client_id = check_client_id(id).context("--client-id")?;
+        }
+        if let Some(qos) = o.qos {
+            self.mqtt.qos = check_qos(qos).context("--qos")?;
+        }
+        if let Some(clean) = o.clean_session {
+            self.mqtt.clean_session = clean;
+        }
+        if let Some(addr) = &o.http_addr {
+            self.runtime.http_addr = parse_http_addr(addr).context("--http-addr")?;
+        }
+        self.apply_broker_overrides(o)?;
+        if let Some(on) = o.emqx_events {
+            self.mqtt.emqx_events = on;
+        }
+        self.check()
+    }
+
+    /// `--embedded-broker` turns the broker on (or moves it); `--acl` needs it on.
+    fn apply_broker_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
+        if let Some(addr) = &o.embedded_broker {
+            let listen = parse_listen_addr(addr).context("--embedded-broker")?;
+            self.broker
+                .get_or_insert_with(|| BrokerConfig::new(listen))
+                .listen = listen;
+        }
+        if let Some(file) = &o.acl_file {
+            let Some(broker) = &mut self.broker else {
+                bail!("--acl: the ACL belongs to the embedded broker; add --embedded-broker ADDR");
+            };
+            broker.acl = Acl::from_file(file)?;
+        }
+        Ok(())
+    }
+}
