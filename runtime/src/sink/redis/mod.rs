@@ -11,39 +11,32 @@
 //! the rule and topic that produced it and counted, never retried.
 //!
 //! With the spill on (`[redis.spill]`), a lost connection hands the pipeline to the
-//! spill's loop (`spill/sink.rs`) instead of waiting: QoS 0 batches go to disk and the
-//! writer keeps taking batches until Redis returns. This file keeps the connection and
-//! the sending; the spill decides what waits where.
+//! outage loop (`outage.rs`) instead of waiting: QoS 0 batches go to disk and the
+//! writer keeps taking batches until Redis returns. `writer.rs` keeps the connection and
+//! the sending; this file picks the loop; `outage.rs` decides what waits where.
+
+mod config;
+mod outage;
+mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
 use crate::ack::Completions;
 use crate::ops::metrics::Metrics;
 use crate::sink::batch::WriteBatch;
 use crate::sink::spill::{Backlog, SpillLog};
-
-mod config;
-mod outage;
+use writer::{IDLE_CHECK, Writer};
 
 pub use config::{DEFAULT_REDIS_URL, RedisConfig};
 pub(crate) use config::{RawRedis, check_redis_url};
 
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
-pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// With the spill on, batches that must wait in memory (QoS 1/2 ones, and any the
 /// spill cannot take) may hold this many pipelines' worth of commands and messages
 /// before the writer stops taking more: room for the broker's in-flight window of
 /// QoS 1/2 messages beside the QoS 0 ones that share their batches.
 const HELD_PIPELINES: usize = 16;
-/// How often an idle writer checks its connection (PING), for `/readyz`.
-pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Writes batches until the channel closes and everything received is written, and
 /// reports each batch's messages to `completions` once its commands are. With a `spill`,
@@ -56,16 +49,12 @@ pub async fn run(
     spill: Option<SpillLog>,
 ) {
     let max_held = config.max_pipeline * HELD_PIPELINES;
-    let writer = Writer {
-        config,
-        conn: None,
-        metrics: metrics.clone(),
-    };
+    let writer = Writer::new(config, metrics.clone());
     match spill {
         None => direct(writer, rx, completions).await,
         Some(log) => {
             let backlog = Backlog::new(log, max_held, metrics);
-            crate::sink::redis::outage::run(writer, rx, completions, backlog).await;
+            outage::run(writer, rx, completions, backlog).await;
         }
     }
     tracing::debug!("Redis writer drained and stopped");
@@ -83,265 +72,5 @@ async fn direct(mut writer: Writer, mut rx: mpsc::Receiver<WriteBatch>, completi
         for b in &batches {
             completions.done(&b.done);
         }
-    }
-}
-
-/// The connection was lost while sending; what was not confirmed is still to send.
-#[derive(Debug)]
-pub(crate) struct Lost;
-
-/// Every command of `batches`, as (batch, command) indices.
-pub(crate) fn commands_of(batches: &[&WriteBatch]) -> Vec<(usize, usize)> {
-    batches
-        .iter()
-        .enumerate()
-        .flat_map(|(b, batch)| (0..batch.commands.len()).map(move |c| (b, c)))
-        .collect()
-}
-
-/// One connection to Redis and what to do with it.
-pub(crate) struct Writer {
-    config: RedisConfig,
-    conn: Option<MultiplexedConnection>,
-    metrics: Arc<Metrics>,
-}
-
-impl Writer {
-    /// Most commands in one pipeline.
-    pub(crate) fn max_pipeline(&self) -> usize {
-        self.config.max_pipeline
-    }
-
-    pub(crate) fn url(&self) -> &str {
-        &self.config.url
-    }
-
-    pub(crate) fn is_connected(&self) -> bool {
-        self.conn.is_some()
-    }
-
-    /// The next pipeline: waits for a batch (checking the connection on `idle` ticks
-    /// meanwhile), then takes whatever else is queued, up to `max_pipeline` commands.
-    /// `None` once the channel is closed and empty.
-    pub(crate) async fn take(
-        &mut self,
-        rx: &mut mpsc::Receiver<WriteBatch>,
-        idle: &mut tokio::time::Interval,
-    ) -> Option<Vec<WriteBatch>> {
-        let first = loop {
-            tokio::select! {
-                b = rx.recv() => break b?,
-                _ = idle.tick() => self.check().await,
-            }
-        };
-        let mut size = first.commands.len();
-        let mut batches = vec![first];
-        while size < self.config.max_pipeline {
-            match rx.try_recv() {
-                Ok(b) => {
-                    size += b.commands.len();
-                    batches.push(b);
-                }
-                Err(_) => break,
-            }
-        }
-        Some(batches)
-    }
-
-    /// Writes all commands of `batches`, retrying until Redis has taken every one.
-    async fn write(&mut self, batches: &[&WriteBatch]) {
-        let mut todo = commands_of(batches);
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            self.wait_connected().await;
-            if self.send(batches, &mut todo).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
-    }
-
-    /// Sends the commands `todo` of `batches` as pipelines until Redis has answered each
-    /// (replies meaning "not now" are sent again after a backoff). On a lost connection
-    /// returns [`Lost`], with `todo` holding the commands not yet confirmed.
-    pub(crate) async fn send(
-        &mut self,
-        batches: &[&WriteBatch],
-        todo: &mut Vec<(usize, usize)>,
-    ) -> Result<(), Lost> {
-        let mut backoff = BACKOFF_MIN;
-        while !todo.is_empty() {
-            let Some(conn) = self.conn.as_mut() else {
-                return Err(Lost);
-            };
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for &(b, c) in todo.iter() {
-                let mut cmd = redis::Cmd::new();
-                for arg in batches[b]
-                    .commands
-                    .get(c)
-                    .into_iter()
-                    .flat_map(|c| c.args())
-                {
-                    cmd.arg(arg);
-                }
-                pipe.add_command(cmd);
-            }
-            match pipe.query_async::<Vec<Value>>(conn).await {
-                Ok(replies) => {
-                    let mut retry = Vec::new();
-                    for (&(b, c), reply) in todo.iter().zip(&replies) {
-                        match reply {
-                            Value::ServerError(e) if is_transient(e.code()) => retry.push((b, c)),
-                            Value::ServerError(e) => self.report(batches[b], c, e),
-                            _ => Metrics::add(&self.metrics.commands_written, 1),
-                        }
-                    }
-                    if !retry.is_empty() {
-                        tracing::warn!(
-                            commands = retry.len(),
-                            "Redis is not ready (loading or busy); retrying in {backoff:?}"
-                        );
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                    *todo = retry;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        commands = todo.len(),
-                        "Redis write failed: {e}; the pipeline is sent again once reconnected"
-                    );
-                    Metrics::add(&self.metrics.redis_retries, 1);
-                    Metrics::set(&self.metrics.redis_connected, false);
-                    self.conn = None;
-                    return Err(Lost);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn report(&self, batch: &WriteBatch, command: usize, e: &redis::ServerError) {
-        Metrics::add(&self.metrics.command_errors, 1);
-        let shown = batch
-            .commands
-            .get(command)
-            .map(|c| {
-                let s = c.to_string();
-                if s.len() > 200 {
-                    format!("{}...", &s[..s.floor_char_boundary(200)])
-                } else {
-                    s
-                }
-            })
-            .unwrap_or_default();
-        match batch.origin_of(command) {
-            Some(o) => tracing::warn!(
-                rule = %o.rule,
-                version = o.version,
-                topic = %o.topic,
-                "Redis refused `{shown}` from rule {}: {e}",
-                o.rule
-            ),
-            None => tracing::warn!("Redis refused `{shown}`: {e}"),
-        }
-    }
-
-    /// One connection attempt or PING, without waiting: keeps `redis_connected` true to
-    /// the facts while nothing is being written.
-    pub(crate) async fn check(&mut self) {
-        match &mut self.conn {
-            Some(c) => {
-                if redis::cmd("PING").query_async::<()>(c).await.is_err() {
-                    self.conn = None;
-                    Metrics::set(&self.metrics.redis_connected, false);
-                }
-            }
-            None => match connect(&self.config.url).await {
-                Ok(c) => {
-                    self.conn = Some(c);
-                    Metrics::set(&self.metrics.redis_connected, true);
-                }
-                Err(_) => Metrics::set(&self.metrics.redis_connected, false),
-            },
-        }
-    }
-
-    /// A connection made elsewhere, after `attempts` failed ones.
-    pub(crate) fn connected(&mut self, conn: MultiplexedConnection, attempts: u32) {
-        if attempts > 0 {
-            tracing::info!("connected to Redis after {attempts} failed attempts");
-        } else {
-            tracing::info!("reconnected to Redis");
-        }
-        self.conn = Some(conn);
-        Metrics::set(&self.metrics.redis_connected, true);
-    }
-
-    /// (Re)connects with backoff until it works.
-    async fn wait_connected(&mut self) {
-        let mut backoff = BACKOFF_MIN;
-        let mut attempts = 0u32;
-        while self.conn.is_none() {
-            match connect(&self.config.url).await {
-                Ok(c) => {
-                    if attempts > 0 {
-                        tracing::info!("connected to Redis after {attempts} failed attempts");
-                    } else {
-                        tracing::debug!("connected to Redis");
-                    }
-                    self.conn = Some(c);
-                    Metrics::set(&self.metrics.redis_connected, true);
-                }
-                Err(e) => {
-                    Metrics::set(&self.metrics.redis_connected, false);
-                    // One line at the first failure, then one per ~10 attempts: enough
-                    // to know it is still down without flooding the log.
-                    if attempts.is_multiple_of(10) {
-                        tracing::warn!(
-                            "cannot connect to Redis ({}): {e}; retrying",
-                            self.config.url
-                        );
-                    }
-                    attempts += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
-        }
-    }
-}
-
-/// One connection attempt, bounded by the connect and response timeouts.
-pub(crate) async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(url)?;
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-}
-
-/// Error replies that mean "not now" rather than "not this command".
-fn is_transient(code: &str) -> bool {
-    matches!(
-        code,
-        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transient_errors() {
-        assert!(is_transient("LOADING"));
-        assert!(!is_transient("WRONGTYPE"));
-        assert!(!is_transient("ERR"));
     }
 }

@@ -1,7 +1,7 @@
 //! The Redis writer's loop when the spill is on: the direct path while nothing waits,
 //! the outage loop while Redis is unreachable, and replay until the backlog is empty.
 //!
-//! - **Direct**: as without the spill (`redis_sink.rs`), one pipeline at a time; a lost
+//! - **Direct**: as without the spill (`mod.rs`), one pipeline at a time; a lost
 //!   connection moves the pipeline's unwritten batches into the [`Backlog`].
 //! - **Outage** (backlog not empty, no connection): reconnect with backoff and, while
 //!   the attempt runs, keep taking batches into the backlog as long as it accepts them.
@@ -18,9 +18,9 @@
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
+use super::writer::{BACKOFF_MAX, BACKOFF_MIN, IDLE_CHECK, Writer, commands_of, connect};
 use crate::ack::Completions;
 use crate::sink::batch::WriteBatch;
-use crate::sink::redis::{BACKOFF_MAX, BACKOFF_MIN, IDLE_CHECK, Writer, commands_of, connect};
 use crate::sink::spill::Backlog;
 
 /// Runs the writer until the channel is closed and everything taken is written (or, if
