@@ -20,12 +20,12 @@
 #   rust  rustup target add wasm32-unknown-unknown (added here when missing)
 #   c     apt-get install -y clang lld                 (Debian 12: clang 14)
 #   as    apt-get install -y nodejs npm (Node >= 20), then
-#         npm ci --prefix guest-sdk/assemblyscript     (assemblyscript 0.28.20)
+#         (cd guest-sdk/assemblyscript && npm ci)     (assemblyscript 0.28.20)
 #   zig   pip install ziglang==0.17.1
 #   wat   apt-get install -y wabt
 #   py    pip install componentize-py==0.25.1
 #   js    apt-get install -y nodejs npm (Node >= 20), then
-#         npm ci --prefix guest-sdk/javascript         (componentize-qjs 0.4.5)
+#         (cd guest-sdk/javascript && npm ci)         (componentize-qjs 0.4.5)
 #   component  as rust; wasmrule-componentize (guest-sdk/componentize) is built here
 set -euo pipefail
 
@@ -66,7 +66,7 @@ if want as; then
     if ! command -v node >/dev/null; then
         missing+=("node >= 20 (AssemblyScript rules): apt-get install -y nodejs npm")
     elif [[ ! -x $asc ]]; then
-        missing+=("asc (AssemblyScript rules): npm ci --prefix guest-sdk/assemblyscript")
+        missing+=("asc (AssemblyScript rules): (cd guest-sdk/assemblyscript && npm ci)")
     fi
 fi
 if want zig; then
@@ -88,7 +88,7 @@ if want js; then
     if ! command -v node >/dev/null; then
         missing+=("node >= 20 (JavaScript rules): apt-get install -y nodejs npm")
     elif [[ ! -x $qjs ]]; then
-        missing+=("componentize-qjs (JavaScript rules): npm ci --prefix guest-sdk/javascript")
+        missing+=("componentize-qjs (JavaScript rules): (cd guest-sdk/javascript && npm ci)")
     fi
 fi
 if ((${#missing[@]} > 0)); then

@@ -479,6 +479,90 @@ async fn a_looping_tenant_is_held_to_its_cpu_share() {
     rt.stop().await;
 }
 
+/// Threads that spin until dropped: other work competing for the cores.
+struct CpuBurners {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuBurners {
+    fn start(n: usize) -> CpuBurners {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        CpuBurners { stop, threads }
+    }
+}
+
+impl Drop for CpuBurners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A tenant (with the default 10% CPU share) whose rule does real work (a countdown of
+/// 200,000 steps, tens of microseconds, then `INCR count`) on every message of a burst
+/// published as fast as the publisher goes, with two threads burning CPU beside it for
+/// the whole run: the workers are busy far past the tenant's share and often
+/// descheduled, yet no event may time out or be shed, and every message is counted.
+/// (Before the deadline and the share charged CPU time under contention only, both did.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_well_behaved_tenant_is_never_shed_or_timed_out_beside_cpu_burners() {
+    const N: usize = 5_000;
+    let env = Env::new();
+    let (seg, len) = result_segment(4096, &[&[b"INCR", b"count"]]);
+    let body = format!(
+        "(local $i i64) (local.set $i (i64.const 200000))
+         (loop $l (local.set $i (i64.sub (local.get $i) (i64.const 1)))
+                  (br_if $l (i64.gt_s (local.get $i) (i64.const 0))))
+         (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {len}))"
+    );
+    write(
+        &env.tenant("good"),
+        "busy.wasm",
+        &wat_rule(&["good/busy/#"], &body, &seg),
+    );
+    let rt = env.runtime("").await;
+    wait_loaded(&rt, "good/busy").await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    let burners = CpuBurners::start(2);
+    for i in 0..N {
+        publisher
+            .publish(&format!("good/busy/{}", i % 50), i.to_string())
+            .await;
+    }
+    let count = || -> usize {
+        redis::cmd("GET")
+            .arg("good:count")
+            .query::<Option<usize>>(&mut env.redis.conn())
+            .unwrap()
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(120), "every message counted", || {
+        (count() >= N).then_some(())
+    })
+    .await;
+    drop(burners);
+    assert_eq!(count(), N, "messages counted twice");
+    assert_eq!(rt.metrics.failures("good", "timeout"), 0, "timeouts");
+    assert_eq!(rt.metrics.failures("good", "cpu_budget"), 0, "sheds");
+    assert_eq!(Metrics::get(&rt.metrics.events_shed), 0);
+    assert_eq!(Metrics::get(&rt.metrics.dead_letters), 0);
+    rt.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_modules_are_refused_at_load() {
     let env = Env::new();

@@ -9,12 +9,17 @@
 //! the MQTT poll loop, and a guest cannot exhaust the thread's stack (wasmtime's
 //! `max_wasm_stack` is at most a quarter of it, `engine/stack.rs`).
 //!
-//! Fairness between tenants sharing a worker: each worker meters its tenants' time
-//! (`cpu_budget.rs`); while other messages wait for the worker, an event for a tenant
-//! over its share is shed to the tenant's dead-letter stream instead of run, in its
-//! place in the topic's order.
+//! Fairness between tenants sharing a worker: each worker meters its tenants' CPU time
+//! (`cpu_budget.rs`) and looks a little ahead in its queue ([`LOOKAHEAD`] messages) to
+//! see whose events are waiting; while another tenant's events wait and that tenant has
+//! had less than its share, an event for a tenant over its share is shed to the
+//! tenant's dead-letter stream instead of run, in its place in the topic's order.
+//!
+//! What is never the rule's failure is never a dead letter: an invocation the host
+//! starved of CPU (the deadline's wall-clock backstop, `engine/deadline.rs`) is run
+//! again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,10 +28,10 @@ use tokio::sync::mpsc;
 use crate::commands::Commands;
 use crate::event::{EventEncoder, Message};
 use crate::ops::metrics::Metrics;
-use crate::rules::engine::GUEST_THREAD_STACK;
+use crate::rules::engine::{GUEST_THREAD_STACK, RuleError, thread_cpu_time};
 use crate::rules::ruleset::{LoadedRule, Rules};
 use crate::sink::batch::WriteBatch;
-use crate::tenancy::cpu_budget::{OverBudget, TenantMeters};
+use crate::tenancy::cpu_budget::{OverBudget, TenantMeters, Waiting};
 use crate::tenancy::quarantine::Service;
 
 /// Native stack of a worker thread: at least four times wasmtime's wasm stack cap, so the
@@ -39,6 +44,9 @@ const MAX_BATCH_COMMANDS: usize = 512;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes of a failed event's payload kept in the dead-letter stream.
 const DEAD_LETTER_PAYLOAD: usize = 16 * 1024;
+/// Messages a worker takes from its queue ahead of the one it handles, so that it knows
+/// which tenants have events waiting (`cpu_budget.rs`, [`Waiting`]).
+const LOOKAHEAD: usize = 64;
 
 /// Hands messages to workers.
 #[derive(Clone)]
@@ -92,6 +100,9 @@ pub fn start(
             scratch: Commands::new(),
             last_error_log: HashMap::new(),
             meters: TenantMeters::new(Instant::now()),
+            ahead: VecDeque::with_capacity(LOOKAHEAD),
+            waiting: Waiting::default(),
+            tenants_of: Vec::new(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -139,29 +150,70 @@ struct Worker {
     // batch.
     scratch: Commands,
     last_error_log: HashMap<Arc<str>, (Instant, u64)>,
-    // Each tenant's time on this worker, for its CPU share.
+    // Each tenant's CPU time on this worker, for its CPU share.
     meters: TenantMeters,
+    // Messages taken from `rx` and not yet handled, each with the mask of the tenants
+    // whose rules it matched when taken (0 while no tenant is metered).
+    ahead: VecDeque<(Message, u64)>,
+    // The tenants of the messages in `ahead`.
+    waiting: Waiting,
+    // Scratch for the matching at lookahead.
+    tenants_of: Vec<usize>,
 }
 
 impl Worker {
     fn run(&mut self) {
         let mut batch = WriteBatch::default();
-        while let Some(m) = self.rx.blocking_recv() {
-            self.handle(&m, &mut batch);
-            // Take whatever else is already queued, so Redis sees big pipelines under
+        loop {
+            if self.ahead.is_empty() {
+                let Some(m) = self.rx.blocking_recv() else {
+                    return;
+                };
+                self.take(m);
+            }
+            // Handle whatever else is already queued, so Redis sees big pipelines under
             // load and single commands, without delay, when idle.
             while batch.commands.len() < MAX_BATCH_COMMANDS && batch.done.len() < MAX_BATCH_COMMANDS
             {
-                match self.rx.try_recv() {
-                    Ok(m) => self.handle(&m, &mut batch),
-                    Err(_) => break,
-                }
+                self.look_ahead();
+                let Some((m, mask)) = self.ahead.pop_front() else {
+                    break;
+                };
+                self.waiting.remove(mask);
+                self.handle(&m, &mut batch);
             }
             if !batch.is_empty() && self.sink.blocking_send(std::mem::take(&mut batch)).is_err() {
                 tracing::error!("Redis writer stopped; worker exiting");
                 return;
             }
         }
+    }
+
+    /// Tops `ahead` up from the queue with messages that are already there.
+    fn look_ahead(&mut self) {
+        while self.ahead.len() < LOOKAHEAD {
+            match self.rx.try_recv() {
+                Ok(m) => self.take(m),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Puts `m` in `ahead`, noting which tenants' rules it is for when some tenant is
+    /// metered (otherwise nobody asks, and the message is matched only once).
+    fn take(&mut self, m: Message) {
+        let set = self.rules.load();
+        let mut mask = 0;
+        if set.metered() {
+            set.matching(&m.topic, &mut self.tenants_of);
+            for &i in &self.tenants_of {
+                let r = set.at(i);
+                mask |= Waiting::mask_of(r.tenant_slot);
+                self.waiting.note_budget(r.tenant_slot, r.policy.cpu);
+            }
+            self.waiting.add(mask);
+        }
+        self.ahead.push_back((m, mask));
     }
 
     fn handle(&mut self, m: &Message, batch: &mut WriteBatch) {
@@ -198,19 +250,23 @@ impl Worker {
                 ),
             }
             let policy = &loaded.policy;
-            // Metered tenants pay two clock reads per invocation; others none.
-            let start = if policy.cpu.is_limited() {
-                let start = Instant::now();
-                let admitted = self.meters.admit(loaded.tenant_slot, &policy.cpu, start);
-                // Over its share, a tenant still runs while nothing else waits for this
-                // worker: the share divides contended time, idle time is anyone's.
-                if let Err(over) = admitted
-                    && !self.rx.is_empty()
-                {
+            // Metered tenants pay a wall-clock read and two CPU-clock reads per
+            // invocation; others none.
+            let cpu_start = if policy.cpu.is_limited() {
+                let admitted = self.meters.admit(
+                    loaded.tenant_slot,
+                    &policy.cpu,
+                    Instant::now(),
+                    &self.waiting,
+                );
+                // Over its share, a tenant still runs unless another tenant that has had
+                // less is waiting: the share divides contended time, idle time is
+                // anyone's.
+                if let Err(over) = admitted {
                     self.shed(loaded, m, &over, batch);
                     continue;
                 }
-                Some(start)
+                Some(thread_cpu_time())
             } else {
                 None
             };
@@ -219,15 +275,13 @@ impl Worker {
                 encoded = true;
             }
             Metrics::add(&self.metrics.invocations, 1);
-            self.scratch.clear();
-            let outcome = loaded
-                .rule
-                .invoke_with(&self.event, &mut self.scratch, &policy.limits)
+            let outcome = self
+                .invoke(loaded, m)
                 .map_err(|e| (e.kind(), e.to_string()));
-            if let Some(start) = start {
-                let end = Instant::now();
+            if let Some(start) = cpu_start {
+                let used = thread_cpu_time().saturating_sub(start);
                 self.meters
-                    .charge(loaded.tenant_slot, &policy.cpu, start, end);
+                    .charge(loaded.tenant_slot, &policy.cpu, used, Instant::now());
             }
             let outcome = outcome.and_then(|_| {
                 policy
@@ -243,8 +297,34 @@ impl Worker {
         self.matched = matched;
     }
 
-    /// An event not run because its tenant is over its CPU share while other messages
-    /// wait: counted, logged
+    /// Runs `loaded` on the encoded event into `scratch`. An invocation that the host
+    /// starved of CPU until the wall-clock backstop ended it is not the rule's failure:
+    /// it is logged and run again, as often as it takes (each run is still held to the
+    /// rule's CPU deadline, so a rule that spins fails with `timeout`).
+    fn invoke(&mut self, loaded: &Arc<LoadedRule>, m: &Message) -> Result<usize, RuleError> {
+        loop {
+            self.scratch.clear();
+            match loaded
+                .rule
+                .invoke_with(&self.event, &mut self.scratch, &loaded.policy.limits)
+            {
+                Err(e @ RuleError::Stalled { .. }) => {
+                    Metrics::add(&self.metrics.host_stalls, 1);
+                    tracing::warn!(
+                        rule = %loaded.id,
+                        tenant = %loaded.tenant,
+                        topic = %m.topic,
+                        "rule {} {e}; running the event again (not the rule's failure)",
+                        loaded.id
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// An event not run because its tenant is over its CPU share while another tenant's
+    /// events wait: counted, logged
     /// (rate-limited) and written to the tenant's dead-letter stream. Not a failure of
     /// the rule, so it does not count towards quarantine.
     fn shed(

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub spill_held: AtomicU64,
     /// Events not run because their tenant was over its CPU share (`cpu_budget.rs`).
     pub events_shed: AtomicU64,
+    /// Invocations the wall-clock backstop ended because the host gave them too little
+    /// CPU (not the rule's failure; each was run again, `engine/deadline.rs`).
+    pub host_stalls: AtomicU64,
     /// Broker events (embedded broker) produced while shutting down, after the
     /// dispatcher had stopped taking them.
     pub source_events_dropped: AtomicU64,
@@ -219,6 +222,11 @@ impl Metrics {
             "events_shed_total",
             "events not run because their tenant was over its CPU share",
             &self.events_shed,
+        );
+        counter(
+            "host_stalls_total",
+            "invocations the host starved of CPU past the wall-clock backstop, run again",
+            &self.host_stalls,
         );
         counter(
             "emqx_events_malformed_total",

@@ -56,6 +56,8 @@ pub struct RuleSet {
     by_id: BTreeMap<Arc<str>, Arc<LoadedRule>>,
     list: Vec<Arc<LoadedRule>>,
     index: TopicIndex<usize>,
+    // Whether some rule's tenant has a CPU share below 100% (`cpu_budget.rs`).
+    metered: bool,
 }
 
 impl RuleSet {
@@ -67,7 +69,19 @@ impl RuleSet {
                 index.insert(f, i);
             }
         }
-        RuleSet { by_id, list, index }
+        let metered = list.iter().any(|r| r.policy.cpu.is_limited());
+        RuleSet {
+            by_id,
+            list,
+            index,
+            metered,
+        }
+    }
+
+    /// Whether some rule belongs to a tenant with a CPU share (below 100%): only then do
+    /// workers keep track of whose events are waiting (`dispatch.rs`).
+    pub fn metered(&self) -> bool {
+        self.metered
     }
 
     /// Number of rules.

@@ -1,27 +1,36 @@
-//! Per-tenant CPU budget: how much of a worker's time one tenant's rules may take.
+//! Per-tenant CPU budget: how much of a worker's CPU time one tenant's rules may take
+//! while other tenants' events wait for that worker.
 //!
 //! The deadline (`timeout_ms`) bounds one invocation; it does not bound a tenant. A rule
 //! that burns its whole deadline on every event, or just under it, would otherwise take
 //! a worker away from every tenant whose topics hash to that worker. So each worker
-//! keeps, per tenant, the wall time that tenant's invocations took in a sliding window
-//! ([`CpuBudget::window`], default 1 s, kept in [`BUCKETS`] buckets). Before invoking a
-//! rule the worker asks [`TenantMeters::admit`]: if the rule's tenant has already used
-//! its share of the window on this worker and other messages are waiting for the
-//! worker, the event is **shed** rather than run: it goes to the tenant's dead-letter
-//! stream with kind `cpu_budget` and is counted (`dispatch.rs`). The share divides
-//! contended time; a worker with nothing else queued runs the event anyway, so a
-//! tenant is not shed for using time nobody else wanted. Shedding keeps per-topic order (the worker still takes messages in
-//! order, it just does not run some) and leaves the bounded queues as they are: a
-//! tenant over budget costs the others one clock read and a dead-letter entry per
-//! event, not its deadline.
+//! keeps, per tenant, the **CPU time** that tenant's invocations used in a sliding window
+//! ([`CpuBudget::window`], default 1 s of wall time, kept in [`BUCKETS`] buckets). The
+//! time is read from the worker thread's CPU clock around each metered invocation, so a
+//! worker that was descheduled (the broker, Redis or another process took the core)
+//! charges nobody for the time it did not run.
+//!
+//! Before invoking a rule the worker asks [`TenantMeters::admit`]. A tenant within its
+//! share always runs. A tenant over its share is **shed** (the event goes to its
+//! dead-letter stream with kind `cpu_budget`, `dispatch.rs`) only under contention: when
+//! another tenant's events are waiting for this worker ([`Waiting`]) and that tenant has
+//! had less than the one over its share, in proportion to their shares (used time
+//! divided by share: weighted fair). An over-share tenant with the worker to itself
+//! runs; so does one whose waiting neighbours have already had more than it, share for
+//! share. The default tenant (share 100%, not metered) counts as having had nothing: a
+//! named tenant over its share yields to the operator's rules.
+//!
+//! Shedding keeps per-topic order (the worker still takes messages in order, it just
+//! does not run some) and leaves the bounded queues as they are: a tenant over budget
+//! costs the others a few comparisons and a dead-letter entry per event, not its
+//! deadline.
 //!
 //! Why per worker: the accounting lives in the worker's own memory, so the per-event
 //! path has no atomics and no locks; a tenant's budget is a share of each worker's time.
-//! Why wall time: it is what the deadline measures too, and what other tenants lose; a
-//! clock read is a vDSO call (tens of nanoseconds), where thread CPU time is a system
-//! call. A tenant whose share is 100% (the default tenant, by default) is not metered at
-//! all. A tenant can overshoot its budget by at most one invocation (one deadline) per
-//! window: the check is made before an invocation, whose length is unknown.
+//! A tenant whose share is 100% (the default tenant, by default) is not metered at all
+//! and pays no clock reads. A tenant can overshoot its budget by at most one invocation
+//! (one deadline) per window: the check is made before an invocation, whose length is
+//! unknown.
 //!
 //! This file does not decide what happens to a shed event (`dispatch.rs`) or read the
 //! configuration (`config.rs`).
@@ -66,8 +75,9 @@ impl CpuBudget {
 /// A tenant over its budget: what it used of the window, and what it may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "tenant used {used_us} us of this worker's last {window:?}, over its {share_percent}% \
-     share ({allowance_us} us); event shed, not run"
+    "tenant used {used_us} us of CPU on this worker in the last {window:?}, over its \
+     {share_percent}% share ({allowance_us} us), while another tenant's events waited; \
+     event shed, not run"
 )]
 pub struct OverBudget {
     pub used_us: u64,
@@ -107,6 +117,15 @@ impl Meter {
         self.head = now;
     }
 
+    /// Usage per percent of share: what weighted fairness compares.
+    fn weighted(&self, budget: &CpuBudget) -> u64 {
+        if budget.is_limited() {
+            self.sum / u64::from(budget.share_percent.max(1))
+        } else {
+            0
+        }
+    }
+
     fn add(&mut self, now: u64, us: u64) {
         self.advance(now);
         self.buckets[(self.head % BUCKETS as u64) as usize] += us;
@@ -142,17 +161,19 @@ impl TenantMeters {
         t.saturating_duration_since(self.origin).as_micros() as u64 / budget.bucket_us()
     }
 
-    /// Whether the tenant in `slot` may run an invocation starting at `now`.
+    /// Whether the tenant in `slot` may run an invocation starting at `now`, with
+    /// `waiting` the tenants whose events wait for this worker.
     ///
     /// # Errors
     ///
     /// [`OverBudget`] when its invocations on this worker used its whole share of the
-    /// window.
+    /// window and a waiting tenant has had less than it, share for share.
     pub fn admit(
         &mut self,
         slot: usize,
         budget: &CpuBudget,
         now: Instant,
+        waiting: &Waiting,
     ) -> Result<(), OverBudget> {
         if !budget.is_limited() {
             return Ok(());
@@ -161,26 +182,124 @@ impl TenantMeters {
         let m = self.meter(slot);
         m.advance(bucket);
         let allowance_us = budget.allowance_us();
-        if m.sum < allowance_us {
-            Ok(())
-        } else {
+        let (used_us, weighted) = (m.sum, m.weighted(budget));
+        if used_us < allowance_us {
+            return Ok(());
+        }
+        let me = Waiting::bit(slot);
+        let behind = waiting.tenants().any(|(bit, other)| {
+            if bit == me {
+                return false;
+            }
+            let b = self.bucket(&other, now);
+            let m = self.meter(bit);
+            m.advance(b);
+            m.weighted(&other) < weighted
+        });
+        if behind {
             Err(OverBudget {
-                used_us: m.sum,
+                used_us,
                 allowance_us,
                 share_percent: budget.share_percent,
                 window: budget.window,
             })
+        } else {
+            Ok(())
         }
     }
 
-    /// Charges the tenant in `slot` for an invocation that ran from `start` to `end`.
-    pub fn charge(&mut self, slot: usize, budget: &CpuBudget, start: Instant, end: Instant) {
+    /// Charges the tenant in `slot` for an invocation that used `cpu` of CPU time and
+    /// ended at `end`.
+    pub fn charge(&mut self, slot: usize, budget: &CpuBudget, cpu: Duration, end: Instant) {
         if !budget.is_limited() {
             return;
         }
         let bucket = self.bucket(budget, end);
-        let us = end.saturating_duration_since(start).as_micros() as u64;
-        self.meter(slot).add(bucket, us);
+        self.meter(slot).add(bucket, cpu.as_micros() as u64);
+    }
+}
+
+/// Bits of [`Waiting`]: tenant slots at or above this share the last bit.
+const WAITING_BITS: usize = 64;
+
+/// The tenants whose events are queued for one worker and not yet handled: a count per
+/// tenant slot, and each tenant's budget. A message's tenants are a bit mask
+/// ([`Waiting::bit`]); slots from 63 on share the last bit, which can only hide a waiting
+/// tenant (fewer sheds), never invent one.
+#[derive(Debug)]
+pub struct Waiting {
+    counts: [u32; WAITING_BITS],
+    budgets: [CpuBudget; WAITING_BITS],
+    // Bits whose count is not zero.
+    present: u64,
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            counts: [0; WAITING_BITS],
+            budgets: [CpuBudget::UNLIMITED; WAITING_BITS],
+            present: 0,
+        }
+    }
+}
+
+impl Waiting {
+    /// The bit (index) standing for tenant `slot`.
+    pub fn bit(slot: usize) -> usize {
+        slot.min(WAITING_BITS - 1)
+    }
+
+    /// The mask bit of tenant `slot`, to build a message's mask.
+    pub fn mask_of(slot: usize) -> u64 {
+        1 << Self::bit(slot)
+    }
+
+    /// Records tenant `slot`'s budget (as of the rule that matched a queued message).
+    pub fn note_budget(&mut self, slot: usize, budget: CpuBudget) {
+        self.budgets[Self::bit(slot)] = budget;
+    }
+
+    /// A queued message for the tenants in `mask`.
+    pub fn add(&mut self, mask: u64) {
+        let mut m = mask;
+        while m != 0 {
+            let bit = m.trailing_zeros() as usize;
+            self.counts[bit] += 1;
+            m &= m - 1;
+        }
+        self.present |= mask;
+    }
+
+    /// A message for the tenants in `mask` left the queue.
+    pub fn remove(&mut self, mask: u64) {
+        let mut m = mask;
+        while m != 0 {
+            let bit = m.trailing_zeros() as usize;
+            self.counts[bit] = self.counts[bit].saturating_sub(1);
+            if self.counts[bit] == 0 {
+                self.present &= !(1 << bit);
+            }
+            m &= m - 1;
+        }
+    }
+
+    /// Whether no tenant's event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.present == 0
+    }
+
+    /// The waiting tenants' bits and budgets.
+    fn tenants(&self) -> impl Iterator<Item = (usize, CpuBudget)> + '_ {
+        let mut m = self.present;
+        std::iter::from_fn(move || {
+            if m == 0 {
+                return None;
+            }
+            let bit = m.trailing_zeros() as usize;
+            m &= m - 1;
+            Some((bit, self.budgets[bit]))
+        })
     }
 }
 
@@ -197,26 +316,76 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Tenant `slot` (with `budget`) has one event waiting.
+    fn waiting(tenants: &[(usize, CpuBudget)]) -> Waiting {
+        let mut w = Waiting::default();
+        for &(slot, b) in tenants {
+            w.note_budget(slot, b);
+            w.add(Waiting::mask_of(slot));
+        }
+        w
+    }
+
     #[test]
-    fn sheds_once_the_share_of_the_window_is_used() {
+    fn sheds_once_the_share_is_used_while_another_tenant_waits() {
         let t0 = Instant::now();
         let mut m = TenantMeters::new(t0);
         let b = budget(10); // 100 ms per second
+        let others = waiting(&[(1, b)]);
         let mut t = t0;
-        // Nine 10 ms invocations: still within 100 ms.
-        for _ in 0..9 {
-            assert!(m.admit(0, &b, t).is_ok());
-            m.charge(0, &b, t, t + 10 * MS);
+        // Ten 10 ms invocations: still within 100 ms until the last is charged.
+        for _ in 0..10 {
+            assert!(m.admit(0, &b, t, &others).is_ok());
             t += 10 * MS;
+            m.charge(0, &b, 10 * MS, t);
         }
-        assert!(m.admit(0, &b, t).is_ok());
-        m.charge(0, &b, t, t + 10 * MS);
-        t += 10 * MS;
-        let over = m.admit(0, &b, t).unwrap_err();
+        let over = m.admit(0, &b, t, &others).unwrap_err();
         assert_eq!((over.used_us, over.allowance_us), (100_000, 100_000));
         assert!(over.to_string().contains("over its 10% share"), "{over}");
-        // Another tenant on the same worker is not affected.
-        assert!(m.admit(1, &b, t).is_ok());
+        // The waiting tenant itself, which has used nothing, runs.
+        assert!(m.admit(1, &b, t, &waiting(&[(0, b)])).is_ok());
+    }
+
+    #[test]
+    fn an_over_share_tenant_with_the_worker_to_itself_runs() {
+        let t0 = Instant::now();
+        let mut m = TenantMeters::new(t0);
+        let b = budget(10);
+        m.charge(0, &b, 900 * MS, t0 + 950 * MS);
+        // Nobody waits, or only its own events wait: not contention.
+        assert!(m.admit(0, &b, t0 + 960 * MS, &Waiting::default()).is_ok());
+        assert!(m.admit(0, &b, t0 + 960 * MS, &waiting(&[(0, b)])).is_ok());
+    }
+
+    #[test]
+    fn contention_is_weighted_by_share() {
+        let t0 = Instant::now();
+        let mut m = TenantMeters::new(t0);
+        let (small, big) = (budget(10), budget(50));
+        let t = t0 + 500 * MS;
+        // Tenant 0 (10%) used 150 ms: 15 ms per percent. Tenant 1 (50%) used 600 ms:
+        // 12 ms per percent. Both are over their shares.
+        m.charge(0, &small, 150 * MS, t);
+        m.charge(1, &big, 600 * MS, t);
+        // Tenant 0 has had more for its share: it yields to tenant 1 ...
+        assert!(m.admit(0, &small, t, &waiting(&[(1, big)])).is_err());
+        // ... and tenant 1 runs although tenant 0 waits.
+        assert!(m.admit(1, &big, t, &waiting(&[(0, small)])).is_ok());
+    }
+
+    #[test]
+    fn a_named_tenant_over_its_share_yields_to_the_default_tenant() {
+        let t0 = Instant::now();
+        let mut m = TenantMeters::new(t0);
+        let b = budget(10);
+        m.charge(0, &b, 200 * MS, t0 + 300 * MS);
+        let default_waits = waiting(&[(1, CpuBudget::UNLIMITED)]);
+        assert!(m.admit(0, &b, t0 + 300 * MS, &default_waits).is_err());
+        // The default tenant itself is never metered.
+        assert!(
+            m.admit(1, &CpuBudget::UNLIMITED, t0, &waiting(&[(0, b)]))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -224,15 +393,16 @@ mod tests {
         let t0 = Instant::now();
         let mut m = TenantMeters::new(t0);
         let b = budget(10);
-        m.charge(3, &b, t0, t0 + 150 * MS);
-        assert!(m.admit(3, &b, t0 + 200 * MS).is_err());
+        let others = waiting(&[(0, b)]);
+        m.charge(3, &b, 150 * MS, t0 + 150 * MS);
+        assert!(m.admit(3, &b, t0 + 200 * MS, &others).is_err());
         // Still within the window 0.9 s later...
-        assert!(m.admit(3, &b, t0 + 1000 * MS).is_err());
+        assert!(m.admit(3, &b, t0 + 1000 * MS, &others).is_err());
         // ... and forgotten once its bucket falls out of it.
-        assert!(m.admit(3, &b, t0 + 1200 * MS).is_ok());
+        assert!(m.admit(3, &b, t0 + 1200 * MS, &others).is_ok());
         // A long idle gap empties every bucket.
-        m.charge(3, &b, t0 + 1200 * MS, t0 + 1400 * MS);
-        assert!(m.admit(3, &b, t0 + 60_000 * MS).is_ok());
+        m.charge(3, &b, 200 * MS, t0 + 1400 * MS);
+        assert!(m.admit(3, &b, t0 + 60_000 * MS, &others).is_ok());
     }
 
     #[test]
@@ -240,8 +410,25 @@ mod tests {
         let t0 = Instant::now();
         let mut m = TenantMeters::new(t0);
         let b = CpuBudget::UNLIMITED;
-        m.charge(0, &b, t0, t0 + 10_000 * MS);
-        assert!(m.admit(0, &b, t0 + MS).is_ok());
+        m.charge(0, &b, 10_000 * MS, t0 + 10_000 * MS);
+        assert!(
+            m.admit(0, &b, t0 + MS, &waiting(&[(1, budget(10))]))
+                .is_ok()
+        );
         assert!(m.meters.is_empty(), "unlimited tenants take no memory");
+    }
+
+    #[test]
+    fn waiting_counts_each_tenants_messages() {
+        let mut w = Waiting::default();
+        let two = Waiting::mask_of(2) | Waiting::mask_of(5);
+        w.add(two);
+        w.add(Waiting::mask_of(2));
+        w.remove(two);
+        assert_eq!(w.tenants().map(|(b, _)| b).collect::<Vec<_>>(), [2]);
+        w.remove(Waiting::mask_of(2));
+        assert!(w.is_empty());
+        // Slots past the mask's width share its last bit.
+        assert_eq!(Waiting::bit(70), 63);
     }
 }

@@ -14,6 +14,7 @@ pub mod abi;
 pub mod cache;
 mod component;
 mod core;
+mod deadline;
 mod stack;
 
 use std::sync::Arc;
@@ -27,10 +28,11 @@ use wasmtime::{
 use crate::commands::Commands;
 pub use abi::{ABI_VERSION, Manifest};
 pub use component::WORLD_VERSION as COMPONENT_WORLD_VERSION;
+pub use deadline::{thread_cpu_time, wall_backstop};
 pub use stack::{GUEST_THREAD_STACK, MAX_WASM_STACK, on_guest_stack};
 
-/// Length of one epoch tick: the resolution of the CPU deadline.
-const TICK: Duration = Duration::from_millis(1);
+use deadline::{Deadline, TICK};
+
 /// The least time a rule's start function and manifest get at load (off the event
 /// path), whatever the per-event deadline.
 pub const LOAD_DEADLINE: Duration = Duration::from_secs(1);
@@ -45,7 +47,8 @@ const KEEP_RESIDENT: usize = 1 << 20;
 /// Per-invocation limits. Defaults are in `config.rs` and `docs/configuration.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock budget of one invocation (epoch deadline, 1 ms resolution).
+    /// CPU-time budget of one invocation: the time the worker thread spends running it,
+    /// not the wall time it takes (`deadline.rs`; checked at each 1 ms epoch tick).
     pub timeout: Duration,
     /// Largest linear memory a rule may grow to, in bytes.
     pub max_memory: usize,
@@ -152,8 +155,16 @@ pub enum LoadError {
 pub enum RuleError {
     #[error("rule reported an error: {0}")]
     Rule(String),
-    #[error("timed out: ran past its {0:?} deadline")]
+    #[error("timed out: used all of its {0:?} CPU-time deadline")]
     Timeout(Duration),
+    /// Not the rule's failure: the invocation got too little CPU for too long (the
+    /// machine is overloaded, or the process was paused), so the wall-clock backstop
+    /// ended it. Callers run the event again rather than fail it.
+    #[error(
+        "stalled: {wall:?} of wall time passed with only {cpu:?} of CPU for the rule; \
+         the host is overloaded or was paused"
+    )]
+    Stalled { wall: Duration, cpu: Duration },
     #[error("ran out of fuel")]
     OutOfFuel,
     #[error("memory limit: tried to grow linear memory to {desired} bytes, limit is {limit}")]
@@ -178,6 +189,7 @@ impl RuleError {
         match self {
             RuleError::Rule(_) => "rule_error",
             RuleError::Timeout(_) => "timeout",
+            RuleError::Stalled { .. } => "stalled",
             RuleError::OutOfFuel => "out_of_fuel",
             RuleError::Memory { .. } => "memory",
             RuleError::Stack(_) => "stack",
@@ -423,6 +435,7 @@ impl Engine {
                     1
                 },
                 memory_refused: None,
+                deadline: Deadline::new(limits.timeout),
             },
         );
         store.limiter(|ctx| ctx);
@@ -431,10 +444,10 @@ impl Engine {
             let _ = store.set_fuel(fuel);
             return store;
         }
-        // Whole ticks, plus one: the current tick may be about to end.
-        let ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // The first check at the next tick; only an invocation that lasts that long
+        // reads a clock (`deadline.rs`).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(deadline::on_deadline);
         store
     }
 
@@ -443,6 +456,12 @@ impl Engine {
             Failure::Rule(r) => return r,
             Failure::Wasm(e) => e,
         };
+        if let Some(s) = store.data().deadline.stalled {
+            return RuleError::Stalled {
+                wall: s.wall,
+                cpu: s.cpu,
+            };
+        }
         if let Some(desired) = store.data().memory_refused {
             return RuleError::Memory {
                 desired,
@@ -531,12 +550,14 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-/// Store data: the resource limiter, which also remembers why it refused growth.
+/// Store data: the resource limiter, which also remembers why it refused growth, and
+/// the invocation's CPU deadline.
 struct Ctx {
     max_memory: usize,
     max_table_elements: usize,
     max_instances: usize,
     memory_refused: Option<usize>,
+    deadline: Deadline,
 }
 
 impl ResourceLimiter for Ctx {

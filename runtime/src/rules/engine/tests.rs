@@ -257,6 +257,75 @@ fn endless_loop_times_out() {
 }
 
 #[test]
+fn an_endless_loop_is_charged_cpu_time_not_just_wall_time() {
+    let rule = rule_with("(loop $l (br $l)) (i64.const 0)", "");
+    let before = thread_cpu_time();
+    assert!(matches!(run(&rule), Err(RuleError::Timeout(_))));
+    // It ran on this thread until it had used its deadline of CPU.
+    assert!(thread_cpu_time() - before >= Limits::default().timeout);
+}
+
+/// A rule that counts down from `n` and then returns INCR n: CPU work in proportion to
+/// `n`, with no allocation.
+fn busy_rule(engine: &Engine, n: u64) -> Rule {
+    let body = format!(
+        "(local $i i64) (local.set $i (i64.const {n}))
+         (loop $l (local.set $i (i64.sub (local.get $i) (i64.const 1)))
+                  (br_if $l (i64.gt_s (local.get $i) (i64.const 0))))
+         (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 22))"
+    );
+    let wasm = Wat {
+        on_event: &body,
+        ..Wat::default()
+    }
+    .build();
+    engine.compile(&wasm).unwrap()
+}
+
+/// Thread CPU time of one invocation of `rule`.
+fn cpu_of(rule: &Rule) -> Duration {
+    let t = thread_cpu_time();
+    run(rule).unwrap();
+    thread_cpu_time() - t
+}
+
+#[test]
+fn time_descheduled_by_other_threads_is_not_charged_to_the_rule() {
+    // A rule that needs about 40% of its 10 ms deadline in CPU, run on more threads
+    // than there are cores, so that each invocation takes longer than the deadline in
+    // wall time: none may time out. (With a wall-clock deadline most of them did.)
+    let calibrate = Engine::new(
+        Limits {
+            timeout: Duration::from_secs(5),
+            ..Limits::default()
+        },
+        2,
+    )
+    .unwrap();
+    let probe = busy_rule(&calibrate, 5_000_000);
+    let per_iter = cpu_of(&probe).as_nanos().max(1) as f64 / 5_000_000.0;
+    let deadline = Limits::default().timeout;
+    let n = (deadline.as_nanos() as f64 * 0.4 / per_iter) as u64;
+    let threads = 2 * std::thread::available_parallelism().map_or(2, |n| n.get()) + 2;
+    let engine = Engine::new(Limits::default(), threads as u32).unwrap();
+    let rule = Arc::new(busy_rule(&engine, n));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let rule = rule.clone();
+            std::thread::Builder::new()
+                .stack_size(GUEST_THREAD_STACK)
+                .spawn(move || (0..5).map(|_| run(&rule)).collect::<Vec<_>>())
+                .unwrap()
+        })
+        .collect();
+    for h in handles {
+        for r in h.join().unwrap() {
+            assert_eq!(r.unwrap(), vec!["INCR n"]);
+        }
+    }
+}
+
+#[test]
 fn memory_bomb_hits_the_limit() {
     let rule = rule_with(
         "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (i64.const 0)",

@@ -1,0 +1,217 @@
+//! The per-invocation deadline in CPU time, on top of wasmtime's epoch interruption.
+//!
+//! The epoch ticker advances every [`TICK`] of wall time. A fresh store's epoch deadline
+//! is one tick away, so an invocation that finishes before the next tick (nearly all of
+//! them: a typical rule takes microseconds) never reaches [`on_deadline`] and reads no
+//! clock at all. One that crosses a tick gets the callback, which reads the worker
+//! thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`) the first time as a mark, and from
+//! then on compares the CPU time the thread used since the mark with the rule's budget:
+//! under budget, the deadline is moved as many ticks ahead as the budget has left;
+//! at or over it, the invocation is interrupted and fails with `timeout`.
+//!
+//! So time the thread spends descheduled (other processes, the broker and Redis on the
+//! same cores, a hypervisor's steal) is not charged to the rule. The CPU used before the
+//! first check (less than one tick) is not charged either, so a rule that spins is
+//! stopped after its budget plus at most one tick of CPU, and a rule is never stopped
+//! before it used its budget.
+//!
+//! CPU time cannot see a thread that is stopped or starved for good (a paused VM, a
+//! `SIGSTOP`, a machine thrashing on swap). A wall-clock backstop,
+//! [`wall_backstop`], measured from the first check, catches those; it ends the
+//! invocation as [`RuleError::Stalled`](super::RuleError::Stalled), which the caller
+//! treats as the host's failure, not the rule's (the event is run again, never
+//! dead-lettered).
+//!
+//! This file does not know about tenants or CPU shares (`cpu_budget.rs` meters those).
+
+use std::time::{Duration, Instant};
+
+use wasmtime::{StoreContextMut, UpdateDeadline};
+
+/// Length of one epoch tick: the resolution of the CPU deadline.
+pub(super) const TICK: Duration = Duration::from_millis(1);
+
+/// The least wall time an invocation may take before the backstop ends it.
+const MIN_WALL_BACKSTOP: Duration = Duration::from_secs(1);
+/// The backstop as a multiple of the CPU budget, when that is longer.
+const WALL_BACKSTOP_FACTOR: u32 = 10;
+
+/// How long, in wall time, an invocation with a CPU budget of `budget` may run before it
+/// is ended as stalled: ten times its budget, and at least one second.
+pub fn wall_backstop(budget: Duration) -> Duration {
+    budget
+        .saturating_mul(WALL_BACKSTOP_FACTOR)
+        .max(MIN_WALL_BACKSTOP)
+}
+
+/// One invocation's deadline state, kept in the store's data.
+#[derive(Debug, Clone)]
+pub(super) struct Deadline {
+    /// CPU time the invocation may use.
+    budget: Duration,
+    /// Wall time after the first check at which the invocation counts as stalled.
+    backstop: Duration,
+    /// Thread CPU time and wall time at the first check, once there has been one.
+    mark: Option<(Duration, Instant)>,
+    /// Set when the backstop, not the budget, ended the invocation.
+    pub(super) stalled: Option<Stall>,
+}
+
+/// What the backstop saw when it ended an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stall {
+    pub(super) wall: Duration,
+    pub(super) cpu: Duration,
+}
+
+impl Deadline {
+    pub(super) fn new(budget: Duration) -> Deadline {
+        Deadline {
+            budget,
+            backstop: wall_backstop(budget),
+            mark: None,
+            stalled: None,
+        }
+    }
+
+    /// The decision at an epoch deadline, given the thread's CPU clock and the time now.
+    fn check(&mut self, cpu: Duration, now: Instant) -> UpdateDeadline {
+        let (cpu0, wall0) = *self.mark.get_or_insert((cpu, now));
+        let used = cpu.saturating_sub(cpu0);
+        if used >= self.budget {
+            return UpdateDeadline::Interrupt;
+        }
+        let wall = now.saturating_duration_since(wall0);
+        if wall >= self.backstop {
+            self.stalled = Some(Stall { wall, cpu: used });
+            return UpdateDeadline::Interrupt;
+        }
+        // The thread used at most one tick of CPU per tick of wall time, so the budget
+        // cannot run out before this many ticks have passed.
+        let left = self.budget - used;
+        UpdateDeadline::Continue(ticks(left).max(1))
+    }
+}
+
+/// Whole ticks in `d`, rounded up.
+pub(super) fn ticks(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(TICK.as_nanos()) as u64
+}
+
+/// The store's epoch-deadline callback (see the module docs).
+pub(super) fn on_deadline(
+    mut ctx: StoreContextMut<'_, super::Ctx>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let cpu = thread_cpu_time();
+    Ok(ctx.data_mut().deadline.check(cpu, Instant::now()))
+}
+
+/// CPU time the calling thread has used (user and system), from
+/// `CLOCK_THREAD_CPUTIME_ID`. A system call, not a vDSO read: only called off the fast
+/// path.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes to it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        // Only fails for an unsupported clock id, which Linux always supports for the
+        // calling thread; zero makes every check see no CPU used, leaving the backstop.
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn is_interrupt(u: &UpdateDeadline) -> bool {
+        matches!(u, UpdateDeadline::Interrupt)
+    }
+
+    fn continued(u: &UpdateDeadline) -> Option<u64> {
+        match u {
+            UpdateDeadline::Continue(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_first_check_marks_and_extends_by_the_whole_budget() {
+        let mut d = Deadline::new(10 * MS);
+        let t0 = Instant::now();
+        assert_eq!(continued(&d.check(5 * MS, t0)), Some(10));
+    }
+
+    #[test]
+    fn descheduled_time_is_not_charged() {
+        let mut d = Deadline::new(10 * MS);
+        let t0 = Instant::now();
+        d.check(Duration::ZERO, t0);
+        // 50 ms of wall time pass while the thread gets 2 ms of CPU: not a timeout, and
+        // the next check is 8 ticks away.
+        let u = d.check(2 * MS, t0 + 50 * MS);
+        assert_eq!(continued(&u), Some(8));
+        assert!(d.stalled.is_none());
+    }
+
+    #[test]
+    fn a_rule_that_used_its_budget_is_interrupted() {
+        let mut d = Deadline::new(10 * MS);
+        let t0 = Instant::now();
+        d.check(3 * MS, t0);
+        assert!(is_interrupt(&d.check(13 * MS, t0 + 10 * MS)));
+        assert!(d.stalled.is_none(), "a timeout, not a stall");
+    }
+
+    #[test]
+    fn less_than_a_tick_left_still_waits_one_tick() {
+        let mut d = Deadline::new(10 * MS);
+        let t0 = Instant::now();
+        d.check(Duration::ZERO, t0);
+        let u = d.check(10 * MS - Duration::from_micros(1), t0 + 10 * MS);
+        assert_eq!(continued(&u), Some(1));
+    }
+
+    #[test]
+    fn the_wall_backstop_ends_a_starved_invocation_as_stalled() {
+        let mut d = Deadline::new(10 * MS);
+        assert_eq!(wall_backstop(10 * MS), Duration::from_secs(1));
+        let t0 = Instant::now();
+        d.check(Duration::ZERO, t0);
+        assert!(is_interrupt(&d.check(MS, t0 + Duration::from_secs(1))));
+        assert_eq!(
+            d.stalled,
+            Some(Stall {
+                wall: Duration::from_secs(1),
+                cpu: MS
+            })
+        );
+    }
+
+    #[test]
+    fn long_budgets_get_a_proportional_backstop() {
+        assert_eq!(
+            wall_backstop(Duration::from_secs(2)),
+            Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn the_thread_clock_moves_with_work_and_not_with_sleep() {
+        let a = thread_cpu_time();
+        std::thread::sleep(20 * MS);
+        let b = thread_cpu_time();
+        assert!(b - a < 15 * MS, "sleeping used {:?} of CPU", b - a);
+        let mut x = 0u64;
+        while thread_cpu_time() - b < 5 * MS {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(thread_cpu_time() - b >= 5 * MS && x > 0);
+    }
+}
