@@ -14,7 +14,8 @@ use crate::ops::metrics::{self, Metrics};
 use crate::rules::engine::{self, Engine};
 use crate::rules::reload::Reloader;
 use crate::rules::ruleset::Rules;
-use crate::sink::{redis as redis_sink, spill};
+use crate::sink::redis as redis_sink;
+use crate::sink::spill::{self, SpillConfig};
 use crate::source::{broker, mqtt as mqtt_source};
 use crate::{ack, dispatch};
 
@@ -69,47 +70,12 @@ impl Runtime {
     ///
     /// As [`run`].
     pub async fn start(mut config: Config) -> anyhow::Result<Runtime> {
-        let dir = &config.rules.dir;
-        if !dir.is_dir() {
-            bail!(
-                "rules directory {} does not exist (create it, or pass --rules-dir)",
-                dir.display()
-            );
-        }
-        // The watcher reports absolute paths; rule ids are computed relative to this.
-        config.rules.dir = std::fs::canonicalize(dir)
-            .with_context(|| format!("cannot resolve rules directory {}", dir.display()))?;
-        let dir = &config.rules.dir;
+        config.rules.dir = resolve_rules_dir(&config.rules.dir)?;
         // Before anything starts: a spill another process holds, or cannot read, stops
         // the start.
-        let spill = match &config.redis.spill {
-            Some(s) => {
-                let log = spill::SpillLog::open(&s.dir, s.max_bytes, s.segment_bytes)
-                    .with_context(|| format!("cannot open the spill in {}", s.dir.display()))?;
-                tracing::info!(
-                    dir = %s.dir.display(),
-                    max_bytes = s.max_bytes,
-                    "spill on for QoS 0 batches while Redis is unreachable"
-                );
-                if !log.is_empty() {
-                    tracing::info!(
-                        bytes = log.bytes(),
-                        "the spill holds batches from before; replaying them first"
-                    );
-                }
-                Some(log)
-            }
-            None => None,
-        };
+        let spill = config.redis.spill.as_ref().map(open_spill).transpose()?;
         let workers = config.runtime.workers;
-        let mut engine = Engine::new(config.limits.clone(), workers as u32 + SPARE_INSTANCES)
-            .context("cannot start the WebAssembly engine")?;
-        if let Some(dir) = &config.rules.cache_dir {
-            match engine::cache::Cache::open(dir) {
-                Ok(cache) => engine = engine.with_cache(cache),
-                Err(e) => tracing::warn!("compiled-code cache off: {e:#}"),
-            }
-        }
+        let engine = start_engine(&config)?;
         let metrics = Arc::new(Metrics::default());
         let rules = Arc::new(Rules::new());
         let token = CancellationToken::new();
@@ -122,21 +88,7 @@ impl Runtime {
             }
             None => (None, None),
         };
-
-        let mut reloader = Reloader::new(
-            engine,
-            config.rules.clone(),
-            config.tenants.clone(),
-            rules.clone(),
-            metrics.clone(),
-        );
-        reloader.scan().await?;
-        tracing::info!(
-            rules = rules.snapshot().len(),
-            dir = %dir.display(),
-            "initial rules loaded"
-        );
-        let watcher = tokio::spawn(reloader.watch(token.child_token()));
+        let watcher = load_rules(&config, engine, &rules, &metrics, &token).await?;
 
         let tracker = Arc::new(ack::AckTracker::new());
         let (due_tx, due_rx) = mpsc::unbounded_channel();
@@ -159,7 +111,7 @@ impl Runtime {
         )
         .context("cannot start worker threads")?;
         let drained = CancellationToken::new();
-        let (source, broker_addr) = match &config.broker {
+        let source = match &config.broker {
             Some(b) => {
                 let broker = broker::Broker::start(
                     b.clone(),
@@ -170,31 +122,30 @@ impl Runtime {
                 )
                 .await?;
                 metrics::Metrics::set(&metrics.mqtt_connected, true);
-                let addr = broker.local_addr();
-                (Source::Embedded(broker), Some(addr))
+                Source::Embedded(broker)
             }
-            None => (
-                Source::Mqtt(tokio::spawn(mqtt_source::run(
-                    config.mqtt.clone(),
-                    mqtt_source::SourceParts {
-                        wanted: rules.wanted(),
-                        dispatcher,
-                        metrics: metrics.clone(),
-                        tracker,
-                        completions,
-                        due: due_rx,
-                        shutdown: token.child_token(),
-                        drained: drained.clone(),
-                    },
-                ))),
-                None,
-            ),
+            None => Source::Mqtt(tokio::spawn(mqtt_source::run(
+                config.mqtt.clone(),
+                mqtt_source::SourceParts {
+                    wanted: rules.wanted(),
+                    dispatcher,
+                    metrics: metrics.clone(),
+                    tracker,
+                    completions,
+                    due: due_rx,
+                    shutdown: token.child_token(),
+                    drained: drained.clone(),
+                },
+            ))),
         };
         Ok(Runtime {
             metrics,
             rules,
             http_addr,
-            broker_addr,
+            broker_addr: match &source {
+                Source::Embedded(broker) => Some(broker.local_addr()),
+                Source::Mqtt(_) => None,
+            },
             shutdown_timeout: config.runtime.shutdown_timeout,
             token,
             drained,
@@ -257,4 +208,73 @@ impl Runtime {
         }
         in_time
     }
+}
+
+/// The rules directory as an absolute path: the watcher reports absolute paths, and
+/// rule ids are computed relative to this.
+fn resolve_rules_dir(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    if !dir.is_dir() {
+        bail!(
+            "rules directory {} does not exist (create it, or pass --rules-dir)",
+            dir.display()
+        );
+    }
+    std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot resolve rules directory {}", dir.display()))
+}
+
+/// Opens the spill, saying whether it holds batches from an earlier run.
+fn open_spill(s: &SpillConfig) -> anyhow::Result<spill::SpillLog> {
+    let log = spill::SpillLog::open(&s.dir, s.max_bytes, s.segment_bytes)
+        .with_context(|| format!("cannot open the spill in {}", s.dir.display()))?;
+    tracing::info!(
+        dir = %s.dir.display(),
+        max_bytes = s.max_bytes,
+        "spill on for QoS 0 batches while Redis is unreachable"
+    );
+    if !log.is_empty() {
+        tracing::info!(
+            bytes = log.bytes(),
+            "the spill holds batches from before; replaying them first"
+        );
+    }
+    Ok(log)
+}
+
+/// The engine, with an instance per worker and the compiled-code cache if it opens.
+fn start_engine(config: &Config) -> anyhow::Result<Engine> {
+    let instances = config.runtime.workers as u32 + SPARE_INSTANCES;
+    let mut engine = Engine::new(config.limits.clone(), instances)
+        .context("cannot start the WebAssembly engine")?;
+    if let Some(dir) = &config.rules.cache_dir {
+        match engine::cache::Cache::open(dir) {
+            Ok(cache) => engine = engine.with_cache(cache),
+            Err(e) => tracing::warn!("compiled-code cache off: {e:#}"),
+        }
+    }
+    Ok(engine)
+}
+
+/// Loads every rule in the directory into `rules`, then watches it for changes.
+async fn load_rules(
+    config: &Config,
+    engine: Engine,
+    rules: &Arc<Rules>,
+    metrics: &Arc<Metrics>,
+    token: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let mut reloader = Reloader::new(
+        engine,
+        config.rules.clone(),
+        config.tenants.clone(),
+        rules.clone(),
+        metrics.clone(),
+    );
+    reloader.scan().await?;
+    tracing::info!(
+        rules = rules.snapshot().len(),
+        dir = %config.rules.dir.display(),
+        "initial rules loaded"
+    );
+    Ok(tokio::spawn(reloader.watch(token.child_token())))
 }
