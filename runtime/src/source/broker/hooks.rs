@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::session::Session;
-use rmqtt::types::{Id, Publish, PublishAclResult, SubscribeAclResult};
+use rmqtt::types::{
+    Id, Publish, PublishAclResult, Reason, Subscribe, SubscribeAclResult, Unsubscribe,
+};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
@@ -219,157 +221,183 @@ fn from_fields(from: &Id, f: &mut Map<String, Value>) {
 
 #[async_trait]
 impl Handler for EventHooks {
+    /// One method per hook. The ACL hooks answer with a decision; every other hook
+    /// only observes and passes the accumulated result on.
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
-            Parameter::MessagePublishCheckAcl(s, p) => {
-                // Protocol violations rmqtt lets through end the connection, as the
-                // MQTT 5 specification asks: a PUBLISH above the announced maximum QoS
-                // (3.3.4, DISCONNECT 0x9B) or to a topic name with wildcards (3.3.2.1).
-                let violation = if p.qos.value() > self.inner.max_qos {
-                    Some(reason::QOS_NOT_SUPPORTED)
-                } else if p.topic.contains(['+', '#']) {
-                    Some(reason::TOPIC_NAME_INVALID)
-                } else {
-                    None
-                };
-                if let Some(why) = violation {
-                    let mut r = PublishAclResult::rejected(true, Some(why.into()));
-                    r.0.reason_code =
-                        rmqtt::codec::v5::PublishAckReason::ImplementationSpecificError;
-                    return (false, Some(HookResult::PublishAclResult(r)));
-                }
-                // One look at the rule set for the whole publish path.
-                let set = self.inner.rules.snapshot();
-                if self.authorize(&set, s, Action::Publish, &p.topic).await {
-                    self.on_publish(&set, s, p).await;
-                    (
-                        false,
-                        Some(HookResult::PublishAclResult(PublishAclResult::allow())),
-                    )
-                } else {
-                    (
-                        false,
-                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
-                            false, None,
-                        ))),
-                    )
-                }
-            }
+            Parameter::MessagePublishCheckAcl(s, p) => return self.publish_check_acl(s, p).await,
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
-                let set = self.inner.rules.snapshot();
-                let result = if self
-                    .authorize(&set, s, Action::Subscribe, &sub.topic_filter)
-                    .await
-                {
-                    SubscribeAclResult::new_success(sub.opts.qos(), None)
-                } else {
-                    SubscribeAclResult::new_failure(
-                        rmqtt::codec::v5::SubscribeAckReason::NotAuthorized,
-                    )
-                };
-                (false, Some(HookResult::SubscribeAclResult(result)))
+                return self.subscribe_check_acl(s, sub).await;
             }
-            Parameter::ClientConnected(s) => {
-                if self.wants(EventKind::ClientConnected.topic()) {
-                    let mut f = who(&s.id);
-                    if let Some(a) = s.id.remote_addr {
-                        f.insert("peername".into(), a.to_string().into());
-                    }
-                    if let Some(a) = s.id.local_addr {
-                        f.insert("sockname".into(), a.to_string().into());
-                    }
-                    if let Ok(ci) = s.connect_info().await {
-                        f.insert("proto_name".into(), "MQTT".into());
-                        f.insert("proto_ver".into(), ci.proto_ver().into());
-                        f.insert("keepalive".into(), ci.keep_alive().into());
-                        f.insert("clean_start".into(), ci.clean_start().into());
-                    }
-                    f.insert("connected_at".into(), now_ms().into());
-                    self.emit(EventKind::ClientConnected, f).await;
-                }
-                (true, acc)
+            Parameter::ClientConnected(s) => self.client_connected(s).await,
+            Parameter::ClientDisconnected(s, r) => self.client_disconnected(s, r).await,
+            Parameter::SessionSubscribed(s, sub) => self.session_subscribed(s, sub).await,
+            Parameter::SessionUnsubscribed(s, unsub) => self.session_unsubscribed(s, unsub).await,
+            Parameter::MessageDelivered(s, from, p) => {
+                self.message_seen(EventKind::MessageDelivered, s, from, p)
+                    .await;
             }
-            Parameter::ClientDisconnected(s, r) => {
-                self.pending().remove(s.id.client_id.as_ref() as &str);
-                if self.wants(EventKind::ClientDisconnected.topic()) {
-                    let mut f = who(&s.id);
-                    if let Some(a) = s.id.remote_addr {
-                        f.insert("peername".into(), a.to_string().into());
-                    }
-                    f.insert("reason".into(), reason::disconnect_reason(r).into());
-                    f.insert("disconnected_at".into(), now_ms().into());
-                    tracing::debug!(clientid = %s.id.client_id, reason = ?r, "client disconnected");
-                    self.emit(EventKind::ClientDisconnected, f).await;
-                }
-                (true, acc)
-            }
-            Parameter::SessionSubscribed(s, sub) => {
-                if self.wants(EventKind::SessionSubscribed.topic()) {
-                    let mut f = who(&s.id);
-                    f.insert("topic".into(), sub.topic_filter.to_string().into());
-                    f.insert("qos".into(), sub.opts.qos_value().into());
-                    self.emit(EventKind::SessionSubscribed, f).await;
-                }
-                (true, acc)
-            }
-            Parameter::SessionUnsubscribed(s, unsub) => {
-                if self.wants(EventKind::SessionUnsubscribed.topic()) {
-                    let mut f = who(&s.id);
-                    f.insert("topic".into(), unsub.topic_filter.to_string().into());
-                    self.emit(EventKind::SessionUnsubscribed, f).await;
-                }
-                (true, acc)
-            }
-            Parameter::MessageDelivered(s, from, p) | Parameter::MessageAcked(s, from, p) => {
-                let kind = match param {
-                    Parameter::MessageDelivered(..) => EventKind::MessageDelivered,
-                    _ => EventKind::MessageAcked,
-                };
-                if self.wants(kind.topic()) {
-                    let mut f = who(&s.id);
-                    from_fields(from, &mut f);
-                    message_fields(p, &mut f);
-                    self.emit(kind, f).await;
-                }
-                (true, acc)
+            Parameter::MessageAcked(s, from, p) => {
+                self.message_seen(EventKind::MessageAcked, s, from, p).await;
             }
             Parameter::MessageDropped(to, from, p, r) => {
-                let kind = if to.is_some() {
-                    EventKind::DeliveryDropped
-                } else {
-                    EventKind::MessageDropped
-                };
-                if self.wants(kind.topic()) {
-                    let mut f = match to {
-                        // Dropped on its way to a subscriber: the subscriber's view.
-                        Some(to) => {
-                            let mut f = who(to);
-                            from_fields(from, &mut f);
-                            f
-                        }
-                        None => who(from),
-                    };
-                    message_fields(p, &mut f);
-                    f.insert("reason".into(), reason::drop_reason(r).into());
-                    self.emit(kind, f).await;
-                }
-                (true, acc)
+                self.message_dropped(to.as_ref(), from, p, r).await;
             }
-            Parameter::MessageNonsubscribed(from) => {
-                let p = self.pending().remove(from.client_id.as_ref() as &str);
-                if let Some(p) = p.filter(|_| self.wants(EventKind::MessageDropped.topic())) {
-                    let mut f = who(from);
-                    f.insert("topic".into(), p.topic.into());
-                    f.insert("qos".into(), p.qos.into());
-                    f.insert("flags".into(), json!({"retain": p.retain, "dup": false}));
-                    payload_fields(&p.payload, &mut f);
-                    f.insert("publish_received_at".into(), p.received_at.into());
-                    f.insert("reason".into(), "no_subscribers".into());
-                    self.emit(EventKind::MessageDropped, f).await;
-                }
-                (true, acc)
+            Parameter::MessageNonsubscribed(from) => self.message_nonsubscribed(from).await,
+            _ => {}
+        }
+        (true, acc)
+    }
+}
+
+impl EventHooks {
+    /// Decides a PUBLISH: protocol violations end the connection, the ACL allows or
+    /// refuses, and an allowed one becomes the `message.publish` event.
+    async fn publish_check_acl(&self, s: &Session, p: &Publish) -> ReturnType {
+        // Protocol violations rmqtt lets through end the connection, as the
+        // MQTT 5 specification asks: a PUBLISH above the announced maximum QoS
+        // (3.3.4, DISCONNECT 0x9B) or to a topic name with wildcards (3.3.2.1).
+        let violation = if p.qos.value() > self.inner.max_qos {
+            Some(reason::QOS_NOT_SUPPORTED)
+        } else if p.topic.contains(['+', '#']) {
+            Some(reason::TOPIC_NAME_INVALID)
+        } else {
+            None
+        };
+        if let Some(why) = violation {
+            let mut r = PublishAclResult::rejected(true, Some(why.into()));
+            r.0.reason_code = rmqtt::codec::v5::PublishAckReason::ImplementationSpecificError;
+            return (false, Some(HookResult::PublishAclResult(r)));
+        }
+        // One look at the rule set for the whole publish path.
+        let set = self.inner.rules.snapshot();
+        let result = if self.authorize(&set, s, Action::Publish, &p.topic).await {
+            self.on_publish(&set, s, p).await;
+            PublishAclResult::allow()
+        } else {
+            PublishAclResult::rejected(false, None)
+        };
+        (false, Some(HookResult::PublishAclResult(result)))
+    }
+
+    /// Decides a SUBSCRIBE by the ACL.
+    async fn subscribe_check_acl(&self, s: &Session, sub: &Subscribe) -> ReturnType {
+        let set = self.inner.rules.snapshot();
+        let result = if self
+            .authorize(&set, s, Action::Subscribe, &sub.topic_filter)
+            .await
+        {
+            SubscribeAclResult::new_success(sub.opts.qos(), None)
+        } else {
+            SubscribeAclResult::new_failure(rmqtt::codec::v5::SubscribeAckReason::NotAuthorized)
+        };
+        (false, Some(HookResult::SubscribeAclResult(result)))
+    }
+
+    /// `client.connected`.
+    async fn client_connected(&self, s: &Session) {
+        if !self.wants(EventKind::ClientConnected.topic()) {
+            return;
+        }
+        let mut f = who(&s.id);
+        if let Some(a) = s.id.remote_addr {
+            f.insert("peername".into(), a.to_string().into());
+        }
+        if let Some(a) = s.id.local_addr {
+            f.insert("sockname".into(), a.to_string().into());
+        }
+        if let Ok(ci) = s.connect_info().await {
+            f.insert("proto_name".into(), "MQTT".into());
+            f.insert("proto_ver".into(), ci.proto_ver().into());
+            f.insert("keepalive".into(), ci.keep_alive().into());
+            f.insert("clean_start".into(), ci.clean_start().into());
+        }
+        f.insert("connected_at".into(), now_ms().into());
+        self.emit(EventKind::ClientConnected, f).await;
+    }
+
+    /// `client.disconnected`; also forgets the client's pending publish.
+    async fn client_disconnected(&self, s: &Session, r: &Reason) {
+        self.pending().remove(s.id.client_id.as_ref() as &str);
+        if !self.wants(EventKind::ClientDisconnected.topic()) {
+            return;
+        }
+        let mut f = who(&s.id);
+        if let Some(a) = s.id.remote_addr {
+            f.insert("peername".into(), a.to_string().into());
+        }
+        f.insert("reason".into(), reason::disconnect_reason(r).into());
+        f.insert("disconnected_at".into(), now_ms().into());
+        tracing::debug!(clientid = %s.id.client_id, reason = ?r, "client disconnected");
+        self.emit(EventKind::ClientDisconnected, f).await;
+    }
+
+    /// `session.subscribed`.
+    async fn session_subscribed(&self, s: &Session, sub: &Subscribe) {
+        if self.wants(EventKind::SessionSubscribed.topic()) {
+            let mut f = who(&s.id);
+            f.insert("topic".into(), sub.topic_filter.to_string().into());
+            f.insert("qos".into(), sub.opts.qos_value().into());
+            self.emit(EventKind::SessionSubscribed, f).await;
+        }
+    }
+
+    /// `session.unsubscribed`.
+    async fn session_unsubscribed(&self, s: &Session, unsub: &Unsubscribe) {
+        if self.wants(EventKind::SessionUnsubscribed.topic()) {
+            let mut f = who(&s.id);
+            f.insert("topic".into(), unsub.topic_filter.to_string().into());
+            self.emit(EventKind::SessionUnsubscribed, f).await;
+        }
+    }
+
+    /// `message.delivered` or `message.acked`: the subscriber's side of a message.
+    async fn message_seen(&self, kind: EventKind, s: &Session, from: &Id, p: &Publish) {
+        if self.wants(kind.topic()) {
+            let mut f = who(&s.id);
+            from_fields(from, &mut f);
+            message_fields(p, &mut f);
+            self.emit(kind, f).await;
+        }
+    }
+
+    /// `delivery.dropped` (on its way to subscriber `to`) or `message.dropped`.
+    async fn message_dropped(&self, to: Option<&Id>, from: &Id, p: &Publish, r: &Reason) {
+        let kind = if to.is_some() {
+            EventKind::DeliveryDropped
+        } else {
+            EventKind::MessageDropped
+        };
+        if !self.wants(kind.topic()) {
+            return;
+        }
+        let mut f = match to {
+            // Dropped on its way to a subscriber: the subscriber's view.
+            Some(to) => {
+                let mut f = who(to);
+                from_fields(from, &mut f);
+                f
             }
-            _ => (true, acc),
+            None => who(from),
+        };
+        message_fields(p, &mut f);
+        f.insert("reason".into(), reason::drop_reason(r).into());
+        self.emit(kind, f).await;
+    }
+
+    /// No subscriber took the client's last publish: `message.dropped` with reason
+    /// `no_subscribers`, built from the publish kept at the ACL hook.
+    async fn message_nonsubscribed(&self, from: &Id) {
+        let p = self.pending().remove(from.client_id.as_ref() as &str);
+        if let Some(p) = p.filter(|_| self.wants(EventKind::MessageDropped.topic())) {
+            let mut f = who(from);
+            f.insert("topic".into(), p.topic.into());
+            f.insert("qos".into(), p.qos.into());
+            f.insert("flags".into(), json!({"retain": p.retain, "dup": false}));
+            payload_fields(&p.payload, &mut f);
+            f.insert("publish_received_at".into(), p.received_at.into());
+            f.insert("reason".into(), "no_subscribers".into());
+            self.emit(EventKind::MessageDropped, f).await;
         }
     }
 }
