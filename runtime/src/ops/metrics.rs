@@ -1,5 +1,6 @@
 //! Counters the runtime keeps about itself. Plain atomics: cheap to bump from any thread,
-//! read by tests, the periodic status line, and (later) a metrics endpoint.
+//! read by tests, the demo's live view, and `/metrics` (`http.rs`, Prometheus text
+//! format from [`Metrics::prometheus`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -136,103 +137,12 @@ impl Metrics {
     /// The counters in Prometheus text exposition format.
     pub fn prometheus(&self, rules_loaded_now: usize) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
+        for (name, help, v) in self.counters() {
             out.push_str(&format!(
                 "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} counter\nwasmrule_{name} {}\n",
                 Self::get(v)
             ));
-        };
-        counter(
-            "messages_received_total",
-            "MQTT messages handed to rules",
-            &self.messages_received,
-        );
-        counter(
-            "messages_acked_total",
-            "QoS 1/2 messages acknowledged after their writes",
-            &self.messages_acked,
-        );
-        counter(
-            "duplicates_dropped_total",
-            "overlapping-subscription copies dropped",
-            &self.duplicates_dropped,
-        );
-        counter(
-            "messages_unmatched_total",
-            "messages that matched no rule",
-            &self.messages_unmatched,
-        );
-        counter("invocations_total", "rule invocations", &self.invocations);
-        counter(
-            "invocation_errors_total",
-            "failed rule invocations",
-            &self.invocation_errors,
-        );
-        counter(
-            "commands_written_total",
-            "commands Redis confirmed",
-            &self.commands_written,
-        );
-        counter(
-            "command_errors_total",
-            "commands Redis refused",
-            &self.command_errors,
-        );
-        counter(
-            "redis_retries_total",
-            "pipelines resent after a Redis failure",
-            &self.redis_retries,
-        );
-        counter(
-            "rule_loads_total",
-            "rule versions loaded",
-            &self.rules_loaded,
-        );
-        counter(
-            "rule_load_errors_total",
-            "rule files that failed to load",
-            &self.load_errors,
-        );
-        counter(
-            "spill_batches_total",
-            "QoS 0 batches written to the spill while Redis was unreachable",
-            &self.spill_batches,
-        );
-        counter(
-            "spill_bytes_total",
-            "bytes written to the spill",
-            &self.spill_bytes,
-        );
-        counter(
-            "spill_replayed_batches_total",
-            "spilled batches replayed to Redis",
-            &self.spill_replayed,
-        );
-        counter(
-            "spill_full_total",
-            "times the spill was full and wasmrule fell back to backpressure",
-            &self.spill_full,
-        );
-        counter(
-            "spill_dropped_records_total",
-            "spilled records dropped on replay as torn or damaged",
-            &self.spill_dropped,
-        );
-        counter(
-            "events_shed_total",
-            "events not run because their tenant was over its CPU share",
-            &self.events_shed,
-        );
-        counter(
-            "host_stalls_total",
-            "invocations the host starved of CPU past the wall-clock backstop, run again",
-            &self.host_stalls,
-        );
-        counter(
-            "emqx_events_malformed_total",
-            "EMQX client-event messages skipped: unreadable payload",
-            &self.emqx_events_malformed,
-        );
+        }
         out.push_str(
             "# HELP wasmrule_invocation_failures_total failed invocations and shed events by tenant and kind\n\
              # TYPE wasmrule_invocation_failures_total counter\n",
@@ -244,32 +154,135 @@ impl Metrics {
                 ));
             }
         }
-        let mut gauge = |name: &str, help: &str, v: u64| {
+        for (name, help, v) in self.gauges(rules_loaded_now) {
             out.push_str(&format!(
                 "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} gauge\nwasmrule_{name} {v}\n"
             ));
-        };
-        gauge("rules", "rules serving now", rules_loaded_now as u64);
-        gauge(
-            "mqtt_connected",
-            "1 when connected to the broker",
-            Self::is(&self.mqtt_connected) as u64,
-        );
-        gauge(
-            "redis_connected",
-            "1 when connected to Redis",
-            Self::is(&self.redis_connected) as u64,
-        );
-        gauge(
-            "spill_disk_bytes",
-            "bytes the spill takes on disk now",
-            Self::get(&self.spill_disk_bytes),
-        );
-        gauge(
-            "spill_held_batches",
-            "batches waiting in memory behind the spill",
-            Self::get(&self.spill_held),
-        );
+        }
         out
+    }
+
+    /// Every counter by its exported name (without `wasmrule_`) and help text.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 19] {
+        [
+            (
+                "messages_received_total",
+                "MQTT messages handed to rules",
+                &self.messages_received,
+            ),
+            (
+                "messages_acked_total",
+                "QoS 1/2 messages acknowledged after their writes",
+                &self.messages_acked,
+            ),
+            (
+                "duplicates_dropped_total",
+                "overlapping-subscription copies dropped",
+                &self.duplicates_dropped,
+            ),
+            (
+                "messages_unmatched_total",
+                "messages that matched no rule",
+                &self.messages_unmatched,
+            ),
+            ("invocations_total", "rule invocations", &self.invocations),
+            (
+                "invocation_errors_total",
+                "failed rule invocations",
+                &self.invocation_errors,
+            ),
+            (
+                "commands_written_total",
+                "commands Redis confirmed",
+                &self.commands_written,
+            ),
+            (
+                "command_errors_total",
+                "commands Redis refused",
+                &self.command_errors,
+            ),
+            (
+                "redis_retries_total",
+                "pipelines resent after a Redis failure",
+                &self.redis_retries,
+            ),
+            (
+                "rule_loads_total",
+                "rule versions loaded",
+                &self.rules_loaded,
+            ),
+            (
+                "rule_load_errors_total",
+                "rule files that failed to load",
+                &self.load_errors,
+            ),
+            (
+                "spill_batches_total",
+                "QoS 0 batches written to the spill while Redis was unreachable",
+                &self.spill_batches,
+            ),
+            (
+                "spill_bytes_total",
+                "bytes written to the spill",
+                &self.spill_bytes,
+            ),
+            (
+                "spill_replayed_batches_total",
+                "spilled batches replayed to Redis",
+                &self.spill_replayed,
+            ),
+            (
+                "spill_full_total",
+                "times the spill was full and wasmrule fell back to backpressure",
+                &self.spill_full,
+            ),
+            (
+                "spill_dropped_records_total",
+                "spilled records dropped on replay as torn or damaged",
+                &self.spill_dropped,
+            ),
+            (
+                "events_shed_total",
+                "events not run because their tenant was over its CPU share",
+                &self.events_shed,
+            ),
+            (
+                "host_stalls_total",
+                "invocations the host starved of CPU past the wall-clock backstop, run again",
+                &self.host_stalls,
+            ),
+            (
+                "emqx_events_malformed_total",
+                "EMQX client-event messages skipped: unreadable payload",
+                &self.emqx_events_malformed,
+            ),
+        ]
+    }
+
+    /// Every gauge by its exported name and help text, with its value now.
+    fn gauges(&self, rules_loaded_now: usize) -> [(&'static str, &'static str, u64); 5] {
+        [
+            ("rules", "rules serving now", rules_loaded_now as u64),
+            (
+                "mqtt_connected",
+                "1 when connected to the broker",
+                Self::is(&self.mqtt_connected) as u64,
+            ),
+            (
+                "redis_connected",
+                "1 when connected to Redis",
+                Self::is(&self.redis_connected) as u64,
+            ),
+            (
+                "spill_disk_bytes",
+                "bytes the spill takes on disk now",
+                Self::get(&self.spill_disk_bytes),
+            ),
+            (
+                "spill_held_batches",
+                "batches waiting in memory behind the spill",
+                Self::get(&self.spill_held),
+            ),
+        ]
     }
 }
