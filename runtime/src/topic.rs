@@ -1,96 +1,23 @@
-//! MQTT topic filters: validation, matching, covering, and an index from filters to
-//! values that matches a topic in time proportional to its depth, not to the number of
-//! filters.
-//!
-//! Semantics follow MQTT 3.1.1 section 4.7 and MQTT 5 section 4.7: `+` matches exactly
-//! one level (possibly empty), `#` matches the parent level and any number of child
-//! levels, and topics starting with `$` are not matched by a filter whose first level is
-//! a wildcard.
+//! MQTT topic filters in the runtime: the grammar and matching of the shared
+//! `wasmrule-topic` crate (also the guest SDK's and its macro's), the protocol's length
+//! limit, the smallest covering set of filters, and an index from filters to values that
+//! matches a topic in time proportional to its depth, not to the number of filters.
 
 use std::collections::HashMap;
 
-/// Why a topic filter is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    #[error("a topic filter cannot be empty")]
-    Empty,
-    #[error("a topic filter cannot contain NUL")]
-    Nul,
-    #[error("`+` must be a whole level (`a/+/b`, not `a+`)")]
-    PlusNotWholeLevel,
-    #[error("`#` must be the whole last level (`a/#`, not `a/#/b` or `a#`)")]
-    HashNotLast,
-    #[error("a topic filter is at most 65535 bytes")]
-    TooLong,
-}
+pub use wasmrule_topic::{FilterError, covers, matches};
 
-/// Checks that `filter` is a valid MQTT topic filter.
+/// Checks that `filter` is a valid MQTT topic filter: the grammar (`wasmrule-topic`)
+/// and the protocol's length limit.
 ///
 /// # Errors
 ///
 /// The first rule the filter breaks.
 pub fn validate_filter(filter: &str) -> Result<(), FilterError> {
-    if filter.is_empty() {
-        return Err(FilterError::Empty);
-    }
-    if filter.len() > u16::MAX as usize {
+    if filter.len() > wasmrule_topic::MAX_FILTER_BYTES {
         return Err(FilterError::TooLong);
     }
-    if filter.contains('\0') {
-        return Err(FilterError::Nul);
-    }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        let last = levels.peek().is_none();
-        match level {
-            "+" => {}
-            "#" if last => {}
-            "#" => return Err(FilterError::HashNotLast),
-            l if l.contains('#') => return Err(FilterError::HashNotLast),
-            l if l.contains('+') => return Err(FilterError::PlusNotWholeLevel),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Whether the (valid) `filter` matches the concrete `topic`.
-pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether every topic matched by `narrow` is also matched by `wide` (both valid
-/// filters). Used to keep the broker subscription set free of redundant filters.
-pub fn covers(wide: &str, narrow: &str) -> bool {
-    // `$` topics: a leading wildcard in `wide` matches none of them.
-    let narrow_dollar = narrow.starts_with('$');
-    if narrow_dollar && (wide.starts_with('+') || wide.starts_with('#')) {
-        return false;
-    }
-    let mut w = wide.split('/');
-    let mut n = narrow.split('/');
-    loop {
-        match (w.next(), n.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(l)) if l != "#" => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    wasmrule_topic::check_filter(filter)
 }
 
 /// The filters of `filters` not covered by another one (duplicates removed): subscribing
@@ -111,7 +38,6 @@ pub fn minimal_cover<'a>(filters: impl IntoIterator<Item = &'a str>) -> Vec<Stri
 #[derive(Debug, Clone)]
 pub struct TopicIndex<T> {
     root: Node<T>,
-    len: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +65,6 @@ impl<T> Default for TopicIndex<T> {
     fn default() -> Self {
         TopicIndex {
             root: Node::default(),
-            len: 0,
         }
     }
 }
@@ -150,16 +75,6 @@ impl<T> TopicIndex<T> {
         Self::default()
     }
 
-    /// Number of (filter, value) entries.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the index is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Adds `value` under the (valid) `filter`.
     pub fn insert(&mut self, filter: &str, value: T) {
         let mut node = &mut self.root;
@@ -167,7 +82,6 @@ impl<T> TopicIndex<T> {
             node = match level {
                 "#" => {
                     node.hash.push(value);
-                    self.len += 1;
                     return;
                 }
                 "+" => node.plus.get_or_insert_with(Box::default),
@@ -175,7 +89,6 @@ impl<T> TopicIndex<T> {
             };
         }
         node.exact.push(value);
-        self.len += 1;
     }
 
     /// Calls `f` with the value of every filter that matches `topic`. A value inserted

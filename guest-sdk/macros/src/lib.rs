@@ -167,7 +167,7 @@ fn parse_filters(value: &Expr) -> syn::Result<Vec<String>> {
         .map(|e| {
             let s = string_lit(e)?;
             let v = s.value();
-            if !valid_filter(&v) {
+            if !wasmrule_topic::is_valid_filter(&v) {
                 return Err(syn::Error::new(
                     s.span(),
                     format!(
@@ -188,21 +188,6 @@ fn string_lit(e: &Expr) -> syn::Result<&LitStr> {
         }) => Ok(s),
         other => Err(syn::Error::new(other.span(), "expected a string literal")),
     }
-}
-
-/// Same rules as `wasmrule_guest::topic::is_valid_filter` (a proc-macro crate cannot
-/// depend on the crate that re-exports it).
-fn valid_filter(f: &str) -> bool {
-    !f.is_empty()
-        && !f.contains('\0')
-        && f.split('/').enumerate().all(|(i, level)| {
-            let last = i == f.split('/').count() - 1;
-            match level {
-                "+" => true,
-                "#" => last,
-                l => !l.contains('+') && !l.contains('#'),
-            }
-        })
 }
 
 fn manifest_json(args: &Args) -> String {
@@ -242,6 +227,7 @@ fn push_json_str(out: &mut String, v: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmrule_topic::is_valid_filter as valid_filter;
 
     #[test]
     fn filters_validated_like_the_runtime() {

@@ -51,7 +51,50 @@ const SDK_RUST: &[(&str, &str)] = &[
         "wasmrule-guest-macros/src/lib.rs",
         include_str!("../../../guest-sdk/macros/src/lib.rs"),
     ),
+    (
+        "wasmrule-topic/src/lib.rs",
+        include_str!("../../../topic/src/lib.rs"),
+    ),
 ];
+/// Manifests of the copied SDK crates (the repository's use workspace inheritance).
+const SDK_GUEST_MANIFEST: &str = r#"[package]
+name = "wasmrule-guest"
+version = "0.1.0"
+edition = "2024"
+license = "Apache-2.0"
+description = "Write wasmrule rules in Rust (copied into this project by `wasmrule new`)"
+
+[features]
+default = ["bump-alloc"]
+bump-alloc = []
+
+[dependencies]
+wasmrule-guest-macros = { path = "../wasmrule-guest-macros" }
+wasmrule-topic = { path = "../wasmrule-topic" }
+serde = { version = "1", features = ["derive"] }
+serde_json = { version = "1", features = ["raw_value"] }
+"#;
+const SDK_MACROS_MANIFEST: &str = r#"[package]
+name = "wasmrule-guest-macros"
+version = "0.1.0"
+edition = "2024"
+license = "Apache-2.0"
+
+[lib]
+proc-macro = true
+
+[dependencies]
+wasmrule-topic = { path = "../wasmrule-topic" }
+syn = { version = "2", features = ["full"] }
+quote = "1"
+proc-macro2 = "1"
+"#;
+const SDK_TOPIC_MANIFEST: &str = r#"[package]
+name = "wasmrule-topic"
+version = "0.1.0"
+edition = "2024"
+license = "Apache-2.0"
+"#;
 const SDK_C: &str = include_str!("../../../guest-sdk/c/wasmrule.h");
 const SDK_AS: &str = include_str!("../../../guest-sdk/assemblyscript/wasmrule.ts");
 /// Linker settings every Rust rule should use (see `.cargo/config.toml` in this repo).
@@ -145,41 +188,15 @@ fn rust(name: &str) -> Vec<(String, String)> {
         .collect();
     files.push((
         "sdk/wasmrule-guest/Cargo.toml".into(),
-        r#"[package]
-name = "wasmrule-guest"
-version = "0.1.0"
-edition = "2024"
-license = "Apache-2.0"
-description = "Write wasmrule rules in Rust (copied into this project by `wasmrule new`)"
-
-[features]
-default = ["bump-alloc"]
-bump-alloc = []
-
-[dependencies]
-wasmrule-guest-macros = { path = "../wasmrule-guest-macros" }
-serde = { version = "1", features = ["derive"] }
-serde_json = { version = "1", features = ["raw_value"] }
-"#
-        .into(),
+        SDK_GUEST_MANIFEST.into(),
     ));
     files.push((
         "sdk/wasmrule-guest-macros/Cargo.toml".into(),
-        r#"[package]
-name = "wasmrule-guest-macros"
-version = "0.1.0"
-edition = "2024"
-license = "Apache-2.0"
-
-[lib]
-proc-macro = true
-
-[dependencies]
-syn = { version = "2", features = ["full"] }
-quote = "1"
-proc-macro2 = "1"
-"#
-        .into(),
+        SDK_MACROS_MANIFEST.into(),
+    ));
+    files.push((
+        "sdk/wasmrule-topic/Cargo.toml".into(),
+        SDK_TOPIC_MANIFEST.into(),
     ));
     files.push((
         "Cargo.toml".into(),
