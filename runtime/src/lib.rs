@@ -53,9 +53,8 @@ pub use crate::sink::spill::{
 };
 pub use crate::source::broker::{Acl, BrokerConfig, DEFAULT_BROKER_ADDR};
 pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
-pub use crate::tenancy::policy::{
-    DEFAULT_ALLOWED, InvokeLimits, Quarantine, SPECS, TenantPolicy, resolve_allowed,
-};
+pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed};
+pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
 pub use crate::tools::{demo, rule_test, scaffold, simulate};
 pub use crate::topic::{matches as topic_matches, validate_filter};

@@ -1,5 +1,6 @@
 //! Tenants: a rule in `rules/<tenant>/` belongs to that tenant. What a tenant's rules
-//! may do ([`policy`]: commands, key namespace, topics, limits), how much worker time
+//! may do ([`policy`]: commands, key namespace, topics, limits; the [`command_table`]
+//! of commands it can allow), how much worker time
 //! they may take ([`cpu_budget`]), and taking a failing rule out of service
 //! ([`quarantine`]).
 //!
@@ -9,6 +10,7 @@
 //! Owns the decisions; does not own where they are applied (`dispatch/` on each event,
 //! `rules/reload.rs` on each load).
 
+pub mod command_table;
 mod config;
 pub mod cpu_budget;
 pub mod policy;
