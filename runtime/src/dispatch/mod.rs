@@ -103,6 +103,7 @@ pub fn start(
             ahead: VecDeque::with_capacity(LOOKAHEAD),
             waiting: Waiting::default(),
             tenants_of: Vec::new(),
+            round: None,
         };
         threads.push(
             std::thread::Builder::new()
@@ -159,6 +160,9 @@ struct Worker {
     waiting: Waiting,
     // Scratch for the matching at lookahead.
     tenants_of: Vec<usize>,
+    // The thread's CPU clock and the wall clock at the first metered invocation of the
+    // current round, if there was one.
+    round: Option<(Duration, Instant)>,
 }
 
 impl Worker {
@@ -182,10 +186,20 @@ impl Worker {
                 self.waiting.remove(mask);
                 self.handle(&m, &mut batch);
             }
+            self.settle_round();
             if !batch.is_empty() && self.sink.blocking_send(std::mem::take(&mut batch)).is_err() {
                 tracing::error!("Redis writer stopped; worker exiting");
                 return;
             }
+        }
+    }
+
+    /// Ends the round of metered invocations, if one started: charges the tenants the
+    /// CPU time the worker had in it (`cpu_budget.rs`).
+    fn settle_round(&mut self) {
+        if let Some((cpu0, wall0)) = self.round.take() {
+            let cpu = thread_cpu_time().saturating_sub(cpu0);
+            self.meters.settle(cpu, wall0.elapsed());
         }
     }
 
@@ -250,15 +264,16 @@ impl Worker {
                 ),
             }
             let policy = &loaded.policy;
-            // Metered tenants pay a wall-clock read and two CPU-clock reads per
-            // invocation; others none.
-            let cpu_start = if policy.cpu.is_limited() {
-                let admitted = self.meters.admit(
-                    loaded.tenant_slot,
-                    &policy.cpu,
-                    Instant::now(),
-                    &self.waiting,
-                );
+            // Metered tenants pay two wall-clock reads per invocation, and two CPU-clock
+            // reads per round; others none.
+            let start = if policy.cpu.is_limited() {
+                let start = Instant::now();
+                if self.round.is_none() {
+                    self.round = Some((thread_cpu_time(), start));
+                }
+                let admitted =
+                    self.meters
+                        .admit(loaded.tenant_slot, &policy.cpu, start, &self.waiting);
                 // Over its share, a tenant still runs unless another tenant that has had
                 // less is waiting: the share divides contended time, idle time is
                 // anyone's.
@@ -266,7 +281,7 @@ impl Worker {
                     self.shed(loaded, m, &over, batch);
                     continue;
                 }
-                Some(thread_cpu_time())
+                Some(start)
             } else {
                 None
             };
@@ -278,10 +293,10 @@ impl Worker {
             let outcome = self
                 .invoke(loaded, m)
                 .map_err(|e| (e.kind(), e.to_string()));
-            if let Some(start) = cpu_start {
-                let used = thread_cpu_time().saturating_sub(start);
+            if let Some(start) = start {
+                let end = Instant::now();
                 self.meters
-                    .charge(loaded.tenant_slot, &policy.cpu, used, Instant::now());
+                    .charge(loaded.tenant_slot, &policy.cpu, end - start, end);
             }
             let outcome = outcome.and_then(|_| {
                 policy
