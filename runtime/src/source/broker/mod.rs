@@ -64,23 +64,7 @@ impl Broker {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Broker> {
-        let max_qos = match config.max_qos {
-            0 => rmqtt::types::QoS::AtMostOnce,
-            1 => rmqtt::types::QoS::AtLeastOnce,
-            _ => rmqtt::types::QoS::ExactlyOnce,
-        };
-        let inflight = NonZeroU16::new(config.max_inflight)
-            .context("broker.max_inflight must be at least 1")?;
-        let listener = Builder::new()
-            .name("wasmrule")
-            .laddr(config.listen)
-            .max_packet_size(config.max_packet_size)
-            .max_qos_allowed(max_qos)
-            .max_inflight(inflight)
-            .max_mqueue_len(config.max_mqueue_len)
-            .max_connections(config.max_connections)
-            .max_session_expiry_interval(config.session_expiry)
-            .allow_anonymous(true)
+        let listener = listener_options(&config)?
             .bind()
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -100,7 +84,7 @@ impl Broker {
             .build()
             .await;
 
-        let (tx, mut rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
+        let (tx, rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
         let handler = hooks::EventHooks::new(
             config.acl.clone(),
             config.max_qos,
@@ -126,23 +110,14 @@ impl Broker {
             }
         });
 
-        let forwarder = tokio::spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    m = rx.recv() => m,
-                    () = shutdown.cancelled() => None,
-                };
-                let Some(m) = m else { break };
-                Metrics::add(&metrics.messages_received, 1);
-                if dispatcher.dispatch(m).await.is_err() {
-                    break;
-                }
-            }
-            // Events already handed over finish; later hook calls find the channel
-            // closed and are dropped (the process is stopping).
-            drop(dispatcher);
-            register.stop().await;
-        });
+        let mut forwarder = Forwarder {
+            events: rx,
+            dispatcher: Some(dispatcher),
+            metrics,
+            shutdown,
+            register,
+        };
+        let forwarder = tokio::spawn(async move { forwarder.run().await });
 
         tracing::info!(addr = %local_addr, "embedded MQTT broker listening");
         Ok(Broker {
@@ -163,5 +138,63 @@ impl Broker {
         let _ = self.forwarder.await;
         self.server.abort();
         let _ = self.server.await;
+    }
+}
+
+/// The listener's settings from the config: limits, QoS, anonymous clients (the ACL
+/// decides, `acl.rs`).
+fn listener_options(config: &BrokerConfig) -> anyhow::Result<Builder> {
+    let max_qos = match config.max_qos {
+        0 => rmqtt::types::QoS::AtMostOnce,
+        1 => rmqtt::types::QoS::AtLeastOnce,
+        _ => rmqtt::types::QoS::ExactlyOnce,
+    };
+    let inflight =
+        NonZeroU16::new(config.max_inflight).context("broker.max_inflight must be at least 1")?;
+    Ok(Builder::new()
+        .name("wasmrule")
+        .laddr(config.listen)
+        .max_packet_size(config.max_packet_size)
+        .max_qos_allowed(max_qos)
+        .max_inflight(inflight)
+        .max_mqueue_len(config.max_mqueue_len)
+        .max_connections(config.max_connections)
+        .max_session_expiry_interval(config.session_expiry)
+        .allow_anonymous(true))
+}
+
+/// The task that passes events from the hooks to the dispatcher.
+struct Forwarder {
+    /// From the hooks; bounded, so that publishing clients wait when workers fall
+    /// behind.
+    events: mpsc::Receiver<Message>,
+    /// `None` once forwarding stopped, so that the workers can drain.
+    dispatcher: Option<Dispatcher>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    /// The hooks' registration, stopped when forwarding ends.
+    register: Box<dyn rmqtt::hook::Register>,
+}
+
+impl Forwarder {
+    /// Forwards until shutdown or until the workers are gone.
+    async fn run(&mut self) {
+        if let Some(dispatcher) = &self.dispatcher {
+            loop {
+                let m = tokio::select! {
+                    m = self.events.recv() => m,
+                    () = self.shutdown.cancelled() => None,
+                };
+                let Some(m) = m else { break };
+                Metrics::add(&self.metrics.messages_received, 1);
+                if dispatcher.dispatch(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+        // Events already handed over finish; later hook calls find the channel
+        // closed and are dropped (the process is stopping).
+        self.dispatcher = None;
+        self.register.stop().await;
     }
 }
