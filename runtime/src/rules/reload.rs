@@ -210,25 +210,9 @@ impl Reloader {
         let Some(rp) = classify(&self.config.dir, path) else {
             return;
         };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.seen.remove(path);
-                self.rules.set_load_error(&rp.id, None);
-                self.unload(&rp.id);
-                return;
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), "cannot read rule file: {e}");
-                return;
-            }
-        };
-        let hash = content_hash(&bytes);
-        if self.seen.get(path) == Some(&hash) {
+        let Some((bytes, hash)) = self.read_changed(path, &rp) else {
             return;
-        }
-        self.seen.insert(path.to_owned(), hash);
-
+        };
         let engine = self.engine.clone();
         let started = Instant::now();
         let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes)).await;
@@ -236,38 +220,19 @@ impl Reloader {
         let previous = current.get(&rp.id);
         let policy = self.tenants.policy(&rp.tenant);
         let checked = match compiled {
-            Ok(Ok(rule)) => {
-                // Topic ACL: every filter must be within what the tenant may subscribe to.
-                match rule
-                    .manifest()
-                    .filters
-                    .iter()
-                    .try_for_each(|f| policy.check_filter(f))
-                {
-                    Ok(()) => Ok(rule),
-                    Err(e) => Err(e),
-                }
-            }
+            // Topic ACL: every filter must be within what the tenant may subscribe to.
+            Ok(Ok(rule)) => rule
+                .manifest()
+                .filters
+                .iter()
+                .try_for_each(|f| policy.check_filter(f))
+                .map(|()| rule),
             Ok(Err(e)) => Err(e.to_string()),
             Err(join) => Err(format!("compilation panicked: {join}")),
         };
         let rule = match checked {
             Ok(rule) => rule,
-            Err(e) => {
-                self.metrics.load_errors.fetch_add(1, Ordering::Relaxed);
-                let keeping = match previous {
-                    Some(p) => format!("version {} keeps serving", p.version),
-                    None => "rule not loaded".to_owned(),
-                };
-                tracing::error!(
-                    file = %path.display(),
-                    tenant = %rp.tenant,
-                    "cannot load rule {}: {e}; {keeping}",
-                    path.display()
-                );
-                self.rules.set_load_error(&rp.id, Some(e));
-                return;
-            }
+            Err(e) => return self.refuse(path, &rp, previous.map(|p| p.version), e),
         };
         let slots = self.tenant_slots.len();
         let tenant_slot = *self.tenant_slots.entry(rp.tenant.clone()).or_insert(slots);
@@ -284,23 +249,51 @@ impl Reloader {
             policy,
             health: RuleHealth::new(),
         });
-        let m = loaded.rule.manifest();
-        tracing::info!(
-            rule = %loaded.id,
-            tenant = %loaded.tenant,
-            name = %m.name,
-            version = loaded.version,
-            filters = ?m.filters,
-            kind = loaded.rule.kind_name(),
-            cached = loaded.rule.from_cache(),
-            compile_ms = started.elapsed().as_millis() as u64,
-            "{} rule {}",
-            if previous.is_some() { "replaced" } else { "loaded" },
-            loaded.id,
-        );
+        log_loaded(&loaded, previous.is_some(), started);
         self.rules.set_load_error(&rp.id, None);
         self.rules.swap(current.with(loaded));
         self.metrics.rules_loaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The file's bytes and hash if they differ from what was last seen; a file that is
+    /// gone unloads its rule.
+    fn read_changed(&mut self, path: &Path, rp: &RulePath) -> Option<(Vec<u8>, u64)> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.seen.remove(path);
+                self.rules.set_load_error(&rp.id, None);
+                self.unload(&rp.id);
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), "cannot read rule file: {e}");
+                return None;
+            }
+        };
+        let hash = content_hash(&bytes);
+        if self.seen.get(path) == Some(&hash) {
+            return None;
+        }
+        self.seen.insert(path.to_owned(), hash);
+        Some((bytes, hash))
+    }
+
+    /// A file that does not load: counted, logged, kept as the rule's load error; the
+    /// version serving (if any) goes on serving.
+    fn refuse(&mut self, path: &Path, rp: &RulePath, serving: Option<u64>, e: String) {
+        self.metrics.load_errors.fetch_add(1, Ordering::Relaxed);
+        let keeping = match serving {
+            Some(v) => format!("version {v} keeps serving"),
+            None => "rule not loaded".to_owned(),
+        };
+        tracing::error!(
+            file = %path.display(),
+            tenant = %rp.tenant,
+            "cannot load rule {}: {e}; {keeping}",
+            path.display()
+        );
+        self.rules.set_load_error(&rp.id, Some(e));
     }
 
     fn unload(&mut self, id: &str) {
@@ -329,6 +322,24 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// The line that says a rule serves.
+fn log_loaded(loaded: &LoadedRule, replaced: bool, started: Instant) {
+    let m = loaded.rule.manifest();
+    tracing::info!(
+        rule = %loaded.id,
+        tenant = %loaded.tenant,
+        name = %m.name,
+        version = loaded.version,
+        filters = ?m.filters,
+        kind = loaded.rule.kind_name(),
+        cached = loaded.rule.from_cache(),
+        compile_ms = started.elapsed().as_millis() as u64,
+        "{} rule {}",
+        if replaced { "replaced" } else { "loaded" },
+        loaded.id,
+    );
 }
 
 /// Per-file debounce: a file is due once it has been quiet for `quiet`, or has kept

@@ -159,25 +159,11 @@ pub async fn run(
     std::fs::create_dir(&rules_dir)?;
     copy_rules(&cfg.rules_from, &rules_dir)?;
 
-    let mut broker = BrokerConfig::new(cfg.broker);
-    broker.acl = Acl::from_toml(DEMO_ACL).context("the demo ACL")?;
-    broker.max_packet_size = 16 * 1024;
-    broker.max_qos = 1;
-    let mut config = Config::with_overrides(&Overrides {
-        redis_url: Some(redis_url.clone()),
-        rules_dir: Some(rules_dir.clone()),
-        http_addr: Some("off".into()),
-        ..Overrides::default()
-    })?;
-    config.broker = Some(broker);
+    let config = demo_config(&cfg, &redis_url, &rules_dir)?;
     let runtime = crate::Runtime::start(config).await?;
     let addr = runtime.broker_addr.context("the broker did not start")?;
 
-    let mut sim = SimConfig::new(&addr.ip().to_string(), addr.port());
-    sim.devices = cfg.devices;
-    sim.interval = cfg.interval;
-    sim.abnormal = 0.2;
-    sim.max_packet_size = 16 * 1024;
+    let sim = devices_config(&cfg, addr);
     let stats = Arc::new(SimStats::default());
     let stop = CancellationToken::new();
     let simulator = tokio::spawn(crate::tools::simulate::devices(
@@ -232,6 +218,33 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// The runtime's config for the demo: the embedded broker with the demo's ACL and
+/// limits, the demo's rules and Redis, no HTTP endpoint.
+fn demo_config(cfg: &DemoConfig, redis_url: &str, rules_dir: &Path) -> anyhow::Result<Config> {
+    let mut broker = BrokerConfig::new(cfg.broker);
+    broker.acl = Acl::from_toml(DEMO_ACL).context("the demo ACL")?;
+    broker.max_packet_size = 16 * 1024;
+    broker.max_qos = 1;
+    let mut config = Config::with_overrides(&Overrides {
+        redis_url: Some(redis_url.to_owned()),
+        rules_dir: Some(rules_dir.to_owned()),
+        http_addr: Some("off".into()),
+        ..Overrides::default()
+    })?;
+    config.broker = Some(broker);
+    Ok(config)
+}
+
+/// The simulated devices, against the demo's broker at `addr`, misbehaving often.
+fn devices_config(cfg: &DemoConfig, addr: SocketAddr) -> SimConfig {
+    let mut sim = SimConfig::new(&addr.ip().to_string(), addr.port());
+    sim.devices = cfg.devices;
+    sim.interval = cfg.interval;
+    sim.abnormal = 0.2;
+    sim.max_packet_size = 16 * 1024;
+    sim
 }
 
 /// Reads the demo's hashes; a hash that cannot be read shows as empty.

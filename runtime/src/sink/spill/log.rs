@@ -126,59 +126,8 @@ impl SpillLog {
     /// When the directory cannot be created or read, another process holds it, or a
     /// segment is not in this format.
     pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> anyhow::Result<SpillLog> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create spill directory {}", dir.display()))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join(LOCK_FILE))
-            .with_context(|| format!("cannot open {}", dir.join(LOCK_FILE).display()))?;
-        if let Err(e) = lock.try_lock() {
-            bail!(
-                "spill directory {} is in use by another process ({e}); give each wasmrule its own",
-                dir.display()
-            );
-        }
-        let mut segments = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read spill directory {}", dir.display()))?
-        {
-            let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let path = entry.path();
-            let mut magic = [0u8; SEGMENT_MAGIC.len()];
-            let file =
-                File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            let len = file.metadata()?.len();
-            if len < SEGMENT_HEADER {
-                // Created, then the process died before the header was written.
-                tracing::warn!(segment = %path.display(), "removing an empty spill segment");
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            file.read_exact_at(&mut magic, 0)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if &magic != SEGMENT_MAGIC {
-                bail!(
-                    "{} is not a wasmrule spill segment of format 1 (header {:?}); move it away",
-                    path.display(),
-                    String::from_utf8_lossy(&magic)
-                );
-            }
-            segments.insert(id, len);
-        }
+        let lock = lock_dir(dir)?;
+        let segments = scan_segments(dir)?;
         let next_id = segments.keys().next_back().map_or(1, |last| last + 1);
         let first = segments
             .keys()
@@ -550,6 +499,75 @@ enum Damage {
     Torn(u64),
     Corrupt,
     Io(std::io::Error),
+}
+
+/// Creates the directory if needed and takes its lock file: one process per spill.
+fn lock_dir(dir: &Path) -> anyhow::Result<File> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create spill directory {}", dir.display()))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))
+        .with_context(|| format!("cannot open {}", dir.join(LOCK_FILE).display()))?;
+    if let Err(e) = lock.try_lock() {
+        bail!(
+            "spill directory {} is in use by another process ({e}); give each wasmrule its own",
+            dir.display()
+        );
+    }
+    Ok(lock)
+}
+
+/// The segment files in `dir` (id -> length), each checked to be of this format;
+/// empty ones a crash left behind are removed.
+fn scan_segments(dir: &Path) -> anyhow::Result<BTreeMap<u64, u64>> {
+    let mut segments = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read spill directory {}", dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if let Some(len) = check_segment(&entry.path())? {
+            segments.insert(id, len);
+        }
+    }
+    Ok(segments)
+}
+
+/// A segment's length, after checking its header; `None` for an empty one (removed).
+fn check_segment(path: &Path) -> anyhow::Result<Option<u64>> {
+    let mut magic = [0u8; SEGMENT_MAGIC.len()];
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = file.metadata()?.len();
+    if len < SEGMENT_HEADER {
+        // Created, then the process died before the header was written.
+        tracing::warn!(segment = %path.display(), "removing an empty spill segment");
+        let _ = std::fs::remove_file(path);
+        return Ok(None);
+    }
+    file.read_exact_at(&mut magic, 0)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if &magic != SEGMENT_MAGIC {
+        bail!(
+            "{} is not a wasmrule spill segment of format 1 (header {:?}); move it away",
+            path.display(),
+            String::from_utf8_lossy(&magic)
+        );
+    }
+    Ok(Some(len))
 }
 
 fn read_cursor(path: &Path) -> Option<Pos> {

@@ -388,6 +388,72 @@ impl LoadSummary {
     }
 }
 
+/// Polls a new connection until its CONNACK, so that an unreachable broker is an
+/// error, not a hang.
+async fn connected(mut el: EventLoop, cfg: &SimConfig) -> anyhow::Result<EventLoop> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok(el),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("cannot connect to {}:{}: {e}", cfg.host, cfg.port),
+            Err(_) => anyhow::bail!("no CONNACK from {}:{} within 5 s", cfg.host, cfg.port),
+        }
+    }
+}
+
+/// One load connection's share of the readings.
+struct Publisher {
+    client: AsyncClient,
+    /// Client id, put in each reading.
+    id: String,
+    topic: String,
+    rng: Rng,
+    qos: QoS,
+    /// Readings to publish.
+    share: u64,
+    /// Readings per second on this connection; 0 is as fast as possible.
+    rate: f64,
+    stats: Arc<SimStats>,
+}
+
+impl Publisher {
+    /// Publishes the share (paced by the rate), then hands the client back for the
+    /// disconnect.
+    async fn run(mut self, started: Instant) -> AsyncClient {
+        let t0 = Instant::now();
+        for n in 0..self.share {
+            if self.rate > 0.0 {
+                let due = t0 + Duration::from_secs_f64(n as f64 / self.rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let body = reading(&self.id, started, &mut self.rng);
+            if self
+                .client
+                .publish(self.topic.as_str(), self.qos, false, body)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            SimStats::add(&self.stats.published, 1);
+        }
+        self.client
+    }
+}
+
+/// Prints the published count once a second, until aborted.
+async fn print_progress(stats: Arc<SimStats>, count: u64) {
+    let mut last = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = SimStats::get(&stats.published);
+        eprintln!("published {now}/{count} ({}/s)", now - last);
+        last = now;
+    }
+}
+
 /// Runs load mode: `cfg.count` readings over `cfg.devices` connections at `cfg.rate`
 /// in all, printing progress to stderr each second when `progress` is set.
 ///
@@ -407,55 +473,22 @@ pub async fn load(cfg: SimConfig, progress: bool) -> anyhow::Result<LoadSummary>
         let id = format!("load-{c}");
         let mut o = options(&cfg, &id);
         o.set_outgoing_inflight_upper_limit(1000);
-        let (client, mut el) = AsyncClient::new(o, 10_000);
-        // Wait for the connection, so an unreachable broker is an error, not a hang.
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), el.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => anyhow::bail!("cannot connect to {}:{}: {e}", cfg.host, cfg.port),
-                Err(_) => anyhow::bail!("no CONNACK from {}:{} within 5 s", cfg.host, cfg.port),
-            }
-        }
+        let (client, el) = AsyncClient::new(o, 10_000);
+        let el = connected(el, &cfg).await?;
         drivers.push(tokio::spawn(drive(el, stats.clone(), stop.clone())));
-        let (stats, q) = (stats.clone(), qos(cfg.qos));
-        let per_conn_rate = cfg.rate / conns as f64;
-        publishers.spawn(async move {
-            let mut rng = Rng::seeded(c);
-            let topic = format!("store-last-message/{id}");
-            let t0 = Instant::now();
-            for n in 0..share {
-                if per_conn_rate > 0.0 {
-                    let due = t0 + Duration::from_secs_f64(n as f64 / per_conn_rate);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let body = reading(&id, started, &mut rng);
-                if client
-                    .publish(topic.as_str(), q, false, body)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                SimStats::add(&stats.published, 1);
-            }
-            client
-        });
+        let publisher = Publisher {
+            client,
+            topic: format!("store-last-message/{id}"),
+            rng: Rng::seeded(c),
+            id,
+            qos: qos(cfg.qos),
+            share,
+            rate: cfg.rate / conns as f64,
+            stats: stats.clone(),
+        };
+        publishers.spawn(publisher.run(started));
     }
-    let ticker = progress.then(|| {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let now = SimStats::get(&stats.published);
-                eprintln!("published {now}/{count} ({}/s)", now - last);
-                last = now;
-            }
-        })
-    });
+    let ticker = progress.then(|| tokio::spawn(print_progress(stats.clone(), count)));
     let mut clients = Vec::new();
     while let Some(r) = publishers.join_next().await {
         clients.push(r.context("publisher task")?);
