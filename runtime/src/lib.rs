@@ -2,26 +2,36 @@
 //!
 //! # Layout
 //!
-//! Data flow: `source (mqtt/ or the embedded broker/) -> dispatch (bounded queues,
-//! worker threads; tenancy checks) -> rules/engine -> commands -> sink/redis (-> sink/spill
-//! while Redis is down) -> ack`, with `rules/reload.rs` swapping the rule set the
-//! workers read.
+//! Data flow: `source/ (mqtt/ or the embedded broker/) -> dispatch/ (bounded queues,
+//! worker threads) -> rules/engine/ -> commands -> tenancy/policy.rs -> sink/redis/
+//! (-> sink/spill/ while Redis is down) -> ack.rs -> source/mqtt/acker.rs`, with
+//! `rules/reload.rs` swapping the rule set the workers read. `docs/architecture.md`
+//! walks it file by file.
 //!
 //! - `runtime.rs`: [`Runtime`], the stages started and stopped in order.
-//! - `config/`: the file as a whole, loading and overrides -> [`Config`].
-//! - `source/`: where events enter: `mqtt/` (connection, subscriptions, acks, EMQX's
-//!   event topics) and `broker/` (the embedded broker and its hooks and ACL).
-//! - `dispatch/`: events -> matching rules on worker threads, per-topic order.
+//! - `config/`: the file as a whole (composition, loading, [`Overrides`], checks
+//!   across sections) -> [`Config`]; each stage's section is in that stage's `config.rs`.
+//! - `source/mqtt/`: the connection to a broker: the reader (`mod.rs`), `client.rs`
+//!   (MQTT 3.1.1 or 5), `acker.rs`, `follower.rs` and `subscriptions.rs`, `emqx.rs`
+//!   (EMQX's event topics).
+//! - `source/broker/`: the embedded broker: `hooks.rs` (one method per hook), `acl.rs`,
+//!   `reason.rs`.
+//! - `dispatch/`: events -> matching rules on worker threads, per-topic order, dead
+//!   letters.
 //! - `rules/`: `engine/` (wasmtime, the rule ABI), `ruleset.rs` (the serving set),
 //!   `reload.rs` (the directory watcher).
-//! - `tenancy/`: per-tenant policy, CPU budget, quarantine.
-//! - `sink/`: `batch.rs` (a worker's commands), `redis/` (the writer, outage and replay),
-//!   `spill/` (the on-disk spill).
-//! - `ops/`: metrics and the HTTP endpoint.
-//! - `tools/`: `test`, `new`, `demo`, `simulate`.
-//! - `event.rs`, `commands.rs`, `topic.rs`, `ack.rs`: what the stages pass each other.
+//! - `tenancy/`: `policy.rs`, `command_table.rs`, `cpu_budget.rs`, `quarantine.rs`.
+//! - `sink/`: `batch.rs` (a worker's commands), `redis/` (`writer.rs`; `mod.rs` and
+//!   `outage.rs`, the loops without and with the spill), `spill/` (`log.rs`,
+//!   `backlog.rs`, `sync.rs`).
+//! - `ops/`: `metrics.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`).
+//! - `tools/`: `rule_test.rs`, `scaffold.rs`, `demo.rs`, `simulate/` (the offline and
+//!   demo commands).
+//! - `event.rs`, `commands.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
+//!   `ack.rs`: what the stages hand each other.
 //!
-//! Modules are private; what callers need is re-exported here.
+//! Modules are private; what callers (the binary, tests, benches) need is re-exported
+//! here, test-only items `#[doc(hidden)]`.
 
 mod ack;
 mod commands;

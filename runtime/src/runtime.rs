@@ -62,6 +62,16 @@ enum Source {
     Embedded(broker::Broker),
 }
 
+impl Source {
+    /// Where the embedded broker listens, if it is the source.
+    fn broker_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Source::Embedded(broker) => Some(broker.local_addr()),
+            Source::Mqtt(_) => None,
+        }
+    }
+}
+
 impl Runtime {
     /// Loads the rules in the directory, then starts the watcher, workers, Redis writer
     /// and MQTT connection. Returns once the initial rules are serving.
@@ -80,14 +90,7 @@ impl Runtime {
         let rules = Arc::new(Rules::new());
         let token = CancellationToken::new();
 
-        let (http_addr, http) = match config.runtime.http_addr {
-            Some(addr) => {
-                let (a, t) =
-                    http::serve(addr, metrics.clone(), rules.clone(), token.child_token()).await?;
-                (Some(a), Some(t))
-            }
-            None => (None, None),
-        };
+        let (http_addr, http) = serve_http(&config, &metrics, &rules, &token).await?;
         let watcher = load_rules(&config, engine, &rules, &metrics, &token).await?;
 
         let tracker = Arc::new(ack::AckTracker::new());
@@ -142,10 +145,7 @@ impl Runtime {
             metrics,
             rules,
             http_addr,
-            broker_addr: match &source {
-                Source::Embedded(broker) => Some(broker.local_addr()),
-                Source::Mqtt(_) => None,
-            },
+            broker_addr: source.broker_addr(),
             shutdown_timeout: config.runtime.shutdown_timeout,
             token,
             drained,
@@ -253,6 +253,26 @@ fn start_engine(config: &Config) -> anyhow::Result<Engine> {
         }
     }
     Ok(engine)
+}
+
+/// The health and metrics endpoint, if configured: its address and its task.
+async fn serve_http(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    rules: &Arc<Rules>,
+    token: &CancellationToken,
+) -> anyhow::Result<(
+    Option<std::net::SocketAddr>,
+    Option<tokio::task::JoinHandle<()>>,
+)> {
+    Ok(match config.runtime.http_addr {
+        Some(addr) => {
+            let (a, t) =
+                http::serve(addr, metrics.clone(), rules.clone(), token.child_token()).await?;
+            (Some(a), Some(t))
+        }
+        None => (None, None),
+    })
 }
 
 /// Loads every rule in the directory into `rules`, then watches it for changes.

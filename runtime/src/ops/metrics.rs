@@ -6,6 +6,93 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// Every counter by its exported name (without `wasmrule_`) and help text, in
+/// `/metrics` order.
+#[allow(clippy::type_complexity)]
+const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
+    (
+        "messages_received_total",
+        "MQTT messages handed to rules",
+        |m| &m.messages_received,
+    ),
+    (
+        "messages_acked_total",
+        "QoS 1/2 messages acknowledged after their writes",
+        |m| &m.messages_acked,
+    ),
+    (
+        "duplicates_dropped_total",
+        "overlapping-subscription copies dropped",
+        |m| &m.duplicates_dropped,
+    ),
+    (
+        "messages_unmatched_total",
+        "messages that matched no rule",
+        |m| &m.messages_unmatched,
+    ),
+    ("invocations_total", "rule invocations", |m| &m.invocations),
+    ("invocation_errors_total", "failed rule invocations", |m| {
+        &m.invocation_errors
+    }),
+    ("commands_written_total", "commands Redis confirmed", |m| {
+        &m.commands_written
+    }),
+    ("command_errors_total", "commands Redis refused", |m| {
+        &m.command_errors
+    }),
+    (
+        "redis_retries_total",
+        "pipelines resent after a Redis failure",
+        |m| &m.redis_retries,
+    ),
+    ("rule_loads_total", "rule versions loaded", |m| {
+        &m.rules_loaded
+    }),
+    (
+        "rule_load_errors_total",
+        "rule files that failed to load",
+        |m| &m.load_errors,
+    ),
+    (
+        "spill_batches_total",
+        "QoS 0 batches written to the spill while Redis was unreachable",
+        |m| &m.spill_batches,
+    ),
+    ("spill_bytes_total", "bytes written to the spill", |m| {
+        &m.spill_bytes
+    }),
+    (
+        "spill_replayed_batches_total",
+        "spilled batches replayed to Redis",
+        |m| &m.spill_replayed,
+    ),
+    (
+        "spill_full_total",
+        "times the spill was full and wasmrule fell back to backpressure",
+        |m| &m.spill_full,
+    ),
+    (
+        "spill_dropped_records_total",
+        "spilled records dropped on replay as torn or damaged",
+        |m| &m.spill_dropped,
+    ),
+    (
+        "events_shed_total",
+        "events not run because their tenant was over its CPU share",
+        |m| &m.events_shed,
+    ),
+    (
+        "host_stalls_total",
+        "invocations the host starved of CPU past the wall-clock backstop, run again",
+        |m| &m.host_stalls,
+    ),
+    (
+        "emqx_events_malformed_total",
+        "EMQX client-event messages skipped: unreadable payload",
+        |m| &m.emqx_events_malformed,
+    ),
+];
+
 /// Counters since start. All monotonic.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -137,10 +224,10 @@ impl Metrics {
     /// The counters in Prometheus text exposition format.
     pub fn prometheus(&self, rules_loaded_now: usize) -> String {
         let mut out = String::new();
-        for (name, help, v) in self.counters() {
+        for (name, help, counter) in COUNTERS {
             out.push_str(&format!(
                 "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} counter\nwasmrule_{name} {}\n",
-                Self::get(v)
+                Self::get(counter(self))
             ));
         }
         out.push_str(
@@ -160,103 +247,6 @@ impl Metrics {
             ));
         }
         out
-    }
-
-    /// Every counter by its exported name (without `wasmrule_`) and help text.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 19] {
-        [
-            (
-                "messages_received_total",
-                "MQTT messages handed to rules",
-                &self.messages_received,
-            ),
-            (
-                "messages_acked_total",
-                "QoS 1/2 messages acknowledged after their writes",
-                &self.messages_acked,
-            ),
-            (
-                "duplicates_dropped_total",
-                "overlapping-subscription copies dropped",
-                &self.duplicates_dropped,
-            ),
-            (
-                "messages_unmatched_total",
-                "messages that matched no rule",
-                &self.messages_unmatched,
-            ),
-            ("invocations_total", "rule invocations", &self.invocations),
-            (
-                "invocation_errors_total",
-                "failed rule invocations",
-                &self.invocation_errors,
-            ),
-            (
-                "commands_written_total",
-                "commands Redis confirmed",
-                &self.commands_written,
-            ),
-            (
-                "command_errors_total",
-                "commands Redis refused",
-                &self.command_errors,
-            ),
-            (
-                "redis_retries_total",
-                "pipelines resent after a Redis failure",
-                &self.redis_retries,
-            ),
-            (
-                "rule_loads_total",
-                "rule versions loaded",
-                &self.rules_loaded,
-            ),
-            (
-                "rule_load_errors_total",
-                "rule files that failed to load",
-                &self.load_errors,
-            ),
-            (
-                "spill_batches_total",
-                "QoS 0 batches written to the spill while Redis was unreachable",
-                &self.spill_batches,
-            ),
-            (
-                "spill_bytes_total",
-                "bytes written to the spill",
-                &self.spill_bytes,
-            ),
-            (
-                "spill_replayed_batches_total",
-                "spilled batches replayed to Redis",
-                &self.spill_replayed,
-            ),
-            (
-                "spill_full_total",
-                "times the spill was full and wasmrule fell back to backpressure",
-                &self.spill_full,
-            ),
-            (
-                "spill_dropped_records_total",
-                "spilled records dropped on replay as torn or damaged",
-                &self.spill_dropped,
-            ),
-            (
-                "events_shed_total",
-                "events not run because their tenant was over its CPU share",
-                &self.events_shed,
-            ),
-            (
-                "host_stalls_total",
-                "invocations the host starved of CPU past the wall-clock backstop, run again",
-                &self.host_stalls,
-            ),
-            (
-                "emqx_events_malformed_total",
-                "EMQX client-event messages skipped: unreadable payload",
-                &self.emqx_events_malformed,
-            ),
-        ]
     }
 
     /// Every gauge by its exported name and help text, with its value now.

@@ -198,10 +198,18 @@ fn rust(name: &str) -> Vec<(String, String)> {
         "sdk/wasmrule-topic/Cargo.toml".into(),
         SDK_TOPIC_MANIFEST.into(),
     ));
-    files.push((
-        "Cargo.toml".into(),
-        format!(
-            r#"[package]
+    files.push(("Cargo.toml".into(), rust_manifest(name)));
+    files.push((".cargo/config.toml".into(), RUST_CARGO_CONFIG.into()));
+    files.push(("src/lib.rs".into(), rust_rule(name, &crate_name)));
+    files.push(("build.sh".into(), rust_build_script(name, &crate_name)));
+    files.push((".gitignore".into(), "/target\n*.wasm\n".into()));
+    files
+}
+
+/// The rule project's manifest: a cdylib for the rule, an rlib for `cargo test`.
+fn rust_manifest(name: &str) -> String {
+    format!(
+        r#"[package]
 name = "{name}"
 version = "0.1.0"
 edition = "2024"
@@ -226,13 +234,13 @@ strip = true
 # A project of its own, even when created inside another workspace.
 [workspace]
 "#
-        ),
-    ));
-    files.push((".cargo/config.toml".into(), RUST_CARGO_CONFIG.into()));
-    files.push((
-        "src/lib.rs".into(),
-        format!(
-            r#"//! {name}: counts messages per topic under `{name}/` in the Redis hash `{name}`.
+    )
+}
+
+/// The starting rule and its unit test.
+fn rust_rule(name: &str, crate_name: &str) -> String {
+    format!(
+        r#"//! {name}: counts messages per topic under `{name}/` in the Redis hash `{name}`.
 
 use wasmrule_guest::{{Command, Event, cmd, rule}};
 
@@ -252,12 +260,13 @@ mod tests {{
     }}
 }}
 "#
-        ),
-    ));
-    files.push((
-        "build.sh".into(),
-        format!(
-            r#"#!/usr/bin/env bash
+    )
+}
+
+/// `./build.sh`: the release build for wasm32, copied to `NAME.wasm`.
+fn rust_build_script(name: &str, crate_name: &str) -> String {
+    format!(
+        r#"#!/usr/bin/env bash
 # Builds {name}.wasm (needs: rustup target add wasm32-unknown-unknown).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -265,10 +274,7 @@ cargo build --release --target wasm32-unknown-unknown
 cp "${{CARGO_TARGET_DIR:-target}}/wasm32-unknown-unknown/release/{crate_name}.wasm" {name}.wasm
 ls -l {name}.wasm
 "#
-        ),
-    ));
-    files.push((".gitignore".into(), "/target\n*.wasm\n".into()));
-    files
+    )
 }
 
 fn c(name: &str) -> Vec<(String, String)> {
