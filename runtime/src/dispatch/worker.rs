@@ -1,0 +1,342 @@
+//! A worker thread's loop: takes messages from its queue (looking a little ahead to see
+//! whose events wait, `cpu_budget.rs`), and for each runs the matching rules that are in
+//! service (`tenancy/quarantine.rs`) and within their tenant's CPU share, encodes the
+//! event once, invokes the rule (`rules/engine/`), checks its commands with the
+//! tenant's policy (`tenancy/policy.rs`) and gathers them into one batch for the Redis
+//! writer. What fails goes to `dead_letter.rs`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::dead_letter::{FailureLog, dead_letter};
+use crate::commands::Commands;
+use crate::event::{EventEncoder, Message};
+use crate::ops::metrics::Metrics;
+use crate::rules::engine::{RuleError, thread_cpu_time};
+use crate::rules::ruleset::{LoadedRule, Rules};
+use crate::sink::batch::WriteBatch;
+use crate::tenancy::cpu_budget::{OverBudget, TenantMeters, Waiting};
+use crate::tenancy::quarantine::Service;
+
+/// A worker hands its batch to the Redis writer at this many commands even if more
+/// messages are waiting, to bound latency and memory.
+const MAX_BATCH_COMMANDS: usize = 512;
+/// Messages a worker takes from its queue ahead of the one it handles, so that it knows
+/// which tenants have events waiting (`cpu_budget.rs`, [`Waiting`]).
+const LOOKAHEAD: usize = 64;
+
+/// One worker thread's state: its queue, the rule set it reads, its scratch space.
+pub(super) struct Worker {
+    rx: mpsc::Receiver<Message>,
+    rules: Arc<Rules>,
+    sink: mpsc::Sender<WriteBatch>,
+    metrics: Arc<Metrics>,
+    encoder: EventEncoder,
+    event: Vec<u8>,
+    matched: Vec<usize>,
+    // One invocation's raw output, checked by the tenant's policy before it joins the
+    // batch.
+    scratch: Commands,
+    failures: FailureLog,
+    // Each tenant's CPU time on this worker, for its CPU share.
+    meters: TenantMeters,
+    // Messages taken from `rx` and not yet handled, each with the mask of the tenants
+    // whose rules it matched when taken (0 while no tenant is metered).
+    ahead: VecDeque<(Message, u64)>,
+    // The tenants of the messages in `ahead`.
+    waiting: Waiting,
+    // Scratch for the matching at lookahead.
+    tenants_of: Vec<usize>,
+    // The thread's CPU clock and the wall clock at the first metered invocation of the
+    // current round, if there was one.
+    round: Option<(Duration, Instant)>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Message>,
+        rules: Arc<Rules>,
+        sink: mpsc::Sender<WriteBatch>,
+        metrics: Arc<Metrics>,
+        node: &str,
+    ) -> Worker {
+        Worker {
+            rx,
+            rules,
+            sink,
+            metrics,
+            encoder: EventEncoder::new(node),
+            event: Vec::with_capacity(1024),
+            matched: Vec::new(),
+            scratch: Commands::new(),
+            failures: FailureLog::default(),
+            meters: TenantMeters::new(Instant::now()),
+            ahead: VecDeque::with_capacity(LOOKAHEAD),
+            waiting: Waiting::default(),
+            tenants_of: Vec::new(),
+            round: None,
+        }
+    }
+
+    /// Takes messages until the queue is closed and empty; hands each round's batch to
+    /// the Redis writer.
+    pub(super) fn run(&mut self) {
+        let mut batch = WriteBatch::default();
+        loop {
+            if self.ahead.is_empty() {
+                let Some(m) = self.rx.blocking_recv() else {
+                    return;
+                };
+                self.take(m);
+            }
+            // Handle whatever else is already queued, so Redis sees big pipelines under
+            // load and single commands, without delay, when idle.
+            while batch.commands.len() < MAX_BATCH_COMMANDS && batch.done.len() < MAX_BATCH_COMMANDS
+            {
+                self.look_ahead();
+                let Some((m, mask)) = self.ahead.pop_front() else {
+                    break;
+                };
+                self.waiting.remove(mask);
+                self.handle(&m, &mut batch);
+            }
+            self.settle_round();
+            if !batch.is_empty() && self.sink.blocking_send(std::mem::take(&mut batch)).is_err() {
+                tracing::error!("Redis writer stopped; worker exiting");
+                return;
+            }
+        }
+    }
+
+    /// Ends the round of metered invocations, if one started: charges the tenants the
+    /// CPU time the worker had in it (`cpu_budget.rs`).
+    fn settle_round(&mut self) {
+        if let Some((cpu0, wall0)) = self.round.take() {
+            let cpu = thread_cpu_time().saturating_sub(cpu0);
+            self.meters.settle(cpu, wall0.elapsed());
+        }
+    }
+
+    /// Tops `ahead` up from the queue with messages that are already there.
+    fn look_ahead(&mut self) {
+        while self.ahead.len() < LOOKAHEAD {
+            match self.rx.try_recv() {
+                Ok(m) => self.take(m),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Puts `m` in `ahead`, noting which tenants' rules it is for when some tenant is
+    /// metered (otherwise nobody asks, and the message is matched only once).
+    fn take(&mut self, m: Message) {
+        let set = self.rules.load();
+        let mut mask = 0;
+        if set.metered() {
+            set.matching(&m.topic, &mut self.tenants_of);
+            for &i in &self.tenants_of {
+                let r = set.at(i);
+                mask |= Waiting::mask_of(r.tenant_slot);
+                self.waiting.note_budget(r.tenant_slot, r.policy.cpu);
+            }
+            self.waiting.add(mask);
+        }
+        self.ahead.push_back((m, mask));
+    }
+
+    /// Runs every rule matching `m` that is in service and within its tenant's CPU
+    /// share; their checked commands, or dead letters, go into `batch`.
+    fn handle(&mut self, m: &Message, batch: &mut WriteBatch) {
+        if m.tracked {
+            // Acknowledged once this batch's commands (which include this message's)
+            // are written.
+            batch.done.push(m.seq);
+        }
+        let set = self.rules.load();
+        set.matching(&m.topic, &mut self.matched);
+        if self.matched.is_empty() {
+            Metrics::add(&self.metrics.messages_unmatched, 1);
+            return;
+        }
+        // Encoded at the first invocation: an event that every matching rule sheds or
+        // skips is never encoded.
+        let mut encoded = false;
+        let matched = std::mem::take(&mut self.matched);
+        let now = Instant::now();
+        for &i in &matched {
+            let loaded = set.at(i);
+            if !self.in_service(loaded, now) {
+                continue;
+            }
+            let Ok(start) = self.admit(loaded, m, batch) else {
+                continue;
+            };
+            if !encoded {
+                self.encoder.publish_event(m, &mut self.event);
+                encoded = true;
+            }
+            self.run_rule(loaded, m, start, batch, now);
+        }
+        self.matched = matched;
+    }
+
+    /// Whether `loaded` is out of quarantine (counting a skip if not).
+    fn in_service(&self, loaded: &LoadedRule, now: Instant) -> bool {
+        match loaded.health.check(now) {
+            Service::InService => {}
+            Service::Quarantined => {
+                Metrics::add(&self.metrics.quarantined_skips, 1);
+                return false;
+            }
+            Service::Restored => tracing::info!(
+                rule = %loaded.id,
+                tenant = %loaded.tenant,
+                version = loaded.version,
+                "rule {} is back from quarantine",
+                loaded.id
+            ),
+        }
+        true
+    }
+
+    /// The CPU share's admission: `Ok` with the invocation's start for a metered tenant
+    /// (`None` for one without a share), `Err` when the event was shed.
+    fn admit(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<Instant>, ()> {
+        let policy = &loaded.policy;
+        // Metered tenants pay two wall-clock reads per invocation, and two CPU-clock
+        // reads per round; others none.
+        if !policy.cpu.is_limited() {
+            return Ok(None);
+        }
+        let start = Instant::now();
+        if self.round.is_none() {
+            self.round = Some((thread_cpu_time(), start));
+        }
+        let admitted = self
+            .meters
+            .admit(loaded.tenant_slot, &policy.cpu, start, &self.waiting);
+        // Over its share, a tenant still runs unless another tenant that has had
+        // less is waiting: the share divides contended time, idle time is
+        // anyone's.
+        if let Err(over) = admitted {
+            self.shed(loaded, m, &over, batch);
+            return Err(());
+        }
+        Ok(Some(start))
+    }
+
+    /// One invocation on the encoded event: charged to the tenant's meter if `start`,
+    /// its output checked by the tenant's policy into `batch`, or a failure.
+    fn run_rule(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        start: Option<Instant>,
+        batch: &mut WriteBatch,
+        now: Instant,
+    ) {
+        let policy = &loaded.policy;
+        Metrics::add(&self.metrics.invocations, 1);
+        let outcome = self
+            .invoke(loaded, m)
+            .map_err(|e| (e.kind(), e.to_string()));
+        if let Some(start) = start {
+            let end = Instant::now();
+            self.meters
+                .charge(loaded.tenant_slot, &policy.cpu, end - start, end);
+        }
+        let outcome = outcome.and_then(|_| {
+            policy
+                .apply(&self.scratch, &mut batch.commands)
+                .map_err(|e| (e.kind(), e.to_string()))
+        });
+        match outcome {
+            Ok(()) if self.scratch.is_empty() => {}
+            Ok(()) => batch.record_origin(loaded, &m.topic, self.scratch.len()),
+            Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
+        }
+    }
+
+    /// Runs `loaded` on the encoded event into `scratch`. An invocation that the host
+    /// starved of CPU until the wall-clock backstop ended it is not the rule's failure:
+    /// it is logged and run again, as often as it takes (each run is still held to the
+    /// rule's CPU deadline, so a rule that spins fails with `timeout`).
+    fn invoke(&mut self, loaded: &Arc<LoadedRule>, m: &Message) -> Result<usize, RuleError> {
+        loop {
+            self.scratch.clear();
+            match loaded
+                .rule
+                .invoke_with(&self.event, &mut self.scratch, &loaded.policy.limits)
+            {
+                Err(e @ RuleError::Stalled { .. }) => {
+                    Metrics::add(&self.metrics.host_stalls, 1);
+                    tracing::warn!(
+                        rule = %loaded.id,
+                        tenant = %loaded.tenant,
+                        topic = %m.topic,
+                        "rule {} {e}; running the event again (not the rule's failure)",
+                        loaded.id
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// An event not run because its tenant is over its CPU share while another tenant's
+    /// events wait: counted, logged
+    /// (rate-limited) and written to the tenant's dead-letter stream. Not a failure of
+    /// the rule, so it does not count towards quarantine.
+    fn shed(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        over: &OverBudget,
+        batch: &mut WriteBatch,
+    ) {
+        self.metrics.shed(&loaded.tenant);
+        let reason = over.to_string();
+        self.failures
+            .failed(loaded, &m.topic, OverBudget::KIND, &reason);
+        dead_letter(&self.encoder, loaded, m, OverBudget::KIND, &reason, batch);
+        Metrics::add(&self.metrics.dead_letters, 1);
+    }
+
+    /// A failed invocation: counted, logged (rate-limited), written to the tenant's
+    /// dead-letter stream, and counted towards quarantine.
+    fn failed(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        kind: &'static str,
+        reason: &str,
+        batch: &mut WriteBatch,
+        now: Instant,
+    ) {
+        self.metrics.failure(&loaded.tenant, kind);
+        self.failures.failed(loaded, &m.topic, kind, reason);
+        dead_letter(&self.encoder, loaded, m, kind, reason, batch);
+        Metrics::add(&self.metrics.dead_letters, 1);
+        let p = &loaded.policy;
+        if let Some(backoff) = loaded.health.record_failure(&p.quarantine, now) {
+            tracing::warn!(
+                rule = %loaded.id,
+                tenant = %loaded.tenant,
+                version = loaded.version,
+                "rule {} quarantined for {backoff:?} after {} failures within {:?}; \
+                 drop in a fixed version to restore it sooner",
+                loaded.id,
+                p.quarantine.failures,
+                p.quarantine.window
+            );
+        }
+    }
+}
