@@ -2,7 +2,7 @@
 //! two index vectors, so a batch of thousands of commands costs a handful of allocations.
 //!
 //! This file owns the representation and its `redis-cli` rendering; decoding from guest
-//! memory lives in `engine/abi.rs`, sending to Redis in `redis_sink.rs`.
+//! memory lives in `engine/abi.rs`, sending to Redis in `sink/redis/`.
 
 use std::fmt;
 use std::ops::Range;

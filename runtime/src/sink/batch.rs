@@ -2,7 +2,7 @@
 //! from, and the messages to acknowledge once they are written. Also the batch's byte
 //! encoding for the on-disk spill (`spill/`), which only untracked batches ever take.
 //!
-//! This file does not send anything to Redis (`redis_sink.rs`) or decide what is
+//! This file does not send anything to Redis (`sink/redis/`) or decide what is
 //! spilled (`spill/backlog.rs`).
 
 use std::sync::Arc;

@@ -218,4 +218,3 @@ pub fn resolve_allowed(names: &[String]) -> Result<HashSet<&'static str>, String
         })
         .collect()
 }
-

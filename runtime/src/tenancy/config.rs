@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use crate::rules::engine::Limits;
 use crate::rules::ruleset::DEFAULT_TENANT;
-use crate::tenancy::cpu_budget::CpuBudget;
 use crate::tenancy::command_table::{DEFAULT_ALLOWED, resolve_allowed};
+use crate::tenancy::cpu_budget::CpuBudget;
 use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 
 /// Share of each worker's time a tenant other than the default one may take, in percent

@@ -13,7 +13,9 @@
 //! With the spill on (`[redis.spill]`), a lost connection hands the pipeline to the
 //! outage loop (`outage.rs`) instead of waiting: QoS 0 batches go to disk and the
 //! writer keeps taking batches until Redis returns. `writer.rs` keeps the connection and
-//! the sending; this file picks the loop; `outage.rs` decides what waits where.
+//! the sending; this file picks the loop; `outage.rs` decides what waits where;
+//! `config.rs` is the `[redis]` section. Not here: the spill's files (`sink/spill/`),
+//! what the commands are (`dispatch/`), acknowledging to the broker (`ack.rs`, `source/`).
 
 mod config;
 mod outage;

@@ -4,7 +4,7 @@
 //! position it belongs at.
 //!
 //! This file decides where a batch goes and hands out replay chunks in arrival order; it
-//! does not talk to Redis or acknowledge anything (`redis_sink.rs` does, with the
+//! does not talk to Redis or acknowledge anything (`sink/redis/` does, with the
 //! batches [`Backlog::commit`] returns). See `spill/mod.rs` for the reasoning.
 
 use std::collections::VecDeque;

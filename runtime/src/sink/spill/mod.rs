@@ -38,18 +38,20 @@
 //!
 //! # Layout
 //!
-//! - [`log`]: segment files, records, checksums, the cursor, the bound.
+//! - `format.rs`: the directory's files (segments, cursor, lock) and their format.
+//! - [`log`]: the append-only log over them: records, checksums, the cursor, the bound.
 //! - [`backlog`]: the log plus the in-memory batches: what goes where, and replay
 //!   chunks in order.
-//!
-//! - [`sink`]: the Redis writer's loop with the spill on: direct, outage, replay.
 //! - `sync`: the thread that `fdatasync`s the log in the background.
+//! - `config.rs`: the `[redis.spill]` section.
 //!
-//! The Redis writer (`redis_sink.rs`) hands over to [`sink`] when the spill is
-//! configured; the spill comes into use when a write fails for want of a connection.
+//! The Redis writer's outage-and-replay loop (`sink/redis/outage.rs`) drives the
+//! backlog when the spill is configured; the spill comes into use when a write fails for
+//! want of a connection. The spill does not know Redis.
 
 pub mod backlog;
 mod config;
+mod format;
 pub mod log;
 mod sync;
 

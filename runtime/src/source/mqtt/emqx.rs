@@ -15,7 +15,8 @@
 //! differently (times in seconds, `"undefined"` for no username), and passes every
 //! other field through under EMQX's name; `reason` values are EMQX's already.
 //!
-//! This file decides and converts; `mqtt_source.rs` subscribes and dispatches.
+//! This file decides and converts; the reader (`mod.rs`) dispatches and `follower.rs`
+//! subscribes.
 
 use serde_json::{Map, Value};
 

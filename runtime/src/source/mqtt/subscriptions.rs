@@ -11,7 +11,7 @@
 //! duplicates. Partially overlapping rule filters (`a/+` and `+/b`) are handled the
 //! same way. MQTT 3.1.1 has no identifiers: there every copy is kept (docs/events.md).
 //!
-//! This file is pure bookkeeping; `mqtt_source.rs` sends the requests it returns.
+//! This file is pure bookkeeping; `follower.rs` sends the requests it returns.
 
 use std::collections::VecDeque;
 
