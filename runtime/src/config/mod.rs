@@ -1,6 +1,6 @@
 //! The configuration as a whole: the TOML file's sections put together
-//! ([`RawConfig`], unknown keys rejected), loading, overrides (`overrides.rs`) and the
-//! checks that span stages; the validated [`Config`] the runtime starts from.
+//! ([`RawConfig`], unknown keys rejected), loading, applying the overrides (declared in
+//! `overrides.rs`) and the checks that span stages; the validated [`Config`] the runtime starts from.
 //!
 //! Each stage owns its section: its `Raw*` struct, defaults and checks sit next to the
 //! stage (`source/mqtt/config.rs`, `source/broker/config.rs`, `rules/config.rs`,
@@ -25,11 +25,13 @@ use serde::Deserialize;
 pub use overrides::{OnOrUnset, Overrides};
 pub use runtime::{DEFAULT_HTTP_ADDR, RuntimeConfig};
 
+use crate::config::check::check_qos;
+use crate::config::runtime::parse_http_addr;
 use crate::rules::engine::Limits;
 use crate::rules::{RawLimits, RawRules, RulesConfig};
-use crate::sink::redis::{RawRedis, RedisConfig};
-use crate::source::broker::{BrokerConfig, RawBroker};
-use crate::source::mqtt::{MqttConfig, RawMqtt};
+use crate::sink::redis::{RawRedis, RedisConfig, check_redis_url};
+use crate::source::broker::{Acl, BrokerConfig, RawBroker, parse_listen_addr};
+use crate::source::mqtt::{MqttConfig, RawMqtt, check_client_id};
 use crate::tenancy::{RawTenant, Tenants};
 
 /// The validated configuration.
@@ -141,6 +143,58 @@ impl Config {
         };
         config.apply_overrides(o)?;
         Ok(config)
+    }
+
+    /// Applies command-line and environment values over this config.
+    ///
+    /// # Errors
+    ///
+    /// When an override is invalid (a malformed URL, a QoS above 2).
+    pub fn apply_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
+        if let Some(url) = &o.mqtt_url {
+            self.mqtt.set_url(url).context("--mqtt-url")?;
+        }
+        if let Some(url) = &o.redis_url {
+            check_redis_url(url).context("--redis-url")?;
+            self.redis.url = url.clone();
+        }
+        if let Some(dir) = &o.rules_dir {
+            self.rules.dir = dir.clone();
+        }
+        if let Some(id) = &o.client_id {
+            self.mqtt.client_id = check_client_id(id).context("--client-id")?;
+        }
+        if let Some(qos) = o.qos {
+            self.mqtt.qos = check_qos(qos).context("--qos")?;
+        }
+        if let Some(clean) = o.clean_session {
+            self.mqtt.clean_session = clean;
+        }
+        if let Some(addr) = &o.http_addr {
+            self.runtime.http_addr = parse_http_addr(addr).context("--http-addr")?;
+        }
+        self.apply_broker_overrides(o)?;
+        if let Some(on) = o.emqx_events {
+            self.mqtt.emqx_events = on;
+        }
+        self.check()
+    }
+
+    /// `--embedded-broker` turns the broker on (or moves it); `--acl` needs it on.
+    fn apply_broker_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
+        if let Some(addr) = &o.embedded_broker {
+            let listen = parse_listen_addr(addr).context("--embedded-broker")?;
+            self.broker
+                .get_or_insert_with(|| BrokerConfig::new(listen))
+                .listen = listen;
+        }
+        if let Some(file) = &o.acl_file {
+            let Some(broker) = &mut self.broker else {
+                bail!("--acl: the ACL belongs to the embedded broker; add --embedded-broker ADDR");
+            };
+            broker.acl = Acl::from_file(file)?;
+        }
+        Ok(())
     }
 
     /// Checks between sections.

@@ -1,18 +1,11 @@
-//! Values given on the command line or in the environment, applied over the file's
-//! ([`Config::apply_overrides`]). Each value is checked by the stage that owns it.
+//! Values given on the command line or in the environment: the flags of `wasmrule run`.
+//! They are applied over the file's by `Config::apply_overrides` (`mod.rs`), each value
+//! checked by the stage that owns it.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
 use clap::ArgAction;
 use clap::builder::TypedValueParser;
-
-use crate::config::Config;
-use crate::config::check::check_qos;
-use crate::config::runtime::parse_http_addr;
-use crate::sink::redis::check_redis_url;
-use crate::source::broker::{Acl, BrokerConfig, parse_listen_addr};
-use crate::source::mqtt::check_client_id;
 
 /// Values given on the command line or in the environment; `None` keeps the file's.
 /// The flags of `wasmrule run` (flattened into its arguments), so each is declared
@@ -62,58 +55,4 @@ pub type OnOrUnset = Option<bool>;
 /// The flag's `true`/`false` (clap's own boolean parser and messages) -> [`OnOrUnset`].
 fn on_or_unset() -> impl clap::builder::TypedValueParser<Value = OnOrUnset> {
     clap::builder::BoolValueParser::new().map(|on| on.then_some(true))
-}
-
-impl Config {
-    /// Applies command-line and environment values over this config.
-    ///
-    /// # Errors
-    ///
-    /// When an override is invalid (a malformed URL, a QoS above 2).
-    pub fn apply_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
-        if let Some(url) = &o.mqtt_url {
-            self.mqtt.set_url(url).context("--mqtt-url")?;
-        }
-        if let Some(url) = &o.redis_url {
-            check_redis_url(url).context("--redis-url")?;
-            self.redis.url = url.clone();
-        }
-        if let Some(dir) = &o.rules_dir {
-            self.rules.dir = dir.clone();
-        }
-        if let Some(id) = &o.client_id {
-            self.mqtt.client_id = check_client_id(id).context("--client-id")?;
-        }
-        if let Some(qos) = o.qos {
-            self.mqtt.qos = check_qos(qos).context("--qos")?;
-        }
-        if let Some(clean) = o.clean_session {
-            self.mqtt.clean_session = clean;
-        }
-        if let Some(addr) = &o.http_addr {
-            self.runtime.http_addr = parse_http_addr(addr).context("--http-addr")?;
-        }
-        self.apply_broker_overrides(o)?;
-        if let Some(on) = o.emqx_events {
-            self.mqtt.emqx_events = on;
-        }
-        self.check()
-    }
-
-    /// `--embedded-broker` turns the broker on (or moves it); `--acl` needs it on.
-    fn apply_broker_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
-        if let Some(addr) = &o.embedded_broker {
-            let listen = parse_listen_addr(addr).context("--embedded-broker")?;
-            self.broker
-                .get_or_insert_with(|| BrokerConfig::new(listen))
-                .listen = listen;
-        }
-        if let Some(file) = &o.acl_file {
-            let Some(broker) = &mut self.broker else {
-                bail!("--acl: the ACL belongs to the embedded broker; add --embedded-broker ADDR");
-            };
-            broker.acl = Acl::from_file(file)?;
-        }
-        Ok(())
-    }
 }

@@ -1,6 +1,6 @@
 //! `[redis.spill]`: the write-ahead spill's directory and bounds. The section as
 //! written ([`RawSpill`]), its defaults and checks, and the validated [`SpillConfig`]
-//! that [`SpillLog::open`](super::SpillLog::open) takes.
+//! that `SpillLog::open` (`log.rs`) takes.
 
 use std::path::PathBuf;
 

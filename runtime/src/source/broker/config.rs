@@ -1,6 +1,6 @@
 //! `[broker]`: the embedded broker's listener and limits. The section as written
 //! ([`RawBroker`]), its defaults (in [`BrokerConfig::new`]) and checks, and the
-//! validated [`BrokerConfig`] that [`Broker::start`](super::Broker::start) takes.
+//! validated [`BrokerConfig`] that `Broker::start` (`mod.rs`) takes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
