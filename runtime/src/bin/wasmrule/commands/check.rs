@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use wasmrule::engine::ABI_VERSION;
 
-use super::{exit_code, load_rule, offline_engine};
+use super::shared::{exit_code, load_rule, offline_engine};
 
 #[derive(clap::Args)]
 pub struct Args {

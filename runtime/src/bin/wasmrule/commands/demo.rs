@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use wasmrule::{Config, Overrides};
 
-use super::{async_runtime, shutdown_signal};
+use super::shared::{async_runtime, shutdown_signal};
 
 #[derive(clap::Args)]
 pub struct Args {

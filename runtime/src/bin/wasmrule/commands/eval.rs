@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use wasmrule::Commands;
 
-use super::{load_rule, offline_engine};
+use super::shared::{load_rule, offline_engine};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use wasmrule::{Config, Overrides};
 
-use super::{async_runtime, shutdown_signal};
+use super::shared::{async_runtime, shutdown_signal};
 
 #[derive(clap::Args)]
 pub struct Args {

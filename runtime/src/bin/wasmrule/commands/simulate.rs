@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use wasmrule::simulate::{SimConfig, SimStats};
 
-use super::{async_runtime, shutdown_signal};
+use super::shared::{async_runtime, shutdown_signal};
 
 #[derive(clap::Args)]
 pub struct Args {

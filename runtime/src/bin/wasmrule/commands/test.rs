@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{exit_code, load_rule, offline_engine};
+use super::shared::{exit_code, load_rule, offline_engine};
 
 #[derive(clap::Args)]
 pub struct Args {
