@@ -16,14 +16,14 @@
 //!   (EMQX's event topics).
 //! - `source/broker/`: the embedded broker: `hooks.rs` (one method per hook), `acl.rs`,
 //!   `reason.rs`.
-//! - `dispatch/`: events -> matching rules on worker threads, per-topic order, dead
-//!   letters.
+//! - `dispatch/`: routing (`mod.rs`: a topic to its worker, per-topic order), the
+//!   worker's loop (`worker.rs`), dead letters (`dead_letter.rs`).
 //! - `rules/`: `engine/` (wasmtime, the rule ABI), `ruleset.rs` (the serving set),
 //!   `reload.rs` (the directory watcher).
 //! - `tenancy/`: `policy.rs`, `command_table.rs`, `cpu_budget.rs`, `quarantine.rs`.
 //! - `sink/`: `batch.rs` (a worker's commands), `redis/` (`writer.rs`; `mod.rs` and
-//!   `outage.rs`, the loops without and with the spill), `spill/` (`log.rs`,
-//!   `backlog.rs`, `sync.rs`).
+//!   `outage.rs`, the loops without and with the spill), `spill/` (`format.rs`,
+//!   `log.rs`, `backlog.rs`, `sync.rs`).
 //! - `ops/`: `metrics.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`).
 //! - `tools/`: `rule_test.rs`, `scaffold.rs`, `demo.rs`, `simulate/` (the offline and
 //!   demo commands).
