@@ -35,6 +35,8 @@ struct State {
 }
 
 /// What [`RuleHealth::check`] found.
+// `Service::InService` reads as meant; the lint only fires since the module is private.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     InService,
