@@ -29,6 +29,7 @@ use crate::ack::Completions;
 use crate::ops::metrics::Metrics;
 use crate::sink::batch::WriteBatch;
 use crate::sink::spill::{Backlog, SpillLog};
+use outage::SpillingWriter;
 use writer::{IDLE_CHECK, Writer};
 
 pub use config::{DEFAULT_REDIS_URL, RedisConfig};
@@ -55,8 +56,13 @@ pub async fn run(
     match spill {
         None => direct(writer, rx, completions).await,
         Some(log) => {
-            let backlog = Backlog::new(log, max_held, metrics);
-            outage::run(writer, rx, completions, backlog).await;
+            let mut task = SpillingWriter {
+                writer,
+                rx,
+                completions,
+                backlog: Backlog::new(log, max_held, metrics),
+            };
+            task.run().await;
         }
     }
     tracing::debug!("Redis writer drained and stopped");

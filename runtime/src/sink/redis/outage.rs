@@ -23,66 +23,146 @@ use crate::ack::Completions;
 use crate::sink::batch::WriteBatch;
 use crate::sink::spill::Backlog;
 
-/// Runs the writer until the channel is closed and everything taken is written (or, if
-/// Redis is unreachable then, safely on disk).
-pub(crate) async fn run(
-    mut w: Writer,
-    mut rx: mpsc::Receiver<WriteBatch>,
-    completions: Completions,
-    mut backlog: Backlog,
-) {
-    let mut idle = tokio::time::interval(IDLE_CHECK);
-    let mut open = true;
-    loop {
-        if backlog.is_empty() {
-            if !open {
-                break;
-            }
-            let Some(batches) = w.take(&mut rx, &mut idle).await else {
-                break;
-            };
-            write_direct(&mut w, batches, &mut backlog, &completions).await;
-        } else if w.is_connected() {
-            open &= take_queued(&mut rx, &mut backlog, &completions);
-            replay(&mut w, &mut backlog, &completions).await;
-        } else if !open && !backlog.holds_memory() {
-            tracing::info!(
-                spill_bytes = backlog.log_bytes(),
-                "stopping while Redis is unreachable; the spill is replayed at the next start"
-            );
-            break;
-        } else {
-            open = outage(&mut w, &mut rx, &mut backlog, &completions, open).await;
-        }
-    }
+/// The Redis writer's task with the spill on.
+pub(super) struct SpillingWriter {
+    /// The connection and the sending.
+    pub writer: Writer,
+    /// Batches from the workers, in order.
+    pub rx: mpsc::Receiver<WriteBatch>,
+    /// Where written batches' messages are reported.
+    pub completions: Completions,
+    /// What waits: records in the spill and batches held in memory.
+    pub backlog: Backlog,
 }
 
-/// One pipeline straight to Redis; on a lost connection its unwritten batches join the
-/// backlog, in order.
-async fn write_direct(
-    w: &mut Writer,
-    batches: Vec<WriteBatch>,
-    backlog: &mut Backlog,
-    completions: &Completions,
-) {
-    if !w.is_connected() {
-        w.check().await;
-    }
-    let refs: Vec<&WriteBatch> = batches.iter().collect();
-    let mut todo = commands_of(&refs);
-    let sent = w.send(&refs, &mut todo).await;
-    drop(refs);
-    let mut unwritten = vec![false; batches.len()];
-    if sent.is_err() {
-        for &(b, _) in &todo {
-            unwritten[b] = true;
+impl SpillingWriter {
+    /// Runs the writer until the channel is closed and everything taken is written (or,
+    /// if Redis is unreachable then, safely on disk).
+    pub async fn run(&mut self) {
+        let mut idle = tokio::time::interval(IDLE_CHECK);
+        let mut open = true;
+        loop {
+            if self.backlog.is_empty() {
+                if !open {
+                    break;
+                }
+                let Some(batches) = self.writer.take(&mut self.rx, &mut idle).await else {
+                    break;
+                };
+                self.write_direct(batches).await;
+            } else if self.writer.is_connected() {
+                open &= self.take_queued();
+                self.replay().await;
+            } else if !open && !self.backlog.holds_memory() {
+                tracing::info!(
+                    spill_bytes = self.backlog.log_bytes(),
+                    "stopping while Redis is unreachable; the spill is replayed at the next start"
+                );
+                break;
+            } else {
+                open = self.outage(open).await;
+            }
         }
     }
-    for (b, unwritten) in batches.into_iter().zip(unwritten) {
-        if unwritten {
-            backlog.push(b);
-        } else {
-            completions.done(&b.done);
+
+    /// One pipeline straight to Redis; on a lost connection its unwritten batches join
+    /// the backlog, in order.
+    async fn write_direct(&mut self, batches: Vec<WriteBatch>) {
+        let w = &mut self.writer;
+        if !w.is_connected() {
+            w.check().await;
+        }
+        let refs: Vec<&WriteBatch> = batches.iter().collect();
+        let mut todo = commands_of(&refs);
+        let sent = w.send(&refs, &mut todo).await;
+        drop(refs);
+        let mut unwritten = vec![false; batches.len()];
+        if sent.is_err() {
+            for &(b, _) in &todo {
+                unwritten[b] = true;
+            }
+        }
+        for (b, unwritten) in batches.into_iter().zip(unwritten) {
+            if unwritten {
+                self.backlog.push(b);
+            } else {
+                self.completions.done(&b.done);
+            }
+        }
+    }
+
+    /// Moves the batches already queued into the backlog while it accepts them.
+    /// Returns false once the channel is closed.
+    fn take_queued(&mut self) -> bool {
+        while self.backlog.accepts() {
+            match self.rx.try_recv() {
+                Ok(b) => admit(b, &mut self.backlog, &self.completions),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
+    /// Writes the backlog's next chunk; forgets it only once Redis has taken all of it.
+    async fn replay(&mut self) {
+        let chunk = self.backlog.chunk(self.writer.max_pipeline());
+        let batches = self.backlog.batches(&chunk);
+        let mut todo = commands_of(&batches);
+        let sent = self.writer.send(&batches, &mut todo).await;
+        drop(batches);
+        if sent.is_ok() {
+            for b in self.backlog.commit(chunk) {
+                self.completions.done(&b.done);
+            }
+        }
+    }
+
+    /// Reconnects with backoff, taking batches into the backlog meanwhile. Returns once
+    /// connected, or once the channel closes with nothing in memory; the result says
+    /// whether the channel is still open.
+    async fn outage(&mut self, mut open: bool) -> bool {
+        let mut backoff = BACKOFF_MIN;
+        let mut attempts = 0u32;
+        loop {
+            let url = self.writer.url().to_owned();
+            let attempt = async move {
+                tokio::time::sleep(backoff).await;
+                connect(&url).await
+            };
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    r = &mut attempt => break r,
+                    b = self.rx.recv(), if open && self.backlog.accepts() => match b {
+                        Some(b) => admit(b, &mut self.backlog, &self.completions),
+                        None => {
+                            open = false;
+                            if !self.backlog.holds_memory() {
+                                return false;
+                            }
+                        }
+                    },
+                }
+            };
+            match result {
+                Ok(conn) => {
+                    self.writer.connected(conn, attempts);
+                    return open;
+                }
+                Err(e) => {
+                    // One line at the first failure, then one per ~10 attempts.
+                    if attempts.is_multiple_of(10) {
+                        tracing::warn!(
+                            spill_bytes = self.backlog.log_bytes(),
+                            "cannot connect to Redis ({}): {e}; retrying, spilling meanwhile",
+                            self.writer.url()
+                        );
+                    }
+                    attempts += 1;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
         }
     }
 }
@@ -94,90 +174,5 @@ fn admit(b: WriteBatch, backlog: &mut Backlog, completions: &Completions) {
         completions.done(&b.done);
     } else {
         backlog.push(b);
-    }
-}
-
-/// Moves the batches already queued into the backlog while it accepts them. Returns
-/// false once the channel is closed.
-fn take_queued(
-    rx: &mut mpsc::Receiver<WriteBatch>,
-    backlog: &mut Backlog,
-    completions: &Completions,
-) -> bool {
-    while backlog.accepts() {
-        match rx.try_recv() {
-            Ok(b) => admit(b, backlog, completions),
-            Err(TryRecvError::Empty) => return true,
-            Err(TryRecvError::Disconnected) => return false,
-        }
-    }
-    true
-}
-
-/// Writes the backlog's next chunk; forgets it only once Redis has taken all of it.
-async fn replay(w: &mut Writer, backlog: &mut Backlog, completions: &Completions) {
-    let chunk = backlog.chunk(w.max_pipeline());
-    let batches = backlog.batches(&chunk);
-    let mut todo = commands_of(&batches);
-    let sent = w.send(&batches, &mut todo).await;
-    drop(batches);
-    if sent.is_ok() {
-        for b in backlog.commit(chunk) {
-            completions.done(&b.done);
-        }
-    }
-}
-
-/// Reconnects with backoff, taking batches into the backlog meanwhile. Returns once
-/// connected, or once the channel closes with nothing in memory; the result says
-/// whether the channel is still open.
-async fn outage(
-    w: &mut Writer,
-    rx: &mut mpsc::Receiver<WriteBatch>,
-    backlog: &mut Backlog,
-    completions: &Completions,
-    mut open: bool,
-) -> bool {
-    let mut backoff = BACKOFF_MIN;
-    let mut attempts = 0u32;
-    loop {
-        let url = w.url().to_owned();
-        let attempt = async move {
-            tokio::time::sleep(backoff).await;
-            connect(&url).await
-        };
-        tokio::pin!(attempt);
-        let result = loop {
-            tokio::select! {
-                r = &mut attempt => break r,
-                b = rx.recv(), if open && backlog.accepts() => match b {
-                    Some(b) => admit(b, backlog, completions),
-                    None => {
-                        open = false;
-                        if !backlog.holds_memory() {
-                            return false;
-                        }
-                    }
-                },
-            }
-        };
-        match result {
-            Ok(conn) => {
-                w.connected(conn, attempts);
-                return open;
-            }
-            Err(e) => {
-                // One line at the first failure, then one per ~10 attempts.
-                if attempts.is_multiple_of(10) {
-                    tracing::warn!(
-                        spill_bytes = backlog.log_bytes(),
-                        "cannot connect to Redis ({}): {e}; retrying, spilling meanwhile",
-                        w.url()
-                    );
-                }
-                attempts += 1;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
     }
 }
