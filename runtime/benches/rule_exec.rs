@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use wasmrule::Commands;
 use wasmrule::engine::abi::{OutputLimits, decode_result};
-use wasmrule::engine::{Engine, Limits};
+use wasmrule::engine::{Engine, Limits, thread_cpu_time};
 use wasmrule::{EventEncoder, Message};
 
 const ROUND: Duration = Duration::from_millis(1500);
@@ -130,6 +130,41 @@ fn main() {
         println!("ratio wasm/native: {:.3}", medians[1] / medians[0]);
         println!("ratio fuel/epoch: {:.3}", medians[3] / medians[1]);
     }
+    spin_until_stopped(&engine, if quick { 3 } else { 50 });
+}
+
+/// How long a rule that spins (`loop {}`) runs before the CPU deadline stops it: thread
+/// CPU time and wall time per invocation, against the deadline plus one tick.
+fn spin_until_stopped(engine: &Engine, n: usize) {
+    let wasm = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "wasmrule_abi_version_1"))
+           (data (i32.const 0) "{\"name\":\"spin\",\"filters\":[\"a/#\"]}")
+           (func (export "wasmrule_manifest") (result i64) (i64.const 33))
+           (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 4096))
+           (func (export "wasmrule_on_event") (param i32 i32) (result i64)
+             (loop $l (br $l)) (i64.const 0)))"#,
+    )
+    .expect("spin rule");
+    let rule = engine.compile(&wasm).expect("spin rule loads");
+    let (mut cpu, mut wall) = (Vec::new(), Vec::new());
+    let mut out = Commands::new();
+    for _ in 0..n {
+        let (c0, w0) = (thread_cpu_time(), Instant::now());
+        let r = rule.invoke(b"{}", &mut out);
+        assert!(r.is_err(), "a spinning rule must be stopped");
+        cpu.push(thread_cpu_time() - c0);
+        wall.push(w0.elapsed());
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let ((c0, c1, c2), (w0, w1, w2)) = (stats(&mut cpu), stats(&mut wall));
+    println!(
+        "loop {{}} with a {:?} CPU deadline, {n} invocations: CPU min/median/max \
+         {c0:.2?} / {c1:.2?} / {c2:.2?}, wall {w0:.2?} / {w1:.2?} / {w2:.2?}",
+        engine.limits().timeout
+    );
 }
 
 /// Calls `f` repeatedly for `d`; returns calls per second.

@@ -407,9 +407,11 @@ impl Engine {
 
     fn read_core_manifest(&self, parts: &core::CoreParts) -> Result<Vec<u8>, RuleError> {
         let limits = self.load_limits();
-        let mut store = self.new_store(&limits, false);
-        let r = core::read_manifest(parts, &mut store);
-        r.map_err(|f| self.classify(f, &store, &limits))
+        retry_stalled(|| {
+            let mut store = self.new_store(&limits, false);
+            let r = core::read_manifest(parts, &mut store);
+            r.map_err(|f| self.classify(f, &store, &limits))
+        })
     }
 
     fn read_component_manifest(
@@ -417,9 +419,11 @@ impl Engine {
         parts: &component::ComponentParts,
     ) -> Result<Manifest, RuleError> {
         let limits = self.load_limits();
-        let mut store = self.new_store(&limits, true);
-        let r = component::read_manifest(parts, &mut store);
-        r.map_err(|f| self.classify(f, &store, &limits))
+        retry_stalled(|| {
+            let mut store = self.new_store(&limits, true);
+            let r = component::read_manifest(parts, &mut store);
+            r.map_err(|f| self.classify(f, &store, &limits))
+        })
     }
 
     fn new_store(&self, limits: &InvokeLimits, component: bool) -> Store<Ctx> {
@@ -474,6 +478,22 @@ impl Engine {
             Some(Trap::StackOverflow) => RuleError::Stack(self.inner.limits.max_wasm_stack),
             Some(t) => RuleError::Trap(t.to_string()),
             None => RuleError::Trap(format!("{e:#}")),
+        }
+    }
+}
+
+/// Times a manifest read that the host starved ([`RuleError::Stalled`]) is tried again
+/// before the load gives up with that error.
+const LOAD_STALL_RETRIES: usize = 3;
+
+/// Runs `f` again while it fails as stalled (the host's failure, not the module's), at
+/// most [`LOAD_STALL_RETRIES`] more times.
+fn retry_stalled<T>(mut f: impl FnMut() -> Result<T, RuleError>) -> Result<T, RuleError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(RuleError::Stalled { .. }) if tries < LOAD_STALL_RETRIES => tries += 1,
+            r => return r,
         }
     }
 }
