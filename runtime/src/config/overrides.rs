@@ -56,3 +56,34 @@ pub type OnOrUnset = Option<bool>;
 fn on_or_unset() -> impl clap::builder::TypedValueParser<Value = OnOrUnset> {
     clap::builder::BoolValueParser::new().map(|on| on.then_some(true))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Overrides;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        overrides: Overrides,
+    }
+
+    fn parse(args: &[&str]) -> Result<Overrides, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wasmrule").chain(args.iter().copied()))
+            .map(|c| c.overrides)
+    }
+
+    #[test]
+    fn a_switch_is_on_or_keeps_the_file() {
+        let o = parse(&[]).unwrap();
+        assert_eq!((o.clean_session, o.emqx_events), (None, None));
+        let o = parse(&["--clean-session", "--emqx-events"]).unwrap();
+        assert_eq!((o.clean_session, o.emqx_events), (Some(true), Some(true)));
+        assert!(parse(&["--clean-session=false"]).is_err());
+        let o = parse(&["--qos", "0", "--acl", "a.toml", "--http-addr", "off"]).unwrap();
+        assert_eq!(o.qos, Some(0));
+        assert_eq!(o.acl_file.as_deref(), Some(std::path::Path::new("a.toml")));
+        assert_eq!(o.http_addr.as_deref(), Some("off"));
+    }
+}
