@@ -56,11 +56,13 @@ pub use crate::ops::metrics::Metrics;
 pub use crate::rules::engine;
 pub use crate::rules::{DEFAULT_RULES_DIR, RulesConfig, default_cache_dir};
 pub use crate::runtime::{Runtime, run};
+/// A worker's batch, the spill's log and backlog: for the spill bench.
+#[doc(hidden)]
 pub use crate::sink::batch::WriteBatch;
 pub use crate::sink::redis::{DEFAULT_REDIS_URL, RedisConfig};
-pub use crate::sink::spill::{
-    Backlog, DEFAULT_SPILL_MAX_BYTES, DEFAULT_SPILL_SEGMENT_BYTES, SpillConfig, SpillLog,
-};
+#[doc(hidden)]
+pub use crate::sink::spill::{Backlog, SpillLog};
+pub use crate::sink::spill::{DEFAULT_SPILL_MAX_BYTES, DEFAULT_SPILL_SEGMENT_BYTES, SpillConfig};
 pub use crate::source::broker::{Acl, BrokerConfig, DEFAULT_BROKER_ADDR};
 pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
 pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed};

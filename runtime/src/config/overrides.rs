@@ -10,6 +10,8 @@ use clap::builder::TypedValueParser;
 /// Values given on the command line or in the environment; `None` keeps the file's.
 /// The flags of `wasmrule run` (flattened into its arguments), so each is declared
 /// once, here.
+// The field docs are `wasmrule run --help`, written for a terminal, not for rustdoc.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
     /// MQTT broker, mqtt://[user[:password]@]host[:port].
@@ -49,7 +51,7 @@ pub struct Overrides {
 /// A switch that can only be turned on from the command line: given, it is
 /// `Some(true)`; absent (or `false` in the environment), `None`, which keeps the file's
 /// value. Spelled as an alias so that clap takes the whole `Option` from
-/// [`on_or_unset`] rather than reading an absent flag as `Some(false)`.
+/// `on_or_unset` rather than reading an absent flag as `Some(false)`.
 pub type OnOrUnset = Option<bool>;
 
 /// The flag's `true`/`false` (clap's own boolean parser and messages) -> [`OnOrUnset`].
