@@ -802,3 +802,126 @@ async fn redis_acl_matching_the_policy() {
     }
     rt.stop().await;
 }
+
+/// `wasmrule eval` and `wasmrule test` run a rule as `wasmrule run` serves it: what the
+/// command policy refuses is refused offline too, with its reason; with `--tenant` and
+/// `--config` the tenant's allow-list, key prefix and topics apply.
+#[test]
+fn offline_tools_apply_the_serving_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let long_key = vec![b'k'; 5000];
+    let refused: Vec<(&str, Vec<&[u8]>, &str)> = vec![
+        (
+            "flushall",
+            vec![b"FLUSHALL"],
+            "`FLUSHALL` is not allowed for tenant default",
+        ),
+        ("keys", vec![b"KEYS", b"*"], "`KEYS` is not allowed"),
+        (
+            "config",
+            vec![b"CONFIG", b"SET", b"x", b"y"],
+            "`CONFIG` is not allowed",
+        ),
+        ("hset-arity", vec![b"HSET", b"h", b"f"], "(command_arity)"),
+        (
+            "xadd",
+            vec![b"XADD", b"s", b"*", b"f", b"v"],
+            "(unbounded_stream)",
+        ),
+        (
+            "long-key",
+            vec![b"SET", &long_key, b"v"],
+            "key of 5000 bytes",
+        ),
+    ];
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, r#"{"topic":"acme/x","payload":"1"}"#).unwrap();
+    for (name, cmd, reason) in &refused {
+        let wasm = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&wasm, returns(&[cmd])).unwrap();
+        let out = std::process::Command::new(wasmrule_bin())
+            .arg("eval")
+            .arg(&wasm)
+            .arg("--event")
+            .arg(&event)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: eval exited 0");
+        assert!(out.stdout.is_empty(), "{name}: printed commands");
+        assert!(
+            stderr.contains("refused by the command policy of tenant default")
+                && stderr.contains(reason),
+            "{name}: {stderr}"
+        );
+        // A case expecting the refusal passes; one expecting commands fails with it.
+        let cases = dir.path().join(format!("{name}.json"));
+        std::fs::write(
+            &cases,
+            format!(
+                r#"{{"cases":[{{"name":"refused","event":{{"topic":"acme/x"}},"error":{reason:?}}},
+                   {{"name":"written","event":{{"topic":"acme/x"}},"commands":[]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(wasmrule_bin())
+            .arg("test")
+            .arg(&wasm)
+            .arg(&cases)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{name}: {stdout}");
+        assert!(stdout.contains("ok    refused"), "{name}: {stdout}");
+        assert!(
+            stdout.contains("FAIL  written") && stdout.contains("refused by the command policy"),
+            "{name}: {stdout}"
+        );
+    }
+
+    // A tenant from a config file: its prefix on keys, its allow-list, its topics.
+    let config = dir.path().join("wasmrule.toml");
+    std::fs::write(
+        &config,
+        "[tenants.acme]\nkey_prefix = \"t1:\"\ncommands = [\"SET\"]\n",
+    )
+    .unwrap();
+    let set = dir.path().join("set.wasm");
+    std::fs::write(&set, returns(&[&[b"SET", b"k", b"v"]])).unwrap();
+    let hset = dir.path().join("hset.wasm");
+    std::fs::write(&hset, returns(&[&[b"HSET", b"h", b"f", b"v"]])).unwrap();
+    let eval = |wasm: &Path, tenant: &str| {
+        std::process::Command::new(wasmrule_bin())
+            .arg("eval")
+            .arg(wasm)
+            .arg("--event")
+            .arg(&event)
+            .args(["--tenant", tenant, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = eval(&set, "acme");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SET t1:k v\n");
+    let out = eval(&hset, "acme");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`HSET` is not allowed for tenant acme"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Tenant `other` may subscribe to other/# only: the rule's acme/# would not load.
+    let out = eval(&set, "other");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("would refuse to load")
+            && stderr.contains("outside what tenant other may subscribe to"),
+        "{stderr}"
+    );
+}

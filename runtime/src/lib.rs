@@ -26,7 +26,7 @@
 //!   `log.rs`, `backlog.rs`, `sync.rs`).
 //! - `ops/`: `metrics.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`).
 //! - `tools/`: `rule_test.rs`, `scaffold.rs`, `demo.rs`, `simulate/` (the offline and
-//!   demo commands).
+//!   demo commands); `offline.rs`, the tenant `eval` and `test` run a rule as.
 //! - `event.rs`, `commands.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
 //!   `ack.rs`: what the stages hand each other.
 //!
@@ -68,7 +68,7 @@ pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_
 pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed};
 pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
-pub use crate::tools::{demo, rule_test, scaffold, simulate};
+pub use crate::tools::{demo, offline, rule_test, scaffold, simulate};
 pub use crate::topic::{matches as topic_matches, validate_filter};
 
 /// EMQX's event topics -> events, for the EMQX fixture tests.

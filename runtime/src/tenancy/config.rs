@@ -153,7 +153,7 @@ impl RawTenant {
 }
 
 /// A tenant is a directory under the rules directory.
-fn check_tenant_name(name: &str) -> anyhow::Result<()> {
+pub(crate) fn check_tenant_name(name: &str) -> anyhow::Result<()> {
     let valid = !name.is_empty()
         && !name.starts_with('.')
         && name

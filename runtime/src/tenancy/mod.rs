@@ -16,5 +16,5 @@ pub mod cpu_budget;
 pub mod policy;
 pub mod quarantine;
 
-pub(crate) use config::RawTenant;
 pub use config::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
+pub(crate) use config::{RawTenant, check_tenant_name};

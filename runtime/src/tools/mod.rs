@@ -1,9 +1,11 @@
 //! The commands that do not serve: [`rule_test`] (`wasmrule test`), [`scaffold`]
-//! (`wasmrule new`), [`demo`] (`wasmrule demo`) and [`simulate`] (`wasmrule simulate`).
+//! (`wasmrule new`), [`demo`] (`wasmrule demo`) and [`simulate`] (`wasmrule simulate`);
+//! [`offline`], the tenant `eval` and `test` run a rule as.
 //!
 //! Each builds on the library's public pieces; nothing in the serving path uses them.
 
 pub mod demo;
+pub mod offline;
 pub mod rule_test;
 pub mod scaffold;
 pub mod simulate;

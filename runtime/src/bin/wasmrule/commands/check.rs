@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let engine = offline_engine(None)?;
+    let engine = offline_engine(wasmrule::engine::Limits::default())?;
     let mut failed = 0;
     for f in &args.files {
         match load_rule(&engine, f) {

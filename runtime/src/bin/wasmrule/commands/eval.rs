@@ -7,9 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use wasmrule::Commands;
-
-use super::shared::{load_rule, offline_engine};
+use super::shared::{ServingArgs, load_rule, offline_engine};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,15 +17,19 @@ pub struct Args {
     /// {"topic":"a/b","payload":"..."} is enough.
     #[arg(long)]
     event: PathBuf,
-    /// Deadline in milliseconds (default: the runtime's, 10 ms).
-    #[arg(long, value_name = "MS")]
-    timeout_ms: Option<u64>,
+    #[command(flatten)]
+    serving: ServingArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (rule_path, event_path) = (&args.rule, &args.event);
-    let engine = offline_engine(args.timeout_ms)?;
+    let serving = args.serving.serving()?;
+    let engine = offline_engine(serving.engine_limits().clone())?;
     let rule = load_rule(&engine, rule_path).with_context(|| format!("{}", rule_path.display()))?;
+    if let Err(e) = serving.check_load(&rule) {
+        eprintln!("error: wasmrule run would refuse to load this rule: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
     let event = wasmrule::complete_event(&read_event(event_path)?, "wasmrule@eval")
         .with_context(|| format!("event {}", event_path.display()))?;
     let topic = serde_json::from_slice::<serde_json::Value>(&event)?["topic"]
@@ -42,20 +44,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             filters.join(" ")
         );
     }
-    let mut out = Commands::new();
-    match rule.invoke(&event, &mut out) {
-        Ok(_) => {
+    match serving.run(&rule, &event) {
+        Ok(out) => {
             for c in out.iter() {
                 println!("{c}");
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!(
-                "error: rule {} failed ({}): {e}",
-                rule.manifest().name,
-                e.kind()
-            );
+            eprintln!("error: rule {}: {e}", rule.manifest().name);
             Ok(ExitCode::FAILURE)
         }
     }

@@ -1,13 +1,14 @@
 //! What several subcommands share: the async runtime and shutdown signal of `run`,
 //! `demo` and `simulate`; the guest-stack thread, engine and rule loading of `check`,
-//! `eval` and `test`.
+//! `eval` and `test`, and the tenant flags of `eval` and `test`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use wasmrule::engine::{Engine, Limits, Rule};
+use wasmrule::offline::Serving;
 
 /// Runs an offline command (`check`, `eval`, `test`, which run guest code) on a thread
 /// with the native stack the wasm stack cap is sized for (`engine/stack.rs`), not on
@@ -54,14 +55,40 @@ pub(super) async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight messages");
 }
 
-/// The engine for `check`, `eval` and `test`: default limits (or the given deadline),
-/// and the default cache so that a large component is compiled once, not on every run.
-pub(super) fn offline_engine(timeout_ms: Option<u64>) -> anyhow::Result<Engine> {
-    let mut limits = Limits::default();
-    if let Some(ms) = timeout_ms {
-        anyhow::ensure!(ms > 0, "--timeout-ms must be greater than 0");
-        limits.timeout = std::time::Duration::from_millis(ms);
+/// Whom `eval` and `test` run the rule as: the flags they share.
+#[derive(clap::Args)]
+pub(super) struct ServingArgs {
+    /// Run the rule as this tenant's rules are served (its command allow-list, key
+    /// prefix, topics and limits; default: the default tenant, rules directly in the
+    /// rules directory).
+    #[arg(long, value_name = "NAME")]
+    tenant: Option<String>,
+    /// The config file whose `[limits]` and `[tenants.NAME]` apply (default: none, the
+    /// defaults), as `wasmrule run --config FILE` reads it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Deadline per event in milliseconds (default: the tenant's, 10 ms unless
+    /// configured). Raise it to test behaviour on a busy machine, where wall time is
+    /// not the rule's own.
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+}
+
+impl ServingArgs {
+    /// The tenant, from the config file if one is given.
+    pub(super) fn serving(&self) -> anyhow::Result<Serving> {
+        let mut serving = Serving::load(self.tenant.as_deref(), self.config.as_deref())?;
+        if let Some(ms) = self.timeout_ms {
+            anyhow::ensure!(ms > 0, "--timeout-ms must be greater than 0");
+            serving.set_timeout(std::time::Duration::from_millis(ms));
+        }
+        Ok(serving)
     }
+}
+
+/// The engine for `check`, `eval` and `test`: `limits` (the config's, or the defaults),
+/// and the default cache so that a large component is compiled once, not on every run.
+pub(super) fn offline_engine(limits: Limits) -> anyhow::Result<Engine> {
     let engine = Engine::new(limits, 4)?;
     Ok(
         match wasmrule::default_cache_dir().map(|d| wasmrule::engine::cache::Cache::open(&d)) {

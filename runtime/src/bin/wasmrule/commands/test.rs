@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::shared::{exit_code, load_rule, offline_engine};
+use super::shared::{ServingArgs, exit_code, load_rule, offline_engine};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,16 +14,21 @@ pub struct Args {
     rule: PathBuf,
     /// Case file (JSON, see docs/writing-rules.md).
     cases: PathBuf,
-    /// Deadline per event in milliseconds (default: the runtime's, 10 ms). Raise it
-    /// to test behaviour on a busy machine, where wall time is not the rule's own.
-    #[arg(long, value_name = "MS")]
-    timeout_ms: Option<u64>,
+    #[command(flatten)]
+    serving: ServingArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (rule_path, cases_path) = (&args.rule, &args.cases);
-    let engine = offline_engine(args.timeout_ms)?;
+    let serving = args.serving.serving()?;
+    let engine = offline_engine(serving.engine_limits().clone())?;
     let rule = load_rule(&engine, rule_path).with_context(|| format!("{}", rule_path.display()))?;
+    serving.check_load(&rule).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: wasmrule run would refuse to load it: {e}",
+            rule_path.display()
+        )
+    })?;
     let text = std::fs::read_to_string(cases_path)
         .with_context(|| format!("cannot read case file {}", cases_path.display()))?;
     let file = wasmrule::rule_test::parse(&text)
@@ -38,7 +43,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             cases_path.display()
         );
     }
-    let results = wasmrule::rule_test::run(&rule, &file);
+    let results = wasmrule::rule_test::run(&rule, &serving, &file);
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     for r in &results {
         match &r.failure {
