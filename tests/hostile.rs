@@ -615,12 +615,15 @@ async fn broken_modules_are_refused_at_load() {
                 manifest.len()
             ))
             .unwrap(),
-            &["does not fit in pooling allocator", "memory has a minimum byte size of 3932160000"],
+            &[
+                "declares a linear memory of 3932160000 bytes (60000 pages) at start",
+                "limit of 33554432 bytes (32 MiB, limits.max_memory_mb)",
+            ],
         ),
         (
             "huge-table",
             wat_rule(&["acme/#"], "(i64.const 0)", "(table 10000000 funcref)"),
-            &["table index 0 has a minimum element size of 10000000 which exceeds the limit of 10000"],
+            &["declares a table of 10000000 elements at start, above the limit of 10000 elements"],
         ),
         (
             "topic-acl",

@@ -57,7 +57,7 @@ pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<Componen
         .component_linker
         .instantiate_pre(component)
         .and_then(bindings::RulePre::new)
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        .map_err(super::compile_error)?;
     Ok(ComponentParts { pre })
 }
 

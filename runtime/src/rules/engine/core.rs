@@ -26,7 +26,7 @@ pub(super) fn prepare(engine: &Engine, module: &Module) -> Result<CoreParts, Loa
         .inner
         .linker
         .instantiate_pre(module)
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        .map_err(super::compile_error)?;
     let export = |name: &'static str| {
         module
             .get_export_index(name)
@@ -78,14 +78,16 @@ pub(super) fn read_manifest(parts: &CoreParts, store: &mut Store<Ctx>) -> Result
     let (instance, memory) = instantiate(parts, store)?;
     let f = func(&instance, store, &parts.exports.manifest)?.typed::<(), i64>(&*store)?;
     let (ptr, len) = abi::unpack(f.call(&mut *store, ())?);
-    if len as usize > abi::MAX_MANIFEST {
-        return Err(RuleError::OutputTooLarge {
-            bytes: len as usize,
-            max: abi::MAX_MANIFEST,
-        }
+    let manifest = abi::guest_slice(memory.data(&*store), ptr, len, "the manifest")?;
+    if manifest.len() > abi::MAX_MANIFEST {
+        return Err(RuleError::Abi(format!(
+            "the manifest is {len} bytes, above the ABI's limit of {} bytes for a manifest \
+             (fixed, not a setting; docs/abi.md)",
+            abi::MAX_MANIFEST
+        ))
         .into());
     }
-    Ok(abi::guest_slice(memory.data(&*store), ptr, len, "manifest")?.to_vec())
+    Ok(manifest.to_vec())
 }
 
 /// One event in a fresh instance; appends the decoded commands to `out`.

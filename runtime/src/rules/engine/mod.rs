@@ -15,6 +15,7 @@ pub mod cache;
 mod component;
 mod core;
 mod deadline;
+mod declared;
 mod stack;
 
 use std::sync::Arc;
@@ -126,6 +127,23 @@ pub enum LoadError {
     NotARuleComponent(String),
     #[error("invalid WebAssembly (truncated, half-written or corrupt?): {0}")]
     Invalid(String),
+    #[error(
+        "declares a linear memory of {bytes} bytes ({pages} pages) at start, above the \
+         limit of {limit} bytes ({} MiB, limits.max_memory_mb)",
+        limit >> 20
+    )]
+    MemoryTooLarge {
+        pages: u64,
+        bytes: u64,
+        limit: usize,
+    },
+    #[error(
+        "declares a table of {elements} elements at start, above the limit of {limit} \
+         elements (fixed, not a setting)"
+    )]
+    TableTooLarge { elements: u64, limit: usize },
+    #[error("does not fit the engine's limits ([limits] in the config): {0}")]
+    OverLimits(String),
     #[error("not a wasmrule rule: it exports no `wasmrule_abi_version_N` marker (see docs/abi.md)")]
     NotARule,
     #[error(
@@ -155,7 +173,7 @@ pub enum LoadError {
 pub enum RuleError {
     #[error("rule reported an error: {0}")]
     Rule(String),
-    #[error("timed out: used all of its {0:?} CPU-time deadline")]
+    #[error("timed out: used all of its {0:?} CPU-time deadline (limits.timeout_ms)")]
     Timeout(Duration),
     /// Not the rule's failure: the invocation got too little CPU for too long (the
     /// machine is overloaded, or the process was paused), so the wall-clock backstop
@@ -167,15 +185,19 @@ pub enum RuleError {
     Stalled { wall: Duration, cpu: Duration },
     #[error("ran out of fuel")]
     OutOfFuel,
-    #[error("memory limit: tried to grow linear memory to {desired} bytes, limit is {limit}")]
+    #[error(
+        "memory limit: tried to grow linear memory to {desired} bytes, limit is {limit} \
+         ({} MiB, limits.max_memory_mb)",
+        limit >> 20
+    )]
     Memory { desired: usize, limit: usize },
-    #[error("wasm stack exhausted (limit {0} bytes)")]
+    #[error("wasm stack exhausted (limit {0} bytes, limits.max_wasm_stack_kb)")]
     Stack(usize),
     #[error("trapped: {0}")]
     Trap(String),
-    #[error("output too large: {bytes} bytes, limit is {max}")]
+    #[error("output too large: {bytes} bytes, limit is {max} (limits.max_output_bytes)")]
     OutputTooLarge { bytes: usize, max: usize },
-    #[error("returned {count} commands, limit is {max}")]
+    #[error("returned {count} commands, limit is {max} (limits.max_commands)")]
     TooManyCommands { count: usize, max: usize },
     #[error("ABI violation: {0}")]
     Abi(String),
@@ -332,6 +354,7 @@ impl Engine {
     /// A [`LoadError`] saying why the bytes are not a usable rule.
     pub fn compile(&self, bytes: &[u8]) -> Result<Rule, LoadError> {
         let kind = sniff(bytes)?;
+        declared::check(bytes, &self.inner.limits)?;
         let w = &self.inner.wasmtime;
         let tag = match kind {
             Kind::Module => "module",
@@ -356,7 +379,7 @@ impl Engine {
                 wasmtime::component::Component::from_binary(w, bytes).map(Compiled::Component)
             }
         }
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        .map_err(compile_error)?;
         if let (Some(c), Some(k), false) = (&self.inner.cache, &key, from_cache) {
             let serialized = match &compiled {
                 Compiled::Module(m) => m.serialize(),
@@ -507,6 +530,17 @@ enum Kind {
 enum Compiled {
     Module(Module),
     Component(wasmtime::component::Component),
+}
+
+/// A module wasmtime refuses: invalid, or (for what `declared.rs` does not see) beyond
+/// the pooling allocator's limits, which is not the module's fault.
+fn compile_error(e: wasmtime::Error) -> LoadError {
+    let message = format!("{e:#}");
+    if message.contains("pooling allocator") || message.contains("exceeds the limit") {
+        LoadError::OverLimits(message)
+    } else {
+        LoadError::Invalid(message)
+    }
 }
 
 /// Tells binary wasm from text, components and other files before compiling.

@@ -190,6 +190,53 @@ fn load_checks_the_manifest() {
         err.contains("manifest at 65520..+256 is outside linear memory"),
         "{err}"
     );
+    // A manifest (pointer, length) running past the end of memory is that, whatever
+    // its length; a manifest inside memory but over the ABI's 64 KiB is that.
+    let manifest = |pages: u32, packed: u64| {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") {pages}) (func (export "wasmrule_abi_version_1"))
+               (func (export "wasmrule_manifest") (result i64) (i64.const {packed}))
+               (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 0))
+               (func (export "wasmrule_on_event") (param i32 i32) (result i64) (i64.const 0)))"#
+        ))
+        .unwrap()
+    };
+    let err = load_err(&manifest(1, 100_000));
+    assert!(
+        err.contains("the manifest at 0..+100000 is outside linear memory (65536 bytes)")
+            && !err.contains("output too large"),
+        "{err}"
+    );
+    let err = load_err(&manifest(2, 100_000));
+    assert!(
+        err.contains("the manifest is 100000 bytes, above the ABI's limit of 65536 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn memory_or_table_over_the_limits_is_not_called_invalid() {
+    let big = wat::parse_str(
+        r#"(module (memory (export "memory") 600) (func (export "wasmrule_abi_version_1")))"#,
+    )
+    .unwrap();
+    let err = load_err(&big);
+    assert!(
+        err.contains("declares a linear memory of 39321600 bytes (600 pages)")
+            && err.contains("limit of 33554432 bytes (32 MiB, limits.max_memory_mb)")
+            && !err.contains("invalid"),
+        "{err}"
+    );
+    let table = Wat {
+        extra: "(table 20000 funcref)",
+        ..Wat::default()
+    };
+    let err = load_err(&table.build());
+    assert!(
+        err.contains("declares a table of 20000 elements at start, above the limit of 10000")
+            && !err.contains("invalid"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -363,10 +410,13 @@ fn traps_and_rule_errors_are_typed() {
 #[test]
 fn huge_output_is_refused_before_reading() {
     let rule = rule_with("(i64.const 0x00000000_7fffffff)", "");
-    assert!(matches!(
-        run(&rule).unwrap_err(),
-        RuleError::OutputTooLarge { .. }
-    ));
+    let err = run(&rule).unwrap_err();
+    assert!(matches!(err, RuleError::OutputTooLarge { .. }));
+    assert!(
+        err.to_string()
+            .contains("2147483647 bytes, limit is 1048576 (limits.max_output_bytes)"),
+        "{err}"
+    );
 }
 
 #[test]
