@@ -596,6 +596,69 @@ async fn health_endpoint_reports_connections() {
     rt.stop().await;
 }
 
+/// Every metric the docs name (`wasmrule_..._total` and the gauges, in README.md and
+/// docs/*.md) is a series on `/metrics` of a running wasmrule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_docs_name_is_on_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path);
+        }
+    }
+    // `wasmrule_` names that are not metrics: the ABI's exports and the Rust SDK crate.
+    let not_metrics = [
+        "wasmrule_abi_version_",
+        "wasmrule_alloc",
+        "wasmrule_manifest",
+        "wasmrule_on_event",
+        "wasmrule_guest",
+    ];
+    let mut named = std::collections::BTreeSet::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for (at, _) in text.match_indices("wasmrule_") {
+            if text[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !not_metrics.iter().any(|n| name.starts_with(n)) {
+                named.insert(name);
+            }
+        }
+    }
+    assert!(
+        named.contains("wasmrule_quarantined_skips_total") && named.len() > 10,
+        "the docs' metric names were not found: {named:?}"
+    );
+    let env = Env::new();
+    let mut cfg = config(&env.redis, &env.mqtt, env.rules());
+    cfg.runtime.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    let rt = Runtime::start(cfg).await.unwrap();
+    let addr = rt.http_addr.expect("endpoint bound");
+    let (status, metrics) = http_get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let exported: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|n| !exported.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not on /metrics: {missing:?}\n{metrics}"
+    );
+    rt.stop().await;
+}
+
 /// Every language's build of the seed rules, core modules and components, fed the same
 /// messages, leaves the same Redis state as the Rust build. Each language runs as its own
 /// tenant, so each writes under its own prefix (`c:emqx_messages`, ...) and the hashes

@@ -77,6 +77,21 @@ const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
         |m| &m.spill_dropped,
     ),
     (
+        "quarantined_skips_total",
+        "events not given to a rule because it was quarantined",
+        |m| &m.quarantined_skips,
+    ),
+    (
+        "dead_letters_total",
+        "events written to a tenant's dead-letter stream",
+        |m| &m.dead_letters,
+    ),
+    (
+        "source_events_dropped_total",
+        "embedded-broker events produced while shutting down, not run",
+        |m| &m.source_events_dropped,
+    ),
+    (
         "events_shed_total",
         "events not run because their tenant was over its CPU share",
         |m| &m.events_shed,
@@ -274,5 +289,31 @@ impl Metrics {
                 Self::get(&self.spill_held),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter in the table is exported with its own value.
+    #[test]
+    fn every_counter_is_exported() {
+        let m = Metrics::default();
+        for (i, (_, _, counter)) in COUNTERS.iter().enumerate() {
+            Metrics::store(counter(&m), 1000 + i as u64);
+        }
+        let text = m.prometheus(0);
+        for (i, (name, _, _)) in COUNTERS.iter().enumerate() {
+            assert!(
+                text.contains(&format!("\nwasmrule_{name} {}\n", 1000 + i)),
+                "{name}"
+            );
+        }
+        Metrics::add(&m.quarantined_skips, 1);
+        assert!(
+            m.prometheus(0)
+                .contains("wasmrule_quarantined_skips_total ")
+        );
     }
 }
