@@ -502,6 +502,52 @@ fn eval_prints_commands_in_redis_cli_syntax() {
     );
 }
 
+/// `eval` of an event rule: the event file of docs/events.md "Offline events" reaches the
+/// rule without a false note about topics; a message on no filter of the rule gets one.
+#[test]
+fn eval_of_an_event_rule_knows_events() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.md"))
+            .unwrap();
+    let section = doc
+        .split("## Offline events")
+        .nth(1)
+        .expect("docs/events.md has an Offline events section");
+    let marker = "```json\n{\"event\": \"client.disconnected\"";
+    let start = section
+        .find(marker)
+        .expect("the section shows an event file for client.disconnected")
+        + 8;
+    let len = section[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("e.json");
+    std::fs::write(&event, &section[start..start + len]).unwrap();
+    let eval = |event: &Path| {
+        wasmrule()
+            .arg("eval")
+            .arg(dist("disconnect-reasons"))
+            .arg("--event")
+            .arg(event)
+            .output()
+            .unwrap()
+    };
+    let out = eval(&event);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("note:"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HINCRBY disconnected_reason keepalive_timeout 1\n"
+    );
+    // A message, not the event: a running wasmrule would not call the rule.
+    std::fs::write(&event, r#"{"topic":"a/b","payload":"{}"}"#).unwrap();
+    let stderr = String::from_utf8_lossy(&eval(&event).stderr).into_owned();
+    assert!(
+        stderr.contains("note: topic \"a/b\" matches none of the rule's filters"),
+        "{stderr}"
+    );
+}
+
 /// The WAT rule in docs/abi.md, assembled with wabt's `wat2wasm`, passes `check` and
 /// runs.
 #[test]

@@ -132,6 +132,11 @@ impl EventKind {
         }
     }
 
+    /// The kind whose `event` field is `name` (`client.disconnected`).
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The kind whose topic is `topic`.
     pub fn from_topic(topic: &str) -> Option<EventKind> {
         Self::ALL.into_iter().find(|k| k.topic() == topic)
@@ -329,12 +334,15 @@ fn pub_props(p: &PublishProperties) -> serde_json::Value {
 }
 
 /// Completes a partial event for offline use (`wasmrule eval`): every documented field
-/// a rule may read gets a value, so `{"topic":..,"payload":..}` is enough.
+/// a rule may read gets a value, so `{"topic":..,"payload":..}` is enough. A broker
+/// event (`"event": "client.disconnected"`, ...) gets only `id` and `node`, as served:
+/// its other fields are the event's own.
 ///
 /// # Errors
 ///
-/// When `input` is not a JSON object, or `payload` is neither a string nor JSON (a JSON
-/// payload given as an object is accepted and turned into its text).
+/// When `input` is not a JSON object, `event` is not a kind wasmrule produces, or
+/// `payload` is neither a string nor JSON (a JSON payload given as an object is
+/// accepted and turned into its text).
 pub fn complete_event(input: &[u8], node: &str) -> anyhow::Result<Vec<u8>> {
     use serde_json::{Value, json};
     let mut v: Value =
@@ -346,6 +354,10 @@ pub fn complete_event(input: &[u8], node: &str) -> anyhow::Result<Vec<u8>> {
     obj.entry("event").or_insert(json!("message.publish"));
     obj.entry("id")
         .or_insert_with(|| json!(format!("{:032X}", now as u128)));
+    if event_kind(obj.get("event"))?.is_some() {
+        obj.entry("node").or_insert(json!(node));
+        return Ok(serde_json::to_vec(&v)?);
+    }
     obj.entry("topic").or_insert(json!(""));
     obj.entry("qos").or_insert(json!(0));
     obj.entry("retain").or_insert(json!(false));
@@ -368,6 +380,36 @@ pub fn complete_event(input: &[u8], node: &str) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(&v)?)
 }
 
+/// The broker event kind of an event's `event` field; `None` for `message.publish`.
+fn event_kind(field: Option<&serde_json::Value>) -> anyhow::Result<Option<EventKind>> {
+    let name = field.and_then(|f| f.as_str()).unwrap_or_default();
+    if name == "message.publish" {
+        return Ok(None);
+    }
+    EventKind::from_name(name).map(Some).ok_or_else(|| {
+        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        anyhow::anyhow!(
+            "`event` {name:?} is not an event wasmrule produces (message.publish, {})",
+            known.join(", ")
+        )
+    })
+}
+
+/// The topic a running wasmrule matches rules' filters against for the complete event
+/// `event`: the `topic` of a `message.publish`, `$events/<kind>` of a broker event
+/// (`$events/client_disconnected`), as `Message::broker_event` sets it.
+///
+/// # Errors
+///
+/// When `event` is not a JSON object of a known kind (see [`complete_event`]).
+pub fn routing_topic(event: &[u8]) -> anyhow::Result<String> {
+    let v: serde_json::Value = serde_json::from_slice(event)?;
+    Ok(match event_kind(v.get("event"))? {
+        Some(kind) => kind.topic().to_owned(),
+        None => v["topic"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +419,27 @@ mod tests {
         let mut out = Vec::new();
         EventEncoder::new("wasmrule@test").publish_event(m, &mut out);
         serde_json::from_slice(&out).expect("event JSON parses")
+    }
+
+    #[test]
+    fn offline_broker_events_route_to_their_event_topic() {
+        let e =
+            complete_event(br#"{"event":"client.disconnected","reason":"normal"}"#, "n").unwrap();
+        let v: Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["reason"], "normal");
+        assert_eq!(v["node"], "n");
+        assert!(
+            v.get("topic").is_none() && v.get("payload").is_none(),
+            "{v}"
+        );
+        assert_eq!(routing_topic(&e).unwrap(), "$events/client_disconnected");
+        let m = complete_event(br#"{"topic":"a/b"}"#, "n").unwrap();
+        assert_eq!(routing_topic(&m).unwrap(), "a/b");
+        let e = complete_event(br#"{"event":"client.gone"}"#, "n").unwrap_err();
+        assert!(
+            e.to_string().contains("not an event wasmrule produces"),
+            "{e}"
+        );
     }
 
     #[test]

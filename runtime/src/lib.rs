@@ -49,7 +49,7 @@ mod topic;
 
 pub use crate::commands::Commands;
 pub use crate::config::{Config, DEFAULT_HTTP_ADDR, OnOrUnset, Overrides, RuntimeConfig};
-pub use crate::event::{EventEncoder, Message, PublishProperties, complete_event};
+pub use crate::event::{EventEncoder, Message, PublishProperties, complete_event, routing_topic};
 pub use crate::ops::metrics::Metrics;
 /// The WebAssembly engine, with its own API: [`engine::Engine`], [`engine::Rule`],
 /// [`engine::Limits`], the rule ABI ([`engine::abi`]) and the compiled-code cache.

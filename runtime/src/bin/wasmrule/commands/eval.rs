@@ -32,14 +32,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let event = wasmrule::complete_event(&read_event(event_path)?, "wasmrule@eval")
         .with_context(|| format!("event {}", event_path.display()))?;
-    let topic = serde_json::from_slice::<serde_json::Value>(&event)?["topic"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    // A broker event is matched on its `$events/...` topic, a message on its `topic`.
+    let topic = wasmrule::routing_topic(&event)?;
     let filters = &rule.manifest().filters;
     if !filters.iter().any(|f| wasmrule::topic_matches(f, &topic)) {
+        let what = if topic.starts_with("$events/") {
+            "event topic"
+        } else {
+            "topic"
+        };
         eprintln!(
-            "note: topic {topic:?} matches none of the rule's filters ({}); a running \
+            "note: {what} {topic:?} matches none of the rule's filters ({}); a running \
              wasmrule would not call it. Running it anyway.",
             filters.join(" ")
         );
