@@ -111,7 +111,7 @@ async fn dropped_rule_serves_replaced_rule_switches_garbage_is_ignored() {
     // Same file name, other rule: behaviour switches without a restart.
     install(&dist("topic-counter"), env.rules(), "rule.wasm");
     eventually(SECS2, "new version loaded", || {
-        (rt.rules.snapshot().get("rule")?.version == 2).then_some(())
+        (rt.rules.snapshot().get("rule")?.generation == 2).then_some(())
     })
     .await;
     publish_until(
@@ -197,7 +197,7 @@ async fn invalid_replacement_leaves_the_old_version_serving() {
     let set = rt.rules.snapshot();
     let r = set.get("slm").expect("rule still loaded");
     assert_eq!(
-        (r.version, r.rule.manifest().name.as_str()),
+        (r.generation, r.rule.manifest().name.as_str()),
         (1, "store-last-message")
     );
     rt.stop().await;
@@ -237,7 +237,7 @@ async fn hot_reload_handles_every_message_exactly_once() {
         if i == 2 * N / 3 {
             // Make sure the swap happens while messages still flow.
             eventually(SECS2, "new version loaded", || {
-                (rt.rules.snapshot().get("r")?.version == 2).then_some(())
+                (rt.rules.snapshot().get("r")?.generation == 2).then_some(())
             })
             .await;
         }

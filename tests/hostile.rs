@@ -37,6 +37,11 @@ fn result_segment(at: u32, cmds: &[&[&[u8]]]) -> (String, usize) {
 fn wat_rule(filters: &[&str], body: &str, extra: &str) -> Vec<u8> {
     let list: Vec<String> = filters.iter().map(|f| format!("\"{f}\"")).collect();
     let manifest = format!(r#"{{"name":"hostile","filters":[{}]}}"#, list.join(","));
+    wat_rule_with_manifest(&manifest, body, extra)
+}
+
+/// [`wat_rule`] with the manifest JSON given whole.
+fn wat_rule_with_manifest(manifest: &str, body: &str, extra: &str) -> Vec<u8> {
     let text = format!(
         r#"(module
           (memory (export "memory") 2)
@@ -737,7 +742,7 @@ async fn a_failing_rule_is_quarantined_and_restored_by_a_fixed_version() {
         &returns(&[&[b"INCR", b"fixed"]]),
     );
     eventually(SECS5, "fixed version loaded", || {
-        (rt.rules.snapshot().get("acme/flaky")?.version == 2).then_some(())
+        (rt.rules.snapshot().get("acme/flaky")?.generation == 2).then_some(())
     })
     .await;
     neighbour_served(&env, &publisher, 5, "acme/flaky").await;
@@ -927,4 +932,44 @@ fn offline_tools_apply_the_serving_policy() {
             && stderr.contains("outside what tenant other may subscribe to"),
         "{stderr}"
     );
+}
+
+/// The author's version (the manifest's `version`) and the load counter are both shown,
+/// under their own names: in dead-letter entries and on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_and_metrics_name_the_version_and_the_generation() {
+    let env = Env::new();
+    let mut cfg = config(&env.redis, &env.mqtt, env.dir.path());
+    cfg.runtime.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    let rt = Runtime::start(cfg).await.unwrap();
+    let port = rt.http_addr.expect("endpoint bound").port();
+    let failing = |version: &str| {
+        let manifest = format!(r#"{{"name":"v","version":"{version}","filters":["acme/#"]}}"#);
+        wat_rule_with_manifest(&manifest, "unreachable", "")
+    };
+    write(&env.tenant("acme"), "v.wasm", &failing("7.7.7"));
+    wait_loaded(&rt, "acme/v").await;
+    write(&env.tenant("acme"), "v.wasm", &failing("7.7.8"));
+    eventually(SECS5, "replacement loaded", || {
+        (rt.rules.snapshot().get("acme/v")?.generation == 2).then_some(())
+    })
+    .await;
+    let publisher = Publisher::connect(&env.mqtt).await;
+    let dl = eventually(SECS5, "a dead letter", || {
+        let _ = futures_now(publisher.publish("acme/x", "1"));
+        let dl = env.dead_letters("acme:wasmrule:deadletter");
+        (!dl.is_empty()).then_some(dl)
+    })
+    .await;
+    assert_eq!(dl[0]["version"], "7.7.8", "{dl:?}");
+    assert_eq!(dl[0]["generation"], "2", "{dl:?}");
+    assert_eq!(dl[0]["kind"], "trap", "{dl:?}");
+    let metrics = http_get(port, "/metrics").expect("/metrics answers");
+    assert!(
+        metrics.contains(
+            r#"wasmrule_rule_info{tenant="acme",rule="acme/v",version="7.7.8",generation="2"} 1"#
+        ),
+        "{metrics}"
+    );
+    rt.stop().await;
 }

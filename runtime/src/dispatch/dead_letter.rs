@@ -28,16 +28,18 @@ pub(super) fn dead_letter(
     batch: &mut WriteBatch,
 ) {
     let p = &loaded.policy;
-    let version = loaded.version.to_string();
+    let generation = loaded.generation.to_string();
     let id = encoder.event_id(m);
     let ts = m.received_at.to_string();
     let maxlen = p.dead_letter_maxlen.to_string();
     let payload = &m.payload[..m.payload.len().min(DEAD_LETTER_PAYLOAD)];
-    let fields: [&[u8]; 18] = [
+    let fields: [&[u8]; 20] = [
         b"rule",
         loaded.id.as_bytes(),
         b"version",
-        version.as_bytes(),
+        loaded.version().as_bytes(),
+        b"generation",
+        generation.as_bytes(),
         b"topic",
         m.topic.as_bytes(),
         b"kind",
@@ -90,7 +92,8 @@ impl FailureLog {
             tracing::warn!(
                 rule = %rule.id,
                 tenant = %rule.tenant,
-                version = rule.version,
+                version = rule.version(),
+                generation = rule.generation,
                 topic,
                 kind,
                 suppressed,

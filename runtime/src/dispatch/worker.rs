@@ -194,7 +194,8 @@ impl Worker {
             Service::Restored => tracing::info!(
                 rule = %loaded.id,
                 tenant = %loaded.tenant,
-                version = loaded.version,
+                version = loaded.version(),
+                generation = loaded.generation,
                 "rule {} is back from quarantine",
                 loaded.id
             ),
@@ -330,7 +331,8 @@ impl Worker {
             tracing::warn!(
                 rule = %loaded.id,
                 tenant = %loaded.tenant,
-                version = loaded.version,
+                version = loaded.version(),
+                generation = loaded.generation,
                 "rule {} quarantined for {backoff:?} after {} failures within {:?}; \
                  drop in a fixed version to restore it sooner",
                 loaded.id,

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, RuleInfo};
 use crate::rules::ruleset::Rules;
 
 const MAX_HEAD: usize = 8 * 1024;
@@ -117,11 +117,19 @@ fn route(
             };
             (status, "application/json", body)
         }
-        b"/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            metrics.prometheus(rules.snapshot().len()),
-        ),
+        b"/metrics" => ("200 OK", "text/plain; version=0.0.4", {
+            let serving = rules.snapshot();
+            let info: Vec<RuleInfo<'_>> = serving
+                .iter()
+                .map(|r| RuleInfo {
+                    tenant: &r.tenant,
+                    rule: &r.id,
+                    version: r.version(),
+                    generation: r.generation,
+                })
+                .collect();
+            metrics.prometheus(&info)
+        }),
         _ => (
             "404 Not Found",
             "text/plain",

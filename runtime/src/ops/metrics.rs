@@ -108,6 +108,19 @@ const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
     ),
 ];
 
+/// A rule serving now, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleInfo<'a> {
+    pub tenant: &'a str,
+    /// The rule's id (its path under the rules directory, without `.wasm`).
+    pub rule: &'a str,
+    /// The manifest's version, the author's (`""` if none).
+    pub version: &'a str,
+    /// How many times this id has been loaded since start (1, then 2 after a
+    /// replacement).
+    pub generation: u64,
+}
+
 /// Counters since start. All monotonic.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -236,8 +249,10 @@ impl Metrics {
         flag.load(Ordering::Relaxed)
     }
 
-    /// The counters in Prometheus text exposition format.
-    pub fn prometheus(&self, rules_loaded_now: usize) -> String {
+    /// The counters in Prometheus text exposition format, with one
+    /// `wasmrule_rule_info` series per rule serving now.
+    pub fn prometheus(&self, serving: &[RuleInfo<'_>]) -> String {
+        let rules_loaded_now = serving.len();
         let mut out = String::new();
         for (name, help, counter) in COUNTERS {
             out.push_str(&format!(
@@ -259,6 +274,17 @@ impl Metrics {
         for (name, help, v) in self.gauges(rules_loaded_now) {
             out.push_str(&format!(
                 "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} gauge\nwasmrule_{name} {v}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP wasmrule_rule_info rules serving now: version is the manifest's (the \
+             author's), generation counts the loads of the file since start\n\
+             # TYPE wasmrule_rule_info gauge\n",
+        );
+        for r in serving {
+            out.push_str(&format!(
+                "wasmrule_rule_info{{tenant={:?},rule={:?},version={:?},generation=\"{}\"}} 1\n",
+                r.tenant, r.rule, r.version, r.generation
             ));
         }
         out
@@ -303,7 +329,7 @@ mod tests {
         for (i, (_, _, counter)) in COUNTERS.iter().enumerate() {
             Metrics::store(counter(&m), 1000 + i as u64);
         }
-        let text = m.prometheus(0);
+        let text = m.prometheus(&[]);
         for (i, (name, _, _)) in COUNTERS.iter().enumerate() {
             assert!(
                 text.contains(&format!("\nwasmrule_{name} {}\n", 1000 + i)),
@@ -312,7 +338,7 @@ mod tests {
         }
         Metrics::add(&m.quarantined_skips, 1);
         assert!(
-            m.prometheus(0)
+            m.prometheus(&[])
                 .contains("wasmrule_quarantined_skips_total ")
         );
     }

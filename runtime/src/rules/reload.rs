@@ -78,7 +78,7 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     tenants: Tenants,
     // Versions loaded so far per id, to number the next one.
-    versions: HashMap<String, u64>,
+    generations: HashMap<String, u64>,
     // Hash of the last content seen per path, loaded or not, so an unchanged file is
     // not compiled (or reported) twice.
     seen: HashMap<PathBuf, u64>,
@@ -101,7 +101,7 @@ impl Reloader {
             rules,
             metrics,
             tenants,
-            versions: HashMap::new(),
+            generations: HashMap::new(),
             seen: HashMap::new(),
             tenant_slots: HashMap::new(),
         }
@@ -232,18 +232,25 @@ impl Reloader {
         };
         let rule = match checked {
             Ok(rule) => rule,
-            Err(e) => return self.refuse(path, &rp, previous.map(|p| p.version), e),
+            Err(e) => {
+                return self.refuse(
+                    path,
+                    &rp,
+                    previous.map(|p| (p.version().to_owned(), p.generation)),
+                    e,
+                );
+            }
         };
         let slots = self.tenant_slots.len();
         let tenant_slot = *self.tenant_slots.entry(rp.tenant.clone()).or_insert(slots);
-        let version = self.versions.entry(rp.id.clone()).or_insert(0);
-        *version += 1;
+        let generation = self.generations.entry(rp.id.clone()).or_insert(0);
+        *generation += 1;
         let loaded = Arc::new(LoadedRule {
             id: rp.id.as_str().into(),
             tenant: rp.tenant.as_str().into(),
             tenant_slot,
             path: path.to_owned(),
-            version: *version,
+            generation: *generation,
             hash,
             rule,
             policy,
@@ -281,10 +288,11 @@ impl Reloader {
 
     /// A file that does not load: counted, logged, kept as the rule's load error; the
     /// version serving (if any) goes on serving.
-    fn refuse(&mut self, path: &Path, rp: &RulePath, serving: Option<u64>, e: String) {
+    fn refuse(&mut self, path: &Path, rp: &RulePath, serving: Option<(String, u64)>, e: String) {
         self.metrics.load_errors.fetch_add(1, Ordering::Relaxed);
         let keeping = match serving {
-            Some(v) => format!("version {v} keeps serving"),
+            Some((v, g)) if v.is_empty() => format!("generation {g} keeps serving"),
+            Some((v, g)) => format!("version {v:?} (generation {g}) keeps serving"),
             None => "rule not loaded".to_owned(),
         };
         tracing::error!(
@@ -299,7 +307,12 @@ impl Reloader {
     fn unload(&mut self, id: &str) {
         let current = self.rules.snapshot();
         if let Some(old) = current.get(id) {
-            tracing::info!(rule = %id, version = old.version, "unloaded rule {id} (file removed)");
+            tracing::info!(
+                rule = %id,
+                version = old.version(),
+                generation = old.generation,
+                "unloaded rule {id} (file removed)"
+            );
             self.rules.swap(current.without(id));
         }
     }
@@ -331,7 +344,8 @@ fn log_loaded(loaded: &LoadedRule, replaced: bool, started: Instant) {
         rule = %loaded.id,
         tenant = %loaded.tenant,
         name = %m.name,
-        version = loaded.version,
+        version = loaded.version(),
+        generation = loaded.generation,
         filters = ?m.filters,
         kind = loaded.rule.kind_name(),
         cached = loaded.rule.from_cache(),

@@ -39,8 +39,9 @@ pub struct LoadedRule {
     /// state kept in arrays (`cpu_budget.rs`).
     pub tenant_slot: usize,
     pub path: PathBuf,
-    /// Counts the versions of this id loaded since start (1 for the first).
-    pub version: u64,
+    /// Counts the versions of this id loaded since start (1 for the first, 2 after a
+    /// replacement): the load counter, not the author's version ([`LoadedRule::version`]).
+    pub generation: u64,
     /// Hash of the file's bytes, to skip reloading identical content.
     pub hash: u64,
     pub rule: Rule,
@@ -48,6 +49,13 @@ pub struct LoadedRule {
     pub policy: Arc<TenantPolicy>,
     /// Failures and quarantine of this version.
     pub health: RuleHealth,
+}
+
+impl LoadedRule {
+    /// The version the author gave the rule in its manifest (`"0.1.0"`), or `""`.
+    pub fn version(&self) -> &str {
+        self.rule.manifest().version.as_deref().unwrap_or_default()
+    }
 }
 
 /// An immutable set of rules with a topic index over their filters.

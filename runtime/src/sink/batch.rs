@@ -22,12 +22,13 @@ pub struct WriteBatch {
     first_command: Vec<usize>,
 }
 
-/// The rule version and topic that produced some commands. Kept by name rather than as
+/// The rule (id and load generation) and topic that produced some commands. Kept by name rather than as
 /// the loaded rule, so that it outlives the rule and survives the spill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub rule: Arc<str>,
-    pub version: u64,
+    /// [`LoadedRule::generation`].
+    pub generation: u64,
     pub topic: String,
 }
 
@@ -48,7 +49,7 @@ impl WriteBatch {
         self.first_command.push(self.commands.len() - n);
         self.origins.push(Origin {
             rule: rule.id.clone(),
-            version: rule.version,
+            generation: rule.generation,
             topic: topic.to_owned(),
         });
     }
@@ -78,7 +79,7 @@ impl WriteBatch {
         for (o, &first) in self.origins.iter().zip(&self.first_command) {
             put_u32(out, first);
             put_bytes(out, o.rule.as_bytes());
-            out.extend_from_slice(&o.version.to_le_bytes());
+            out.extend_from_slice(&o.generation.to_le_bytes());
             put_bytes(out, o.topic.as_bytes());
         }
     }
@@ -107,7 +108,7 @@ impl WriteBatch {
             let first = r.u32()? as usize;
             let rule =
                 std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError("rule id is not UTF-8"))?;
-            let version = u64::from_le_bytes(
+            let generation = u64::from_le_bytes(
                 r.take(8)?
                     .try_into()
                     .map_err(|_| DecodeError("truncated"))?,
@@ -121,7 +122,7 @@ impl WriteBatch {
             b.first_command.push(first);
             b.origins.push(Origin {
                 rule: rule.into(),
-                version,
+                generation,
                 topic: topic.to_owned(),
             });
         }
@@ -196,14 +197,14 @@ mod tests {
         b.first_command.push(0);
         b.origins.push(Origin {
             rule: "seq-counter".into(),
-            version: 3,
+            generation: 3,
             topic: "seq/7".into(),
         });
         b.commands.push([&b"SET"[..], b"bin\x00\xff", b""]);
         b.first_command.push(2);
         b.origins.push(Origin {
             rule: "acme/echo".into(),
-            version: 1,
+            generation: 1,
             topic: "acme/x".into(),
         });
         b
