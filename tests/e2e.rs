@@ -593,6 +593,71 @@ fn docs_wat_example_assembles_and_checks() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "INCR messages_seen\n");
 }
 
+/// The C rule without the SDK in docs/abi.md ("C without the SDK") builds with the clang
+/// line in its comment (no C library: its own `memcpy` and `memset`), imports nothing,
+/// passes `check` and runs.
+#[test]
+fn docs_c_example_builds_and_runs() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/abi.md"))
+        .unwrap();
+    let start = doc.find("```c\n").expect("docs/abi.md has a ```c block") + 5;
+    let len = doc[start..].find("```").unwrap();
+    let source = &doc[start..start + len];
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("count-messages.c");
+    let wasm = dir.path().join("count-messages.wasm");
+    std::fs::write(&c, source).unwrap();
+    // The build line, as the comment gives it: the flags between `clang` and `-o`.
+    let line = source
+        .lines()
+        .skip_while(|l| !l.contains("clang "))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let flags: Vec<&str> = line
+        .split_whitespace()
+        .skip_while(|w| *w != "clang")
+        .skip(1)
+        .take_while(|w| *w != "-o")
+        // The comment's line continuation and the `*` that opens its next line.
+        .filter(|w| *w != "\\" && *w != "*")
+        .collect();
+    assert!(flags.contains(&"-nostdlib"), "build line: {line}");
+    let out = Command::new("clang")
+        .args(&flags)
+        .arg("-o")
+        .arg(&wasm)
+        .arg(&c)
+        .output()
+        .expect("clang must be installed: see .ci/run");
+    assert!(
+        out.status.success(),
+        "clang failed on the docs example: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let event = dir.path().join("e.json");
+    std::fs::write(&event, r#"{"topic":"sensors/dev-1/temp","payload":"21.5"}"#).unwrap();
+    let out = wasmrule()
+        .arg("eval")
+        .arg(&wasm)
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "INCR messages_seen\n");
+}
+
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
