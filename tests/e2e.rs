@@ -568,7 +568,7 @@ fn docs_wat_example_assembles_and_checks() {
         .arg("-o")
         .arg(&wasm)
         .status()
-        .expect("wat2wasm (wabt) must be installed: see .ci/run");
+        .expect("wat2wasm (wabt) must be installed: ./test.sh installs it (tests/install-tools.sh)");
     assert!(status.success(), "wat2wasm failed on the docs example");
     let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
     assert!(
@@ -629,7 +629,7 @@ fn docs_c_example_builds_and_runs() {
         .arg(&wasm)
         .arg(&c)
         .output()
-        .expect("clang must be installed: see .ci/run");
+        .expect("clang must be installed: ./test.sh installs it (tests/install-tools.sh)");
     assert!(
         out.status.success(),
         "clang failed on the docs example: {}",
@@ -656,6 +656,52 @@ fn docs_c_example_builds_and_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "INCR messages_seen\n");
+}
+
+/// The README's test command is the whole set-up: it is what CI runs, it starts by
+/// installing what is missing, and that step does nothing (and says nothing) on a
+/// machine that has everything, which this one has, since the tests are running; a
+/// missing piece is named with its install command.
+#[test]
+fn the_readme_test_command_installs_what_is_missing_and_is_what_ci_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let tests = readme.split("\n## Tests\n").nth(1).expect("README has ## Tests");
+    let start = tests.find("```sh\n").expect("a sh block") + 6;
+    let command = tests[start..].lines().next().unwrap().trim();
+    assert_eq!(command, "./test.sh");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let last = ci.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+    assert_eq!(last.trim(), command, ".ci/run must end with the README's command");
+    let test_sh = std::fs::read_to_string(root.join("test.sh")).unwrap();
+    let steps: Vec<&str> = test_sh
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("set ") && !l.starts_with("cd "))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(steps.first(), Some(&"tests/install-tools.sh"), "{test_sh}");
+
+    let check = |python: &str| {
+        Command::new(root.join("tests/install-tools.sh"))
+            .env("WASMRULE_INSTALL", "0")
+            .env("PYTHON", python)
+            .output()
+            .unwrap()
+    };
+    let out = check("python3");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "install-tools.sh finds something missing on a machine that runs the tests: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check("/nonexistent/python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("apt-get install") && stderr.contains("python3-pip")
+            && stderr.contains("pip install ziglang==0.17.1 componentize-py==0.25.1"),
+        "{stderr}"
+    );
 }
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
