@@ -33,6 +33,11 @@ impl Env {
     /// A broker with the demo's ACL, maximum QoS 1, 4 KiB packets, 3 queued messages per
     /// client, serving `rules` from rules-wasm/dist.
     async fn new(rules: &[&str]) -> Env {
+        Self::with_packet_limit(rules, 4096).await
+    }
+
+    /// As [`Env::new`], with `max_packet_size` as the broker's packet limit.
+    async fn with_packet_limit(rules: &[&str], max_packet_size: u32) -> Env {
         let redis = Redis::start();
         let dir = tempfile::tempdir().unwrap();
         for r in rules {
@@ -50,7 +55,7 @@ impl Env {
         let mut broker = BrokerConfig::new("127.0.0.1:0".parse().unwrap());
         broker.acl = Acl::from_toml(wasmrule::demo::DEMO_ACL).unwrap();
         broker.max_qos = 1;
-        broker.max_packet_size = 4096;
+        broker.max_packet_size = max_packet_size;
         broker.max_mqueue_len = 3;
         config.broker = Some(broker);
         let rt = Runtime::start(config).await.unwrap();
@@ -569,4 +574,67 @@ fn demo_fills_the_four_hashes_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "demo exit status {status}");
+}
+
+/// The simulator talks to the broker it has: its oversized frame is sized from the
+/// maximum packet size the broker announces (here 64 KiB, neither the simulator's
+/// assumed 1 MiB nor the old fixed 16 KiB), and a large message someone else publishes
+/// to the readings' topic costs the dashboard neither its connection nor its
+/// subscription (the client library's 10 KiB default once did both, silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_follows_the_brokers_packet_limit_and_its_dashboard_keeps_its_subscription() {
+    let env = Env::with_packet_limit(&["disconnect-reasons"], 64 * 1024).await;
+    let probe = RawClient::connect(&env.addr(), "probe", 30).await.unwrap();
+    assert_eq!(probe.max_packet_size, Some(64 * 1024));
+    drop(probe);
+    misbehave(&env.addr(), "big", raw::oversized_publish(64 * 1024)).await;
+    eventually(WAIT, "frame_too_large counted", || {
+        env.redis
+            .hget("disconnected_reason", "frame_too_large")
+            .filter(|n| n == "1")
+    })
+    .await;
+
+    let mut cfg = wasmrule::simulate::SimConfig::new("127.0.0.1", env.addr.port());
+    cfg.devices = 1;
+    cfg.interval = Duration::from_millis(50);
+    cfg.abnormal = 0.0;
+    cfg.qos = 0;
+    let stats = std::sync::Arc::new(wasmrule::simulate::SimStats::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sim = tokio::spawn(wasmrule::simulate::devices(
+        cfg,
+        stats.clone(),
+        stop.clone(),
+    ));
+    let received = || wasmrule::simulate::SimStats::get(&stats.received);
+    eventually(WAIT, "the dashboard receives readings", || {
+        (received() >= 3).then_some(())
+    })
+    .await;
+    // 20 KiB: within the broker's limit, above the client library's default.
+    let mut big = RawClient::connect(&env.addr(), "big-reader", 30)
+        .await
+        .unwrap();
+    big.send(&raw::publish(
+        "store-last-message/big",
+        &vec![b'x'; 20 * 1024],
+        0,
+    ))
+    .await
+    .unwrap();
+    big.send(&raw::disconnect()).await.unwrap();
+    let before = received();
+    eventually(WAIT, "the dashboard still receives readings", || {
+        (received() >= before + 5).then_some(())
+    })
+    .await;
+    assert_eq!(
+        wasmrule::simulate::SimStats::get(&stats.connect_errors),
+        0,
+        "the dashboard lost its connection"
+    );
+    stop.cancel();
+    sim.await.unwrap().unwrap();
+    env.stop().await;
 }

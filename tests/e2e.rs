@@ -568,7 +568,9 @@ fn docs_wat_example_assembles_and_checks() {
         .arg("-o")
         .arg(&wasm)
         .status()
-        .expect("wat2wasm (wabt) must be installed: ./test.sh installs it (tests/install-tools.sh)");
+        .expect(
+            "wat2wasm (wabt) must be installed: ./test.sh installs it (tests/install-tools.sh)",
+        );
     assert!(status.success(), "wat2wasm failed on the docs example");
     let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
     assert!(
@@ -666,13 +668,20 @@ fn docs_c_example_builds_and_runs() {
 fn the_readme_test_command_installs_what_is_missing_and_is_what_ci_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let tests = readme.split("\n## Tests\n").nth(1).expect("README has ## Tests");
+    let tests = readme
+        .split("\n## Tests\n")
+        .nth(1)
+        .expect("README has ## Tests");
     let start = tests.find("```sh\n").expect("a sh block") + 6;
     let command = tests[start..].lines().next().unwrap().trim();
     assert_eq!(command, "./test.sh");
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
     let last = ci.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
-    assert_eq!(last.trim(), command, ".ci/run must end with the README's command");
+    assert_eq!(
+        last.trim(),
+        command,
+        ".ci/run must end with the README's command"
+    );
     let test_sh = std::fs::read_to_string(root.join("test.sh")).unwrap();
     let steps: Vec<&str> = test_sh
         .lines()
@@ -698,7 +707,8 @@ fn the_readme_test_command_installs_what_is_missing_and_is_what_ci_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("apt-get install") && stderr.contains("python3-pip")
+        stderr.contains("apt-get install")
+            && stderr.contains("python3-pip")
             && stderr.contains("pip install ziglang==0.17.1 componentize-py==0.25.1"),
         "{stderr}"
     );

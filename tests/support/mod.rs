@@ -31,7 +31,9 @@ fn binary(name: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("`{name}` not found on PATH or in /usr/sbin: ./test.sh installs it (tests/install-tools.sh)");
+    panic!(
+        "`{name}` not found on PATH or in /usr/sbin: ./test.sh installs it (tests/install-tools.sh)"
+    );
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {

@@ -22,13 +22,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use tokio_util::sync::CancellationToken;
 
-use super::{Rng, SimConfig, SimStats, drive, options, qos, raw, reading};
+use super::{Rng, SimConfig, SimStats, Subscription, drive, options, qos, raw, reading};
 
 /// Runs device mode until `stop` is cancelled.
 ///
@@ -45,12 +44,15 @@ pub async fn devices(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
 
-    // Readings have a subscriber: the dashboard.
+    // Readings have a subscriber: the dashboard, subscribed on every (re)connect.
     let (dash, el) = AsyncClient::new(options(&cfg, "dashboard"), 100);
-    tasks.spawn(drive(el, stats.clone(), stop.clone()));
-    dash.subscribe("store-last-message/#", QoS::AtMostOnce)
-        .await
-        .context("dashboard subscribe")?;
+    let subscription = Subscription {
+        client: dash,
+        filter: "store-last-message/#",
+        qos: QoS::AtMostOnce,
+    };
+    let (s, t) = (stats.clone(), stop.clone());
+    tasks.spawn(async move { drive("dashboard", el, s, t, Some(subscription)).await });
     tasks.spawn(expiry_sink(cfg.clone(), stats.clone(), stop.clone()));
 
     for i in 0..cfg.devices {
@@ -67,7 +69,10 @@ pub async fn devices(
             'connection: loop {
                 let (client, el) = AsyncClient::new(options(&cfg, &id), 100);
                 let conn_stop = stop.child_token();
-                let driver = tokio::spawn(drive(el, stats.clone(), conn_stop.clone()));
+                let driver = {
+                    let (id, stats, stop) = (id.clone(), stats.clone(), conn_stop.clone());
+                    tokio::spawn(async move { drive(&id, el, stats, stop, None).await })
+                };
                 let mut tick = tokio::time::interval(cfg.interval);
                 loop {
                     tokio::select! {
@@ -147,12 +152,10 @@ async fn misbehave(cfg: &SimConfig, id: &str, client: &AsyncClient, rng: &mut Rn
                 .await;
         }
         4 => {
-            raw_case(&addr, &raw_id, |_| {
-                raw::publish(
-                    "store-last-message/oversized",
-                    &vec![b'x'; cfg.max_packet_size as usize + 1024],
-                    0,
-                )
+            // Above the limit the broker announced, or the one it is assumed to have.
+            let assumed = cfg.max_packet_size;
+            raw_case(&addr, &raw_id, move |announced| {
+                raw::oversized_publish(announced.unwrap_or(assumed))
             })
             .await
         }
@@ -177,13 +180,17 @@ async fn misbehave(cfg: &SimConfig, id: &str, client: &AsyncClient, rng: &mut Rn
     false
 }
 
-/// A raw connection that sends one bad packet and waits for the broker to close it.
-async fn raw_case(addr: &str, client_id: &str, bad: impl FnOnce(()) -> Vec<u8>) {
-    let bytes = bad(());
+/// A raw connection that sends one bad packet, made from the maximum packet size the
+/// broker announced (if it did), and waits for the broker to close it.
+async fn raw_case(
+    addr: &str,
+    client_id: &str,
+    bad: impl FnOnce(Option<u32>) -> Vec<u8> + Send + 'static,
+) {
     let (addr, client_id) = (addr.to_owned(), client_id.to_owned());
     tokio::spawn(async move {
         if let Ok(mut c) = raw::RawClient::connect(&addr, &client_id, 30).await
-            && c.send(&bytes).await.is_ok()
+            && c.send(&bad(c.max_packet_size)).await.is_ok()
             && !c.until_closed(Duration::from_secs(5)).await
         {
             let _ = c.send(&raw::disconnect()).await;
@@ -200,7 +207,10 @@ async fn expiry_sink(cfg: Arc<SimConfig>, stats: Arc<SimStats>, stop: Cancellati
             .set_session_expiry_interval(Some(600));
         let (client, el) = AsyncClient::new(o, 10);
         let conn_stop = stop.child_token();
-        let driver = tokio::spawn(drive(el, stats.clone(), conn_stop.clone()));
+        let driver = {
+            let (stats, stop) = (stats.clone(), conn_stop.clone());
+            tokio::spawn(async move { drive("expiry-sink", el, stats, stop, None).await })
+        };
         let _ = client.subscribe("expire-test/#", QoS::AtLeastOnce).await;
         let online = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {

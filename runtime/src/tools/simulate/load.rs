@@ -114,7 +114,10 @@ pub async fn load(cfg: SimConfig, progress: bool) -> anyhow::Result<LoadSummary>
         o.set_outgoing_inflight_upper_limit(1000);
         let (client, el) = AsyncClient::new(o, 10_000);
         let el = connected(el, &cfg).await?;
-        drivers.push(tokio::spawn(drive(el, stats.clone(), stop.clone())));
+        drivers.push({
+            let (id, stats, stop) = (id.clone(), stats.clone(), stop.clone());
+            tokio::spawn(async move { drive(&id, el, stats, stop, None).await })
+        });
         let publisher = Publisher {
             client,
             topic: format!("store-last-message/{id}"),

@@ -13,11 +13,20 @@ use std::time::{Duration, Instant};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use devices::devices;
 pub use load::{LoadSummary, load};
+
+/// The maximum packet size assumed for a broker that does not announce one: the
+/// default of the embedded broker (`[broker] max_packet_size`) and of EMQX.
+pub const DEFAULT_BROKER_MAX_PACKET_SIZE: u32 = 1 << 20;
+
+/// Largest packet the simulator's clients accept from the broker: MQTT's own maximum.
+/// The client library's default (10 KiB) would drop the dashboard's connection on the
+/// first large reading anyone publishes, and with it the dashboard's subscription.
+const MAX_INCOMING_PACKET: u32 = 268_435_455;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -39,12 +48,16 @@ pub struct SimConfig {
     pub rate: f64,
     /// QoS of the readings.
     pub qos: u8,
-    /// Largest payload the broker accepts, for the oversized-frame case.
+    /// The broker's maximum packet size, for the oversized-frame case, when the broker
+    /// does not announce it (MQTT 5 CONNACK, Maximum Packet Size; the embedded broker
+    /// and EMQX do).
     pub max_packet_size: u32,
 }
 
 impl SimConfig {
-    /// Defaults: 10 devices every second, misbehaving at 10% of ticks, QoS 1.
+    /// Defaults: 10 devices every second, misbehaving at 10% of ticks, QoS 1, a broker
+    /// whose maximum packet size is 1 MiB unless it says otherwise (the embedded
+    /// broker's and EMQX's default).
     pub fn new(host: &str, port: u16) -> Self {
         SimConfig {
             host: host.to_owned(),
@@ -57,7 +70,7 @@ impl SimConfig {
             count: None,
             rate: 0.0,
             qos: 1,
-            max_packet_size: 16 * 1024,
+            max_packet_size: DEFAULT_BROKER_MAX_PACKET_SIZE,
         }
     }
 }
@@ -73,6 +86,8 @@ pub struct SimStats {
     pub acked: AtomicU64,
     pub misbehaviours: AtomicU64,
     pub connect_errors: AtomicU64,
+    /// Publishes the dashboard received (readings have this subscriber).
+    pub received: AtomicU64,
 }
 
 impl SimStats {
@@ -135,16 +150,32 @@ fn reading(client_id: &str, started: Instant, rng: &mut Rng) -> String {
 
 fn options(cfg: &SimConfig, client_id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, &cfg.host, cfg.port);
-    o.set_keep_alive(Duration::from_secs(30));
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(Some(MAX_INCOMING_PACKET));
     if let Some(u) = &cfg.username {
         o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
     }
     o
 }
 
-/// Polls an event loop until cancelled, counting acknowledgements; reconnects after a
-/// short pause when the broker closes the connection.
-async fn drive(mut el: EventLoop, stats: Arc<SimStats>, stop: CancellationToken) {
+/// A subscription a client makes each time it connects: with a clean start, the broker
+/// forgets it when the connection ends, and the client library does not renew it.
+struct Subscription {
+    client: AsyncClient,
+    filter: &'static str,
+    qos: QoS,
+}
+
+/// Polls `client`'s event loop until cancelled, counting acknowledgements and received
+/// publishes, (re)subscribing on each CONNACK; reconnects after a short pause when the
+/// connection fails, and logs why (these clients do not misbehave: the raw ones do).
+async fn drive(
+    client: &str,
+    mut el: EventLoop,
+    stats: Arc<SimStats>,
+    stop: CancellationToken,
+    subscription: Option<Subscription>,
+) {
     loop {
         let ev = tokio::select! {
             ev = el.poll() => ev,
@@ -154,10 +185,24 @@ async fn drive(mut el: EventLoop, stats: Arc<SimStats>, stop: CancellationToken)
             Ok(Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_))) => {
                 SimStats::add(&stats.acked, 1);
             }
+            Ok(Event::Incoming(Packet::Publish(_))) => SimStats::add(&stats.received, 1),
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                if let Some(s) = &subscription {
+                    // Not `subscribe().await`: this loop is what drains the request
+                    // channel, so it must not wait for room in it.
+                    if let Err(e) = s.client.try_subscribe(s.filter, s.qos) {
+                        tracing::warn!(client, "simulate: {client} cannot subscribe: {e}");
+                    }
+                }
+            }
             Ok(Event::Outgoing(Outgoing::Publish(_))) => SimStats::add(&stats.written, 1),
             Ok(_) => {}
-            Err(_) => {
+            Err(e) => {
                 SimStats::add(&stats.connect_errors, 1);
+                tracing::warn!(
+                    client,
+                    "simulate: connection of {client} failed: {e}; reconnecting"
+                );
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(500)) => {}
                     () = stop.cancelled() => return,

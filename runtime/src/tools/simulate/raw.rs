@@ -61,6 +61,13 @@ pub fn publish(topic: &str, payload: &[u8], qos: u8) -> Vec<u8> {
     packet(0x30 | (qos << 1), &b)
 }
 
+/// A PUBLISH 1 KiB above `max_packet_size`, which a broker with that limit must refuse
+/// by closing the connection (`frame_too_large`).
+pub fn oversized_publish(max_packet_size: u32) -> Vec<u8> {
+    let payload = vec![b'x'; max_packet_size as usize + 1024];
+    publish("store-last-message/oversized", &payload, 0)
+}
+
 /// DISCONNECT, reason 0 (normal).
 pub fn disconnect() -> Vec<u8> {
     packet(0xe0, &[0, 0])
@@ -69,6 +76,8 @@ pub fn disconnect() -> Vec<u8> {
 /// A raw MQTT 5 connection.
 pub struct RawClient {
     stream: TcpStream,
+    /// The largest packet the broker accepts, if its CONNACK says (MQTT 5 3.2.2.3.6).
+    pub max_packet_size: Option<u32>,
 }
 
 impl RawClient {
@@ -82,19 +91,34 @@ impl RawClient {
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.write_all(&connect(client_id, keepalive)).await?;
-        let mut head = [0u8; 2];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        let mut first = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut first))
             .await
             .context("no CONNACK within 5 s")??;
-        if head[0] != 0x20 {
-            bail!("expected CONNACK, got packet type {:#x}", head[0] >> 4);
+        if first[0] != 0x20 {
+            bail!("expected CONNACK, got packet type {:#x}", first[0] >> 4);
         }
-        let mut rest = vec![0u8; head[1] as usize];
+        // The remaining length, a variable byte integer (a CONNACK with properties can
+        // be longer than 127 bytes).
+        let mut len = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let mut b = [0u8; 1];
+            stream.read_exact(&mut b).await?;
+            len |= ((b[0] & 0x7f) as usize) << shift;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut rest = vec![0u8; len];
         stream.read_exact(&mut rest).await?;
         if rest.get(1).copied().unwrap_or(0xff) != 0 {
             bail!("connection refused, reason code {:#x}", rest[1]);
         }
-        Ok(RawClient { stream })
+        let max_packet_size = connack_max_packet_size(&rest);
+        Ok(RawClient {
+            stream,
+            max_packet_size,
+        })
     }
 
     /// Sends bytes as they are.
@@ -123,6 +147,51 @@ impl RawClient {
     }
 }
 
+/// The Maximum Packet Size property (0x27) of a CONNACK's variable header (`rest`: flags,
+/// reason code, properties), if present and the properties are well-formed.
+fn connack_max_packet_size(rest: &[u8]) -> Option<u32> {
+    let mut i = 2;
+    let (props_len, n) = read_varint(rest.get(i..)?)?;
+    i += n;
+    let props = rest.get(i..i + props_len)?;
+    let mut p = 0;
+    while p < props.len() {
+        let id = props[p];
+        p += 1;
+        let fixed = |n: usize| Some(n);
+        let string = |at: usize| {
+            let len = u16::from_be_bytes(props.get(at..at + 2)?.try_into().ok()?) as usize;
+            Some(2 + len)
+        };
+        let size = match id {
+            0x24 | 0x25 | 0x28 | 0x29 | 0x2a => fixed(1),
+            0x13 | 0x21 | 0x22 => fixed(2),
+            0x11 | 0x27 => fixed(4),
+            0x12 | 0x15 | 0x16 | 0x1a | 0x1c | 0x1f => string(p),
+            // User property: two strings.
+            0x26 => string(p).and_then(|a| Some(a + string(p + a)?)),
+            _ => None,
+        }?;
+        if id == 0x27 {
+            return Some(u32::from_be_bytes(props.get(p..p + 4)?.try_into().ok()?));
+        }
+        p += size;
+    }
+    None
+}
+
+/// A variable byte integer at the start of `b`, and its length in bytes.
+fn read_varint(b: &[u8]) -> Option<(usize, usize)> {
+    let mut v = 0usize;
+    for (i, byte) in b.iter().take(4).enumerate() {
+        v |= ((byte & 0x7f) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +211,27 @@ mod tests {
         varint(&mut v, 16_384);
         assert_eq!(v, [0x80, 0x80, 0x01]);
         assert_eq!(disconnect(), [0xe0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn connack_announces_the_maximum_packet_size() {
+        // Flags, reason 0, properties: receive maximum 10, assigned client id "ab",
+        // a user property ("k", "v"), maximum packet size 16384.
+        let mut rest = vec![0, 0];
+        let props = [
+            &[0x21, 0, 10][..],
+            &[0x12, 0, 2, b'a', b'b'],
+            &[0x26, 0, 1, b'k', 0, 1, b'v'],
+            &[0x27, 0, 0, 0x40, 0],
+        ]
+        .concat();
+        varint(&mut rest, props.len());
+        rest.extend_from_slice(&props);
+        assert_eq!(connack_max_packet_size(&rest), Some(16_384));
+        // None announced; truncated properties.
+        assert_eq!(connack_max_packet_size(&[0, 0, 3, 0x21, 0, 10]), None);
+        assert_eq!(connack_max_packet_size(&[0, 0, 5, 0x27, 0]), None);
+        // Fixed header (1 + a 2-byte length), topic (2 + 28), properties (1), payload.
+        assert_eq!(oversized_publish(100).len(), 3 + 30 + 1 + 1124);
     }
 }

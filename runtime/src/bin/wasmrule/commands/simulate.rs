@@ -39,8 +39,11 @@ pub struct Args {
     /// QoS of the readings.
     #[arg(long, default_value_t = 1)]
     qos: u8,
-    /// The broker's maximum packet size, for the oversized-frame misbehaviour.
-    #[arg(long, default_value_t = 16384)]
+    /// The broker's maximum packet size in bytes, for the oversized-frame misbehaviour,
+    /// used only when the broker does not announce its own in CONNACK (the embedded
+    /// broker and EMQX do; mosquitto announces one only when `max_packet_size` is set).
+    /// Default: 1 MiB, the embedded broker's and EMQX's default.
+    #[arg(long, value_name = "BYTES", default_value_t = wasmrule::simulate::DEFAULT_BROKER_MAX_PACKET_SIZE)]
     max_packet_size: u32,
 }
 
