@@ -13,6 +13,10 @@
 # (guest-sdk/wit/rule.wit) in Python, JavaScript and Rust (rules-wasm/python,
 # javascript, component/<rule>), built into dist/<rule>-<py|js|component>.wasm.
 #
+# The EMQX demo's four rules (store-last-message, authz-stats, disconnect-reasons,
+# dropped-messages) exist in C and JavaScript too (docs/emqx-migration.md), built the
+# same way and checked by their own conformance fixtures.
+#
 # Usage: rules-wasm/build.sh [rust] [c] [as] [zig] [wat] [py] [js] [component]
 #        (no argument: all of them)
 #

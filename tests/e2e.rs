@@ -502,6 +502,53 @@ fn eval_prints_commands_in_redis_cli_syntax() {
     );
 }
 
+/// The C and JavaScript listings of the demo's rules in docs/emqx-migration.md are the
+/// code of the files that `rules-wasm/build.sh` builds and the conformance suite checks,
+/// and each of the four rules is shown in both.
+#[test]
+fn emqx_migration_listings_are_the_built_rules() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/emqx-migration.md")).unwrap();
+    for (lang, dir, ext) in [("c", "c", "c"), ("js", "javascript", "js")] {
+        let fence = format!("```{lang}\n");
+        let mut shown = Vec::new();
+        for block in doc.split(fence.as_str()).skip(1) {
+            let code = &block[..block.find("```").unwrap()];
+            let found = [
+                "store-last-message",
+                "authz-stats",
+                "disconnect-reasons",
+                "dropped-messages",
+            ]
+            .into_iter()
+            .find(|rule| {
+                let file = root.join(format!("rules-wasm/{dir}/{rule}.{ext}"));
+                std::fs::read_to_string(&file).is_ok_and(|text| text.contains(code))
+            });
+            let rule =
+                found.unwrap_or_else(|| panic!("a ```{lang} block is in no rule file:\n{code}"));
+            shown.push(rule);
+        }
+        shown.sort_unstable();
+        assert_eq!(
+            shown,
+            [
+                "authz-stats",
+                "disconnect-reasons",
+                "dropped-messages",
+                "store-last-message"
+            ],
+            "{lang}"
+        );
+        for rule in &shown {
+            assert!(
+                dist(&format!("{rule}-{lang}")).exists(),
+                "{rule}-{lang}.wasm not built"
+            );
+        }
+    }
+}
+
 /// `eval` of an event rule: the event file of docs/events.md "Offline events" reaches the
 /// rule without a false note about topics; a message on no filter of the rule gets one.
 #[test]
