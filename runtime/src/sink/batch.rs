@@ -29,6 +29,8 @@ pub struct Origin {
     pub rule: Arc<str>,
     /// [`LoadedRule::generation`].
     pub generation: u64,
+    /// [`LoadedRule::version`], the author's (`""` if none).
+    pub version: Arc<str>,
     pub topic: String,
 }
 
@@ -50,6 +52,7 @@ impl WriteBatch {
         self.origins.push(Origin {
             rule: rule.id.clone(),
             generation: rule.generation,
+            version: rule.version().into(),
             topic: topic.to_owned(),
         });
     }
@@ -80,6 +83,7 @@ impl WriteBatch {
             put_u32(out, first);
             put_bytes(out, o.rule.as_bytes());
             out.extend_from_slice(&o.generation.to_le_bytes());
+            put_bytes(out, o.version.as_bytes());
             put_bytes(out, o.topic.as_bytes());
         }
     }
@@ -92,8 +96,10 @@ impl WriteBatch {
     /// bytes, or origins that do not point at its commands. Never panics on bad input.
     pub fn decode(bytes: &[u8]) -> Result<WriteBatch, DecodeError> {
         let mut r = Reader(bytes);
-        let version = r.take(1)?[0];
-        if version != ENCODING_VERSION {
+        let encoding = r.take(1)?[0];
+        // Version 1 (before origins carried the author's version) is still read, so
+        // that a spill written by an older wasmrule replays.
+        if encoding != ENCODING_VERSION && encoding != 1 {
             return Err(DecodeError("unknown encoding version"));
         }
         let mut b = WriteBatch::default();
@@ -113,6 +119,12 @@ impl WriteBatch {
                     .try_into()
                     .map_err(|_| DecodeError("truncated"))?,
             );
+            let version = if encoding == 1 {
+                ""
+            } else {
+                std::str::from_utf8(r.bytes()?)
+                    .map_err(|_| DecodeError("rule version is not UTF-8"))?
+            };
             let topic =
                 std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError("topic is not UTF-8"))?;
             let in_order = b.first_command.last().is_none_or(|&last| last <= first);
@@ -123,6 +135,7 @@ impl WriteBatch {
             b.origins.push(Origin {
                 rule: rule.into(),
                 generation,
+                version: version.into(),
                 topic: topic.to_owned(),
             });
         }
@@ -140,7 +153,8 @@ pub struct DecodeError(&'static str);
 
 /// First byte of every encoding, so that the format can change without misreading old
 /// spills.
-const ENCODING_VERSION: u8 = 1;
+/// 2: origins carry the rule's version (the author's) after its generation.
+const ENCODING_VERSION: u8 = 2;
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
     // Counts and lengths come from `Commands`, whose indices are u32, and from topics
@@ -198,6 +212,7 @@ mod tests {
         b.origins.push(Origin {
             rule: "seq-counter".into(),
             generation: 3,
+            version: "0.1.0".into(),
             topic: "seq/7".into(),
         });
         b.commands.push([&b"SET"[..], b"bin\x00\xff", b""]);
@@ -205,6 +220,7 @@ mod tests {
         b.origins.push(Origin {
             rule: "acme/echo".into(),
             generation: 1,
+            version: "".into(),
             topic: "acme/x".into(),
         });
         b
@@ -222,6 +238,31 @@ mod tests {
         assert!(back.done.is_empty());
         assert_eq!(back.origin_of(1).unwrap().rule.as_ref(), "seq-counter");
         assert_eq!(back.origin_of(2).unwrap().topic, "acme/x");
+        assert_eq!(back.origin_of(1).unwrap().version.as_ref(), "0.1.0");
+    }
+
+    #[test]
+    fn version_1_encodings_still_decode() {
+        // SET k v from rule r (generation 2) on topic t, as wasmrule wrote it before
+        // origins carried the author's version.
+        let mut v1 = vec![1];
+        put_u32(&mut v1, 1);
+        put_u32(&mut v1, 3);
+        for a in ["SET", "k", "v"] {
+            put_bytes(&mut v1, a.as_bytes());
+        }
+        put_u32(&mut v1, 1);
+        put_u32(&mut v1, 0);
+        put_bytes(&mut v1, b"r");
+        v1.extend_from_slice(&2u64.to_le_bytes());
+        put_bytes(&mut v1, b"t");
+        let b = WriteBatch::decode(&v1).unwrap();
+        let o = b.origin_of(0).unwrap();
+        assert_eq!(
+            (o.rule.as_ref(), o.generation, o.version.as_ref()),
+            ("r", 2, "")
+        );
+        assert_eq!(o.topic, "t");
     }
 
     #[test]

@@ -184,6 +184,7 @@ impl Writer {
         match batch.origin_of(command) {
             Some(o) => tracing::warn!(
                 rule = %o.rule,
+                version = %o.version,
                 generation = o.generation,
                 topic = %o.topic,
                 "Redis refused `{shown}` from rule {}: {e}",
