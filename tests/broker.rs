@@ -33,15 +33,25 @@ impl Env {
     /// A broker with the demo's ACL, maximum QoS 1, 4 KiB packets, 3 queued messages per
     /// client, serving `rules` from rules-wasm/dist.
     async fn new(rules: &[&str]) -> Env {
-        Self::with_packet_limit(rules, 4096).await
+        Self::with(rules, "", 4096).await
     }
 
     /// As [`Env::new`], with `max_packet_size` as the broker's packet limit.
     async fn with_packet_limit(rules: &[&str], max_packet_size: u32) -> Env {
+        Self::with(rules, "", max_packet_size).await
+    }
+
+    /// As [`Env::new`], serving each rule's `dist/<rule><build>.wasm` (`-c`, `-js`: that
+    /// language's build; `""`: Rust's).
+    async fn with(rules: &[&str], build: &str, max_packet_size: u32) -> Env {
         let redis = Redis::start();
         let dir = tempfile::tempdir().unwrap();
         for r in rules {
-            install(&dist(r), dir.path(), &format!("{r}.wasm"));
+            install(
+                &dist(&format!("{r}{build}")),
+                dir.path(),
+                &format!("{r}.wasm"),
+            );
         }
         let mut config = wasmrule::Config::with_overrides(&wasmrule::Overrides {
             redis_url: Some(redis.url()),
@@ -400,7 +410,24 @@ async fn every_event_kind_reaches_rules_with_its_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_rules_leave_the_demo_state_in_redis() {
-    let env = Env::new(&wasmrule::demo::DEMO_RULES).await;
+    demo_state(Env::new(&wasmrule::demo::DEMO_RULES).await).await;
+}
+
+/// The C builds of the demo's rules (docs/emqx-migration.md) leave the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_rules_in_c_leave_the_demo_state_in_redis() {
+    demo_state(Env::with(&wasmrule::demo::DEMO_RULES, "-c", 4096).await).await;
+}
+
+/// The JavaScript builds (components) of the demo's rules leave the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_rules_in_javascript_leave_the_demo_state_in_redis() {
+    demo_state(Env::with(&wasmrule::demo::DEMO_RULES, "-js", 4096).await).await;
+}
+
+/// A subscription, a stored reading, a denied publish, a message nobody subscribes to
+/// and an oversized frame, and the hashes the demo's four rules leave for them.
+async fn demo_state(env: Env) {
     let dev = env.client(env.options("dev-1", None)).await;
     let dashboard = env.client(env.options("dashboard", None)).await;
     dashboard
