@@ -248,7 +248,8 @@ impl TenantMeters {
     }
 
     /// Whether the round has charges to settle.
-    pub fn in_round(&self) -> bool {
+    #[cfg(test)]
+    fn in_round(&self) -> bool {
         !self.round.is_empty()
     }
 
@@ -335,7 +336,8 @@ impl Waiting {
     }
 
     /// Whether no tenant's event is waiting.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.present == 0
     }
 

@@ -53,7 +53,7 @@ const SDK_RUST: &[(&str, &str)] = &[
     ),
     (
         "wasmrule-topic/src/lib.rs",
-        include_str!("../../../topic/src/lib.rs"),
+        include_str!("../../../guest-sdk/topic/src/lib.rs"),
     ),
 ];
 /// Manifests of the copied SDK crates (the repository's use workspace inheritance).

@@ -2,7 +2,7 @@
 //!
 //! The epoch ticker advances every [`TICK`] of wall time. A fresh store's epoch deadline
 //! is one tick away, so an invocation that finishes before the next tick (nearly all of
-//! them: a typical rule takes microseconds) never reaches [`on_deadline`] and reads no
+//! them: a typical rule takes microseconds) never reaches [`at_deadline`] and reads no
 //! clock at all. One that crosses a tick gets the callback, which reads the worker
 //! thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`) the first time as a mark, and from
 //! then on compares the CPU time the thread used since the mark with the rule's budget:
@@ -23,7 +23,7 @@
 //! CPU time cannot see a thread that is stopped or starved for good (a paused VM, a
 //! `SIGSTOP`, a machine thrashing on swap). A wall-clock backstop,
 //! [`wall_backstop`], measured from the first check, catches those; it ends the
-//! invocation as [`RuleError::Stalled`](super::RuleError::Stalled), which the caller
+//! invocation as `RuleError::Stalled`, which the caller
 //! treats as the host's failure, not the rule's (the event is run again, never
 //! dead-lettered).
 //!
@@ -31,7 +31,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasmtime::{StoreContextMut, UpdateDeadline};
+use wasmtime::UpdateDeadline;
 
 /// Length of one epoch tick: the resolution of the CPU deadline.
 pub(super) const TICK: Duration = Duration::from_millis(1);
@@ -103,12 +103,10 @@ pub(super) fn ticks(d: Duration) -> u64 {
     d.as_nanos().div_ceil(TICK.as_nanos()) as u64
 }
 
-/// The store's epoch-deadline callback (see the module docs).
-pub(super) fn on_deadline(
-    mut ctx: StoreContextMut<'_, super::Ctx>,
-) -> wasmtime::Result<UpdateDeadline> {
-    let cpu = thread_cpu_time();
-    Ok(ctx.data_mut().deadline.check(cpu, Instant::now()))
+/// The decision at an epoch deadline of an invocation whose state is `deadline`: the
+/// body of the store's epoch-deadline callback (see the module docs).
+pub(super) fn at_deadline(deadline: &mut Deadline) -> UpdateDeadline {
+    deadline.check(thread_cpu_time(), Instant::now())
 }
 
 /// CPU time the calling thread has used (user and system), from

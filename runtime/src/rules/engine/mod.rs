@@ -474,7 +474,9 @@ impl Engine {
         // The first check at the next tick; only an invocation that lasts that long
         // reads a clock (`deadline.rs`).
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(deadline::on_deadline);
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(deadline::at_deadline(&mut ctx.data_mut().deadline))
+        });
         store
     }
 
