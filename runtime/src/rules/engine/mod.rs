@@ -7,6 +7,11 @@
 //! instance under the configured limits, so no event can see another's state, and
 //! decodes the commands.
 //!
+//! Beside it: `limits.rs` (what an invocation may use), `error.rs` (why a load or an
+//! invocation failed), `deadline.rs` (the CPU-time deadline), `declared.rs` (declared
+//! memories and tables against the limits), `abi.rs` and `component.rs` (the two rule
+//! ABIs), `core.rs`, `stack.rs` and `cache.rs`.
+//!
 //! This module does not know about MQTT, Redis or files; `reload.rs` decides what to
 //! compile and `dispatch.rs` what to invoke.
 
@@ -16,6 +21,8 @@ mod component;
 mod core;
 mod deadline;
 mod declared;
+mod error;
+mod limits;
 mod stack;
 
 use std::sync::Arc;
@@ -30,6 +37,8 @@ use crate::commands::Commands;
 pub use abi::{ABI_VERSION, Manifest};
 pub use component::WORLD_VERSION as COMPONENT_WORLD_VERSION;
 pub use deadline::{thread_cpu_time, wall_backstop};
+pub use error::{LoadError, RuleError};
+pub use limits::{InvokeLimits, Limits};
 pub use stack::{GUEST_THREAD_STACK, MAX_WASM_STACK, on_guest_stack};
 
 use deadline::{Deadline, TICK};
@@ -44,185 +53,6 @@ const COMPONENT_MEMORIES: u32 = 4;
 /// Memory per pooled slot that is reset in place rather than returned to the kernel
 /// (see `Engine::new`); covers a typical Rust rule's stack, data and heap.
 const KEEP_RESIDENT: usize = 1 << 20;
-
-/// Per-invocation limits. Defaults are in `config.rs` and `docs/configuration.md`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// CPU-time budget of one invocation: the time the worker thread spends running it,
-    /// not the wall time it takes (`deadline.rs`; checked at each 1 ms epoch tick).
-    pub timeout: Duration,
-    /// Largest linear memory a rule may grow to, in bytes.
-    pub max_memory: usize,
-    /// Largest table, in elements.
-    pub max_table_elements: usize,
-    /// Largest wasm call stack, in bytes.
-    pub max_wasm_stack: usize,
-    /// Most commands one invocation may return.
-    pub max_commands: usize,
-    /// Most arguments (name included) in one command.
-    pub max_args: usize,
-    /// Largest result buffer, in bytes.
-    pub max_output_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            timeout: Duration::from_millis(10),
-            max_memory: 32 << 20,
-            max_table_elements: 10_000,
-            max_wasm_stack: 512 << 10,
-            max_commands: 1_000,
-            max_args: 1_024,
-            max_output_bytes: 1 << 20,
-        }
-    }
-}
-
-/// Limits one invocation runs under (a tenant's), at most the engine's [`Limits`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvokeLimits {
-    pub timeout: Duration,
-    pub max_memory: usize,
-    pub max_commands: usize,
-    pub max_output_bytes: usize,
-}
-
-impl From<&Limits> for InvokeLimits {
-    fn from(l: &Limits) -> Self {
-        InvokeLimits {
-            timeout: l.timeout,
-            max_memory: l.max_memory,
-            max_commands: l.max_commands,
-            max_output_bytes: l.max_output_bytes,
-        }
-    }
-}
-
-/// Why a module could not be loaded as a rule.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoadError {
-    #[error("not a WebAssembly module (the file does not start with the `\\0asm` header)")]
-    NotWasm,
-    #[error(
-        "is WebAssembly text, not binary; assemble it first (`wat2wasm rule.wat -o rule.wasm`)"
-    )]
-    WasmText,
-    #[error(
-        "imports `{0}`, but rules may import nothing (build the component with --stub-wasi, \
-         or without WASI)"
-    )]
-    ComponentImport(String),
-    #[error(
-        "built for the component world wasmrule:rule@{found}, but this wasmrule supports \
-         @{supported}; rebuild it against guest-sdk/wit/rule.wit"
-    )]
-    ComponentVersion {
-        found: String,
-        supported: &'static str,
-    },
-    #[error(
-        "not a wasmrule rule component: it does not export wasmrule:rule/handler (exports: {0})"
-    )]
-    NotARuleComponent(String),
-    #[error("invalid WebAssembly (truncated, half-written or corrupt?): {0}")]
-    Invalid(String),
-    #[error(
-        "declares a linear memory of {bytes} bytes ({pages} pages) at start, above the \
-         limit of {limit} bytes ({} MiB, limits.max_memory_mb)",
-        limit >> 20
-    )]
-    MemoryTooLarge {
-        pages: u64,
-        bytes: u64,
-        limit: usize,
-    },
-    #[error(
-        "declares a table of {elements} elements at start, above the limit of {limit} \
-         elements (fixed, not a setting)"
-    )]
-    TableTooLarge { elements: u64, limit: usize },
-    #[error("does not fit the engine's limits ([limits] in the config): {0}")]
-    OverLimits(String),
-    #[error("not a wasmrule rule: it exports no `wasmrule_abi_version_N` marker (see docs/abi.md)")]
-    NotARule,
-    #[error(
-        "built for rule ABI version {found}, but this wasmrule supports version {supported}; \
-         rebuild the rule with an SDK for ABI v{supported} (docs/abi.md)"
-    )]
-    AbiVersion { found: String, supported: u32 },
-    #[error(
-        "imports `{module}::{name}`, but rules may import nothing (no WASI: build for \
-         wasm32-unknown-unknown or with --stub-wasi)"
-    )]
-    Import { module: String, name: String },
-    #[error("missing export `{0}` (docs/abi.md lists the required exports)")]
-    MissingExport(&'static str),
-    #[error("ABI violation: {0}")]
-    Abi(String),
-    #[error("manifest: {0}")]
-    Manifest(String),
-    #[error("failed while reading its manifest: {0}")]
-    Start(RuleError),
-    #[error("cannot start a thread to read its manifest: {0}")]
-    Thread(String),
-}
-
-/// Why one invocation failed. It affects only that event and that rule.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuleError {
-    #[error("rule reported an error: {0}")]
-    Rule(String),
-    #[error("timed out: used all of its {0:?} CPU-time deadline (limits.timeout_ms)")]
-    Timeout(Duration),
-    /// Not the rule's failure: the invocation got too little CPU for too long (the
-    /// machine is overloaded, or the process was paused), so the wall-clock backstop
-    /// ended it. Callers run the event again rather than fail it.
-    #[error(
-        "stalled: {wall:?} of wall time passed with only {cpu:?} of CPU for the rule; \
-         the host is overloaded or was paused"
-    )]
-    Stalled { wall: Duration, cpu: Duration },
-    #[error("ran out of fuel")]
-    OutOfFuel,
-    #[error(
-        "memory limit: tried to grow linear memory to {desired} bytes, limit is {limit} \
-         ({} MiB, limits.max_memory_mb)",
-        limit >> 20
-    )]
-    Memory { desired: usize, limit: usize },
-    #[error("wasm stack exhausted (limit {0} bytes, limits.max_wasm_stack_kb)")]
-    Stack(usize),
-    #[error("trapped: {0}")]
-    Trap(String),
-    #[error("output too large: {bytes} bytes, limit is {max} (limits.max_output_bytes)")]
-    OutputTooLarge { bytes: usize, max: usize },
-    #[error("returned {count} commands, limit is {max} (limits.max_commands)")]
-    TooManyCommands { count: usize, max: usize },
-    #[error("ABI violation: {0}")]
-    Abi(String),
-    #[error("could not instantiate: {0}")]
-    Instantiate(String),
-}
-
-impl RuleError {
-    /// A short stable name for counting and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RuleError::Rule(_) => "rule_error",
-            RuleError::Timeout(_) => "timeout",
-            RuleError::Stalled { .. } => "stalled",
-            RuleError::OutOfFuel => "out_of_fuel",
-            RuleError::Memory { .. } => "memory",
-            RuleError::Stack(_) => "stack",
-            RuleError::Trap(_) => "trap",
-            RuleError::OutputTooLarge { .. } => "output_too_large",
-            RuleError::TooManyCommands { .. } => "too_many_commands",
-            RuleError::Abi(_) => "abi",
-            RuleError::Instantiate(_) => "instantiate",
-        }
-    }
-}
 
 /// The wasmtime engine and the limits every rule runs under. Cheap to clone.
 #[derive(Clone)]
