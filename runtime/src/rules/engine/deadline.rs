@@ -14,11 +14,12 @@
 //! well-behaved one none.
 //!
 //! So time the thread spends descheduled (other processes, the broker and Redis on the
-//! same cores, a hypervisor's steal) is not charged to the rule. The CPU used before the
-//! first check (less than one tick) is not charged either, so a rule that spins is
-//! stopped after its budget plus at most about two ticks of CPU (the uncharged start
-//! and the last check's overshoot, one tick each), and a rule is never stopped before
-//! it used its budget.
+//! same cores, a hypervisor's steal) is not charged to the rule. Before the first check
+//! the invocation ran for at most one tick, which is charged as a whole tick (the most
+//! it can have used; reading the clock at the start would cost every event a system
+//! call). A rule that spins is therefore stopped within one tick of its budget, after
+//! it (at the earliest one tick before it, if it started just before a tick), and a
+//! rule that uses less than its budget minus one tick is never stopped.
 //!
 //! CPU time cannot see a thread that is stopped or starved for good (a paused VM, a
 //! `SIGSTOP`, a machine thrashing on swap). A wall-clock backstop,
@@ -81,7 +82,10 @@ impl Deadline {
 
     /// The decision at an epoch deadline, given the thread's CPU clock and the time now.
     fn check(&mut self, cpu: Duration, now: Instant) -> UpdateDeadline {
-        let (cpu0, wall0) = *self.mark.get_or_insert((cpu, now));
+        // The first check comes at the first tick after the invocation started, so
+        // before it the invocation used at most about one tick of CPU: charge that
+        // tick whole (no clock was read at the start, the fast path reads none).
+        let (cpu0, wall0) = *self.mark.get_or_insert((cpu.saturating_sub(TICK), now));
         let used = cpu.saturating_sub(cpu0);
         if used >= self.budget {
             return UpdateDeadline::Interrupt;
@@ -145,19 +149,21 @@ mod tests {
     }
 
     #[test]
-    fn the_first_check_marks_and_extends_by_half_the_budget() {
+    fn the_first_check_charges_a_tick_and_extends_by_half_the_rest() {
         let mut d = Deadline::new(10 * MS);
         let t0 = Instant::now();
-        assert_eq!(continued(&d.check(5 * MS, t0)), Some(5));
+        // 1 ms charged for the first tick; half of the 9 ms left.
+        assert_eq!(continued(&d.check(5 * MS, t0)), Some(4));
     }
 
     #[test]
     fn descheduled_time_is_not_charged() {
         let mut d = Deadline::new(10 * MS);
         let t0 = Instant::now();
-        d.check(Duration::ZERO, t0);
-        // 50 ms of wall time pass while the thread gets 2 ms of CPU: not a timeout, and
-        // the next check is half of the 8 ticks left away.
+        d.check(MS, t0);
+        // 50 ms of wall time pass while the thread gets 1 ms more of CPU: not a timeout
+        // (2 ms charged with the first tick), and the next check is half of the 8 ticks
+        // left away.
         let u = d.check(2 * MS, t0 + 50 * MS);
         assert_eq!(continued(&u), Some(4));
         assert!(d.stalled.is_none());
@@ -168,7 +174,9 @@ mod tests {
         let mut d = Deadline::new(10 * MS);
         let t0 = Instant::now();
         d.check(3 * MS, t0);
-        assert!(is_interrupt(&d.check(13 * MS, t0 + 10 * MS)));
+        assert!(continued(&d.check(11 * MS, t0 + 9 * MS)).is_some());
+        // 1 ms charged for the first tick, 9 ms since: the budget.
+        assert!(is_interrupt(&d.check(12 * MS, t0 + 10 * MS)));
         assert!(d.stalled.is_none(), "a timeout, not a stall");
     }
 
