@@ -155,9 +155,9 @@ const FORBIDDEN: &[&str] = &[
 
 /// Nothing forbidden was ever executed by the test's Redis, whatever the rules returned.
 /// Two things the test itself causes are told apart: its own `KEYS *` (counted in
-/// `Env::keys`) and `CLIENT SETINFO`, which the Redis client library (redis-rs, in the
-/// test and in wasmrule alike) sends when it connects, to name itself; no other `CLIENT`
-/// subcommand may appear.
+/// `Env::keys`) and `CLIENT SETINFO`, which the Redis client library (redis-rs) sends
+/// when the test's own connections connect, to name themselves (wasmrule's skip it); no
+/// other `CLIENT` subcommand may appear.
 fn assert_nothing_forbidden_ran(env: &Env) {
     let stats = commandstats(env);
     assert!(
@@ -809,6 +809,55 @@ async fn redis_acl_matching_the_policy() {
         );
     }
     rt.stop().await;
+}
+
+/// A wrong Redis password: wasmrule keeps retrying, and its log names the user and the
+/// server, and Redis' refusal, but never the password (given in the URL and on the
+/// command line).
+#[test]
+fn a_wrong_redis_password_is_never_logged() {
+    let env = Env::new();
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "wasmrule", "on", ">right-pw", "~*", "+@all"][..])
+        .exec(&mut env.redis.conn())
+        .unwrap();
+    let log = env.dir.path().join("wasmrule.log");
+    let url = format!("redis://wasmrule:wrong-pw-x7@127.0.0.1:{}", env.redis.port);
+    let args: Vec<String> = [
+        "--mqtt-url",
+        &env.mqtt.url(),
+        "--redis-url",
+        &url,
+        "--rules-dir",
+        &env.dir.path().display().to_string(),
+        "--http-addr",
+        "off",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut wasmrule = WasmruleProcess::start(&args, &log);
+    let mut waited = 0;
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("cannot connect to Redis")) {
+            break l.to_owned();
+        }
+        waited += 1;
+        assert!(waited < 500, "no connection error logged in 10 s: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wasmrule.kill();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        line.contains(&format!(
+            "redis://wasmrule:***@127.0.0.1:{}",
+            env.redis.port
+        )),
+        "{line}"
+    );
+    assert!(line.contains("authentication failed"), "{line}");
+    assert!(!text.contains("wrong-pw-x7"), "password in the log: {text}");
 }
 
 /// `wasmrule eval` and `wasmrule test` run a rule as `wasmrule run` serves it: what the

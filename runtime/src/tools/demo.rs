@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Overrides};
 use crate::ops::metrics::Metrics;
+use crate::sink::redis::redact_url;
 use crate::source::broker::{Acl, BrokerConfig};
 use crate::tools::simulate::{SimConfig, SimStats};
 
@@ -176,7 +177,7 @@ pub async fn run(
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
-        .with_context(|| format!("cannot connect to {redis_url}"))?;
+        .with_context(|| format!("cannot connect to {}", redact_url(&redis_url)))?;
     let screen = Screen {
         started: Instant::now(),
         broker: addr,

@@ -125,10 +125,10 @@ impl SpillingWriter {
         let mut backoff = BACKOFF_MIN;
         let mut attempts = 0u32;
         loop {
-            let url = self.writer.url().to_owned();
+            let config = self.writer.config().clone();
             let attempt = async move {
                 tokio::time::sleep(backoff).await;
-                connect(&url).await
+                connect(&config).await
             };
             tokio::pin!(attempt);
             let result = loop {

@@ -38,6 +38,8 @@ pub(crate) struct Writer {
     config: RedisConfig,
     conn: Option<MultiplexedConnection>,
     metrics: Arc<Metrics>,
+    // Failed connection attempts of `check` in a row, to log the first and every tenth.
+    check_failures: u32,
 }
 
 impl Writer {
@@ -47,6 +49,7 @@ impl Writer {
             config,
             conn: None,
             metrics,
+            check_failures: 0,
         }
     }
 
@@ -55,8 +58,13 @@ impl Writer {
         self.config.max_pipeline
     }
 
-    pub(crate) fn url(&self) -> &str {
-        &self.config.url
+    /// The Redis URL for logs, without its password.
+    pub(crate) fn url(&self) -> String {
+        self.config.display_url()
+    }
+
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.config
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -204,12 +212,22 @@ impl Writer {
                     Metrics::set(&self.metrics.redis_connected, false);
                 }
             }
-            None => match connect(&self.config.url).await {
+            None => match connect(&self.config).await {
                 Ok(c) => {
                     self.conn = Some(c);
+                    self.check_failures = 0;
                     Metrics::set(&self.metrics.redis_connected, true);
                 }
-                Err(_) => Metrics::set(&self.metrics.redis_connected, false),
+                Err(e) => {
+                    Metrics::set(&self.metrics.redis_connected, false);
+                    if self.check_failures.is_multiple_of(10) {
+                        tracing::warn!(
+                            "cannot connect to Redis ({}): {e}; retrying",
+                            self.config.display_url()
+                        );
+                    }
+                    self.check_failures += 1;
+                }
             },
         }
     }
@@ -230,7 +248,7 @@ impl Writer {
         let mut backoff = BACKOFF_MIN;
         let mut attempts = 0u32;
         while self.conn.is_none() {
-            match connect(&self.config.url).await {
+            match connect(&self.config).await {
                 Ok(c) => {
                     if attempts > 0 {
                         tracing::info!("connected to Redis after {attempts} failed attempts");
@@ -247,7 +265,7 @@ impl Writer {
                     if attempts.is_multiple_of(10) {
                         tracing::warn!(
                             "cannot connect to Redis ({}): {e}; retrying",
-                            self.config.url
+                            self.config.display_url()
                         );
                     }
                     attempts += 1;
@@ -260,8 +278,8 @@ impl Writer {
 }
 
 /// One connection attempt, bounded by the connect and response timeouts.
-pub(crate) async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(url)?;
+pub(crate) async fn connect(config: &RedisConfig) -> redis::RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(config.connection_info()?)?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));

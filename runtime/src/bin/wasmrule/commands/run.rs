@@ -23,7 +23,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         tracing::info!(
             mqtt = %source_name(&config),
-            redis = %config.redis.url,
+            redis = %config.redis.display_url(),
             rules = %config.rules.dir.display(),
             workers = config.runtime.workers,
             "wasmrule starting"
