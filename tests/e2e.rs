@@ -619,17 +619,23 @@ fn docs_wat_example_assembles_and_checks() {
             "wat2wasm (wabt) must be installed: ./test.sh installs it (tests/install-tools.sh)",
         );
     assert!(status.success(), "wat2wasm failed on the docs example");
-    let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
+    check_and_eval_docs_example(&wasm, dir.path());
+}
+
+/// The docs' example rules (WAT and C) pass `check` and answer a reading on
+/// `sensors/dev-1/temp` with `INCR messages_seen`.
+fn check_and_eval_docs_example(wasm: &Path, dir: &Path) {
+    let out = wasmrule().arg("check").arg(wasm).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let event = dir.path().join("e.json");
+    let event = dir.join("e.json");
     std::fs::write(&event, r#"{"topic":"sensors/dev-1/temp","payload":"21.5"}"#).unwrap();
     let out = wasmrule()
         .arg("eval")
-        .arg(&wasm)
+        .arg(wasm)
         .arg("--event")
         .arg(&event)
         .output()
@@ -684,27 +690,7 @@ fn docs_c_example_builds_and_runs() {
         "clang failed on the docs example: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let event = dir.path().join("e.json");
-    std::fs::write(&event, r#"{"topic":"sensors/dev-1/temp","payload":"21.5"}"#).unwrap();
-    let out = wasmrule()
-        .arg("eval")
-        .arg(&wasm)
-        .arg("--event")
-        .arg(&event)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "INCR messages_seen\n");
+    check_and_eval_docs_example(&wasm, dir.path());
 }
 
 /// The README's test command is the whole set-up: it is what CI runs, it starts by
