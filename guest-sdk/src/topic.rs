@@ -23,24 +23,10 @@ pub use wasmrule_topic::is_valid_filter;
 mod tests {
     use super::is_valid_filter;
 
+    /// The grammar itself is tested in `wasmrule-topic`; this only pins the re-export.
     #[test]
-    fn filter_validity() {
-        for ok in [
-            "a",
-            "a/b",
-            "+",
-            "+/+",
-            "/",
-            "a//b",
-            "#",
-            "a/#",
-            "+/#",
-            "$events/client_disconnected",
-        ] {
-            assert!(is_valid_filter(ok), "{ok}");
-        }
-        for bad in ["", "a/#/b", "a#", "#a", "a+", "+a/b", "a/b#", "a\0b"] {
-            assert!(!is_valid_filter(bad), "{bad:?}");
-        }
+    fn the_sdk_uses_the_shared_grammar() {
+        assert!(is_valid_filter("store-last-message/+"));
+        assert!(!is_valid_filter("a/#/b"));
     }
 }
