@@ -8,13 +8,19 @@ use alloc::vec::Vec;
 
 use crate::{Failure, Reply};
 
+/// A hash's or stream entry's fields and values, in order.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A stream entry's id: milliseconds and sequence number (`1700000000000-0`).
+pub type StreamId = (u64, u64);
+
 /// One key's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     /// A string (also what `SET` and `INCR` make).
     String(Vec<u8>),
     /// A hash: fields and values in insertion order, fields unique.
-    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    Hash(Fields),
     /// A list, head first.
     List(Vec<Vec<u8>>),
     /// A set: members in insertion order, unique.
@@ -22,7 +28,7 @@ pub enum Data {
     /// A sorted set: (score, member), sorted by score then member, members unique.
     ZSet(Vec<(f64, Vec<u8>)>),
     /// A stream: entries by id (milliseconds, sequence), each with its fields.
-    Stream(Vec<((u64, u64), Vec<(Vec<u8>, Vec<u8>)>)>),
+    Stream(Vec<(StreamId, Fields)>),
     /// A HyperLogLog, modelled exactly: the distinct elements added (`PFCOUNT` is
     /// their number; Redis's estimate is within 1% of it). `TYPE` says `string`, as
     /// in Redis.
