@@ -1,8 +1,10 @@
-//! The guest side of rule ABI v1 (`docs/abi.md`): how an event comes in and how the
-//! result goes out. This file is the only place in the SDK that knows the wire format;
-//! the `#[rule]` macro only wires exports to [`alloc`] and [`on_event`].
+//! The guest side of the rule ABI (`docs/abi.md`): how an event comes in and how the
+//! result goes out. This folder is the only place in the SDK that knows the wire
+//! format; the `#[rule]` macro only wires exports to [`alloc`] and [`on_event`] (v1)
+//! or [`v2::on_event`] (v2). This file is version 1 and what both versions share;
+//! [`v2`] is version 2's reads and actions, `host` (wasm32 only) its imports.
 //!
-//! Result buffer (all integers little-endian `u32`):
+//! Result buffer of v1 (all integers little-endian `u32`):
 //!
 //! ```text
 //! ok:    0x00  count  { argc  { len  bytes[len] } * argc } * count
@@ -11,7 +13,12 @@
 
 use crate::{Command, Event, IntoOutput, RuleError};
 
-/// The ABI version this SDK implements. The module exports `wasmrule_abi_version_1`.
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod host;
+pub mod v2;
+
+/// The ABI version of rules whose function takes only the event: the module exports
+/// `wasmrule_abi_version_1`. Rules that also take a `Context` are [`v2::ABI_VERSION`].
 pub const ABI_VERSION: u32 = 1;
 
 /// First byte of a result buffer holding commands.
@@ -91,21 +98,58 @@ pub unsafe fn on_event<R: IntoOutput>(
     len: u32,
     handler: impl Fn(&Event<'_>) -> R,
 ) -> u64 {
-    let ptr = ptr as usize as *mut u8;
-    // SAFETY: the caller passes a live allocation of `len` bytes.
-    let input = unsafe { std::slice::from_raw_parts(ptr, len as usize) };
-    let result = run(input, handler);
-    // SAFETY: same layout as in `alloc`; the input is not used after this point.
-    unsafe {
-        std::alloc::dealloc(
-            ptr,
-            std::alloc::Layout::from_size_align_unchecked(len.max(1) as usize, 1),
-        )
-    };
+    // SAFETY: the caller passes a buffer from `alloc`, once.
+    let input = unsafe { take_input(ptr, len) };
+    let result = run(&input, handler);
+    drop(input);
+    with_output(|out| encode_result(&result, out))
+}
+
+/// The event buffer the host wrote into an allocation from [`alloc`]; freed on drop.
+pub(crate) struct Input {
+    ptr: *mut u8,
+    len: usize,
+}
+
+/// Takes ownership of the buffer `ptr..ptr+len` from [`alloc`].
+///
+/// # Safety
+///
+/// `ptr` and `len` must be a live allocation from [`alloc`], not used afterwards.
+pub(crate) unsafe fn take_input(ptr: u32, len: u32) -> Input {
+    Input {
+        ptr: ptr as usize as *mut u8,
+        len: len as usize,
+    }
+}
+
+impl std::ops::Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `take_input`'s caller handed over a live allocation of `len` bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        // SAFETY: same layout as in `alloc`; nothing borrows the input past the drop.
+        unsafe {
+            std::alloc::dealloc(
+                self.ptr,
+                std::alloc::Layout::from_size_align_unchecked(self.len.max(1), 1),
+            )
+        }
+    }
+}
+
+/// Encodes the result with `encode` into the buffer kept for the host, and returns its
+/// packed location, valid until the next call.
+pub(crate) fn with_output(encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
     OUTPUT.with(|cell| {
         let mut out = cell.borrow_mut();
         out.clear();
-        encode_result(&result, &mut out);
+        encode(&mut out);
         pack(out.as_ptr() as usize as u32, out.len() as u32)
     })
 }
