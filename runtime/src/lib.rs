@@ -27,13 +27,14 @@
 //! - `ops/`: `metrics.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`).
 //! - `tools/`: `rule_test.rs`, `scaffold.rs`, `demo.rs`, `simulate/` (the offline and
 //!   demo commands); `offline.rs`, the tenant `eval` and `test` run a rule as.
-//! - `event.rs`, `commands.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
+//! - `event.rs`, `commands.rs`, `actions.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
 //!   `ack.rs`: what the stages hand each other.
 //!
 //! Modules are private; what callers (the binary, tests, benches) need is re-exported
 //! here, test-only items `#[doc(hidden)]`.
 
 mod ack;
+mod actions;
 mod commands;
 mod config;
 mod dispatch;
@@ -47,6 +48,7 @@ mod tenancy;
 mod tools;
 mod topic;
 
+pub use crate::actions::{MqttAction, Publish};
 pub use crate::commands::Commands;
 pub use crate::config::{Config, DEFAULT_HTTP_ADDR, OnOrUnset, Overrides, RuntimeConfig};
 pub use crate::event::{EventEncoder, Message, PublishProperties, complete_event, routing_topic};

@@ -11,7 +11,7 @@ use anyhow::bail;
 use serde::Deserialize;
 
 use crate::config::check::positive;
-use crate::rules::engine::{GUEST_THREAD_STACK, Limits, MAX_WASM_STACK};
+use crate::rules::engine::{GUEST_THREAD_STACK, Limits, MAX_WASM_STACK, ReadBudget};
 
 pub const DEFAULT_RULES_DIR: &str = "rules";
 
@@ -58,6 +58,8 @@ pub(crate) struct RawLimits {
     max_wasm_stack_kb: Option<usize>,
     max_commands: Option<usize>,
     max_output_bytes: Option<usize>,
+    max_reads: Option<u32>,
+    max_read_bytes: Option<usize>,
 }
 
 impl RawLimits {
@@ -86,6 +88,13 @@ impl RawLimits {
                 l.max_output_bytes.unwrap_or(d.max_output_bytes),
                 "limits.max_output_bytes",
             )?,
+            reads: ReadBudget {
+                max_reads: l.max_reads.unwrap_or(d.reads.max_reads),
+                max_bytes: positive(
+                    l.max_read_bytes.unwrap_or(d.reads.max_bytes),
+                    "limits.max_read_bytes",
+                )?,
+            },
             ..d
         };
         if limits.max_memory > 4 << 30 {

@@ -70,6 +70,7 @@ impl Tenants {
 pub(crate) struct RawTenant {
     key_prefix: Option<String>,
     topics: Option<Vec<String>>,
+    clients: Option<Vec<String>>,
     commands: Option<Vec<String>>,
     timeout_ms: Option<u64>,
     max_memory_mb: Option<usize>,
@@ -111,6 +112,10 @@ impl RawTenant {
                 .map_or(q.backoff, Duration::from_secs),
         };
         let cpu = cpu_budget(self.cpu_share_percent, self.cpu_window_ms, base.cpu)?;
+        let clients = self.clients.unwrap_or(base.clients.clone());
+        if clients.iter().any(String::is_empty) {
+            bail!("clients: an empty prefix would be every client; list prefixes");
+        }
         Ok(TenantPolicy::new(
             name,
             &prefix,
@@ -120,7 +125,8 @@ impl RawTenant {
             self.dead_letter_maxlen.unwrap_or(base.dead_letter_maxlen),
             quarantine,
         )
-        .with_cpu_budget(cpu))
+        .with_cpu_budget(cpu)
+        .with_clients(clients))
     }
 
     /// The tenant's invocation limits: the global ones unless set, at most the
@@ -218,13 +224,14 @@ fn default_cpu_budget(tenant: &str) -> CpuBudget {
 /// `<tenant>/#` and [`DEFAULT_CPU_SHARE_PERCENT`].
 fn default_policy(tenant: &str, limits: InvokeLimits) -> TenantPolicy {
     let allowed = resolve_allowed(&default_allowed()).unwrap_or_default();
-    let (prefix, topics) = if tenant == DEFAULT_TENANT {
+    let (prefix, topics, clients) = if tenant == DEFAULT_TENANT {
         (
             String::new(),
             vec!["#".to_owned(), "$events/#".to_owned(), "$SYS/#".to_owned()],
+            vec![String::new()],
         )
     } else {
-        (format!("{tenant}:"), vec![format!("{tenant}/#")])
+        (format!("{tenant}:"), vec![format!("{tenant}/#")], Vec::new())
     };
     TenantPolicy::new(
         tenant,
@@ -236,4 +243,5 @@ fn default_policy(tenant: &str, limits: InvokeLimits) -> TenantPolicy {
         default_quarantine(),
     )
     .with_cpu_budget(default_cpu_budget(tenant))
+    .with_clients(clients)
 }

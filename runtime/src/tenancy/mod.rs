@@ -15,6 +15,7 @@ mod config;
 pub mod cpu_budget;
 pub mod policy;
 pub mod quarantine;
+pub mod read_table;
 
 pub use config::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
 pub(crate) use config::{RawTenant, check_tenant_name};

@@ -17,8 +17,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::actions::{MqttAction, Publish};
 use crate::commands::Commands;
-use crate::tenancy::command_table::find_spec;
+use crate::rules::engine::ReadCode;
+use crate::tenancy::command_table::{CommandSpec, find_spec};
+use crate::tenancy::read_table::find_read_spec;
 use crate::tenancy::cpu_budget::CpuBudget;
 use crate::topic;
 
@@ -46,6 +49,25 @@ pub enum PolicyError {
         len: usize,
         max: usize,
     },
+    #[error("action {index}: {kind} to {topic:?}: {why} for tenant {tenant}")]
+    Topic {
+        index: usize,
+        kind: &'static str,
+        topic: String,
+        why: String,
+        tenant: String,
+    },
+    #[error(
+        "action {index}: {kind} names client {client:?}, which tenant {tenant} may not \
+         address (its clients: {clients})"
+    )]
+    Client {
+        index: usize,
+        kind: &'static str,
+        client: String,
+        tenant: String,
+        clients: String,
+    },
 }
 
 impl PolicyError {
@@ -56,6 +78,8 @@ impl PolicyError {
             PolicyError::Arity { .. } => "command_arity",
             PolicyError::UnboundedStream { .. } => "unbounded_stream",
             PolicyError::KeyTooLong { .. } => "key_too_long",
+            PolicyError::Topic { .. } => "action_topic",
+            PolicyError::Client { .. } => "action_client",
         }
     }
 }
@@ -92,6 +116,9 @@ pub struct TenantPolicy {
     pub quarantine: Quarantine,
     /// Share of each worker's time the tenant's rules may take (`cpu_budget.rs`).
     pub cpu: CpuBudget,
+    /// Client-id prefixes the tenant's rules may subscribe, unsubscribe or deliver to
+    /// (ABI v2 actions); `""` is every client.
+    pub clients: Vec<String>,
 }
 
 impl TenantPolicy {
@@ -117,7 +144,15 @@ impl TenantPolicy {
             dead_letter_maxlen,
             quarantine,
             cpu: CpuBudget::UNLIMITED,
+            clients: Vec::new(),
         }
+    }
+
+    /// This policy with `clients` as the client-id prefixes it may address (none by
+    /// default).
+    pub fn with_clients(mut self, clients: Vec<String>) -> Self {
+        self.clients = clients;
+        self
     }
 
     /// This policy with `cpu` as the tenant's CPU budget (unlimited by default).
@@ -132,6 +167,10 @@ impl TenantPolicy {
     ///
     /// Names the filter and the tenant's allowed filters.
     pub fn check_filter(&self, filter: &str) -> Result<(), String> {
+        // Redis triggers name channels and streams inside the tenant's namespace.
+        if filter.starts_with(REDIS_TRIGGER_PREFIX) {
+            return Ok(());
+        }
         if self
             .topics
             .iter()
@@ -173,12 +212,7 @@ impl TenantPolicy {
                     tenant: self.tenant.clone(),
                 })?;
             let argc = cmd.args().len();
-            let ok = if spec.arity >= 0 {
-                argc == spec.arity as usize
-            } else {
-                argc >= spec.arity.unsigned_abs() as usize
-            };
-            if !ok {
+            if !arity_ok(spec, argc) {
                 let expected = if spec.arity >= 0 {
                     format!("{}", spec.arity - 1)
                 } else {
@@ -194,31 +228,181 @@ impl TenantPolicy {
             if spec.name == "XADD" && !xadd_is_bounded(cmd.args().skip(2)) {
                 return Err(PolicyError::UnboundedStream { index });
             }
-            let last = if spec.last_key < 0 {
-                (argc as i32 + spec.last_key) as usize
+            self.push_namespaced(spec, cmd.args(), argc, out)
+                .map_err(|len| PolicyError::KeyTooLong {
+                    index,
+                    len,
+                    max: MAX_KEY_LEN,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Appends one command to `out`: the canonical name, every key position prefixed.
+    /// `Err` with the length of a key over [`MAX_KEY_LEN`] (the command is left
+    /// half-written: the caller truncates).
+    fn push_namespaced<'a>(
+        &self,
+        spec: &CommandSpec,
+        args: impl Iterator<Item = &'a [u8]>,
+        argc: usize,
+        out: &mut Commands,
+    ) -> Result<(), usize> {
+        let last = if spec.last_key < 0 {
+            (argc as i32 + spec.last_key) as usize
+        } else {
+            spec.last_key as usize
+        };
+        out.begin_command();
+        for (i, arg) in args.enumerate() {
+            if i == 0 {
+                out.push_arg(spec.name.as_bytes());
+            } else if i >= spec.first_key && i <= last && (i - spec.first_key) % spec.step == 0 {
+                if arg.len() > MAX_KEY_LEN {
+                    return Err(arg.len());
+                }
+                out.push_prefixed_arg(&self.key_prefix, arg);
             } else {
-                spec.last_key as usize
-            };
-            out.begin_command();
-            for (i, arg) in cmd.args().enumerate() {
-                if i == 0 {
-                    out.push_arg(spec.name.as_bytes());
-                } else if i >= spec.first_key && i <= last && (i - spec.first_key) % spec.step == 0
-                {
-                    if arg.len() > MAX_KEY_LEN {
-                        return Err(PolicyError::KeyTooLong {
-                            index,
-                            len: arg.len(),
-                            max: MAX_KEY_LEN,
-                        });
+                out.push_arg(arg);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Filters of events from Redis (`$redis/channel/...`, `$redis/stream/...`), which
+/// every tenant may declare: the channel or stream is in the tenant's namespace.
+pub const REDIS_TRIGGER_PREFIX: &str = "$redis/";
+
+impl TenantPolicy {
+    /// Checks one ABI v2 read (`args[0]` is the command) against the read set and
+    /// appends it to `out` with its keys namespaced, as [`TenantPolicy::apply`] does
+    /// for writes.
+    ///
+    /// # Errors
+    ///
+    /// `not_allowed` for a command outside the read set; `bad_request` for a wrong
+    /// number of arguments or a key over [`MAX_KEY_LEN`].
+    pub fn apply_read(&self, args: &[&[u8]], out: &mut Commands) -> Result<(), ReadCode> {
+        let name = args.first().ok_or(ReadCode::BadRequest)?;
+        let spec = find_read_spec(name).ok_or(ReadCode::NotAllowed)?;
+        if !arity_ok(spec, args.len()) {
+            return Err(ReadCode::BadRequest);
+        }
+        let mark = out.mark();
+        let r = self.push_namespaced(spec, args.iter().copied(), args.len(), out);
+        r.map_err(|_| {
+            out.truncate(mark);
+            ReadCode::BadRequest
+        })
+    }
+
+    /// Checks every MQTT action of one invocation; one refused action refuses them all.
+    ///
+    /// # Errors
+    ///
+    /// The first action outside the tenant's topics or clients, or with an invalid
+    /// topic or filter.
+    pub fn check_actions(&self, actions: &[MqttAction]) -> Result<(), PolicyError> {
+        for (index, a) in actions.iter().enumerate() {
+            match a {
+                MqttAction::Publish(p) => self.check_publish(index, a.kind(), p)?,
+                MqttAction::Deliver { client, message } => {
+                    self.check_client(index, a.kind(), client)?;
+                    self.check_publish(index, a.kind(), message)?;
+                }
+                MqttAction::Subscribe { client, filter, .. }
+                | MqttAction::Unsubscribe { client, filter } => {
+                    self.check_client(index, a.kind(), client)?;
+                    let refused = |why: String| PolicyError::Topic {
+                        index,
+                        kind: a.kind(),
+                        topic: filter.clone(),
+                        why,
+                        tenant: self.tenant.clone(),
+                    };
+                    topic::validate_filter(filter)
+                        .map_err(|e| refused(format!("invalid filter: {e}")))?;
+                    if !self.topics.iter().any(|t| topic::covers(t, filter)) {
+                        return Err(refused(self.outside_topics()));
                     }
-                    out.push_prefixed_arg(&self.key_prefix, arg);
-                } else {
-                    out.push_arg(arg);
                 }
             }
         }
         Ok(())
+    }
+
+    fn outside_topics(&self) -> String {
+        format!("outside the tenant's topics ({})", self.topics.join(", "))
+    }
+
+    fn check_publish(&self, index: usize, kind: &'static str, p: &Publish) -> Result<(), PolicyError> {
+        let refused = |why: String| PolicyError::Topic {
+            index,
+            kind,
+            topic: p.topic.clone(),
+            why,
+            tenant: self.tenant.clone(),
+        };
+        if let Err(why) = valid_topic_name(&p.topic) {
+            return Err(refused(why.into()));
+        }
+        if !self.topics.iter().any(|t| topic::covers(t, &p.topic)) {
+            return Err(refused(self.outside_topics()));
+        }
+        Ok(())
+    }
+
+    fn check_client(&self, index: usize, kind: &'static str, client: &str) -> Result<(), PolicyError> {
+        if self.clients.iter().any(|p| client.starts_with(p.as_str())) && !client.is_empty() {
+            return Ok(());
+        }
+        let clients = if self.clients.is_empty() {
+            "none".to_owned()
+        } else {
+            self.clients
+                .iter()
+                .map(|p| format!("{p}*"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(PolicyError::Client {
+            index,
+            kind,
+            client: client.to_owned(),
+            tenant: self.tenant.clone(),
+            clients,
+        })
+    }
+}
+
+/// A topic a client may publish to: not empty, no wildcards, no NUL, not a `$` topic
+/// (those are the broker's), at most 65,535 bytes.
+fn valid_topic_name(t: &str) -> Result<(), &'static str> {
+    if t.is_empty() {
+        return Err("the topic is empty");
+    }
+    if t.len() > 65_535 {
+        return Err("the topic is longer than MQTT allows");
+    }
+    if t.contains(['+', '#']) {
+        return Err("a topic to publish to has no wildcards");
+    }
+    if t.contains('\0') {
+        return Err("the topic contains NUL");
+    }
+    if t.starts_with('$') {
+        return Err("`$` topics are the broker's");
+    }
+    Ok(())
+}
+
+/// Whether `argc` arguments (the name included) fit `spec`'s arity.
+fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
+    if spec.arity >= 0 {
+        argc == spec.arity as usize
+    } else {
+        argc >= spec.arity.unsigned_abs() as usize
     }
 }
 

@@ -1,5 +1,6 @@
-//! Rule ABI v1: the only file that knows export names, pointers, the result layout and
-//! the ABI version (`docs/abi.md` is the user-facing statement of the same contract).
+//! Rule ABIs v1 and v2: the only file that knows export names, pointers, the result
+//! layouts and the ABI versions (`docs/abi.md` is the user-facing statement of the same
+//! contract; v2's host functions are `host.rs`).
 //!
 //! A rule is a core wasm module that imports nothing and exports:
 //!
@@ -12,16 +13,22 @@
 //! | `wasmrule_on_event`      | `func(i32, i32) -> i64` | handle the event, packed result  |
 //!
 //! Packed values carry the pointer in the high 32 bits and the length in the low 32.
+//!
+//! Version 2 has the same exports under the marker `wasmrule_abi_version_2`, may import
+//! `wasmrule.redis_read` and `wasmrule.redis_reply`, and returns actions (a kind byte
+//! before each) instead of bare commands.
 
 use serde::Deserialize;
 use wasmtime::{ExternType, Module, ValType};
 
+use super::host;
 use super::{LoadError, RuleError};
+use crate::actions::{MqttAction, Publish};
 use crate::commands::Commands;
 use crate::topic::validate_filter;
 
-/// The ABI version this runtime implements.
-pub const ABI_VERSION: u32 = 1;
+/// The newest ABI version this runtime implements; it loads every version from 1 on.
+pub const ABI_VERSION: u32 = 2;
 
 const VERSION_PREFIX: &str = "wasmrule_abi_version_";
 pub(crate) const EXPORT_MEMORY: &str = "memory";
@@ -55,19 +62,21 @@ pub struct Manifest {
     pub sdk: Option<String>,
 }
 
-/// Checks the module's version marker, imports and exports against ABI v1.
+/// Checks the module's version marker, imports and exports against its ABI, and
+/// returns the version (1 or 2).
 ///
 /// # Errors
 ///
 /// A [`LoadError`] naming the first thing that does not match.
-pub fn check_module(module: &Module) -> Result<(), LoadError> {
+pub fn check_module(module: &Module) -> Result<u32, LoadError> {
     let versions: Vec<String> = module
         .exports()
         .filter_map(|e| e.name().strip_prefix(VERSION_PREFIX).map(str::to_owned))
         .collect();
-    match versions.as_slice() {
+    let version = match versions.as_slice() {
         [] => return Err(LoadError::NotARule),
-        [v] if v == &ABI_VERSION.to_string() => {}
+        [v] if v == "1" => 1,
+        [v] if v == "2" => 2,
         [v] => {
             return Err(LoadError::AbiVersion {
                 found: v.clone(),
@@ -80,14 +89,8 @@ pub fn check_module(module: &Module) -> Result<(), LoadError> {
                 versions.join(", ")
             )));
         }
-    }
-
-    if let Some(import) = module.imports().next() {
-        return Err(LoadError::Import {
-            module: import.module().to_owned(),
-            name: import.name().to_owned(),
-        });
-    }
+    };
+    check_imports(module, version)?;
 
     let mut memories = 0;
     for export in module.exports() {
@@ -125,6 +128,41 @@ pub fn check_module(module: &Module) -> Result<(), LoadError> {
         &[ValType::I32, ValType::I32],
         &[ValType::I64],
     )?;
+    Ok(version)
+}
+
+/// v1 imports nothing; v2 only the host functions of `host.rs`, with their types.
+fn check_imports(module: &Module, version: u32) -> Result<(), LoadError> {
+    for import in module.imports() {
+        let named = |e: fn(String, String) -> LoadError| {
+            Err(e(import.module().to_owned(), import.name().to_owned()))
+        };
+        if version < 2 {
+            return named(|module, name| LoadError::Import { module, name });
+        }
+        let known = import.module() == host::IMPORT_MODULE
+            && [host::IMPORT_READ, host::IMPORT_REPLY].contains(&import.name());
+        if !known {
+            return named(|module, name| LoadError::UnknownHostImport { module, name });
+        }
+        let ExternType::Func(f) = import.ty() else {
+            return Err(LoadError::Abi(format!(
+                "import `{}::{}` must be a function (i32, i32) -> (i32)",
+                import.module(),
+                import.name()
+            )));
+        };
+        let params: Vec<ValType> = f.params().collect();
+        let results: Vec<ValType> = f.results().collect();
+        let i32s = |v: &[ValType], n: usize| v.len() == n && v.iter().all(|t| t.is_i32());
+        if !(i32s(&params, 2) && i32s(&results, 1)) {
+            return Err(LoadError::Abi(format!(
+                "import `{}::{}` must be a function (i32, i32) -> (i32)",
+                import.module(),
+                import.name()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -255,21 +293,7 @@ pub fn decode_result(
 }
 
 fn decode_into(buf: &[u8], limits: OutputLimits, out: &mut Commands) -> Result<usize, RuleError> {
-    let (&tag, mut rest) = buf
-        .split_first()
-        .ok_or_else(|| RuleError::Abi("result buffer is empty".into()))?;
-    match tag {
-        TAG_OK => {}
-        TAG_ERROR => {
-            let msg = &rest[..rest.len().min(MAX_ERROR_MESSAGE)];
-            return Err(RuleError::Rule(String::from_utf8_lossy(msg).into_owned()));
-        }
-        t => {
-            return Err(RuleError::Abi(format!(
-                "result tag {t} is neither 0 (ok) nor 1 (error)"
-            )));
-        }
-    }
+    let mut rest = take_tag(buf)?;
     let count = take_u32(&mut rest, "command count")? as usize;
     if count > limits.max_commands {
         return Err(RuleError::TooManyCommands {
@@ -279,27 +303,7 @@ fn decode_into(buf: &[u8], limits: OutputLimits, out: &mut Commands) -> Result<u
     }
     for i in 0..count {
         let argc = take_u32(&mut rest, "argument count")? as usize;
-        if argc == 0 {
-            return Err(RuleError::Abi(format!("command {i} has no name")));
-        }
-        if argc > limits.max_args {
-            return Err(RuleError::Abi(format!(
-                "command {i} has {argc} arguments; at most {}",
-                limits.max_args
-            )));
-        }
-        out.begin_command();
-        for _ in 0..argc {
-            let len = take_u32(&mut rest, "argument length")? as usize;
-            if rest.len() < len {
-                return Err(RuleError::Abi(format!(
-                    "command {i}: argument of {len} bytes runs past the end of the result"
-                )));
-            }
-            let (arg, tail) = rest.split_at(len);
-            out.push_arg(arg);
-            rest = tail;
-        }
+        take_command(&mut rest, i, argc, limits, out)?;
     }
     if !rest.is_empty() {
         return Err(RuleError::Abi(format!(
@@ -308,6 +312,232 @@ fn decode_into(buf: &[u8], limits: OutputLimits, out: &mut Commands) -> Result<u
         )));
     }
     Ok(count)
+}
+
+/// Action kinds of a v2 result buffer (`docs/abi.md`, "Actions").
+const ACTION_REDIS: u8 = 0;
+const ACTION_PUBLISH: u8 = 1;
+const ACTION_SUBSCRIBE: u8 = 2;
+const ACTION_UNSUBSCRIBE: u8 = 3;
+const ACTION_DELIVER: u8 = 4;
+/// Most MQTT 5 user properties on one publish.
+const MAX_PROPERTIES: usize = 64;
+
+/// Decodes a v2 result buffer: Redis commands to `out`, MQTT actions to `actions`.
+///
+/// On any error nothing is appended to either.
+///
+/// # Errors
+///
+/// As [`decode_result`]; `max_commands` bounds actions of every kind together.
+pub fn decode_result_v2(
+    buf: &[u8],
+    limits: OutputLimits,
+    out: &mut Commands,
+    actions: &mut Vec<MqttAction>,
+) -> Result<usize, RuleError> {
+    let mark = out.mark();
+    let before = actions.len();
+    let r = decode_v2_into(buf, limits, out, actions);
+    if r.is_err() {
+        out.truncate(mark);
+        actions.truncate(before);
+    }
+    r
+}
+
+fn decode_v2_into(
+    buf: &[u8],
+    limits: OutputLimits,
+    out: &mut Commands,
+    actions: &mut Vec<MqttAction>,
+) -> Result<usize, RuleError> {
+    let mut rest = take_tag(buf)?;
+    let count = take_u32(&mut rest, "action count")? as usize;
+    if count > limits.max_commands {
+        return Err(RuleError::TooManyCommands {
+            count,
+            max: limits.max_commands,
+        });
+    }
+    for i in 0..count {
+        let (&kind, tail) = rest
+            .split_first()
+            .ok_or_else(|| RuleError::Abi(format!("result ends before action {i}")))?;
+        rest = tail;
+        let mut field = |what: &str| take_bytes(&mut rest, i, what);
+        match kind {
+            ACTION_REDIS => {
+                let argc = take_u32(&mut rest, "argument count")? as usize;
+                take_command(&mut rest, i, argc, limits, out)?;
+            }
+            ACTION_PUBLISH => {
+                let topic = text(field("topic")?, i, "topic")?;
+                let payload = field("payload")?.to_vec();
+                let (qos, retain) = take_qos_retain(&mut rest, i)?;
+                let properties = take_properties(&mut rest, i)?;
+                actions.push(MqttAction::Publish(Publish {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                    properties,
+                }));
+            }
+            ACTION_SUBSCRIBE => {
+                let client = text(field("client id")?, i, "client id")?;
+                let filter = text(field("filter")?, i, "filter")?;
+                let qos = take_qos(&mut rest, i)?;
+                actions.push(MqttAction::Subscribe {
+                    client,
+                    filter,
+                    qos,
+                });
+            }
+            ACTION_UNSUBSCRIBE => {
+                let client = text(field("client id")?, i, "client id")?;
+                let filter = text(field("filter")?, i, "filter")?;
+                actions.push(MqttAction::Unsubscribe { client, filter });
+            }
+            ACTION_DELIVER => {
+                let client = text(field("client id")?, i, "client id")?;
+                let topic = text(field("topic")?, i, "topic")?;
+                let payload = field("payload")?.to_vec();
+                let (qos, retain) = take_qos_retain(&mut rest, i)?;
+                actions.push(MqttAction::Deliver {
+                    client,
+                    message: Publish {
+                        topic,
+                        payload,
+                        qos,
+                        retain,
+                        properties: Vec::new(),
+                    },
+                });
+            }
+            k => {
+                return Err(RuleError::Abi(format!(
+                    "action {i} has kind {k}; kinds are 0 (redis) to 4 (deliver)"
+                )));
+            }
+        }
+    }
+    if !rest.is_empty() {
+        return Err(RuleError::Abi(format!(
+            "{} bytes left over after {count} actions",
+            rest.len()
+        )));
+    }
+    Ok(count)
+}
+
+/// The buffer after an ok tag; a rule error or an unknown tag is the error.
+fn take_tag(buf: &[u8]) -> Result<&[u8], RuleError> {
+    let (&tag, rest) = buf
+        .split_first()
+        .ok_or_else(|| RuleError::Abi("result buffer is empty".into()))?;
+    match tag {
+        TAG_OK => Ok(rest),
+        TAG_ERROR => {
+            let msg = &rest[..rest.len().min(MAX_ERROR_MESSAGE)];
+            Err(RuleError::Rule(String::from_utf8_lossy(msg).into_owned()))
+        }
+        t => Err(RuleError::Abi(format!(
+            "result tag {t} is neither 0 (ok) nor 1 (error)"
+        ))),
+    }
+}
+
+/// One command of `argc` arguments from `rest` into `out`.
+fn take_command(
+    rest: &mut &[u8],
+    i: usize,
+    argc: usize,
+    limits: OutputLimits,
+    out: &mut Commands,
+) -> Result<(), RuleError> {
+    if argc == 0 {
+        return Err(RuleError::Abi(format!("command {i} has no name")));
+    }
+    if argc > limits.max_args {
+        return Err(RuleError::Abi(format!(
+            "command {i} has {argc} arguments; at most {}",
+            limits.max_args
+        )));
+    }
+    out.begin_command();
+    for _ in 0..argc {
+        let len = take_u32(rest, "argument length")? as usize;
+        if rest.len() < len {
+            return Err(RuleError::Abi(format!(
+                "command {i}: argument of {len} bytes runs past the end of the result"
+            )));
+        }
+        let (arg, tail) = rest.split_at(len);
+        out.push_arg(arg);
+        *rest = tail;
+    }
+    Ok(())
+}
+
+fn take_bytes<'b>(rest: &mut &'b [u8], i: usize, what: &str) -> Result<&'b [u8], RuleError> {
+    let len = take_u32(rest, what)? as usize;
+    if rest.len() < len {
+        return Err(RuleError::Abi(format!(
+            "action {i}: {what} of {len} bytes runs past the end of the result"
+        )));
+    }
+    let (b, tail) = rest.split_at(len);
+    *rest = tail;
+    Ok(b)
+}
+
+fn text(b: &[u8], i: usize, what: &str) -> Result<String, RuleError> {
+    String::from_utf8(b.to_vec())
+        .map_err(|_| RuleError::Abi(format!("action {i}: the {what} is not UTF-8")))
+}
+
+fn take_byte(rest: &mut &[u8], i: usize, what: &str) -> Result<u8, RuleError> {
+    let (&b, tail) = rest
+        .split_first()
+        .ok_or_else(|| RuleError::Abi(format!("action {i}: result ends before its {what}")))?;
+    *rest = tail;
+    Ok(b)
+}
+
+fn take_qos(rest: &mut &[u8], i: usize) -> Result<u8, RuleError> {
+    match take_byte(rest, i, "QoS")? {
+        q @ (0 | 1) => Ok(q),
+        q => Err(RuleError::Abi(format!(
+            "action {i}: QoS {q}; actions take QoS 0 or 1"
+        ))),
+    }
+}
+
+fn take_qos_retain(rest: &mut &[u8], i: usize) -> Result<(u8, bool), RuleError> {
+    let qos = take_qos(rest, i)?;
+    match take_byte(rest, i, "retain flag")? {
+        r @ (0 | 1) => Ok((qos, r == 1)),
+        r => Err(RuleError::Abi(format!(
+            "action {i}: retain flag {r}; it is 0 or 1"
+        ))),
+    }
+}
+
+fn take_properties(rest: &mut &[u8], i: usize) -> Result<Vec<(String, String)>, RuleError> {
+    let n = take_u32(rest, "property count")? as usize;
+    if n > MAX_PROPERTIES {
+        return Err(RuleError::Abi(format!(
+            "action {i}: {n} user properties; at most {MAX_PROPERTIES}"
+        )));
+    }
+    (0..n)
+        .map(|_| {
+            let k = text(take_bytes(rest, i, "property name")?, i, "property name")?;
+            let v = text(take_bytes(rest, i, "property value")?, i, "property value")?;
+            Ok((k, v))
+        })
+        .collect()
 }
 
 fn take_u32(rest: &mut &[u8], what: &str) -> Result<u32, RuleError> {

@@ -1,9 +1,10 @@
-//! Core-module rules (ABI v1, `abi.rs`): pre-linking, reading the manifest, and one
-//! invocation: allocate in the guest, copy the event in, call, decode the result.
+//! Core-module rules (ABI v1 and v2, `abi.rs`): pre-linking, reading the manifest, and
+//! one invocation: allocate in the guest, copy the event in, call, decode the result.
 
 use wasmtime::{InstancePre, Module, ModuleExport, Store};
 
 use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, RuleError, abi};
+use crate::actions::MqttAction;
 use crate::commands::Commands;
 
 pub(super) struct Exports {
@@ -17,11 +18,19 @@ pub(super) struct Exports {
 pub(super) struct CoreParts {
     pre: InstancePre<Ctx>,
     exports: Exports,
+    /// The ABI version, 1 or 2.
+    pub(super) abi: u32,
+}
+
+/// Where one invocation's output goes.
+pub(super) struct Output<'a> {
+    pub(super) out: &'a mut Commands,
+    pub(super) actions: &'a mut Vec<MqttAction>,
 }
 
 /// Checks `module` against the ABI and pre-links it.
 pub(super) fn prepare(engine: &Engine, module: &Module) -> Result<CoreParts, LoadError> {
-    abi::check_module(module)?;
+    let abi = abi::check_module(module)?;
     let pre = engine
         .inner
         .linker
@@ -38,7 +47,7 @@ pub(super) fn prepare(engine: &Engine, module: &Module) -> Result<CoreParts, Loa
         alloc: export(abi::EXPORT_ALLOC)?,
         on_event: export(abi::EXPORT_ON_EVENT)?,
     };
-    Ok(CoreParts { pre, exports })
+    Ok(CoreParts { pre, exports, abi })
 }
 
 fn instantiate(
@@ -90,12 +99,12 @@ pub(super) fn read_manifest(parts: &CoreParts, store: &mut Store<Ctx>) -> Result
     Ok(manifest.to_vec())
 }
 
-/// One event in a fresh instance; appends the decoded commands to `out`.
+/// One event in a fresh instance; appends the decoded commands and actions to `output`.
 pub(super) fn invoke(
     parts: &CoreParts,
     store: &mut Store<Ctx>,
     event: &[u8],
-    out: &mut Commands,
+    output: Output<'_>,
     limits: &InvokeLimits,
     max_args: usize,
 ) -> Result<usize, Failure> {
@@ -129,5 +138,8 @@ pub(super) fn invoke(
         max_commands: limits.max_commands,
         max_args,
     };
-    Ok(abi::decode_result(buf, output_limits, out)?)
+    Ok(match parts.abi {
+        1 => abi::decode_result(buf, output_limits, output.out)?,
+        _ => abi::decode_result_v2(buf, output_limits, output.out, output.actions)?,
+    })
 }

@@ -52,8 +52,8 @@ pub enum LoadError {
     #[error("not a wasmrule rule: it exports no `wasmrule_abi_version_N` marker (see docs/abi.md)")]
     NotARule,
     #[error(
-        "built for rule ABI version {found}, but this wasmrule supports version {supported}; \
-         rebuild the rule with an SDK for ABI v{supported} (docs/abi.md)"
+        "built for rule ABI version {found}, but this wasmrule supports versions 1 to \
+         {supported}; rebuild the rule with an SDK for ABI v{supported} (docs/abi.md)"
     )]
     AbiVersion { found: String, supported: u32 },
     #[error(
@@ -61,6 +61,11 @@ pub enum LoadError {
          wasm32-unknown-unknown or with --stub-wasi)"
     )]
     Import { module: String, name: String },
+    #[error(
+        "imports `{module}::{name}`, which ABI v2 does not offer: a v2 rule may import only \
+         `wasmrule::redis_read` and `wasmrule::redis_reply` (docs/abi.md)"
+    )]
+    UnknownHostImport { module: String, name: String },
     #[error("missing export `{0}` (docs/abi.md lists the required exports)")]
     MissingExport(&'static str),
     #[error("ABI violation: {0}")]

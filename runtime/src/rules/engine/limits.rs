@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::host::ReadBudget;
+
 /// Per-invocation limits. Defaults are in `config.rs` and `docs/configuration.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -23,6 +25,8 @@ pub struct Limits {
     pub max_args: usize,
     /// Largest result buffer, in bytes.
     pub max_output_bytes: usize,
+    /// What an ABI v2 rule's Redis reads may use per invocation.
+    pub reads: ReadBudget,
 }
 
 impl Default for Limits {
@@ -35,6 +39,7 @@ impl Default for Limits {
             max_commands: 1_000,
             max_args: 1_024,
             max_output_bytes: 1 << 20,
+            reads: ReadBudget::default(),
         }
     }
 }

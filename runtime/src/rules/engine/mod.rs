@@ -22,6 +22,7 @@ mod core;
 mod deadline;
 mod declared;
 mod error;
+mod host;
 mod limits;
 mod stack;
 
@@ -33,8 +34,10 @@ use wasmtime::{
     Trap,
 };
 
+use crate::actions::MqttAction;
 use crate::commands::Commands;
 pub use abi::{ABI_VERSION, Manifest};
+pub use host::{ReadBudget, ReadCode, RedisReads, Reply};
 pub use component::WORLD_VERSION as COMPONENT_WORLD_VERSION;
 pub use deadline::{thread_cpu_time, wall_backstop};
 pub use error::{LoadError, RuleError};
@@ -42,6 +45,7 @@ pub use limits::{InvokeLimits, Limits};
 pub use stack::{GUEST_THREAD_STACK, MAX_WASM_STACK, on_guest_stack};
 
 use deadline::{Deadline, TICK};
+use host::ReadState;
 
 /// The least time a rule's start function and manifest get at load (off the event
 /// path), whatever the per-event deadline.
@@ -139,7 +143,7 @@ impl Engine {
         }
         Ok(Engine {
             inner: Arc::new(Inner {
-                linker: Linker::new(&wasmtime),
+                linker: core_linker(&wasmtime)?,
                 component_linker: wasmtime::component::Linker::new(&wasmtime),
                 cache: None,
                 wasmtime,
@@ -160,7 +164,7 @@ impl Engine {
     pub fn with_cache(self, cache: cache::Cache) -> Engine {
         let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
             wasmtime: arc.wasmtime.clone(),
-            linker: Linker::new(&arc.wasmtime),
+            linker: arc.linker.clone(),
             component_linker: wasmtime::component::Linker::new(&arc.wasmtime),
             cache: None,
             limits: arc.limits.clone(),
@@ -261,7 +265,7 @@ impl Engine {
     fn read_core_manifest(&self, parts: &core::CoreParts) -> Result<Vec<u8>, RuleError> {
         let limits = self.load_limits();
         retry_stalled(|| {
-            let mut store = self.new_store(&limits, false);
+            let mut store = self.new_store(&limits, false, ReadState::default());
             let r = core::read_manifest(parts, &mut store);
             r.map_err(|f| self.classify(f, &store, &limits))
         })
@@ -273,13 +277,13 @@ impl Engine {
     ) -> Result<Manifest, RuleError> {
         let limits = self.load_limits();
         retry_stalled(|| {
-            let mut store = self.new_store(&limits, true);
+            let mut store = self.new_store(&limits, true, ReadState::default());
             let r = component::read_manifest(parts, &mut store);
             r.map_err(|f| self.classify(f, &store, &limits))
         })
     }
 
-    fn new_store(&self, limits: &InvokeLimits, component: bool) -> Store<Ctx> {
+    fn new_store(&self, limits: &InvokeLimits, component: bool, reads: ReadState) -> Store<Ctx> {
         let inner = &self.inner;
         let mut store = Store::new(
             &inner.wasmtime,
@@ -293,6 +297,7 @@ impl Engine {
                 },
                 memory_refused: None,
                 deadline: Deadline::new(limits.timeout),
+                reads,
             },
         );
         store.limiter(|ctx| ctx);
@@ -397,6 +402,14 @@ fn sniff(bytes: &[u8]) -> Result<Kind, LoadError> {
     }
 }
 
+/// The linker for core modules: the v2 host functions (`host.rs`); v1 modules import
+/// nothing, so the same linker serves both.
+fn core_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<Ctx>> {
+    let mut linker = Linker::new(engine);
+    host::define(&mut linker)?;
+    Ok(linker)
+}
+
 /// Advances the engine's epoch every [`TICK`] until the engine is dropped.
 fn spawn_ticker(engine: &wasmtime::Engine) -> anyhow::Result<()> {
     let weak = engine.weak();
@@ -436,14 +449,15 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-/// Store data: the resource limiter, which also remembers why it refused growth, and
-/// the invocation's CPU deadline.
+/// Store data: the resource limiter, which also remembers why it refused growth, the
+/// invocation's CPU deadline and, for v2 rules, its reads.
 struct Ctx {
     max_memory: usize,
     max_table_elements: usize,
     max_instances: usize,
     memory_refused: Option<usize>,
     deadline: Deadline,
+    reads: ReadState,
 }
 
 impl ResourceLimiter for Ctx {
@@ -513,11 +527,20 @@ impl Rule {
         self.size
     }
 
-    /// `module` (core ABI v1) or `component` (WIT world `wasmrule:rule@1.0.0`).
+    /// `module` (a core module, ABI v1 or v2) or `component` (WIT world
+    /// `wasmrule:rule@1.0.0`).
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             RuleKind::Core(_) => "module",
             RuleKind::Component(_) => "component",
+        }
+    }
+
+    /// The core ABI version the module was built for (1 or 2); 1 for a component.
+    pub fn abi(&self) -> u32 {
+        match &self.kind {
+            RuleKind::Core(parts) => parts.abi,
+            RuleKind::Component(_) => 1,
         }
     }
 
@@ -538,7 +561,9 @@ impl Rule {
     }
 
     /// [`Rule::invoke`] under `limits` (a tenant's) instead of the engine's defaults.
-    /// Memory beyond the engine's cap is never granted.
+    /// Memory beyond the engine's cap is never granted. A v2 rule's reads are
+    /// `unavailable` here, and MQTT actions in its result are an `abi` error: only
+    /// [`Rule::invoke_actions`] takes them.
     ///
     /// # Errors
     ///
@@ -549,16 +574,55 @@ impl Rule {
         out: &mut Commands,
         limits: &InvokeLimits,
     ) -> Result<usize, RuleError> {
+        let mut actions = Vec::new();
+        let mark = out.mark();
+        let n = self.invoke_actions(event, out, &mut actions, limits, &mut None)?;
+        if !actions.is_empty() {
+            out.truncate(mark);
+            return Err(RuleError::Abi(format!(
+                "returned {} MQTT actions, which this caller does not take",
+                actions.len()
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Runs the rule on one event under `limits`: Redis commands are appended to `out`,
+    /// MQTT actions (ABI v2) to `actions`; on error neither gets anything. A v2 rule's
+    /// reads go to `reads` (taken for the invocation and put back after; `None`: every
+    /// read is `unavailable`). Returns the number of actions of both kinds.
+    ///
+    /// # Errors
+    ///
+    /// As [`Rule::invoke`].
+    pub fn invoke_actions(
+        &self,
+        event: &[u8],
+        out: &mut Commands,
+        actions: &mut Vec<MqttAction>,
+        limits: &InvokeLimits,
+        reads: &mut Option<Box<dyn RedisReads>>,
+    ) -> Result<usize, RuleError> {
         let engine = &self.engine;
         let max_args = engine.inner.limits.max_args;
         match &self.kind {
             RuleKind::Core(parts) => {
-                let mut store = engine.new_store(limits, false);
-                let r = core::invoke(parts, &mut store, event, out, limits, max_args);
-                r.map_err(|f| engine.classify(f, &store, limits))
+                let state = if parts.abi >= 2 {
+                    ReadState::new(reads.take(), engine.inner.limits.reads)
+                } else {
+                    ReadState::default()
+                };
+                let mut store = engine.new_store(limits, false, state);
+                let output = core::Output { out, actions };
+                let r = core::invoke(parts, &mut store, event, output, limits, max_args);
+                let r = r.map_err(|f| engine.classify(f, &store, limits));
+                if let Some(port) = store.data_mut().reads.port.take() {
+                    *reads = Some(port);
+                }
+                r
             }
             RuleKind::Component(parts) => {
-                let mut store = engine.new_store(limits, true);
+                let mut store = engine.new_store(limits, true, ReadState::default());
                 let r = component::invoke(parts, &mut store, event, out, limits, max_args);
                 r.map_err(|f| engine.classify(f, &store, limits))
             }
