@@ -632,7 +632,10 @@ fn docs_v2_wat_example_reads_and_publishes() {
     let v2 = &doc[doc
         .find("## A complete v2 rule in WebAssembly text")
         .expect("docs/abi.md has the v2 WAT example")..];
-    let start = v2.find("```wat\n").expect("the v2 section has a ```wat block") + 7;
+    let start = v2
+        .find("```wat\n")
+        .expect("the v2 section has a ```wat block")
+        + 7;
     let len = v2[start..].find("```").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (wat, wasm) = (dir.path().join("motd.wat"), dir.path().join("motd.wasm"));
@@ -646,7 +649,11 @@ fn docs_v2_wat_example_reads_and_publishes() {
     assert!(status.success(), "wat2wasm failed on the v2 docs example");
     let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("abi:     2"), "{stdout}");
     let event = dir.path().join("e.json");
     std::fs::write(&event, r#"{"topic":"hello/dev-1","payload":"hi"}"#).unwrap();
@@ -662,7 +669,11 @@ fn docs_v2_wat_example_reads_and_publishes() {
             .arg(&fixture)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(
