@@ -333,10 +333,12 @@ pub unsafe fn on_event<R: IntoActions>(
     len: u32,
     handler: impl Fn(&Event<'_>, &mut Context<'_>) -> R,
 ) -> u64 {
-    // SAFETY: the caller passes a buffer from `alloc`, once.
-    let input = unsafe { super::take_input(ptr, len) };
-    let result = run(&input, &mut super::host::HostReads, handler);
-    drop(input);
+    let ptr = ptr as usize as *mut u8;
+    // SAFETY: the caller passes a live allocation of `len` bytes.
+    let input = unsafe { std::slice::from_raw_parts(ptr, len as usize) };
+    let result = run(input, &mut super::host::HostReads, handler);
+    // SAFETY: the input is not used after this point.
+    unsafe { super::free_input(ptr, len) };
     super::with_output(|out| encode_result(&result, out))
 }
 

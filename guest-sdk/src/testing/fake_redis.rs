@@ -103,9 +103,12 @@ impl FakeRedis {
         if let Some(e) = self.failure {
             return Err(e);
         }
+        // As the host counts: a read past the count is refused uncounted; any other
+        // read counts, answered or not; reply bytes count when the reply fits.
         if self.reads >= self.max_reads {
             return Err(ReadError::OverBudget);
         }
+        self.reads += 1;
         let reply = self.store.read(&args).map_err(|f| match f {
             Failure::NotAllowed => ReadError::NotAllowed,
             Failure::BadRequest => ReadError::BadRequest,
@@ -113,11 +116,10 @@ impl FakeRedis {
         })?;
         let mut buf = Vec::new();
         encode_value(&to_value(reply), &mut buf);
-        self.reads += 1;
-        self.read_bytes += buf.len();
-        if self.read_bytes > self.max_read_bytes {
+        if buf.len() > self.max_read_bytes - self.read_bytes {
             return Err(ReadError::OverBudget);
         }
+        self.read_bytes += buf.len();
         Ok(buf)
     }
 }
@@ -166,8 +168,10 @@ mod tests {
         assert!(redis.context().get("k").is_ok());
 
         let mut small = FakeRedis::new().with_budget(16, 10);
-        small.set("big", "0123456789");
+        small.set("big", "0123456789").set("k", "v");
         assert_eq!(small.context().get("big"), Err(ReadError::OverBudget));
+        // A refused reply takes nothing from the bytes left.
+        assert!(small.context().get("k").is_ok());
     }
 
     #[test]

@@ -24,8 +24,8 @@ const SDK_RUST: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/lib.rs"),
     ),
     (
-        "wasmrule-guest/src/abi/mod.rs",
-        include_str!("../../../guest-sdk/src/abi/mod.rs"),
+        "wasmrule-guest/src/abi.rs",
+        include_str!("../../../guest-sdk/src/abi.rs"),
     ),
     (
         "wasmrule-guest/src/abi/v2.rs",
@@ -56,8 +56,8 @@ const SDK_RUST: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/read.rs"),
     ),
     (
-        "wasmrule-guest/src/testing/mod.rs",
-        include_str!("../../../guest-sdk/src/testing/mod.rs"),
+        "wasmrule-guest/src/testing.rs",
+        include_str!("../../../guest-sdk/src/testing.rs"),
     ),
     (
         "wasmrule-guest/src/testing/fake_redis.rs",

@@ -98,49 +98,34 @@ pub unsafe fn on_event<R: IntoOutput>(
     len: u32,
     handler: impl Fn(&Event<'_>) -> R,
 ) -> u64 {
-    // SAFETY: the caller passes a buffer from `alloc`, once.
-    let input = unsafe { take_input(ptr, len) };
-    let result = run(&input, handler);
-    drop(input);
-    with_output(|out| encode_result(&result, out))
+    let ptr = ptr as usize as *mut u8;
+    // SAFETY: the caller passes a live allocation of `len` bytes.
+    let input = unsafe { std::slice::from_raw_parts(ptr, len as usize) };
+    let result = run(input, handler);
+    // SAFETY: the input is not used after this point.
+    unsafe { free_input(ptr, len) };
+    OUTPUT.with(|cell| {
+        let mut out = cell.borrow_mut();
+        out.clear();
+        encode_result(&result, &mut out);
+        pack(out.as_ptr() as usize as u32, out.len() as u32)
+    })
 }
 
-/// The event buffer the host wrote into an allocation from [`alloc`]; freed on drop.
-pub(crate) struct Input {
-    ptr: *mut u8,
-    len: usize,
-}
-
-/// Takes ownership of the buffer `ptr..ptr+len` from [`alloc`].
+/// Frees the event buffer `ptr..ptr+len` from [`alloc`].
 ///
 /// # Safety
 ///
 /// `ptr` and `len` must be a live allocation from [`alloc`], not used afterwards.
-pub(crate) unsafe fn take_input(ptr: u32, len: u32) -> Input {
-    Input {
-        ptr: ptr as usize as *mut u8,
-        len: len as usize,
-    }
-}
-
-impl std::ops::Deref for Input {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `take_input`'s caller handed over a live allocation of `len` bytes.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Input {
-    fn drop(&mut self) {
-        // SAFETY: same layout as in `alloc`; nothing borrows the input past the drop.
-        unsafe {
-            std::alloc::dealloc(
-                self.ptr,
-                std::alloc::Layout::from_size_align_unchecked(self.len.max(1), 1),
-            )
-        }
-    }
+#[inline(always)]
+pub(crate) unsafe fn free_input(ptr: *mut u8, len: u32) {
+    // SAFETY: same layout as in `alloc`.
+    unsafe {
+        std::alloc::dealloc(
+            ptr,
+            std::alloc::Layout::from_size_align_unchecked(len.max(1) as usize, 1),
+        )
+    };
 }
 
 /// Encodes the result with `encode` into the buffer kept for the host, and returns its
