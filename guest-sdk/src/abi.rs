@@ -130,6 +130,8 @@ pub(crate) unsafe fn free_input(ptr: *mut u8, len: u32) {
 
 /// Encodes the result with `encode` into the buffer kept for the host, and returns its
 /// packed location, valid until the next call.
+// Used by the v2 export, which exists on wasm32 only.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) fn with_output(encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
     OUTPUT.with(|cell| {
         let mut out = cell.borrow_mut();
