@@ -1,4 +1,4 @@
-// wasmrule.ts: write wasmrule rules in AssemblyScript (rule ABI v1, docs/abi.md).
+// wasmrule.ts: write wasmrule rules in AssemblyScript (rule ABI v1 and v2, docs/abi.md).
 //
 // A rule is one entry file that exports the four ABI functions; two come from here
 // as they are, two are one line each because they name the rule and its handler:
@@ -27,6 +27,12 @@
 // import the host would refuse. Memory comes from the stub's allocator, so rule code may
 // use strings and arrays freely; running out of memory traps (in wasmrule the host's
 // memory cap stops the rule first, with a `memory` error).
+//
+// A rule of ABI v2 exports `wasmrule_abi_version_2` instead and calls `runV2`: its
+// handler may read Redis (`get`, `hget`, `read`: a `ReadResult` with a `code` from
+// `ReadCode` and a typed `Value`) and gets an `Actions` output, which takes MQTT
+// actions (`publish`, `property`, `subscribe`, `unsubscribe`, `deliver`) beside its
+// commands.
 //
 // Event data never becomes an AssemblyScript string unless you ask: fields, JSON values
 // and arguments are `Bytes`, a (pointer, length) view of UTF-8 in linear memory, since
@@ -612,6 +618,279 @@ export class Output {
 }
 
 // ---------------------------------------------------------------------------------------
+// ABI v2: the result buffer of actions (docs/abi.md, "Actions")
+//
+//   u8 0, u32 count, then per action u8 kind and its fields:
+//   kind 0 redis       u32 argc, argc times (u32 len, bytes)
+//   kind 1 publish     str topic, str payload, u8 qos, u8 retain, u32 n, n (str, str)
+//   kind 2 subscribe   str clientid, str filter, u8 qos
+//   kind 3 unsubscribe str clientid, str filter
+//   kind 4 deliver     str clientid, str topic, str payload, u8 qos, u8 retain
+//
+// (str: u32 length, bytes.) A class of its own, so that v1 rules compile to exactly
+// what they did before v2.
+// ---------------------------------------------------------------------------------------
+
+/** What a v2 handler returns: actions (Redis commands and MQTT actions), or an error. */
+export class Actions {
+  private buf: usize = 0;
+  private len: u32 = 0;
+  private cap: u32 = 0;
+  private argcAt: u32 = 0; // offset of the current command's argc; 0 if none
+  private propsAt: u32 = 0; // offset of the last publish's property count; 0 if none
+  /** The error message, once `error` was called. */
+  failed: string | null = null;
+
+  private reserve(more: u32): usize {
+    if (this.cap - this.len < more) {
+      let cap = this.cap > 0 ? this.cap : 256;
+      while (cap - this.len < more) cap <<= 1;
+      this.buf = this.buf == 0 ? heap.alloc(cap) : heap.realloc(this.buf, cap);
+      this.cap = cap;
+    }
+    if (this.len == 0) {
+      store<u8>(this.buf, 0); // tag: actions follow
+      store<u32>(this.buf + 1, 0); // count
+      this.len = 5;
+    }
+    return this.buf + this.len;
+  }
+
+  private action(kind: u8): void {
+    const p = this.reserve(1);
+    store<u32>(this.buf + 1, load<u32>(this.buf + 1) + 1);
+    store<u8>(p, kind);
+    this.len += 1;
+    this.argcAt = 0;
+    this.propsAt = 0;
+  }
+
+  private str(b: Bytes): void {
+    const p = this.reserve(4 + b.len);
+    store<u32>(p, b.len);
+    memory.copy(p + 4, b.ptr, b.len);
+    this.len += 4 + b.len;
+  }
+
+  private byte(b: u8): void {
+    store<u8>(this.reserve(1), b);
+    this.len += 1;
+  }
+
+  /** Starts a Redis command named `name` ("SET"); add its arguments with arg/argBytes. */
+  command(name: string): Actions {
+    this.action(0);
+    const p = this.reserve(4);
+    this.argcAt = <u32>(p - this.buf);
+    store<u32>(p, 0);
+    this.len += 4;
+    return this.arg(name);
+  }
+
+  /** Appends an argument to the current command: the bytes as they are. */
+  argBytes(b: Bytes): Actions {
+    assert(this.argcAt != 0, "argument after no command");
+    this.str(b);
+    store<u32>(this.buf + this.argcAt, load<u32>(this.buf + this.argcAt) + 1);
+    return this;
+  }
+
+  /** Appends an argument to the current command: `s` in UTF-8. */
+  arg(s: string): Actions {
+    return this.argBytes(Bytes.of(s));
+  }
+
+  /** Publishes `payload` on `topic` (QoS 0 or 1); add user properties with `property`. */
+  publish(topic: Bytes, payload: Bytes, qos: u8 = 0, retain: bool = false): Actions {
+    this.action(1);
+    this.str(topic);
+    this.str(payload);
+    this.byte(qos);
+    this.byte(retain ? 1 : 0);
+    this.propsAt = this.len;
+    store<u32>(this.reserve(4), 0);
+    this.len += 4;
+    return this;
+  }
+
+  /** Adds an MQTT 5 user property to the publish just added. */
+  property(key: Bytes, value: Bytes): Actions {
+    assert(this.propsAt != 0, "property after no publish");
+    this.str(key);
+    this.str(value);
+    store<u32>(this.buf + this.propsAt, load<u32>(this.buf + this.propsAt) + 1);
+    return this;
+  }
+
+  /** Subscribes the session of `client` to `filter` (embedded broker). */
+  subscribe(client: Bytes, filter: Bytes, qos: u8 = 0): Actions {
+    this.action(2);
+    this.str(client);
+    this.str(filter);
+    this.byte(qos);
+    return this;
+  }
+
+  /** Unsubscribes the session of `client` from `filter` (embedded broker). */
+  unsubscribe(client: Bytes, filter: Bytes): Actions {
+    this.action(3);
+    this.str(client);
+    this.str(filter);
+    return this;
+  }
+
+  /** Delivers `payload` on `topic` to the session of `client` only (embedded broker). */
+  deliver(client: Bytes, topic: Bytes, payload: Bytes, qos: u8 = 0, retain: bool = false): Actions {
+    this.action(4);
+    this.str(client);
+    this.str(topic);
+    this.str(payload);
+    this.byte(qos);
+    this.byte(retain ? 1 : 0);
+    return this;
+  }
+
+  /** Reports that the rule cannot handle this event: nothing of it is taken. */
+  error(message: string): void {
+    this.failed = message;
+  }
+
+  /** The packed result buffer. */
+  finish(): u64 {
+    const failed = this.failed;
+    if (failed != null) {
+      const msg = Bytes.of(failed);
+      const buf = heap.alloc(1 + msg.len);
+      store<u8>(buf, 1); // tag: error
+      memory.copy(buf + 1, msg.ptr, msg.len);
+      return pack(buf, 1 + msg.len);
+    }
+    this.reserve(0);
+    return pack(this.buf, this.len);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// ABI v2: Redis reads (docs/abi.md, "Reading Redis")
+// ---------------------------------------------------------------------------------------
+
+@external("wasmrule", "redis_read")
+declare function redisRead(ptr: usize, len: u32): i32;
+@external("wasmrule", "redis_reply")
+declare function redisReply(dst: usize, cap: u32): i32;
+
+/** What a read got: `Ok`, or the ABI's negative codes, or the SDK's `BadReply`. */
+export enum ReadCode {
+  Ok = 0,
+  NotAllowed = -1,
+  BadRequest = -2,
+  OverBudget = -3,
+  Unavailable = -4,
+  RedisError = -5,
+  NoReply = -6,
+  ShortBuffer = -7,
+  BadReply = -9,
+}
+
+/** A reply's type. */
+export enum ValueType {
+  Nil = 0,
+  Int = 1,
+  Bulk = 2,
+  Array = 3,
+}
+
+/** One reply: nil, an integer, a bulk or status string, or an array of values. */
+export class Value {
+  type: ValueType = ValueType.Nil;
+  int: i64 = 0;
+  bulk: Bytes = EMPTY;
+  items: Array<Value> = [];
+
+  isNil(): bool {
+    return this.type == ValueType.Nil;
+  }
+}
+
+/** A read's outcome: `code` (`ReadCode.Ok` or why not) and, when Ok, the `value`. */
+export class ReadResult {
+  constructor(public code: i32, public value: Value) {}
+
+  ok(): bool {
+    return this.code == ReadCode.Ok;
+  }
+}
+
+let replyAt: usize = 0;
+let replyEnd: usize = 0;
+
+function decodeValue(depth: u32): Value | null {
+  if (replyAt >= replyEnd || depth > 32) return null;
+  const v = new Value();
+  const t = load<u8>(replyAt++);
+  if (t == ValueType.Nil) return v;
+  if (t == ValueType.Int) {
+    if (replyEnd - replyAt < 8) return null;
+    v.type = ValueType.Int;
+    v.int = load<i64>(replyAt);
+    replyAt += 8;
+    return v;
+  }
+  if (replyEnd - replyAt < 4) return null;
+  const n = load<u32>(replyAt);
+  replyAt += 4;
+  if (t == ValueType.Bulk) {
+    if (<usize>n > replyEnd - replyAt) return null;
+    v.type = ValueType.Bulk;
+    v.bulk = new Bytes(replyAt, n);
+    replyAt += n;
+    return v;
+  }
+  if (t != ValueType.Array || <usize>n > replyEnd - replyAt) return null;
+  v.type = ValueType.Array;
+  for (let i: u32 = 0; i < n; i++) {
+    const item = decodeValue(depth + 1);
+    if (item == null) return null;
+    v.items.push(item);
+  }
+  return v;
+}
+
+/** Runs one read-only command (`args[0]` is its name) and decodes its reply. */
+export function read(args: StaticArray<Bytes>): ReadResult {
+  let size: u32 = 4;
+  for (let i = 0; i < args.length; i++) size += 4 + args[i].len;
+  const req = heap.alloc(size);
+  store<u32>(req, args.length);
+  let p = req + 4;
+  for (let i = 0; i < args.length; i++) {
+    store<u32>(p, args[i].len);
+    memory.copy(p + 4, args[i].ptr, args[i].len);
+    p += 4 + args[i].len;
+  }
+  const n = redisRead(req, size);
+  if (n < 0) return new ReadResult(n, new Value());
+  const reply = heap.alloc(<usize>n);
+  const got = redisReply(reply, <u32>n);
+  if (got < 0) return new ReadResult(got, new Value());
+  replyAt = reply;
+  replyEnd = reply + <usize>got;
+  const v = decodeValue(0);
+  if (v == null || replyAt != replyEnd) return new ReadResult(ReadCode.BadReply, new Value());
+  return new ReadResult(ReadCode.Ok, v);
+}
+
+/** GET key. */
+export function get(key: Bytes): ReadResult {
+  return read([Bytes.of("GET"), key]);
+}
+
+/** HGET key field. */
+export function hget(key: Bytes, field: Bytes): ReadResult {
+  return read([Bytes.of("HGET"), key, field]);
+}
+
+// ---------------------------------------------------------------------------------------
 // The exports
 // ---------------------------------------------------------------------------------------
 
@@ -647,8 +926,20 @@ export function run(ptr: usize, len: u32, handler: (event: Event, out: Output) =
   return out.finish();
 }
 
+/** `run` for a rule of ABI v2: the handler may read Redis and add MQTT actions. */
+export function runV2(ptr: usize, len: u32, handler: (event: Event, out: Actions) => void): u64 {
+  const out = new Actions();
+  const event = Event.parse(new Bytes(ptr, len));
+  if (event == null) out.error("event is not a valid JSON object");
+  else handler(event, out);
+  return out.finish();
+}
+
 /** The ABI version marker; the host checks its name and never calls it. */
 export function wasmrule_abi_version_1(): void {}
+
+/** The ABI v2 marker, for rules run with `runV2`. */
+export function wasmrule_abi_version_2(): void {}
 
 /** Room for the event: `len` bytes from the stub runtime's bump allocator. */
 export function wasmrule_alloc(len: u32): usize {
