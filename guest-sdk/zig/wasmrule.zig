@@ -1,4 +1,4 @@
-//! wasmrule.zig: write wasmrule rules in Zig (rule ABI v1, docs/abi.md).
+//! wasmrule.zig: write wasmrule rules in Zig (rule ABI v1 and v2, docs/abi.md).
 //!
 //! A rule is one file that exports itself with `exportRule` and a handler:
 //!
@@ -30,6 +30,12 @@
 //! A handler reports "cannot handle this event" with `return out.fail("why")`. Any other
 //! error it returns becomes the rule's error message by name (`error.NoReading` gives
 //! "NoReading"); `error.OutOfMemory` comes from this SDK when memory cannot grow.
+//!
+//! A rule of ABI v2 exports itself with `exportRuleV2`: its handler takes `*Actions`
+//! (commands as `Output` has them, plus `publish`, `property`, `subscribe`,
+//! `unsubscribe` and `deliver`) and may read Redis with `read`, `get` and `hget`, which
+//! return a typed `Value` or a `ReadError` (the ABI's codes). The module then imports
+//! `wasmrule.redis_read` and `wasmrule.redis_reply`.
 //!
 //! Memory is a bump allocator: the host makes a fresh instance for every event, so
 //! nothing is ever freed. Everything is a byte slice, because MQTT topics, JSON text
@@ -529,75 +535,278 @@ pub fn topicLastLevel(topic: []const u8) []const u8 {
 // -----------------------------------------------------------------------------------
 
 /// What a handler produces: commands, or an error message.
-pub const Output = struct {
-    buf: []u8 = &.{},
-    len: usize = 0,
-    argc_at: usize = 0, // offset of the current command's argc; 0 before the first
-    message: ?[]const u8 = null,
+pub const Output = OutputOf(false);
 
-    /// Adds one command: its name and arguments, any bytes.
-    ///
-    /// # Examples
-    ///
-    ///     try out.command(&.{ "HSET", "emqx_messages", client, temp });
-    pub fn command(self: *Output, args: []const []const u8) Error!void {
-        try self.begin(args[0]);
-        for (args[1..]) |a| try self.arg(a);
-    }
+/// What a v2 handler produces: actions (commands and MQTT actions), or an error
+/// message. Its result buffer holds a kind byte before each action (docs/abi.md,
+/// "Actions").
+pub const Actions = OutputOf(true);
 
-    /// Starts a command named `name`; add its arguments with `arg`.
-    pub fn begin(self: *Output, name: []const u8) Error!void {
-        try self.reserve(4);
-        put(self.buf[1..5], get(self.buf[1..5]) + 1); // count
-        self.argc_at = self.len;
-        put(self.buf[self.len..][0..4], 0);
-        self.len += 4;
-        try self.arg(name);
-    }
+fn OutputOf(comptime v2: bool) type {
+    return struct {
+        const Self = @This();
+        buf: []u8 = &.{},
+        len: usize = 0,
+        argc_at: usize = 0, // offset of the current command's argc; 0 before the first
+        // v2: offset of the last publish's property count; 0 if none. No field in v1.
+        props_at: if (v2) usize else void = if (v2) 0 else {},
+        message: ?[]const u8 = null,
 
-    /// Appends an argument to the current command.
-    pub fn arg(self: *Output, bytes: []const u8) Error!void {
-        try self.reserve(4 + bytes.len);
-        put(self.buf[self.len..][0..4], @intCast(bytes.len));
-        copy(self.buf[self.len + 4 ..], bytes);
-        self.len += 4 + bytes.len;
-        const argc = self.buf[self.argc_at..][0..4];
-        put(argc, get(argc) + 1);
-    }
-
-    /// Reports that the rule cannot handle this event: the host logs `message` and
-    /// writes nothing for this event, even commands added before. Use it as
-    /// `return out.fail("why")`.
-    pub fn fail(self: *Output, message: []const u8) Error {
-        self.message = message;
-        return error.RuleFailed;
-    }
-
-    fn reserve(self: *Output, more: usize) Error!void {
-        if (self.buf.len - self.len < more) {
-            var cap: usize = if (self.buf.len > 0) self.buf.len else 256;
-            while (cap - self.len < more) cap *|= 2;
-            // The bump allocator cannot grow in place: move to a fresh, larger block.
-            const grown = try alloc(cap);
-            copy(grown, self.buf[0..self.len]);
-            self.buf = grown;
+        /// Adds one command: its name and arguments, any bytes.
+        ///
+        /// # Examples
+        ///
+        ///     try out.command(&.{ "HSET", "emqx_messages", client, temp });
+        pub fn command(self: *Self, args: []const []const u8) Error!void {
+            try self.begin(args[0]);
+            for (args[1..]) |a| try self.arg(a);
         }
-        if (self.len == 0) {
-            self.buf[0] = 0; // tag: commands follow
-            put(self.buf[1..5], 0); // count
-            self.len = 5;
+
+        /// Starts a command named `name`; add its arguments with `arg`.
+        pub fn begin(self: *Self, name: []const u8) Error!void {
+            try self.reserve(if (v2) 5 else 4);
+            put(self.buf[1..5], load32(self.buf[1..5]) + 1); // count
+            if (v2) {
+                self.buf[self.len] = 0; // action kind 0: a Redis command
+                self.len += 1;
+                self.props_at = 0;
+            }
+            self.argc_at = self.len;
+            put(self.buf[self.len..][0..4], 0);
+            self.len += 4;
+            try self.arg(name);
         }
-    }
 
-    fn put(at: *[4]u8, v: u32) void {
-        at.* = .{ @truncate(v), @truncate(v >> 8), @truncate(v >> 16), @truncate(v >> 24) };
-    }
+        /// Appends an argument to the current command.
+        pub fn arg(self: *Self, bytes: []const u8) Error!void {
+            try self.reserve(4 + bytes.len);
+            put(self.buf[self.len..][0..4], @intCast(bytes.len));
+            copy(self.buf[self.len + 4 ..], bytes);
+            self.len += 4 + bytes.len;
+            const argc = self.buf[self.argc_at..][0..4];
+            put(argc, load32(argc) + 1);
+        }
 
-    fn get(at: *const [4]u8) u32 {
-        return @as(u32, at[0]) | @as(u32, at[1]) << 8 |
-            @as(u32, at[2]) << 16 | @as(u32, at[3]) << 24;
-    }
+        /// Reports that the rule cannot handle this event: the host logs `message` and
+        /// writes nothing for this event, even commands added before. Use it as
+        /// `return out.fail("why")`.
+        pub fn fail(self: *Self, message: []const u8) Error {
+            self.message = message;
+            return error.RuleFailed;
+        }
+
+        fn reserve(self: *Self, more: usize) Error!void {
+            if (self.buf.len - self.len < more) {
+                var cap: usize = if (self.buf.len > 0) self.buf.len else 256;
+                while (cap - self.len < more) cap *|= 2;
+                // The bump allocator cannot grow in place: move to a fresh, larger block.
+                const grown = try alloc(cap);
+                copy(grown, self.buf[0..self.len]);
+                self.buf = grown;
+            }
+            if (self.len == 0) {
+                self.buf[0] = 0; // tag: commands follow
+                put(self.buf[1..5], 0); // count
+                self.len = 5;
+            }
+        }
+
+        // ABI v2 actions: kind 1 publish, 2 subscribe, 3 unsubscribe, 4 deliver.
+
+        fn action(self: *Self, kind: u8, size: usize) Error!void {
+            if (!v2) @compileError("MQTT actions need a rule of ABI v2: exportRuleV2 and *Actions");
+            try self.reserve(1 + size);
+            put(self.buf[1..5], load32(self.buf[1..5]) + 1); // count
+            self.buf[self.len] = kind;
+            self.len += 1;
+            self.argc_at = 0;
+            self.props_at = 0;
+        }
+
+        fn str(self: *Self, bytes: []const u8) void {
+            put(self.buf[self.len..][0..4], @intCast(bytes.len));
+            copy(self.buf[self.len + 4 ..], bytes);
+            self.len += 4 + bytes.len;
+        }
+
+        fn byte(self: *Self, b: u8) void {
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+
+        /// Publishes `payload` on `topic` (QoS 0 or 1); add user properties with
+        /// `property` right after.
+        pub fn publish(self: *Self, topic: []const u8, payload: []const u8, qos: u8, retain: bool) Error!void {
+            try self.action(1, 14 + topic.len + payload.len);
+            self.str(topic);
+            self.str(payload);
+            self.byte(qos);
+            self.byte(@intFromBool(retain));
+            self.props_at = self.len;
+            put(self.buf[self.len..][0..4], 0);
+            self.len += 4;
+        }
+
+        /// Adds an MQTT 5 user property to the publish just added (ignored otherwise).
+        pub fn property(self: *Self, key: []const u8, value: []const u8) Error!void {
+            if (self.props_at == 0) return;
+            try self.reserve(8 + key.len + value.len);
+            self.str(key);
+            self.str(value);
+            const n = self.buf[self.props_at..][0..4];
+            put(n, load32(n) + 1);
+        }
+
+        /// Subscribes the session of `client` to `filter` (embedded broker).
+        pub fn subscribe(self: *Self, client: []const u8, filter: []const u8, qos: u8) Error!void {
+            try self.action(2, 9 + client.len + filter.len);
+            self.str(client);
+            self.str(filter);
+            self.byte(qos);
+        }
+
+        /// Unsubscribes the session of `client` from `filter` (embedded broker).
+        pub fn unsubscribe(self: *Self, client: []const u8, filter: []const u8) Error!void {
+            try self.action(3, 8 + client.len + filter.len);
+            self.str(client);
+            self.str(filter);
+        }
+
+        /// Delivers `payload` on `topic` to the session of `client` only (embedded broker).
+        pub fn deliver(self: *Self, client: []const u8, topic: []const u8, payload: []const u8, qos: u8, retain: bool) Error!void {
+            try self.action(4, 14 + client.len + topic.len + payload.len);
+            self.str(client);
+            self.str(topic);
+            self.str(payload);
+            self.byte(qos);
+            self.byte(@intFromBool(retain));
+        }
+
+        fn put(at: *[4]u8, v: u32) void {
+            at.* = .{ @truncate(v), @truncate(v >> 8), @truncate(v >> 16), @truncate(v >> 24) };
+        }
+
+        fn load32(at: *const [4]u8) u32 {
+            return @as(u32, at[0]) | @as(u32, at[1]) << 8 |
+                @as(u32, at[2]) << 16 | @as(u32, at[3]) << 24;
+        }
+    };
+}
+
+// -----------------------------------------------------------------------------------
+// ABI v2: Redis reads (docs/abi.md, "Reading Redis")
+// -----------------------------------------------------------------------------------
+
+extern "wasmrule" fn redis_read(ptr: [*]const u8, len: usize) i32;
+extern "wasmrule" fn redis_reply(dst: [*]u8, cap: usize) i32;
+
+/// Why a read got no reply: the ABI's codes, and `BadReply` for a reply that does not
+/// decode (a host bug).
+pub const ReadError = error{
+    NotAllowed, // -1: not in the read set, or the tenant may not read
+    BadRequest, // -2: wrong arity, a key over 4096 bytes
+    OverBudget, // -3: limits.max_reads or max_read_bytes spent
+    Unavailable, // -4: Redis away, too slow, or writes in the spill
+    RedisError, // -5: Redis answered with an error (WRONGTYPE, ...)
+    NoReply, // -6 (an SDK bug)
+    ShortBuffer, // -7 (an SDK bug)
+    BadReply,
 };
+
+/// One reply: nil, an integer, a bulk or status string, or an array.
+pub const Value = union(enum) {
+    nil,
+    int: i64,
+    bulk: []const u8,
+    array: []const Value,
+};
+
+fn readError(code: i32) ReadError {
+    return switch (code) {
+        -1 => error.NotAllowed,
+        -2 => error.BadRequest,
+        -3 => error.OverBudget,
+        -4 => error.Unavailable,
+        -5 => error.RedisError,
+        -6 => error.NoReply,
+        -7 => error.ShortBuffer,
+        else => error.BadReply,
+    };
+}
+
+fn getU32(b: []const u8) u32 {
+    return @as(u32, b[0]) | @as(u32, b[1]) << 8 | @as(u32, b[2]) << 16 | @as(u32, b[3]) << 24;
+}
+
+/// Decodes the value at `b[at.*..]`, moving `at.*` past it.
+fn decodeValue(b: []const u8, at: *usize, depth: u32) (ReadError || Error)!Value {
+    if (at.* >= b.len or depth > 32) return error.BadReply;
+    const t = b[at.*];
+    at.* += 1;
+    switch (t) {
+        0 => return .nil,
+        1 => {
+            if (b.len - at.* < 8) return error.BadReply;
+            var v: u64 = 0;
+            var i: usize = 8;
+            while (i > 0) : (i -= 1) v = v << 8 | b[at.* + i - 1];
+            at.* += 8;
+            return .{ .int = @bitCast(v) };
+        },
+        2, 3 => {
+            if (b.len - at.* < 4) return error.BadReply;
+            const n: usize = getU32(b[at.*..]);
+            at.* += 4;
+            if (n > b.len - at.*) return error.BadReply;
+            if (t == 2) {
+                defer at.* += n;
+                return .{ .bulk = b[at.*..][0..n] };
+            }
+            const raw = try alloc(n * @sizeOf(Value));
+            const items: []Value = @as([*]Value, @ptrCast(@alignCast(raw.ptr)))[0..n];
+            for (items) |*item| item.* = try decodeValue(b, at, depth + 1);
+            return .{ .array = items };
+        },
+        else => return error.BadReply,
+    }
+}
+
+/// Runs one read-only command (`args[0]` is its name) and returns its reply.
+///
+/// # Examples
+///
+///     const score = try wr.read(&.{ "ZSCORE", "leaderboard", player });
+pub fn read(args: []const []const u8) (ReadError || Error)!Value {
+    var size: usize = 4;
+    for (args) |a| size += 4 + a.len;
+    const req = try alloc(size);
+    Output.put(req[0..4], @intCast(args.len));
+    var at: usize = 4;
+    for (args) |a| {
+        Output.put(req[at..][0..4], @intCast(a.len));
+        copy(req[at + 4 ..], a);
+        at += 4 + a.len;
+    }
+    const n = redis_read(req.ptr, req.len);
+    if (n < 0) return readError(n);
+    const reply = try alloc(@intCast(n));
+    const got = redis_reply(reply.ptr, reply.len);
+    if (got < 0) return readError(got);
+    var pos: usize = 0;
+    const v = try decodeValue(reply[0..@intCast(got)], &pos, 0);
+    if (pos != @as(usize, @intCast(got))) return error.BadReply;
+    return v;
+}
+
+/// GET key.
+pub fn get(key: []const u8) (ReadError || Error)!Value {
+    return read(&.{ "GET", key });
+}
+
+/// HGET key field.
+pub fn hget(key: []const u8, field: []const u8) (ReadError || Error)!Value {
+    return read(&.{ "HGET", key, field });
+}
 
 // -----------------------------------------------------------------------------------
 // The exports
@@ -647,6 +856,16 @@ fn manifestJson(comptime spec: Spec) []const u8 {
 ///
 /// `handler` is `fn (*const Event, *Output) E!void` for any error set E.
 pub fn exportRule(comptime spec: Spec, comptime handler: anytype) void {
+    exportAs(spec, handler, Output, "wasmrule_abi_version_1");
+}
+
+/// Exports a rule of ABI v2: as `exportRule`, with `handler` a
+/// `fn (*const Event, *Actions) E!void`, which may read Redis and add MQTT actions.
+pub fn exportRuleV2(comptime spec: Spec, comptime handler: anytype) void {
+    exportAs(spec, handler, Actions, "wasmrule_abi_version_2");
+}
+
+fn exportAs(comptime spec: Spec, comptime handler: anytype, comptime Out: type, comptime marker: []const u8) void {
     const Exports = struct {
         const manifest = manifestJson(spec);
 
@@ -654,7 +873,7 @@ pub fn exportRule(comptime spec: Spec, comptime handler: anytype) void {
             return pack(@intFromPtr(manifest.ptr), manifest.len);
         }
 
-        fn wasmrule_abi_version_1() callconv(.c) void {}
+        fn abi_version() callconv(.c) void {}
 
         fn wasmrule_alloc(len: u32) callconv(.c) u32 {
             const buf = alloc(len) catch return 0;
@@ -663,7 +882,7 @@ pub fn exportRule(comptime spec: Spec, comptime handler: anytype) void {
 
         fn wasmrule_on_event(ptr: u32, len: u32) callconv(.c) i64 {
             const input = @as([*]const u8, @ptrFromInt(ptr))[0..len];
-            var out = Output{};
+            var out = Out{};
             run(input, &out) catch |e| {
                 // The handler's error set is its own: compare as anyerror.
                 const err: anyerror = e;
@@ -679,7 +898,7 @@ pub fn exportRule(comptime spec: Spec, comptime handler: anytype) void {
             return pack(@intFromPtr(out.buf.ptr), out.len);
         }
 
-        fn run(input: []const u8, out: *Output) !void {
+        fn run(input: []const u8, out: *Out) !void {
             const event = try Event.parse(input) orelse
                 return out.fail("event is not a valid JSON object");
             try handler(&event, out);
@@ -697,7 +916,7 @@ pub fn exportRule(comptime spec: Spec, comptime handler: anytype) void {
         }
     };
     @export(&Exports.wasmrule_manifest, .{ .name = "wasmrule_manifest" });
-    @export(&Exports.wasmrule_abi_version_1, .{ .name = "wasmrule_abi_version_1" });
+    @export(&Exports.abi_version, .{ .name = marker });
     @export(&Exports.wasmrule_alloc, .{ .name = "wasmrule_alloc" });
     @export(&Exports.wasmrule_on_event, .{ .name = "wasmrule_on_event" });
 }
