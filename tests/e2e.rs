@@ -1059,9 +1059,13 @@ async fn every_language_leaves_the_same_redis_state_as_rust() {
 /// `wasmrule new` gives a project that builds and passes its own cases, and a changed
 /// expectation fails with a diff.
 fn scaffold_round_trip(lang: &str) {
+    scaffold_round_trip_abi(lang, "1");
+}
+
+fn scaffold_round_trip_abi(lang: &str, abi: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = wasmrule()
-        .args(["new", "demo-rule", "--lang", lang])
+        .args(["new", "demo-rule", "--lang", lang, "--abi", abi])
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -1073,10 +1077,14 @@ fn scaffold_round_trip(lang: &str) {
     let project = dir.path().join("demo-rule");
     let build = Command::new("./build.sh")
         .current_dir(&project)
-        // Rust: reuse compiled dependencies across runs.
+        // Rust: reuse compiled dependencies across runs; one directory per ABI, since
+        // both projects build demo_rule.wasm and their tests run at once.
         .env(
             "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(match abi {
+                "1" => "../target/scaffold".to_owned(),
+                n => format!("../target/scaffold-v{n}"),
+            }),
         )
         .output()
         .unwrap();
@@ -1129,6 +1137,13 @@ fn new_assemblyscript_rule_builds_and_passes_its_cases() {
 #[test]
 fn new_rust_rule_builds_and_passes_its_cases() {
     scaffold_round_trip("rust");
+}
+
+/// `wasmrule new --abi 2`: a Rust rule that reads Redis and publishes, whose cases give
+/// the Redis state and expect the reads and actions.
+#[test]
+fn new_rust_v2_rule_builds_and_passes_its_cases() {
+    scaffold_round_trip_abi("rust", "2");
 }
 
 /// A restart loads rules from the compiled-code cache; a tampered entry is refused and

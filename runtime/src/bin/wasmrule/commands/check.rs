@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use wasmrule::engine::ABI_VERSION;
-
 use super::shared::{exit_code, load_rule, offline_engine};
 
 #[derive(clap::Args)]
@@ -41,7 +39,7 @@ fn print_rule(f: &std::path::Path, rule: &wasmrule::engine::Rule) {
             "  abi:     component wasmrule:rule@{}",
             wasmrule::engine::COMPONENT_WORLD_VERSION
         ),
-        _ => println!("  abi:     {ABI_VERSION}"),
+        _ => println!("  abi:     {}", rule.abi()),
     }
     println!("  filters: {}", m.filters.join(" "));
     if let Some(sdk) = &m.sdk {
