@@ -13,6 +13,10 @@
 # (guest-sdk/wit/rule.wit) in Python, JavaScript and Rust (rules-wasm/python,
 # javascript, component/<rule>), built into dist/<rule>-<py|js|component>.wasm.
 #
+# The ABI v2 rule threshold-alert (reads Redis, publishes alerts) exists in Rust, C,
+# AssemblyScript, Zig and WAT, built the same way; guest-sdk/conformance/
+# threshold-alert.json holds every build to the same reads and actions.
+#
 # The EMQX demo's four rules (store-last-message, authz-stats, disconnect-reasons,
 # dropped-messages) exist in C and JavaScript too (docs/emqx-migration.md), built the
 # same way and checked by their own conformance fixtures.
