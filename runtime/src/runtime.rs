@@ -14,6 +14,7 @@ use crate::ops::metrics::{self, Metrics};
 use crate::rules::engine::{self, Engine};
 use crate::rules::reload::Reloader;
 use crate::rules::ruleset::Rules;
+use crate::sink::mqtt::{ActionSink, EmbeddedActions, Publisher};
 use crate::sink::redis as redis_sink;
 use crate::sink::spill::{self, SpillConfig};
 use crate::source::{broker, mqtt as mqtt_source};
@@ -97,17 +98,31 @@ impl Runtime {
         let (due_tx, due_rx) = mpsc::unbounded_channel();
         let completions = ack::Completions::new(tracker.clone(), due_tx);
         let (sink_tx, sink_rx) = mpsc::channel(workers * 4);
+        // v2 rules' MQTT actions: into the embedded broker once it runs, or through a
+        // connection of their own to the external one.
+        let embedded_actions = EmbeddedActions::new();
+        let (actions, embedded) = match &config.broker {
+            Some(_) => (ActionSink::Embedded(embedded_actions.clone()), true),
+            None => (
+                ActionSink::Client(Publisher::new(config.mqtt.clone())),
+                false,
+            ),
+        };
         let sink = tokio::spawn(redis_sink::run(
             config.redis.clone(),
             sink_rx,
             metrics.clone(),
             completions.clone(),
             spill,
+            Some(actions),
         ));
         let (dispatcher, worker_threads) = dispatch::start(
-            workers,
-            config.runtime.queue,
-            &config.runtime.node,
+            dispatch::WorkerSetup {
+                workers,
+                queue: config.runtime.queue,
+                node: &config.runtime.node,
+                embedded_broker: embedded,
+            },
             rules.clone(),
             sink_tx,
             metrics.clone(),
@@ -124,6 +139,7 @@ impl Runtime {
                     token.child_token(),
                 )
                 .await?;
+                embedded_actions.started(broker.context());
                 metrics::Metrics::set(&metrics.mqtt_connected, true);
                 Source::Embedded(broker)
             }
