@@ -17,7 +17,7 @@ use crate::rules::ruleset::Rules;
 use crate::sink::mqtt::{ActionSink, EmbeddedActions, Publisher};
 use crate::sink::redis as redis_sink;
 use crate::sink::spill::{self, SpillConfig};
-use crate::source::{broker, mqtt as mqtt_source};
+use crate::source::{broker, mqtt as mqtt_source, redis as redis_source};
 use crate::{ack, dispatch};
 
 /// Extra pooled instances beyond one per worker: rule loads read manifests too.
@@ -51,6 +51,8 @@ pub struct Runtime {
     source: Source,
     watcher: tokio::task::JoinHandle<anyhow::Result<()>>,
     workers: dispatch::Workers,
+    /// Events from Redis channels and streams (`source/redis/`).
+    redis_events: tokio::task::JoinHandle<()>,
     sink: tokio::task::JoinHandle<()>,
     http: Option<tokio::task::JoinHandle<()>>,
 }
@@ -128,6 +130,14 @@ impl Runtime {
             metrics.clone(),
         )
         .context("cannot start worker threads")?;
+        let redis_events = tokio::spawn(redis_source::run(redis_source::RedisSourceParts {
+            config: config.redis.clone(),
+            wanted: rules.wanted(),
+            dispatcher: dispatcher.clone(),
+            acks: completions.stream_acks(),
+            consumer: config.runtime.node.clone(),
+            shutdown: token.child_token(),
+        }));
         let drained = CancellationToken::new();
         let source = match &config.broker {
             Some(b) => {
@@ -168,6 +178,7 @@ impl Runtime {
             source,
             watcher,
             workers: worker_threads,
+            redis_events,
             sink,
             http,
         })
@@ -184,6 +195,7 @@ impl Runtime {
             source,
             watcher,
             workers,
+            redis_events,
             sink,
             http,
             shutdown_timeout,
@@ -191,6 +203,8 @@ impl Runtime {
         } = self;
         token.cancel();
         let finish = async {
+            // The Redis events reader stops reading and drops its dispatcher.
+            let _ = redis_events.await;
             // The source drops the dispatcher; workers drain their queues and exit,
             // which closes the writer's channel; the writer finishes and ends.
             let _ = tokio::task::spawn_blocking(move || workers.join()).await;
