@@ -622,6 +622,67 @@ fn docs_wat_example_assembles_and_checks() {
     check_and_eval_docs_example(&wasm, dir.path());
 }
 
+/// The v2 WAT rule in docs/abi.md ("A complete v2 rule in WebAssembly text"),
+/// assembled with `wat2wasm`, passes `check` as ABI v2, reads `motd` from a fixture and
+/// publishes it; without the key it returns nothing.
+#[test]
+fn docs_v2_wat_example_reads_and_publishes() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/abi.md"))
+        .unwrap();
+    let v2 = &doc[doc
+        .find("## A complete v2 rule in WebAssembly text")
+        .expect("docs/abi.md has the v2 WAT example")..];
+    let start = v2
+        .find("```wat\n")
+        .expect("the v2 section has a ```wat block")
+        + 7;
+    let len = v2[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (wat, wasm) = (dir.path().join("motd.wat"), dir.path().join("motd.wasm"));
+    std::fs::write(&wat, &v2[start..start + len]).unwrap();
+    let status = Command::new("wat2wasm")
+        .arg(&wat)
+        .arg("-o")
+        .arg(&wasm)
+        .status()
+        .expect("wat2wasm (wabt) must be installed: ./test.sh installs it");
+    assert!(status.success(), "wat2wasm failed on the v2 docs example");
+    let out = wasmrule().arg("check").arg(&wasm).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("abi:     2"), "{stdout}");
+    let event = dir.path().join("e.json");
+    std::fs::write(&event, r#"{"topic":"hello/dev-1","payload":"hi"}"#).unwrap();
+    let eval = |redis: &str| {
+        let fixture = dir.path().join("redis.json");
+        std::fs::write(&fixture, redis).unwrap();
+        let out = wasmrule()
+            .arg("eval")
+            .arg(&wasm)
+            .arg("--event")
+            .arg(&event)
+            .arg("--redis")
+            .arg(&fixture)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        eval(r#"{"motd": "Doors close at 22:00"}"#),
+        "MQTT PUBLISH motd qos=0 retain=0 payload=Doors close at 22:00\n"
+    );
+    assert_eq!(eval("{}"), "");
+}
+
 /// The docs' example rules (WAT and C) pass `check` and answer a reading on
 /// `sensors/dev-1/temp` with `INCR messages_seen`.
 fn check_and_eval_docs_example(wasm: &Path, dir: &Path) {

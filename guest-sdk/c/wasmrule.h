@@ -1,5 +1,5 @@
 /*
- * wasmrule.h: write wasmrule rules in C (rule ABI v1, docs/abi.md).
+ * wasmrule.h: write wasmrule rules in C (rule ABI v1 and v2, docs/abi.md).
  *
  * One header, no libc. A rule is one .c file that includes this header, defines a
  * handler and names it once with WASMRULE_RULE:
@@ -33,7 +33,14 @@
  *   - a small JSON reader: validates a whole object and finds one top-level member;
  *   - the event: top-level string fields, the topic and its levels, the payload;
  *   - the result buffer: commands and arguments, or an error message;
- *   - WASMRULE_RULE: the manifest and the four exports.
+ *   - ABI v2: Redis reads (wr_read, wr_get, wr_hget: typed wr_value replies, negative
+ *     WR_READ_* codes) and MQTT actions (wr_publish, wr_property, wr_subscribe,
+ *     wr_unsubscribe, wr_deliver);
+ *   - WASMRULE_RULE (ABI v1) and WASMRULE_RULE_V2: the manifest and the exports.
+ *
+ * A v2 rule is the same handler named with WASMRULE_RULE_V2: it may call the read
+ * functions (the module then imports wasmrule.redis_read and wasmrule.redis_reply) and
+ * the action builders beside wr_command. A v1 rule must not call either.
  *
  * Everything is `static` so the header can be included anywhere; WASMRULE_RULE emits
  * the only external definitions and must appear exactly once per module.
@@ -560,6 +567,10 @@ static struct {
     wr_bytes error; /* the whole error buffer, tag included, once wr_error ran */
 } wr_out;
 
+/* Set by WASMRULE_RULE_V2's export: the result holds actions, each with a kind byte.
+ * Never set in a v1 module, where the compiler drops what depends on it. */
+static bool wr_v2;
+
 /* Returned when even the error message cannot be allocated. */
 static const uint8_t wr_oom_error[] = "\x01out of memory in the rule";
 
@@ -622,8 +633,9 @@ static inline void wr_arg_str(const char *s) { wr_arg(wr_cstr(s)); }
 
 /* Starts a new command named `name` ("HSET"); add its arguments with wr_arg. */
 static inline void wr_command(const char *name) {
-    if (!wr_out_start() || !wr_out_reserve(4)) return;
+    if (!wr_out_start() || !wr_out_reserve(wr_v2 ? 5 : 4)) return;
     wr_put_u32(wr_out.buf + 1, wr_get_u32(wr_out.buf + 1) + 1);
+    if (wr_v2) wr_out.buf[wr_out.len++] = 0; /* action kind 0: a Redis command */
     wr_out.argc_at = wr_out.len;
     wr_put_u32(wr_out.buf + wr_out.len, 0);
     wr_out.len += 4;
@@ -667,6 +679,232 @@ static inline int64_t wr_on_event(int (*handler)(const wr_event *), int32_t ptr,
 }
 
 /* ------------------------------------------------------------------------------------
+ * ABI v2: MQTT actions (docs/abi.md, "Actions")
+ *
+ *   kind 1 publish     str topic, str payload, u8 qos, u8 retain, u32 n, n (str, str)
+ *   kind 2 subscribe   str clientid, str filter, u8 qos
+ *   kind 3 unsubscribe str clientid, str filter
+ *   kind 4 deliver     str clientid, str topic, str payload, u8 qos, u8 retain
+ *
+ * (str: u32 length, bytes.) Each builder adds one action after those before it; Redis
+ * commands (wr_command) are actions of kind 0. Only in WASMRULE_RULE_V2 rules.
+ * ---------------------------------------------------------------------------------- */
+
+/* Offset of the last publish's property count; 0 when the last action is no publish. */
+static uint32_t wr_props_at;
+
+/* Starts an action of `kind` with room for `size` more bytes; false when out of
+ * memory. */
+static inline bool wr_action(uint8_t kind, uint32_t size) {
+    if (!wr_out_start() || !wr_out_reserve(1 + size)) return false;
+    wr_put_u32(wr_out.buf + 1, wr_get_u32(wr_out.buf + 1) + 1);
+    wr_out.buf[wr_out.len++] = kind;
+    wr_out.argc_at = 0;
+    wr_props_at = 0;
+    return true;
+}
+
+static inline void wr_put_str(wr_bytes b) {
+    wr_put_u32(wr_out.buf + wr_out.len, b.len);
+    wr_copy(wr_out.buf + wr_out.len + 4, b.ptr, b.len);
+    wr_out.len += 4 + b.len;
+}
+
+static inline void wr_put_byte(uint8_t b) { wr_out.buf[wr_out.len++] = b; }
+
+/* Publishes `payload` on `topic` (QoS 0 or 1; the host refuses 2). Add MQTT 5 user
+ * properties with wr_property right after. */
+static inline void wr_publish(wr_bytes topic, wr_bytes payload, uint8_t qos, bool retain) {
+    if (!wr_action(1, 4 + topic.len + 4 + payload.len + 6)) return;
+    wr_put_str(topic);
+    wr_put_str(payload);
+    wr_put_byte(qos);
+    wr_put_byte(retain ? 1 : 0);
+    wr_props_at = wr_out.len;
+    wr_put_u32(wr_out.buf + wr_out.len, 0);
+    wr_out.len += 4;
+}
+
+/* Adds a user property to the publish just added (ignored after any other action). */
+static inline void wr_property(wr_bytes key, wr_bytes value) {
+    if (wr_props_at == 0 || !wr_out_reserve(8 + key.len + value.len)) return;
+    wr_put_str(key);
+    wr_put_str(value);
+    uint8_t *n = wr_out.buf + wr_props_at;
+    wr_put_u32(n, wr_get_u32(n) + 1);
+}
+
+/* Subscribes the session of `client` to `filter` (embedded broker). */
+static inline void wr_subscribe(wr_bytes client, wr_bytes filter, uint8_t qos) {
+    if (!wr_action(2, 8 + client.len + filter.len + 1)) return;
+    wr_put_str(client);
+    wr_put_str(filter);
+    wr_put_byte(qos);
+}
+
+/* Unsubscribes the session of `client` from `filter` (embedded broker). */
+static inline void wr_unsubscribe(wr_bytes client, wr_bytes filter) {
+    if (!wr_action(3, 8 + client.len + filter.len)) return;
+    wr_put_str(client);
+    wr_put_str(filter);
+}
+
+/* Delivers `payload` on `topic` to the session of `client` only (embedded broker). */
+static inline void wr_deliver(wr_bytes client, wr_bytes topic, wr_bytes payload,
+                              uint8_t qos, bool retain) {
+    if (!wr_action(4, 12 + client.len + topic.len + payload.len + 2)) return;
+    wr_put_str(client);
+    wr_put_str(topic);
+    wr_put_str(payload);
+    wr_put_byte(qos);
+    wr_put_byte(retain ? 1 : 0);
+}
+
+/* ------------------------------------------------------------------------------------
+ * ABI v2: Redis reads (docs/abi.md, "Reading Redis")
+ *
+ * wr_read runs one command of the read set and decodes its reply into a wr_value,
+ * whose bytes stay valid for the rest of the event. It returns WR_READ_OK or one of
+ * the negative codes below, which the rule handles as it sees fit.
+ * ---------------------------------------------------------------------------------- */
+
+#define WR_READ_OK 0
+#define WR_READ_NOT_ALLOWED (-1) /* not in the read set, or the tenant may not read */
+#define WR_READ_BAD_REQUEST (-2) /* wrong arity, key over 4096 bytes */
+#define WR_READ_OVER_BUDGET (-3) /* limits.max_reads or max_read_bytes spent */
+#define WR_READ_UNAVAILABLE (-4) /* Redis away, too slow, or writes in the spill */
+#define WR_READ_REDIS_ERROR (-5) /* Redis answered with an error (WRONGTYPE, ...) */
+#define WR_READ_NO_REPLY (-6)    /* (an SDK bug) */
+#define WR_READ_SHORT_BUFFER (-7) /* (an SDK bug) */
+#define WR_READ_OUT_OF_MEMORY (-8) /* the SDK: no memory for the request or reply */
+#define WR_READ_BAD_REPLY (-9)   /* the SDK: a reply that does not decode */
+
+/* The documented name of a read code ("not_allowed", ...). */
+static inline const char *wr_read_error_name(int code) {
+    switch (code) {
+    case WR_READ_OK: return "ok";
+    case WR_READ_NOT_ALLOWED: return "not_allowed";
+    case WR_READ_BAD_REQUEST: return "bad_request";
+    case WR_READ_OVER_BUDGET: return "over_budget";
+    case WR_READ_UNAVAILABLE: return "unavailable";
+    case WR_READ_REDIS_ERROR: return "redis_error";
+    case WR_READ_NO_REPLY: return "no_reply";
+    case WR_READ_SHORT_BUFFER: return "short_buffer";
+    case WR_READ_OUT_OF_MEMORY: return "out_of_memory";
+    default: return "bad_reply";
+    }
+}
+
+/* A reply's type. */
+typedef enum { WR_NIL = 0, WR_INT = 1, WR_BULK = 2, WR_ARRAY = 3 } wr_value_type;
+
+/* One reply: nil, an integer (`integer`), a bulk or status string (`bulk`), or an array
+ * of `count` values (read them with wr_value_item). */
+typedef struct {
+    wr_value_type type;
+    int64_t integer;
+    wr_bytes bulk;
+    uint32_t count;
+    wr_bytes items; /* an array's elements, still encoded */
+} wr_value;
+
+__attribute__((import_module("wasmrule"), import_name("redis_read"))) int32_t
+wr_import_redis_read(const uint8_t *request, uint32_t len);
+__attribute__((import_module("wasmrule"), import_name("redis_reply"))) int32_t
+wr_import_redis_reply(uint8_t *dst, uint32_t cap);
+
+/* Decodes the value at the start of `b` (depth-limited); returns the bytes it took, or
+ * 0 when malformed. */
+static inline uint32_t wr_value_decode(wr_bytes b, wr_value *v, uint32_t depth) {
+    if (b.len < 1 || depth > 32) return 0;
+    *v = (wr_value){(wr_value_type)b.ptr[0], 0, {b.ptr, 0}, 0, {b.ptr, 0}};
+    switch (b.ptr[0]) {
+    case WR_NIL: return 1;
+    case WR_INT:
+        if (b.len < 9) return 0;
+        for (int i = 7; i >= 0; i--) v->integer = (int64_t)((uint64_t)v->integer << 8 | b.ptr[1 + i]);
+        return 9;
+    case WR_BULK: {
+        if (b.len < 5) return 0;
+        uint32_t n = wr_get_u32(b.ptr + 1);
+        if (n > b.len - 5) return 0;
+        v->bulk = (wr_bytes){b.ptr + 5, n};
+        return 5 + n;
+    }
+    case WR_ARRAY: {
+        if (b.len < 5) return 0;
+        v->count = wr_get_u32(b.ptr + 1);
+        uint32_t at = 5;
+        for (uint32_t i = 0; i < v->count; i++) {
+            wr_value item;
+            uint32_t n = wr_value_decode((wr_bytes){b.ptr + at, b.len - at}, &item, depth + 1);
+            if (n == 0) return 0;
+            at += n;
+        }
+        v->items = (wr_bytes){b.ptr + 5, at - 5};
+        return at;
+    }
+    default: return 0;
+    }
+}
+
+/* Element `i` of an array. False when `arr` is no array or has no element `i`. */
+static inline bool wr_value_item(const wr_value *arr, uint32_t i, wr_value *out) {
+    if (arr->type != WR_ARRAY || i >= arr->count) return false;
+    wr_bytes rest = arr->items;
+    for (uint32_t k = 0;; k++) {
+        uint32_t n = wr_value_decode(rest, out, 1);
+        if (n == 0) return false;
+        if (k == i) return true;
+        rest = (wr_bytes){rest.ptr + n, rest.len - n};
+    }
+}
+
+/* Runs the command args[0..argc] (its name first) and decodes the reply into `out`.
+ * Returns WR_READ_OK or a negative WR_READ_* code. */
+static inline int wr_read(uint32_t argc, const wr_bytes *args, wr_value *out) {
+    uint32_t size = 4;
+    for (uint32_t i = 0; i < argc; i++) size += 4 + args[i].len;
+    uint8_t *req = wr_alloc(size);
+    if (!req) return WR_READ_OUT_OF_MEMORY;
+    wr_put_u32(req, argc);
+    uint32_t at = 4;
+    for (uint32_t i = 0; i < argc; i++) {
+        wr_put_u32(req + at, args[i].len);
+        wr_copy(req + at + 4, args[i].ptr, args[i].len);
+        at += 4 + args[i].len;
+    }
+    int32_t n = wr_import_redis_read(req, size);
+    if (n < 0) return n;
+    uint8_t *reply = wr_alloc((uint32_t)n);
+    if (!reply) return WR_READ_OUT_OF_MEMORY;
+    int32_t got = wr_import_redis_reply(reply, (uint32_t)n);
+    if (got < 0) return got;
+    wr_bytes b = {reply, (uint32_t)got};
+    return wr_value_decode(b, out, 0) == b.len ? WR_READ_OK : WR_READ_BAD_REPLY;
+}
+
+/* GET key. */
+static inline int wr_get(wr_bytes key, wr_value *out) {
+    wr_bytes args[] = {wr_cstr("GET"), key};
+    return wr_read(2, args, out);
+}
+
+/* HGET key field. */
+static inline int wr_hget(wr_bytes key, wr_bytes field, wr_value *out) {
+    wr_bytes args[] = {wr_cstr("HGET"), key, field};
+    return wr_read(3, args, out);
+}
+
+/* SISMEMBER key member, as 1 or 0 (or a negative code). */
+static inline int wr_sismember(wr_bytes key, wr_bytes member) {
+    wr_bytes args[] = {wr_cstr("SISMEMBER"), key, member};
+    wr_value v;
+    int r = wr_read(3, args, &v);
+    return r < 0 ? r : v.type == WR_INT && v.integer == 1;
+}
+
+/* ------------------------------------------------------------------------------------
  * The exports
  * ---------------------------------------------------------------------------------- */
 
@@ -683,12 +921,20 @@ static inline int64_t wr_on_event(int (*handler)(const wr_event *), int32_t ptr,
  * loops are marked no_builtin so that they do not turn into calls to themselves.
  */
 #define WASMRULE_RULE(NAME, VERSION, FILTERS_JSON, HANDLER)                                 \
+    WR_RULE_EXPORTS(NAME, VERSION, FILTERS_JSON, HANDLER, wasmrule_abi_version_1, false)
+
+/* WASMRULE_RULE_V2: the same for a rule of ABI v2, which may read Redis and add MQTT
+ * actions. */
+#define WASMRULE_RULE_V2(NAME, VERSION, FILTERS_JSON, HANDLER)                              \
+    WR_RULE_EXPORTS(NAME, VERSION, FILTERS_JSON, HANDLER, wasmrule_abi_version_2, true)
+
+#define WR_STRINGIFY(x) #x
+#define WR_RULE_EXPORTS(NAME, VERSION, FILTERS_JSON, HANDLER, MARKER, V2)                   \
     static int HANDLER(const wr_event *ev);                                                 \
     static const char wr_manifest[] = "{\"name\":\"" NAME "\",\"version\":\"" VERSION      \
                                       "\",\"filters\":" FILTERS_JSON                        \
                                       ",\"sdk\":\"" WASMRULE_SDK "\"}";                     \
-    __attribute__((export_name("wasmrule_abi_version_1"))) void wasmrule_abi_version_1(    \
-        void) {}                                                                            \
+    __attribute__((export_name(WR_STRINGIFY(MARKER)))) void MARKER(void) {}                 \
     __attribute__((export_name("wasmrule_manifest"))) int64_t wasmrule_manifest(void) {   \
         return wr_pack(wr_manifest, sizeof wr_manifest - 1);                                \
     }                                                                                       \
@@ -697,6 +943,7 @@ static inline int64_t wr_on_event(int (*handler)(const wr_event *), int32_t ptr,
     }                                                                                       \
     __attribute__((export_name("wasmrule_on_event"))) int64_t wasmrule_on_event(          \
         int32_t ptr, int32_t len) {                                                         \
+        if (V2) wr_v2 = true;                                                               \
         return wr_on_event(HANDLER, ptr, len);                                              \
     }                                                                                       \
     __attribute__((no_builtin("memcpy"))) void *memcpy(void *d, const void *s, size_t n) { \

@@ -1,8 +1,10 @@
-//! The guest side of rule ABI v1 (`docs/abi.md`): how an event comes in and how the
-//! result goes out. This file is the only place in the SDK that knows the wire format;
-//! the `#[rule]` macro only wires exports to [`alloc`] and [`on_event`].
+//! The guest side of the rule ABI (`docs/abi.md`): how an event comes in and how the
+//! result goes out. This folder is the only place in the SDK that knows the wire
+//! format; the `#[rule]` macro only wires exports to [`alloc`] and [`on_event`] (v1)
+//! or [`v2::on_event`] (v2). This file is version 1 and what both versions share;
+//! [`v2`] is version 2's reads and actions, `host` (wasm32 only) its imports.
 //!
-//! Result buffer (all integers little-endian `u32`):
+//! Result buffer of v1 (all integers little-endian `u32`):
 //!
 //! ```text
 //! ok:    0x00  count  { argc  { len  bytes[len] } * argc } * count
@@ -11,7 +13,12 @@
 
 use crate::{Command, Event, IntoOutput, RuleError};
 
-/// The ABI version this SDK implements. The module exports `wasmrule_abi_version_1`.
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod host;
+pub mod v2;
+
+/// The ABI version of rules whose function takes only the event: the module exports
+/// `wasmrule_abi_version_1`. Rules that also take a `Context` are [`v2::ABI_VERSION`].
 pub const ABI_VERSION: u32 = 1;
 
 /// First byte of a result buffer holding commands.
@@ -95,17 +102,41 @@ pub unsafe fn on_event<R: IntoOutput>(
     // SAFETY: the caller passes a live allocation of `len` bytes.
     let input = unsafe { std::slice::from_raw_parts(ptr, len as usize) };
     let result = run(input, handler);
-    // SAFETY: same layout as in `alloc`; the input is not used after this point.
+    // SAFETY: the input is not used after this point.
+    unsafe { free_input(ptr, len) };
+    OUTPUT.with(|cell| {
+        let mut out = cell.borrow_mut();
+        out.clear();
+        encode_result(&result, &mut out);
+        pack(out.as_ptr() as usize as u32, out.len() as u32)
+    })
+}
+
+/// Frees the event buffer `ptr..ptr+len` from [`alloc`].
+///
+/// # Safety
+///
+/// `ptr` and `len` must be a live allocation from [`alloc`], not used afterwards.
+#[inline(always)]
+pub(crate) unsafe fn free_input(ptr: *mut u8, len: u32) {
+    // SAFETY: same layout as in `alloc`.
     unsafe {
         std::alloc::dealloc(
             ptr,
             std::alloc::Layout::from_size_align_unchecked(len.max(1) as usize, 1),
         )
     };
+}
+
+/// Encodes the result with `encode` into the buffer kept for the host, and returns its
+/// packed location, valid until the next call.
+// Used by the v2 export, which exists on wasm32 only.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) fn with_output(encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
     OUTPUT.with(|cell| {
         let mut out = cell.borrow_mut();
         out.clear();
-        encode_result(&result, &mut out);
+        encode(&mut out);
         pack(out.as_ptr() as usize as u32, out.len() as u32)
     })
 }

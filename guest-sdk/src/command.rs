@@ -100,7 +100,7 @@ impl fmt::Debug for Command {
     }
 }
 
-fn write_quoted(f: &mut fmt::Formatter<'_>, arg: &[u8]) -> fmt::Result {
+pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, arg: &[u8]) -> fmt::Result {
     let plain = !arg.is_empty()
         && arg
             .iter()

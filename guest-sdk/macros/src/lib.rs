@@ -1,8 +1,10 @@
 //! The `#[rule]` attribute of `wasmrule-guest`.
 //!
 //! It leaves the function as it is and adds, for `wasm32` targets only, a hidden module
-//! with the ABI v1 exports (`docs/abi.md`): the version marker, the manifest, the input
-//! allocator and the event entry point. Misuse (no filters, an invalid filter, a name
+//! with the ABI exports (`docs/abi.md`): the version marker, the manifest, the input
+//! allocator and the event entry point. A function of one argument (the event) is a
+//! rule of ABI v1; one of two (the event and a `&mut Context`) is a rule of ABI v2,
+//! which may read Redis and returns actions. Misuse (no filters, an invalid filter, a name
 //! with odd characters, an `async` or generic function) is a compile error pointing at
 //! the mistake; a wrong signature is a type error at the function.
 
@@ -14,15 +16,17 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprArray, ExprLit, ItemFn, Lit, LitStr, MetaNameValue, Token};
 
-/// Turns `fn(&Event) -> R` into a wasmrule rule.
+/// Turns `fn(&Event) -> R` (ABI v1) or `fn(&Event, &mut Context) -> R` (ABI v2) into a
+/// wasmrule rule.
 ///
 /// Arguments:
 /// - `filters = ["topic/+", "$events/client_disconnected", ...]` (required): the MQTT
 ///   topic filters and event topics the rule receives.
 /// - `name = "my-rule"` (optional): defaults to the crate name.
 ///
-/// `R` is `Vec<Command>`, `Command`, `Option<Command>`, `()`, or a `Result` of one of
-/// those with an error that implements `Display`.
+/// For v1, `R` is `Vec<Command>`, `Command`, `Option<Command>`, `()`, or a `Result` of
+/// one of those with an error that implements `Display` (`IntoOutput`); for v2, the
+/// same with `Action` in place of `Command` (`IntoActions`).
 #[proc_macro_attribute]
 pub fn rule(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr.into(), item.into()) {
@@ -48,19 +52,37 @@ fn expand(
     let manifest = manifest_json(&args);
     let manifest = LitStr::new(&manifest, Span::call_site());
 
+    let v2 = func.sig.inputs.len() == 2;
+    let (check, marker, on_event) = if v2 {
+        (
+            quote!(check_handler_v2),
+            quote!(wasmrule_abi_version_2),
+            quote!(on_event_v2),
+        )
+    } else {
+        (
+            quote!(check_handler),
+            quote!(wasmrule_abi_version_1),
+            quote!(on_event),
+        )
+    };
+    let version = if v2 { 2 } else { 1 };
+    let marker_doc =
+        format!("Marks the module as built for rule ABI version {version}; never called.");
+
     Ok(quote! {
         #func
 
         // Type-checks the function on every target, so `cargo check` on the host
         // reports a wrong signature too.
-        const _: () = ::wasmrule_guest::__private::check_handler(&#ident);
+        const _: () = ::wasmrule_guest::__private::#check(&#ident);
 
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         mod __wasmrule_exports {
-            /// Marks the module as built for rule ABI version 1; never called.
+            #[doc = #marker_doc]
             #[unsafe(no_mangle)]
-            pub extern "C" fn wasmrule_abi_version_1() {}
+            pub extern "C" fn #marker() {}
 
             #[unsafe(no_mangle)]
             pub extern "C" fn wasmrule_manifest() -> u64 {
@@ -75,7 +97,7 @@ fn expand(
             #[unsafe(no_mangle)]
             pub extern "C" fn wasmrule_on_event(ptr: u32, len: u32) -> u64 {
                 // SAFETY: the host passes back a buffer from `wasmrule_alloc`, once.
-                unsafe { ::wasmrule_guest::__private::on_event(ptr, len, super::#ident) }
+                unsafe { ::wasmrule_guest::__private::#on_event(ptr, len, super::#ident) }
             }
         }
     })
@@ -92,10 +114,11 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
             "a rule cannot be generic: it takes `&Event`",
         ));
     }
-    if sig.inputs.len() != 1 {
+    if !(1..=2).contains(&sig.inputs.len()) {
         return Err(syn::Error::new(
             sig.inputs.span(),
-            "a rule takes exactly one argument: `event: &Event`",
+            "a rule takes `event: &Event` (ABI v1), or `event: &Event, ctx: &mut Context` \
+             to read Redis and return actions (ABI v2)",
         ));
     }
     Ok(())
@@ -272,5 +295,27 @@ mod tests {
                 .contains("async")
         );
         assert!(expand(quote!(filters = ["a"]), item).is_ok());
+        let three = quote!(
+            fn f(e: &Event, c: &mut Context, x: u32) {}
+        );
+        let e = expand(quote!(filters = ["a"]), three)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ABI v2"), "{e}");
+    }
+
+    #[test]
+    fn the_marker_follows_the_arguments() {
+        let v1 = quote!(
+            fn f(e: &Event) {}
+        );
+        let v2 = quote!(
+            fn f(e: &Event, ctx: &mut Context) {}
+        );
+        let out = |item| expand(quote!(filters = ["a"]), item).unwrap().to_string();
+        let (v1, v2) = (out(v1), out(v2));
+        assert!(v1.contains("wasmrule_abi_version_1") && !v1.contains("version_2"));
+        assert!(v2.contains("wasmrule_abi_version_2") && !v2.contains("version_1"));
+        assert!(v2.contains("on_event_v2") && v2.contains("check_handler_v2"));
     }
 }

@@ -1,10 +1,12 @@
 //! The commands that do not serve: [`rule_test`] (`wasmrule test`), [`scaffold`]
 //! (`wasmrule new`), [`demo`] (`wasmrule demo`) and [`simulate`] (`wasmrule simulate`);
-//! [`offline`], the tenant `eval` and `test` run a rule as.
+//! [`offline`], the tenant `eval` and `test` run a rule as, and [`fixture_redis`], the
+//! Redis their ABI v2 rules read from.
 //!
 //! Each builds on the library's public pieces; nothing in the serving path uses them.
 
 pub mod demo;
+pub mod fixture_redis;
 pub mod offline;
 pub mod rule_test;
 pub mod scaffold;

@@ -1,22 +1,124 @@
 //! What `wasmrule eval` and `wasmrule test` run a rule under: the tenant a served copy
 //! of the rule would belong to ([`Serving`]), so that a rule behaves offline as it does
 //! when `wasmrule run` serves it. The same three steps as the serving path: the load-time
-//! topic check (`rules/reload.rs`), the invocation under the tenant's limits and the
-//! command policy (`dispatch/`), whose namespaced output is what reaches Redis.
+//! topic check (`rules/reload.rs`), the invocation under the tenant's limits (an ABI v2
+//! rule's reads answered from a fixture through the tenant's read policy,
+//! `fixture_redis.rs`) and the command and action policy (`dispatch/`), whose
+//! namespaced output is what reaches Redis and the broker.
 //!
-//! Owns the choice of tenant and config for the offline tools; does not own the policy
-//! itself (`tenancy/policy.rs`) or printing (the subcommands).
+//! Owns the choice of tenant and config for the offline tools and the one-line form
+//! actions are printed and matched in ([`Outcome::lines`]); does not own the policy
+//! itself (`tenancy/policy.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::commands::Commands;
+use crate::actions::MqttAction;
+use crate::commands::{Commands, write_cli_arg};
 use crate::config::{Config, Overrides};
 use crate::rules::engine::{Limits, Rule, RuleError};
 use crate::rules::ruleset::DEFAULT_TENANT;
 use crate::tenancy::policy::TenantPolicy;
+use crate::tools::fixture_redis::Fixture;
+
+/// What one offline run would do: the Redis commands it would write, then the MQTT
+/// actions it would take, and the reads it made on the way.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Namespaced, as written to Redis.
+    pub commands: Commands,
+    /// As taken, after the tenant's checks.
+    pub actions: Vec<MqttAction>,
+    /// Each read as sent to Redis, with its reply: `GET last:d1 -> "20"`.
+    pub reads: Vec<String>,
+}
+
+impl Outcome {
+    /// Everything the run would do, one line each, in the order it is done: the Redis
+    /// commands in `redis-cli` syntax, then the MQTT actions (see [`action_line`]).
+    pub fn lines(&self) -> Vec<String> {
+        let commands = self.commands.iter().map(|c| c.to_string());
+        commands
+            .chain(self.actions.iter().map(action_line))
+            .collect()
+    }
+}
+
+/// One MQTT action as `wasmrule eval` prints it and test cases match it
+/// (docs/writing-rules.md, "Actions"):
+///
+/// ```text
+/// MQTT PUBLISH <topic> qos=<0|1> retain=<0|1> [prop:<key>=<value> ...] payload=<payload>
+/// MQTT SUBSCRIBE <client> <filter> qos=<0|1>
+/// MQTT UNSUBSCRIBE <client> <filter>
+/// MQTT DELIVER <client> <topic> qos=<0|1> retain=<0|1> payload=<payload>
+/// ```
+///
+/// Topics, filters, client ids and property keys and values are written as `redis-cli`
+/// arguments (quoted with escapes when they hold spaces, quotes or bytes outside
+/// printable ASCII). The payload is last and written as it is when it is non-empty
+/// printable UTF-8 not starting with `"`, otherwise quoted the same way. The Rust SDK's
+/// `Action` displays the same way.
+pub fn action_line(action: &MqttAction) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let word = |s: &mut String, w: &[u8]| {
+        s.push(' ');
+        // Writing to a String does not fail.
+        let _ = write_cli_arg(s, w);
+    };
+    let message = |s: &mut String, p: &crate::actions::Publish, props: bool| {
+        let _ = write!(s, " qos={} retain={}", p.qos, u8::from(p.retain));
+        if props {
+            for (k, v) in &p.properties {
+                s.push_str(" prop:");
+                let _ = write_cli_arg(s, k.as_bytes());
+                s.push('=');
+                let _ = write_cli_arg(s, v.as_bytes());
+            }
+        }
+        s.push_str(" payload=");
+        match std::str::from_utf8(&p.payload) {
+            Ok(t) if !t.is_empty() && !t.starts_with('"') && !t.chars().any(char::is_control) => {
+                s.push_str(t)
+            }
+            _ => {
+                let _ = write_cli_arg(s, &p.payload);
+            }
+        }
+    };
+    match action {
+        MqttAction::Publish(p) => {
+            s.push_str("MQTT PUBLISH");
+            word(&mut s, p.topic.as_bytes());
+            message(&mut s, p, true);
+        }
+        MqttAction::Subscribe {
+            client,
+            filter,
+            qos,
+        } => {
+            s.push_str("MQTT SUBSCRIBE");
+            word(&mut s, client.as_bytes());
+            word(&mut s, filter.as_bytes());
+            let _ = write!(s, " qos={qos}");
+        }
+        MqttAction::Unsubscribe { client, filter } => {
+            s.push_str("MQTT UNSUBSCRIBE");
+            word(&mut s, client.as_bytes());
+            word(&mut s, filter.as_bytes());
+        }
+        MqttAction::Deliver { client, message: m } => {
+            s.push_str("MQTT DELIVER");
+            word(&mut s, client.as_bytes());
+            word(&mut s, m.topic.as_bytes());
+            message(&mut s, m, false);
+        }
+    }
+    s
+}
 
 /// The tenant a rule is run as offline, and the engine limits of the config it came
 /// from.
@@ -99,19 +201,31 @@ impl Serving {
     }
 
     /// Runs `rule` on the complete event JSON `event` as a served rule runs: under the
-    /// tenant's limits, its output through the tenant's command policy. The commands
-    /// are those that would be written to Redis (command names upper-case, keys with
-    /// the tenant's prefix).
+    /// tenant's limits, its reads (ABI v2) answered from `redis` through the tenant's
+    /// read policy, its output through the tenant's command and action policy. The
+    /// commands are those that would be written to Redis (command names upper-case,
+    /// keys with the tenant's prefix), the actions those that would be taken.
     ///
     /// # Errors
     ///
     /// Why nothing would be written: see [`Refusal`].
-    pub fn run(&self, rule: &Rule, event: &[u8]) -> Result<Commands, Refusal> {
+    pub fn run(&self, rule: &Rule, event: &[u8], redis: &Fixture) -> Result<Outcome, Refusal> {
         let mut returned = Commands::new();
-        loop {
+        let mut actions = Vec::new();
+        let reads = loop {
             returned.clear();
-            match rule.invoke_with(event, &mut returned, &self.policy.limits) {
-                Ok(_) => break,
+            actions.clear();
+            let (port, log) = redis.reads(self.policy.clone());
+            let mut port = Some(port);
+            let r = rule.invoke_actions(
+                event,
+                &mut returned,
+                &mut actions,
+                &self.policy.limits,
+                &mut port,
+            );
+            match r {
+                Ok(_) => break log.lines(),
                 // The host starved the invocation of CPU: not the rule's failure, and
                 // served it would run again (`dispatch/`).
                 Err(RuleError::Stalled { .. }) => continue,
@@ -122,15 +236,71 @@ impl Serving {
                     });
                 }
             }
-        }
+        };
+        let refused = |e: crate::tenancy::policy::PolicyError| Refusal::Policy {
+            tenant: self.policy.tenant.clone(),
+            kind: e.kind(),
+            message: e.to_string(),
+        };
         let mut written = Commands::new();
         self.policy
             .apply(&returned, &mut written)
-            .map_err(|e| Refusal::Policy {
-                tenant: self.policy.tenant.clone(),
-                kind: e.kind(),
-                message: e.to_string(),
-            })?;
-        Ok(written)
+            .map_err(refused)?;
+        self.policy.check_actions(&actions).map_err(refused)?;
+        Ok(Outcome {
+            commands: written,
+            actions,
+            reads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Publish;
+
+    fn publish(topic: &str, payload: &[u8]) -> Publish {
+        Publish {
+            topic: topic.into(),
+            payload: payload.to_vec(),
+            qos: 1,
+            retain: false,
+            properties: vec![],
+        }
+    }
+
+    #[test]
+    fn actions_print_as_documented() {
+        let mut p = publish("alerts/d1", br#"{"a": 1}"#);
+        p.properties.push(("trace id".into(), "x".into()));
+        assert_eq!(
+            action_line(&MqttAction::Publish(p)),
+            r#"MQTT PUBLISH alerts/d1 qos=1 retain=0 prop:"trace id"=x payload={"a": 1}"#
+        );
+        let mut m = publish("a b", &[0, 0xff]);
+        m.retain = true;
+        assert_eq!(
+            action_line(&MqttAction::Deliver {
+                client: "c1".into(),
+                message: m
+            }),
+            r#"MQTT DELIVER c1 "a b" qos=1 retain=1 payload="\x00\xff""#
+        );
+        assert_eq!(
+            action_line(&MqttAction::Publish(publish("t", b""))),
+            r#"MQTT PUBLISH t qos=1 retain=0 payload="""#
+        );
+        let sub = MqttAction::Subscribe {
+            client: "c1".into(),
+            filter: "x/#".into(),
+            qos: 0,
+        };
+        assert_eq!(action_line(&sub), "MQTT SUBSCRIBE c1 x/# qos=0");
+        let unsub = MqttAction::Unsubscribe {
+            client: "c1".into(),
+            filter: "x/#".into(),
+        };
+        assert_eq!(action_line(&unsub), "MQTT UNSUBSCRIBE c1 x/#");
     }
 }

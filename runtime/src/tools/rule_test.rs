@@ -19,13 +19,28 @@
 //! written to Redis, after the tenant's command policy (`offline.rs`). `error` is `true`
 //! (any failure, the policy's refusals included) or a string the error message must
 //! contain.
+//!
+//! For rules of ABI v2, a case may give `"redis"`, the Redis its reads see (a fixture,
+//! `fixture_redis.rs`; the file's own `"redis"` when the case has none, else empty),
+//! `"actions"` in place of `"commands"` (the same lines, MQTT actions included, as
+//! `eval` prints them), and `"reads"`, the reads the rule must make, as sent to Redis:
+//!
+//! ```json
+//! {"name": "a jump alerts", "redis": {"last:d1": "20"},
+//!  "event": {"topic": "readings/d1", "payload": "25"},
+//!  "reads": ["GET last:d1"],
+//!  "actions": ["SET last:d1 25",
+//!              "MQTT PUBLISH alerts/d1 qos=1 retain=0 payload={\"device\":\"d1\",...}"]}
+//! ```
 
 use std::fmt::Write as _;
 
+use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::event::complete_event;
 use crate::rules::engine::Rule;
+use crate::tools::fixture_redis::Fixture;
 use crate::tools::offline::Serving;
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +49,9 @@ pub struct CaseFile {
     /// The manifest name the rule must have, if given.
     #[serde(default)]
     pub rule: Option<String>,
+    /// The Redis fixture of every case that gives none.
+    #[serde(default)]
+    pub redis: Option<serde_json::Value>,
     pub cases: Vec<Case>,
 }
 
@@ -42,8 +60,18 @@ pub struct CaseFile {
 pub struct Case {
     pub name: String,
     pub event: serde_json::Value,
+    /// The Redis the rule's reads see (ABI v2).
+    #[serde(default)]
+    pub redis: Option<serde_json::Value>,
+    /// What the rule must do, as `eval` prints it; `actions` is the same (the name
+    /// that fits a v2 rule), and parsing moves it here.
     #[serde(default)]
     pub commands: Option<Vec<String>>,
+    #[serde(default)]
+    pub actions: Option<Vec<String>>,
+    /// The reads the rule must make, as sent to Redis (ABI v2).
+    #[serde(default)]
+    pub reads: Option<Vec<String>>,
     #[serde(default)]
     pub error: Option<ExpectedError>,
 }
@@ -70,8 +98,20 @@ pub struct CaseResult {
 /// When it is not JSON of the documented shape, or a case expects both commands and an
 /// error, or neither.
 pub fn parse(text: &str) -> anyhow::Result<CaseFile> {
-    let file: CaseFile = serde_json::from_str(text)?;
-    for c in &file.cases {
+    let mut file: CaseFile = serde_json::from_str(text)?;
+    if let Some(r) = &file.redis {
+        Fixture::parse(r).context("the file's \"redis\"")?;
+    }
+    for c in &mut file.cases {
+        if let Some(r) = &c.redis {
+            Fixture::parse(r).with_context(|| format!("case {:?}: \"redis\"", c.name))?;
+        }
+        if c.actions.is_some() {
+            if c.commands.is_some() {
+                anyhow::bail!("case {:?}: give `actions` or `commands`, not both", c.name);
+            }
+            c.commands = c.actions.take();
+        }
         match (&c.commands, &c.error) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("case {:?}: give `commands` or `error`, not both", c.name)
@@ -91,20 +131,41 @@ pub fn run(rule: &Rule, serving: &Serving, file: &CaseFile) -> Vec<CaseResult> {
         .iter()
         .map(|c| CaseResult {
             name: c.name.clone(),
-            failure: run_case(rule, serving, c),
+            failure: run_case(rule, serving, c, file.redis.as_ref()),
         })
         .collect()
 }
 
-fn run_case(rule: &Rule, serving: &Serving, case: &Case) -> Option<String> {
+fn run_case(
+    rule: &Rule,
+    serving: &Serving,
+    case: &Case,
+    default_redis: Option<&serde_json::Value>,
+) -> Option<String> {
     let event = match complete_event(case.event.to_string().as_bytes(), "wasmrule@test") {
         Ok(e) => e,
         Err(e) => return Some(format!("the case's event is invalid: {e:#}")),
     };
-    let got = serving.run(rule, &event);
+    // `parse` checked the fixtures.
+    let redis = match case.redis.as_ref().or(default_redis).map(Fixture::parse) {
+        None => Fixture::empty(),
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return Some(format!("the case's \"redis\" is invalid: {e:#}")),
+    };
+    let got = serving.run(rule, &event, &redis);
+    if let (Some(want), Ok(out)) = (&case.reads, &got) {
+        let made: Vec<String> = out
+            .reads
+            .iter()
+            .map(|l| l.split(" -> ").next().unwrap_or_default().to_owned())
+            .collect();
+        if made != *want {
+            return Some(format!("the reads differ:\n{}", diff(want, &made)));
+        }
+    }
     match (&case.commands, &case.error, got) {
         (Some(want), _, Ok(out)) => {
-            let got: Vec<String> = out.iter().map(|c| c.to_string()).collect();
+            let got = out.lines();
             (got != *want).then(|| diff(want, &got))
         }
         (Some(want), _, Err(e)) => Some(format!(
@@ -123,7 +184,7 @@ fn run_case(rule: &Rule, serving: &Serving, case: &Case) -> Option<String> {
         // `parse` refuses cases with neither expectation.
         (None, None, Err(e)) => Some(e.to_string()),
         (None, _, Ok(out)) => {
-            let got: Vec<String> = out.iter().map(|c| c.to_string()).collect();
+            let got = out.lines();
             Some(format!(
                 "expected an error, the rule returned:\n{}",
                 diff(&[], &got)
@@ -174,5 +235,14 @@ mod tests {
         let neither = parse(r#"{"cases":[{"name":"x","event":{}}]}"#);
         assert!(neither.unwrap_err().to_string().contains("expected"));
         assert!(parse(r#"{"cases":[{"name":"x","event":{},"comands":[]}]}"#).is_err());
+        let v2 = parse(r#"{"cases":[{"name":"x","event":{},"redis":{"k":"v"},"actions":["A"]}]}"#);
+        assert_eq!(
+            v2.unwrap().cases[0].commands.as_deref(),
+            Some(&["A".to_string()][..])
+        );
+        let both = r#"{"cases":[{"name":"x","event":{},"actions":[],"commands":[]}]}"#;
+        assert!(parse(both).unwrap_err().to_string().contains("not both"));
+        let bad = parse(r#"{"cases":[{"name":"x","event":{},"redis":{"k":true},"actions":[]}]}"#);
+        assert!(format!("{:#}", bad.unwrap_err()).contains("\"k\""));
     }
 }

@@ -28,6 +28,18 @@ const SDK_RUST: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/abi.rs"),
     ),
     (
+        "wasmrule-guest/src/abi/v2.rs",
+        include_str!("../../../guest-sdk/src/abi/v2.rs"),
+    ),
+    (
+        "wasmrule-guest/src/abi/host.rs",
+        include_str!("../../../guest-sdk/src/abi/host.rs"),
+    ),
+    (
+        "wasmrule-guest/src/action.rs",
+        include_str!("../../../guest-sdk/src/action.rs"),
+    ),
+    (
         "wasmrule-guest/src/alloc.rs",
         include_str!("../../../guest-sdk/src/alloc.rs"),
     ),
@@ -40,12 +52,24 @@ const SDK_RUST: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/src/event.rs"),
     ),
     (
+        "wasmrule-guest/src/read.rs",
+        include_str!("../../../guest-sdk/src/read.rs"),
+    ),
+    (
         "wasmrule-guest/src/testing.rs",
         include_str!("../../../guest-sdk/src/testing.rs"),
     ),
     (
+        "wasmrule-guest/src/testing/fake_redis.rs",
+        include_str!("../../../guest-sdk/src/testing/fake_redis.rs"),
+    ),
+    (
         "wasmrule-guest/src/topic.rs",
         include_str!("../../../guest-sdk/src/topic.rs"),
+    ),
+    (
+        "wasmrule-guest/src/value.rs",
+        include_str!("../../../guest-sdk/src/value.rs"),
     ),
     (
         "wasmrule-guest-macros/src/lib.rs",
@@ -54,6 +78,22 @@ const SDK_RUST: &[(&str, &str)] = &[
     (
         "wasmrule-topic/src/lib.rs",
         include_str!("../../../guest-sdk/topic/src/lib.rs"),
+    ),
+    (
+        "wasmrule-redis-model/src/lib.rs",
+        include_str!("../../../guest-sdk/redis-model/src/lib.rs"),
+    ),
+    (
+        "wasmrule-redis-model/src/read_set.rs",
+        include_str!("../../../guest-sdk/redis-model/src/read_set.rs"),
+    ),
+    (
+        "wasmrule-redis-model/src/store.rs",
+        include_str!("../../../guest-sdk/redis-model/src/store.rs"),
+    ),
+    (
+        "wasmrule-redis-model/src/exec.rs",
+        include_str!("../../../guest-sdk/redis-model/src/exec.rs"),
     ),
 ];
 /// Manifests of the copied SDK crates (the repository's use workspace inheritance).
@@ -71,6 +111,7 @@ bump-alloc = []
 [dependencies]
 wasmrule-guest-macros = { path = "../wasmrule-guest-macros" }
 wasmrule-topic = { path = "../wasmrule-topic" }
+wasmrule-redis-model = { path = "../wasmrule-redis-model" }
 serde = { version = "1", features = ["derive"] }
 serde_json = { version = "1", features = ["raw_value"] }
 "#;
@@ -95,17 +136,25 @@ version = "0.1.0"
 edition = "2024"
 license = "Apache-2.0"
 "#;
+const SDK_REDIS_MODEL_MANIFEST: &str = r#"[package]
+name = "wasmrule-redis-model"
+version = "0.1.0"
+edition = "2024"
+license = "Apache-2.0"
+"#;
 const SDK_C: &str = include_str!("../../../guest-sdk/c/wasmrule.h");
 const SDK_AS: &str = include_str!("../../../guest-sdk/assemblyscript/wasmrule.ts");
 /// Linker settings every Rust rule should use (see `.cargo/config.toml` in this repo).
 const RUST_CARGO_CONFIG: &str = include_str!("../../../.cargo/config.toml");
 
-/// Creates `dir/NAME` with a rule project in `lang`.
+/// Creates `dir/NAME` with a rule project in `lang` for rule ABI `abi` (1, or 2: the
+/// rule also reads Redis and publishes).
 ///
 /// # Errors
 ///
-/// When the name is not usable as a rule, crate and key name, or the directory exists.
-pub fn create(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {
+/// When the name is not usable as a rule, crate and key name, the directory exists, or
+/// `lang` has no ABI `abi` template.
+pub fn create(dir: &Path, name: &str, lang: Lang, abi: u32) -> anyhow::Result<()> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -120,12 +169,20 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {
     if root.exists() {
         bail!("{} already exists", root.display());
     }
-    let files = match lang {
-        Lang::Rust => rust(name),
-        Lang::C => c(name),
-        Lang::Assemblyscript => assemblyscript(name),
+    let files = match (lang, abi) {
+        (Lang::Rust, 1) => rust(name, rust_rule(name)),
+        (Lang::Rust, 2) => rust(name, rust_rule_v2(name)),
+        (Lang::C, 1) => c(name),
+        (Lang::Assemblyscript, 1) => assemblyscript(name),
+        (_, 2) => bail!("--abi 2 projects are Rust only for now"),
+        (_, n) => bail!("rule ABI {n} does not exist: 1, or 2 (reads and actions)"),
     };
-    for (path, text) in files.iter().chain(&common(name)) {
+    let common = if abi == 2 {
+        common_v2(name)
+    } else {
+        common(name)
+    };
+    for (path, text) in files.iter().chain(&common) {
         let p = root.join(path);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)
@@ -180,7 +237,86 @@ fn common(name: &str) -> Vec<(String, String)> {
     vec![("cases.json".into(), cases), ("README.md".into(), readme)]
 }
 
-fn rust(name: &str) -> Vec<(String, String)> {
+/// The cases of an ABI v2 project: one with the topic new to Redis, one seen before.
+fn common_v2(name: &str) -> Vec<(String, String)> {
+    let cases = format!(
+        r#"{{
+  "rule": "{name}",
+  "cases": [
+    {{
+      "name": "the first message on a topic is announced",
+      "redis": {{}},
+      "event": {{"topic": "{name}/dev-1", "payload": "21.5"}},
+      "reads": ["HGET {name} {name}/dev-1"],
+      "actions": [
+        "HINCRBY {name} {name}/dev-1 1",
+        "MQTT PUBLISH {name}-events/new-topic qos=0 retain=0 payload={name}/dev-1"
+      ]
+    }},
+    {{
+      "name": "a topic seen before is only counted",
+      "redis": {{"{name}": {{"hash": {{"{name}/dev-1": "3"}}}}}},
+      "event": {{"topic": "{name}/dev-1", "payload": "22"}},
+      "actions": ["HINCRBY {name} {name}/dev-1 1"]
+    }}
+  ]
+}}
+"#
+    );
+    let readme = format!(
+        "# {name}\n\nA wasmrule rule (ABI v2): counts messages per topic under `{name}/` in the \
+         Redis hash `{name}`, and announces a topic it has not counted before on \
+         `{name}-events/new-topic`.\n\n```sh\n./build.sh                                  # -> {name}.wasm\n\
+         cargo test                                  # the unit tests, reads from a FakeRedis\n\
+         wasmrule test {name}.wasm cases.json        # the cases in cases.json\n\
+         wasmrule check {name}.wasm                  # what the rule declares\n```\n\n\
+         A case gives the Redis the rule reads (`\"redis\"`, keys to values), the event, and \
+         the actions expected out, as `wasmrule eval --redis FILE` prints them.\n"
+    );
+    vec![("cases.json".into(), cases), ("README.md".into(), readme)]
+}
+
+/// The starting rule of ABI v2: a read, a write and a publish, with its unit test.
+fn rust_rule_v2(name: &str) -> String {
+    let crate_name = name.replace('-', "_");
+    format!(
+        r#"//! {name}: counts messages per topic under `{name}/` in the Redis hash `{name}`, and
+//! announces a topic it has not counted before on `{name}-events/new-topic`.
+
+use wasmrule_guest::{{Action, Context, Event, RuleError, action, cmd, rule}};
+
+#[rule(filters = ["{name}/#"])]
+pub fn {crate_name}(event: &Event, ctx: &mut Context) -> Result<Vec<Action>, RuleError> {{
+    let seen = ctx.hget("{name}", event.topic())?;
+    let mut out = vec![cmd::hincrby("{name}", event.topic(), 1).into()];
+    if seen.is_nil() {{
+        out.push(action::publish("{name}-events/new-topic", event.topic()).into());
+    }}
+    Ok(out)
+}}
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use wasmrule_guest::testing::FakeRedis;
+
+    #[test]
+    fn announces_new_topics_only() {{
+        let mut redis = FakeRedis::new();
+        let event = Event::message("{name}/dev-1", "21.5");
+        let first = {crate_name}(&event, &mut redis.context()).unwrap();
+        assert_eq!(first.len(), 2);
+        redis.hset("{name}", "{name}/dev-1", "1");
+        let again = {crate_name}(&event, &mut redis.context()).unwrap();
+        assert_eq!(again[0].to_string(), "HINCRBY {name} {name}/dev-1 1");
+        assert_eq!(again.len(), 1);
+    }}
+}}
+"#
+    )
+}
+
+fn rust(name: &str, rule: String) -> Vec<(String, String)> {
     let crate_name = name.replace('-', "_");
     let mut files: Vec<(String, String)> = SDK_RUST
         .iter()
@@ -198,9 +334,13 @@ fn rust(name: &str) -> Vec<(String, String)> {
         "sdk/wasmrule-topic/Cargo.toml".into(),
         SDK_TOPIC_MANIFEST.into(),
     ));
+    files.push((
+        "sdk/wasmrule-redis-model/Cargo.toml".into(),
+        SDK_REDIS_MODEL_MANIFEST.into(),
+    ));
     files.push(("Cargo.toml".into(), rust_manifest(name)));
     files.push((".cargo/config.toml".into(), RUST_CARGO_CONFIG.into()));
-    files.push(("src/lib.rs".into(), rust_rule(name, &crate_name)));
+    files.push(("src/lib.rs".into(), rule));
     files.push(("build.sh".into(), rust_build_script(name, &crate_name)));
     files.push((".gitignore".into(), "/target\n*.wasm\n".into()));
     files
@@ -238,7 +378,8 @@ strip = true
 }
 
 /// The starting rule and its unit test.
-fn rust_rule(name: &str, crate_name: &str) -> String {
+fn rust_rule(name: &str) -> String {
+    let crate_name = name.replace('-', "_");
     format!(
         r#"//! {name}: counts messages per topic under `{name}/` in the Redis hash `{name}`.
 

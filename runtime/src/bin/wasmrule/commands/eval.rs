@@ -1,5 +1,7 @@
-//! `wasmrule eval RULE.wasm --event FILE`: run one rule on one event, offline, and print
-//! its commands in `redis-cli` syntax.
+//! `wasmrule eval RULE.wasm --event FILE [--redis FIXTURE]`: run one rule on one event,
+//! offline, and print its commands in `redis-cli` syntax and its MQTT actions
+//! (`wasmrule::offline::action_line`); an ABI v2 rule's reads are answered from the
+//! fixture.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,13 @@ pub struct Args {
     /// {"topic":"a/b","payload":"..."} is enough.
     #[arg(long)]
     event: PathBuf,
+    /// The Redis an ABI v2 rule's reads see: a JSON file of keys to values (see
+    /// docs/writing-rules.md, "Redis fixtures"). Without it, every key is missing.
+    #[arg(long, value_name = "FILE")]
+    redis: Option<PathBuf>,
+    /// Also print each read the rule made, and its reply, on standard error.
+    #[arg(long)]
+    show_reads: bool,
     #[command(flatten)]
     serving: ServingArgs,
 }
@@ -30,6 +39,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("error: wasmrule run would refuse to load this rule: {e}");
         return Ok(ExitCode::FAILURE);
     }
+    let redis = match &args.redis {
+        Some(path) => wasmrule::fixture_redis::Fixture::load(path)?,
+        None => wasmrule::fixture_redis::Fixture::empty(),
+    };
     let event = wasmrule::complete_event(&read_event(event_path)?, "wasmrule@eval")
         .with_context(|| format!("event {}", event_path.display()))?;
     // A broker event is matched on its `$events/...` topic, a message on its `topic`.
@@ -47,10 +60,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             filters.join(" ")
         );
     }
-    match serving.run(&rule, &event) {
+    match serving.run(&rule, &event, &redis) {
         Ok(out) => {
-            for c in out.iter() {
-                println!("{c}");
+            if args.show_reads {
+                for r in &out.reads {
+                    eprintln!("read: {r}");
+                }
+            }
+            for line in out.lines() {
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }
