@@ -141,11 +141,6 @@ impl EventKind {
         }
     }
 
-    /// Whether events of this kind come from Redis rather than the broker.
-    pub fn from_redis(self) -> bool {
-        matches!(self, EventKind::RedisMessage | EventKind::RedisStream)
-    }
-
     /// The kind whose `event` field is `name` (`client.disconnected`).
     pub fn from_name(name: &str) -> Option<EventKind> {
         Self::ALL.into_iter().find(|k| k.name() == name)
