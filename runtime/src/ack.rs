@@ -113,13 +113,74 @@ impl AckTracker {
 pub struct Completions {
     tracker: Arc<AckTracker>,
     due: mpsc::UnboundedSender<Vec<AckToken>>,
+    streams: Arc<StreamAcks>,
+}
+
+/// Redis stream entries (`source/redis/streams.rs`) waiting for their rules' writes,
+/// by message sequence number; finished ones go to the stream reader, which
+/// acknowledges them with `XACK`. Order does not matter there: each entry is
+/// acknowledged by id.
+#[derive(Debug, Default)]
+pub struct StreamAcks {
+    // Whether any entry was ever registered: the MQTT path pays one atomic load.
+    active: std::sync::atomic::AtomicBool,
+    pending: Mutex<std::collections::HashMap<u64, StreamEntry>>,
+    done: Mutex<Option<mpsc::UnboundedSender<StreamEntry>>>,
+}
+
+/// One stream entry: its stream key (namespaced) and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub key: Vec<u8>,
+    pub id: String,
+}
+
+impl StreamAcks {
+    /// Finished entries go to `tx` from now on.
+    pub fn reader(&self, tx: mpsc::UnboundedSender<StreamEntry>) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    /// Message `seq` carries `entry`, to acknowledge once it is done.
+    pub fn register(&self, seq: u64, entry: StreamEntry) {
+        self.active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, entry);
+    }
+
+    fn completed(&self, seqs: &[u64]) {
+        if !self.active.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        for seq in seqs {
+            if let Some(e) = pending.remove(seq)
+                && let Some(tx) = done.as_ref()
+            {
+                let _ = tx.send(e);
+            }
+        }
+    }
 }
 
 impl Completions {
     /// A handle reporting to `tracker`, sending due acknowledgements to `due`. The
     /// channel holds at most the broker's in-flight window of tokens.
     pub fn new(tracker: Arc<AckTracker>, due: mpsc::UnboundedSender<Vec<AckToken>>) -> Self {
-        Completions { tracker, due }
+        Completions {
+            tracker,
+            due,
+            streams: Arc::default(),
+        }
+    }
+
+    /// Where Redis stream entries are registered for acknowledgement.
+    pub fn stream_acks(&self) -> Arc<StreamAcks> {
+        self.streams.clone()
     }
 
     /// Messages `seqs` are written (or failed for good): acknowledge what is now due.
@@ -127,6 +188,7 @@ impl Completions {
         if seqs.is_empty() {
             return;
         }
+        self.streams.completed(seqs);
         let ready = self.tracker.completed(seqs.iter().copied());
         if !ready.is_empty() {
             // The receiver only goes away at shutdown, when acks no longer matter.

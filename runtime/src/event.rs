@@ -87,6 +87,10 @@ pub enum EventKind {
     MessageAcked,
     MessageDropped,
     DeliveryDropped,
+    /// A message on a Redis pub/sub channel (`$redis/channel/...`, docs/abi.md).
+    RedisMessage,
+    /// An entry of a Redis stream (`$redis/stream/...`).
+    RedisStream,
 }
 
 impl EventKind {
@@ -114,6 +118,8 @@ impl EventKind {
             EventKind::MessageAcked => "message.acked",
             EventKind::MessageDropped => "message.dropped",
             EventKind::DeliveryDropped => "delivery.dropped",
+            EventKind::RedisMessage => "redis.message",
+            EventKind::RedisStream => "redis.stream",
         }
     }
 
@@ -129,6 +135,9 @@ impl EventKind {
             EventKind::MessageAcked => "$events/message_acked",
             EventKind::MessageDropped => "$events/message_dropped",
             EventKind::DeliveryDropped => "$events/delivery_dropped",
+            // Each channel and stream has its own topic; these cover them all.
+            EventKind::RedisMessage => "$redis/channel/#",
+            EventKind::RedisStream => "$redis/stream/#",
         }
     }
 

@@ -14,9 +14,10 @@ use crate::ops::metrics::{self, Metrics};
 use crate::rules::engine::{self, Engine};
 use crate::rules::reload::Reloader;
 use crate::rules::ruleset::Rules;
+use crate::sink::mqtt::{ActionSink, EmbeddedActions, Publisher};
 use crate::sink::redis as redis_sink;
 use crate::sink::spill::{self, SpillConfig};
-use crate::source::{broker, mqtt as mqtt_source};
+use crate::source::{broker, mqtt as mqtt_source, redis as redis_source};
 use crate::{ack, dispatch};
 
 /// Extra pooled instances beyond one per worker: rule loads read manifests too.
@@ -50,6 +51,8 @@ pub struct Runtime {
     source: Source,
     watcher: tokio::task::JoinHandle<anyhow::Result<()>>,
     workers: dispatch::Workers,
+    /// Events from Redis channels and streams (`source/redis/`).
+    redis_events: tokio::task::JoinHandle<()>,
     sink: tokio::task::JoinHandle<()>,
     http: Option<tokio::task::JoinHandle<()>>,
 }
@@ -97,22 +100,44 @@ impl Runtime {
         let (due_tx, due_rx) = mpsc::unbounded_channel();
         let completions = ack::Completions::new(tracker.clone(), due_tx);
         let (sink_tx, sink_rx) = mpsc::channel(workers * 4);
+        // v2 rules' MQTT actions: into the embedded broker once it runs, or through a
+        // connection of their own to the external one.
+        let embedded_actions = EmbeddedActions::new();
+        let (actions, embedded) = match &config.broker {
+            Some(_) => (ActionSink::Embedded(embedded_actions.clone()), true),
+            None => (
+                ActionSink::Client(Publisher::new(config.mqtt.clone())),
+                false,
+            ),
+        };
         let sink = tokio::spawn(redis_sink::run(
             config.redis.clone(),
             sink_rx,
             metrics.clone(),
             completions.clone(),
             spill,
+            Some(actions),
         ));
         let (dispatcher, worker_threads) = dispatch::start(
-            workers,
-            config.runtime.queue,
-            &config.runtime.node,
+            dispatch::WorkerSetup {
+                workers,
+                queue: config.runtime.queue,
+                node: &config.runtime.node,
+                embedded_broker: embedded,
+            },
             rules.clone(),
             sink_tx,
             metrics.clone(),
         )
         .context("cannot start worker threads")?;
+        let redis_events = tokio::spawn(redis_source::run(redis_source::RedisSourceParts {
+            config: config.redis.clone(),
+            wanted: rules.wanted(),
+            dispatcher: dispatcher.clone(),
+            acks: completions.stream_acks(),
+            consumer: config.runtime.node.clone(),
+            shutdown: token.child_token(),
+        }));
         let drained = CancellationToken::new();
         let source = match &config.broker {
             Some(b) => {
@@ -124,6 +149,7 @@ impl Runtime {
                     token.child_token(),
                 )
                 .await?;
+                embedded_actions.started(broker.context());
                 metrics::Metrics::set(&metrics.mqtt_connected, true);
                 Source::Embedded(broker)
             }
@@ -152,6 +178,7 @@ impl Runtime {
             source,
             watcher,
             workers: worker_threads,
+            redis_events,
             sink,
             http,
         })
@@ -168,6 +195,7 @@ impl Runtime {
             source,
             watcher,
             workers,
+            redis_events,
             sink,
             http,
             shutdown_timeout,
@@ -175,6 +203,8 @@ impl Runtime {
         } = self;
         token.cancel();
         let finish = async {
+            // The Redis events reader stops reading and drops its dispatcher.
+            let _ = redis_events.await;
             // The source drops the dispatcher; workers drain their queues and exit,
             // which closes the writer's channel; the writer finishes and ends.
             let _ = tokio::task::spawn_blocking(move || workers.join()).await;

@@ -24,6 +24,7 @@
 //! again.
 
 mod dead_letter;
+mod reads;
 mod worker;
 
 use std::sync::Arc;
@@ -68,20 +69,32 @@ impl Workers {
 /// # Errors
 ///
 /// When a thread cannot be spawned.
+/// How the workers run.
+pub struct WorkerSetup<'a> {
+    /// Worker threads.
+    pub workers: usize,
+    /// Messages each worker's queue holds.
+    pub queue: usize,
+    /// `node` in events.
+    pub node: &'a str,
+    /// Whether MQTT actions go to the embedded broker (which also takes subscribe,
+    /// unsubscribe and deliver) rather than to an external one (publish only).
+    pub embedded_broker: bool,
+}
+
 pub fn start(
-    workers: usize,
-    queue: usize,
-    node: &str,
+    setup: WorkerSetup<'_>,
     rules: Arc<Rules>,
     sink: mpsc::Sender<WriteBatch>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(Dispatcher, Workers)> {
+    let workers = setup.workers;
     let mut queues = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
-        let (tx, rx) = mpsc::channel(queue);
+        let (tx, rx) = mpsc::channel(setup.queue);
         queues.push(tx);
-        let mut worker = Worker::new(rx, rules.clone(), sink.clone(), metrics.clone(), node);
+        let mut worker = Worker::new(rx, rules.clone(), sink.clone(), metrics.clone(), &setup);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("wasmrule-worker-{i}"))

@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::WorkerSetup;
 use super::dead_letter::{FailureLog, dead_letter};
+use super::reads::SinkReads;
+use crate::actions::MqttAction;
 use crate::commands::Commands;
 use crate::event::{EventEncoder, Message};
 use crate::ops::metrics::Metrics;
-use crate::rules::engine::{RuleError, thread_cpu_time};
+use crate::rules::engine::{RedisReads, RuleError, thread_cpu_time};
 use crate::rules::ruleset::{LoadedRule, Rules};
 use crate::sink::batch::WriteBatch;
 use crate::tenancy::cpu_budget::{OverBudget, TenantMeters, Waiting};
@@ -38,8 +41,14 @@ pub(super) struct Worker {
     event: Vec<u8>,
     matched: Vec<usize>,
     // One invocation's raw output, checked by the tenant's policy before it joins the
-    // batch.
+    // batch: Redis commands, and MQTT actions of v2 rules.
     scratch: Commands,
+    actions: Vec<MqttAction>,
+    // Reads of v2 rules (a `SinkReads`); lent to the engine for an invocation.
+    reads: Option<Box<dyn RedisReads>>,
+    // Whether MQTT actions go to the embedded broker (all kinds) or an external one
+    // (publish only).
+    embedded_broker: bool,
     failures: FailureLog,
     // Each tenant's CPU time on this worker, for its CPU share.
     meters: TenantMeters,
@@ -61,17 +70,20 @@ impl Worker {
         rules: Arc<Rules>,
         sink: mpsc::Sender<WriteBatch>,
         metrics: Arc<Metrics>,
-        node: &str,
+        setup: &WorkerSetup<'_>,
     ) -> Worker {
         Worker {
+            reads: Some(Box::new(SinkReads::new(sink.clone(), metrics.clone()))),
             rx,
             rules,
             sink,
             metrics,
-            encoder: EventEncoder::new(node),
+            encoder: EventEncoder::new(setup.node),
             event: Vec::with_capacity(1024),
             matched: Vec::new(),
             scratch: Commands::new(),
+            actions: Vec::new(),
+            embedded_broker: setup.embedded_broker,
             failures: FailureLog::default(),
             meters: TenantMeters::new(Instant::now()),
             ahead: VecDeque::with_capacity(LOOKAHEAD),
@@ -150,11 +162,16 @@ impl Worker {
     /// Runs every rule matching `m` that is in service and within its tenant's CPU
     /// share; their checked commands, or dead letters, go into `batch`.
     fn handle(&mut self, m: &Message, batch: &mut WriteBatch) {
+        self.run_matching(m, batch);
         if m.tracked {
             // Acknowledged once this batch's commands (which include this message's)
-            // are written.
+            // are written. Noted after the rules ran: a v2 rule's read sends the batch
+            // so far ahead of it, and this message is not done then.
             batch.done.push(m.seq);
         }
+    }
+
+    fn run_matching(&mut self, m: &Message, batch: &mut WriteBatch) {
         let set = self.rules.load();
         set.matching(&m.topic, &mut self.matched);
         if self.matched.is_empty() {
@@ -247,21 +264,27 @@ impl Worker {
         let policy = &loaded.policy;
         Metrics::add(&self.metrics.invocations, 1);
         let outcome = self
-            .invoke(loaded, m)
+            .invoke(loaded, m, batch)
             .map_err(|e| (e.kind(), e.to_string()));
         if let Some(start) = start {
             let end = Instant::now();
             self.meters
                 .charge(loaded.tenant_slot, &policy.cpu, end - start, end);
         }
-        let outcome = outcome.and_then(|_| {
-            policy
-                .apply(&self.scratch, &mut batch.commands)
-                .map_err(|e| (e.kind(), e.to_string()))
-        });
+        let outcome = outcome
+            .and_then(|_| self.check_actions(loaded))
+            .and_then(|_| {
+                policy
+                    .apply(&self.scratch, &mut batch.commands)
+                    .map_err(|e| (e.kind(), e.to_string()))
+            });
         match outcome {
-            Ok(()) if self.scratch.is_empty() => {}
-            Ok(()) => batch.record_origin(loaded, &m.topic, self.scratch.len()),
+            Ok(()) => {
+                if !self.scratch.is_empty() {
+                    batch.record_origin(loaded, &m.topic, self.scratch.len());
+                }
+                batch.actions.append(&mut self.actions);
+            }
             Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
         }
     }
@@ -270,13 +293,23 @@ impl Worker {
     /// starved of CPU until the wall-clock backstop ended it is not the rule's failure:
     /// it is logged and run again, as often as it takes (each run is still held to the
     /// rule's CPU deadline, so a rule that spins fails with `timeout`).
-    fn invoke(&mut self, loaded: &Arc<LoadedRule>, m: &Message) -> Result<usize, RuleError> {
+    fn invoke(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        m: &Message,
+        batch: &mut WriteBatch,
+    ) -> Result<usize, RuleError> {
         loop {
             self.scratch.clear();
-            match loaded
-                .rule
-                .invoke_with(&self.event, &mut self.scratch, &loaded.policy.limits)
-            {
+            self.actions.clear();
+            let r = if loaded.rule.abi() >= 2 {
+                self.invoke_v2(loaded, batch)
+            } else {
+                loaded
+                    .rule
+                    .invoke_with(&self.event, &mut self.scratch, &loaded.policy.limits)
+            };
+            match r {
                 Err(e @ RuleError::Stalled { .. }) => {
                     Metrics::add(&self.metrics.host_stalls, 1);
                     tracing::warn!(
@@ -290,6 +323,67 @@ impl Worker {
                 r => return r,
             }
         }
+    }
+
+    /// A v2 invocation: the worker's pending batch is lent to the reads port, so that a
+    /// read can send it ahead of itself, and taken back after.
+    fn invoke_v2(
+        &mut self,
+        loaded: &Arc<LoadedRule>,
+        batch: &mut WriteBatch,
+    ) -> Result<usize, RuleError> {
+        let port = self.port();
+        port.policy = Some(loaded.policy.clone());
+        port.batch = std::mem::take(batch);
+        let r = loaded.rule.invoke_actions(
+            &self.event,
+            &mut self.scratch,
+            &mut self.actions,
+            &loaded.policy.limits,
+            &mut self.reads,
+        );
+        let port = self.port();
+        *batch = std::mem::take(&mut port.batch);
+        port.policy = None;
+        r
+    }
+
+    fn port(&mut self) -> &mut SinkReads {
+        // The engine gives the port back after every invocation, and a worker only
+        // ever stores a `SinkReads` there.
+        let reads: &mut dyn std::any::Any = self
+            .reads
+            .as_deref_mut()
+            .expect("the engine gives the reads port back");
+        reads
+            .downcast_mut::<SinkReads>()
+            .expect("a worker's reads port is a SinkReads")
+    }
+
+    /// The invocation's MQTT actions against the tenant's policy and what the broker
+    /// connection can do.
+    fn check_actions(&self, loaded: &LoadedRule) -> Result<(), (&'static str, String)> {
+        if self.actions.is_empty() {
+            return Ok(());
+        }
+        if let Some(a) = self
+            .actions
+            .iter()
+            .find(|a| a.needs_embedded_broker() && !self.embedded_broker)
+        {
+            return Err((
+                "action_unsupported",
+                format!(
+                    "{} needs the embedded broker (--embedded-broker); with an external \
+                     broker rules can only publish",
+                    a.kind()
+                ),
+            ));
+        }
+        loaded
+            .policy
+            .check_actions(&self.actions)
+            .map_err(|e| (e.kind(), e.to_string()))
     }
 
     /// An event not run because its tenant is over its CPU share while another tenant's

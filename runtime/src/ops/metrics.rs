@@ -77,6 +77,16 @@ const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
         |m| &m.spill_dropped,
     ),
     (
+        "redis_reads_total",
+        "Redis reads v2 rules made (docs/abi.md)",
+        |m| &m.redis_reads,
+    ),
+    (
+        "mqtt_actions_total",
+        "MQTT actions of v2 rules taken (publish, subscribe, unsubscribe, deliver)",
+        |m| &m.mqtt_actions,
+    ),
+    (
         "quarantined_skips_total",
         "events not given to a rule because it was quarantined",
         |m| &m.quarantined_skips,
@@ -164,6 +174,10 @@ pub struct Metrics {
     pub spill_full: AtomicU64,
     /// Spilled records dropped as torn or damaged on replay.
     pub spill_dropped: AtomicU64,
+    /// Redis reads of v2 rules sent to the writer.
+    pub redis_reads: AtomicU64,
+    /// MQTT actions of v2 rules taken.
+    pub mqtt_actions: AtomicU64,
     /// Gauge: bytes the spill's files take on disk now.
     pub spill_disk_bytes: AtomicU64,
     /// Gauge: batches waiting in memory behind the spill (QoS 1/2, or not fitting).

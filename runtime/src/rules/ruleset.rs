@@ -74,7 +74,11 @@ impl RuleSet {
         let mut index = TopicIndex::new();
         for (i, r) in list.iter().enumerate() {
             for f in &r.rule.manifest().filters {
-                index.insert(f, i);
+                match RedisTrigger::parse(f, &r.policy.key_prefix) {
+                    // A Redis trigger matches the namespaced channel or stream only.
+                    Some(t) => index.insert(&t.topic(), i),
+                    None => index.insert(f, i),
+                }
             }
         }
         let metered = list.iter().any(|r| r.policy.cpu.is_limited());
@@ -145,8 +149,26 @@ impl RuleSet {
                 .iter()
                 .flat_map(|r| r.rule.manifest().filters.iter())
                 .map(String::as_str)
-                .filter(|f| !f.starts_with(EVENT_TOPIC_PREFIX)),
+                .filter(|f| !f.starts_with(EVENT_TOPIC_PREFIX) && !f.starts_with(REDIS_PREFIX)),
         )
+    }
+
+    /// The Redis channels and streams some rule wants, namespaced, each once.
+    pub fn redis_triggers(&self) -> Vec<RedisTrigger> {
+        let mut all: Vec<RedisTrigger> = self
+            .list
+            .iter()
+            .flat_map(|r| {
+                r.rule
+                    .manifest()
+                    .filters
+                    .iter()
+                    .filter_map(|f| RedisTrigger::parse(f, &r.policy.key_prefix))
+            })
+            .collect();
+        all.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+        all.dedup_by(|a, b| a.kind == b.kind && a.key == b.key);
+        all
     }
 
     /// The broker event kinds some rule asks for (`$events/...` filters, wildcards
@@ -163,6 +185,7 @@ impl RuleSet {
         Wanted {
             filters: self.subscriptions(),
             events: self.event_kinds(),
+            redis: self.redis_triggers(),
         }
     }
 
@@ -189,6 +212,59 @@ pub struct Wanted {
     pub filters: Vec<String>,
     /// Broker event kinds some rule asks for ([`RuleSet::event_kinds`]).
     pub events: Vec<EventKind>,
+    /// Redis channels and streams some rule asks for ([`RuleSet::redis_triggers`]).
+    pub redis: Vec<RedisTrigger>,
+}
+
+/// Filters of events from Redis start with this (docs/abi.md, "Events from Redis").
+pub const REDIS_PREFIX: &str = "$redis/";
+
+/// Which kind of Redis trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TriggerKind {
+    Channel,
+    Stream,
+}
+
+/// One Redis channel or stream a rule is triggered by, in its tenant's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTrigger {
+    pub kind: TriggerKind,
+    /// The channel or stream key in Redis, with the tenant's prefix.
+    pub key: Vec<u8>,
+    /// As the rule named it, without the prefix.
+    pub name: String,
+}
+
+impl RedisTrigger {
+    /// The trigger of filter `f` (`$redis/channel/NAME`, `$redis/stream/NAME`) for a
+    /// tenant whose keys start with `prefix`; `None` for other filters.
+    pub fn parse(f: &str, prefix: &[u8]) -> Option<RedisTrigger> {
+        let rest = f.strip_prefix(REDIS_PREFIX)?;
+        let (kind, name) = if let Some(n) = rest.strip_prefix("channel/") {
+            (TriggerKind::Channel, n)
+        } else {
+            (TriggerKind::Stream, rest.strip_prefix("stream/")?)
+        };
+        Some(RedisTrigger {
+            kind,
+            key: [prefix, name.as_bytes()].concat(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The topic events of this trigger carry inside wasmrule (and rules are indexed
+    /// by): the namespaced key under `$redis/channel/` or `$redis/stream/`.
+    pub fn topic(&self) -> String {
+        let kind = match self.kind {
+            TriggerKind::Channel => "channel",
+            TriggerKind::Stream => "stream",
+        };
+        format!(
+            "{REDIS_PREFIX}{kind}/{}",
+            String::from_utf8_lossy(&self.key)
+        )
+    }
 }
 
 /// The current [`RuleSet`], readable from any thread without locking, what it asks

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
+use crate::actions::MqttAction;
 use crate::commands::Commands;
+use crate::rules::engine::{ReadCode, Reply};
 use crate::rules::ruleset::LoadedRule;
 
 /// Commands from one worker, with where each came from (for error reports).
@@ -20,6 +22,29 @@ pub struct WriteBatch {
     origins: Vec<Origin>,
     // For each origin, the index of its first command; commands are contiguous.
     first_command: Vec<usize>,
+    /// MQTT actions (ABI v2) to take, in order, once the commands are written; the
+    /// batch's messages are done only after them.
+    pub actions: Vec<MqttAction>,
+    /// A rule's read (ABI v2) to run once the commands are written, so that it sees
+    /// them (`dispatch/reads.rs`).
+    pub read: Option<Box<ReadRequest>>,
+}
+
+/// A read waiting behind a batch's writes, and where its reply goes.
+pub struct ReadRequest {
+    /// One command, checked and namespaced.
+    pub command: Commands,
+    /// Give up (and answer `unavailable`) after this.
+    pub deadline: std::time::Instant,
+    /// The worker blocks on the other end.
+    pub reply: std::sync::mpsc::SyncSender<Result<Reply, ReadCode>>,
+}
+
+impl ReadRequest {
+    /// Answers the read; a worker that stopped waiting is fine.
+    pub fn answer(&self, r: Result<Reply, ReadCode>) {
+        let _ = self.reply.try_send(r);
+    }
 }
 
 /// The rule (id and load generation) and topic that produced some commands. Kept by name rather than as
@@ -37,13 +62,17 @@ pub struct Origin {
 impl WriteBatch {
     /// Whether there is nothing to write and nothing to acknowledge.
     pub fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.done.is_empty()
+        self.commands.is_empty()
+            && self.done.is_empty()
+            && self.actions.is_empty()
+            && self.read.is_none()
     }
 
     /// Whether some message in the batch waits for these writes to be acknowledged
-    /// (QoS 1/2). Such a batch must never be written anywhere but Redis.
+    /// (QoS 1/2), or MQTT actions wait for them. Such a batch must never be written
+    /// anywhere but Redis (the spill keeps neither).
     pub fn is_tracked(&self) -> bool {
-        !self.done.is_empty()
+        !self.done.is_empty() || !self.actions.is_empty()
     }
 
     /// Notes that the last `n` commands came from `rule` handling a message on `topic`.

@@ -7,5 +7,6 @@
 //! acknowledging to the broker (`source/`).
 
 pub mod batch;
+pub mod mqtt;
 pub mod redis;
 pub mod spill;

@@ -8,3 +8,4 @@
 
 pub mod broker;
 pub mod mqtt;
+pub mod redis;

@@ -231,7 +231,11 @@ fn default_policy(tenant: &str, limits: InvokeLimits) -> TenantPolicy {
             vec![String::new()],
         )
     } else {
-        (format!("{tenant}:"), vec![format!("{tenant}/#")], Vec::new())
+        (
+            format!("{tenant}:"),
+            vec![format!("{tenant}/#")],
+            Vec::new(),
+        )
     };
     TenantPolicy::new(
         tenant,

@@ -21,8 +21,8 @@ use crate::actions::{MqttAction, Publish};
 use crate::commands::Commands;
 use crate::rules::engine::ReadCode;
 use crate::tenancy::command_table::{CommandSpec, find_spec};
-use crate::tenancy::read_table::find_read_spec;
 use crate::tenancy::cpu_budget::CpuBudget;
+use crate::tenancy::read_table::find_read_spec;
 use crate::topic;
 
 /// Why a rule's output was refused.
@@ -257,7 +257,10 @@ impl TenantPolicy {
         for (i, arg) in args.enumerate() {
             if i == 0 {
                 out.push_arg(spec.name.as_bytes());
-            } else if i >= spec.first_key && i <= last && (i - spec.first_key) % spec.step == 0 {
+            } else if i >= spec.first_key
+                && i <= last
+                && (i - spec.first_key).is_multiple_of(spec.step)
+            {
                 if arg.len() > MAX_KEY_LEN {
                     return Err(arg.len());
                 }
@@ -336,7 +339,12 @@ impl TenantPolicy {
         format!("outside the tenant's topics ({})", self.topics.join(", "))
     }
 
-    fn check_publish(&self, index: usize, kind: &'static str, p: &Publish) -> Result<(), PolicyError> {
+    fn check_publish(
+        &self,
+        index: usize,
+        kind: &'static str,
+        p: &Publish,
+    ) -> Result<(), PolicyError> {
         let refused = |why: String| PolicyError::Topic {
             index,
             kind,
@@ -353,7 +361,12 @@ impl TenantPolicy {
         Ok(())
     }
 
-    fn check_client(&self, index: usize, kind: &'static str, client: &str) -> Result<(), PolicyError> {
+    fn check_client(
+        &self,
+        index: usize,
+        kind: &'static str,
+        client: &str,
+    ) -> Result<(), PolicyError> {
         if self.clients.iter().any(|p| client.starts_with(p.as_str())) && !client.is_empty() {
             return Ok(());
         }

@@ -103,7 +103,15 @@ mod tests {
 
     #[test]
     fn no_write_or_scan_is_a_read() {
-        for name in ["SET", "KEYS", "SCAN", "SORT", "ZRANGESTORE", "EVAL", "BLPOP"] {
+        for name in [
+            "SET",
+            "KEYS",
+            "SCAN",
+            "SORT",
+            "ZRANGESTORE",
+            "EVAL",
+            "BLPOP",
+        ] {
             assert!(find_read_spec(name.as_bytes()).is_none(), "{name}");
         }
         assert!(find_read_spec(b"hgetall").is_some());

@@ -260,8 +260,24 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, LoadError> {
     for f in &m.filters {
         validate_filter(f)
             .map_err(|e| LoadError::Manifest(format!("filter {f:?} is invalid: {e}")))?;
+        check_redis_filter(f).map_err(|e| LoadError::Manifest(format!("filter {f:?}: {e}")))?;
     }
     Ok(m)
+}
+
+/// A `$redis/` filter names one channel or stream exactly.
+fn check_redis_filter(f: &str) -> Result<(), &'static str> {
+    let Some(rest) = f.strip_prefix("$redis/") else {
+        return Ok(());
+    };
+    let name = rest
+        .strip_prefix("channel/")
+        .or_else(|| rest.strip_prefix("stream/"))
+        .ok_or("events from Redis are `$redis/channel/NAME` or `$redis/stream/NAME`")?;
+    if name.is_empty() || name.contains(['+', '#']) {
+        return Err("names one Redis channel or stream, without wildcards");
+    }
+    Ok(())
 }
 
 /// Output limits applied while decoding.

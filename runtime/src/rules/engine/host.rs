@@ -172,7 +172,10 @@ impl ReadCode {
 
 /// Runs reads for a v2 rule: checks the command against the tenant's read policy,
 /// namespaces its keys, sends it and waits at most `timeout` for the reply.
-pub trait RedisReads: Send {
+///
+/// `Any` so that a caller can reach its own port again after lending it
+/// (`&mut dyn RedisReads as &mut dyn Any`).
+pub trait RedisReads: Send + std::any::Any {
     /// One read; `args[0]` is the command name. `max_reply` is what is left of the
     /// invocation's reply-byte budget: a longer reply is [`ReadCode::OverBudget`].
     ///
@@ -367,7 +370,8 @@ mod tests {
 
     #[test]
     fn requests_decode_or_are_bad() {
-        let args = decode_request(&request(&[b"HGET", b"k", b"\0\r\n"])).unwrap();
+        let req = request(&[b"HGET", b"k", b"\0\r\n"]);
+        let args = decode_request(&req).unwrap();
         assert_eq!(args, vec![&b"HGET"[..], b"k", b"\0\r\n"]);
         let good = request(&[b"GET", b"k"]);
         for bad in [
@@ -383,11 +387,7 @@ mod tests {
 
     #[test]
     fn replies_encode_as_documented_and_round_trip() {
-        let r = Reply::Array(vec![
-            Reply::Bulk(b"f".to_vec()),
-            Reply::Int(-2),
-            Reply::Nil,
-        ]);
+        let r = Reply::Array(vec![Reply::Bulk(b"f".to_vec()), Reply::Int(-2), Reply::Nil]);
         let mut b = Vec::new();
         r.encode(&mut b);
         let want = [

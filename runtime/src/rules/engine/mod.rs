@@ -37,10 +37,10 @@ use wasmtime::{
 use crate::actions::MqttAction;
 use crate::commands::Commands;
 pub use abi::{ABI_VERSION, Manifest};
-pub use host::{ReadBudget, ReadCode, RedisReads, Reply};
 pub use component::WORLD_VERSION as COMPONENT_WORLD_VERSION;
 pub use deadline::{thread_cpu_time, wall_backstop};
 pub use error::{LoadError, RuleError};
+pub use host::{ReadBudget, ReadCode, RedisReads, Reply};
 pub use limits::{InvokeLimits, Limits};
 pub use stack::{GUEST_THREAD_STACK, MAX_WASM_STACK, on_guest_stack};
 
@@ -632,3 +632,5 @@ impl Rule {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;

@@ -120,14 +120,14 @@ fn load_rejects_non_rules_with_reasons() {
 
 #[test]
 fn load_names_both_abi_versions() {
-    let v2 = Wat {
-        version_export: "wasmrule_abi_version_2",
+    let v3 = Wat {
+        version_export: "wasmrule_abi_version_3",
         ..Wat::default()
     }
     .build();
-    let err = load_err(&v2);
+    let err = load_err(&v3);
     assert!(
-        err.contains("ABI version 2") && err.contains("supports version 1"),
+        err.contains("ABI version 3") && err.contains("supports versions 1 to 2"),
         "{err}"
     );
 }

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use crate::ack::Completions;
 use crate::ops::metrics::Metrics;
 use crate::sink::batch::WriteBatch;
+use crate::sink::mqtt::ActionSink;
 use crate::sink::spill::{Backlog, SpillLog};
 use outage::SpillingWriter;
 use writer::{IDLE_CHECK, Writer};
@@ -43,16 +44,18 @@ const HELD_PIPELINES: usize = 16;
 
 /// Writes batches until the channel closes and everything received is written, and
 /// reports each batch's messages to `completions` once its commands are. With a `spill`,
-/// batches of QoS 0 messages go to disk while Redis is unreachable (`spill/`).
+/// batches of QoS 0 messages go to disk while Redis is unreachable (`spill/`). A
+/// batch's MQTT actions go to `actions` once its commands are written.
 pub async fn run(
     config: RedisConfig,
     rx: mpsc::Receiver<WriteBatch>,
     metrics: Arc<Metrics>,
     completions: Completions,
     spill: Option<SpillLog>,
+    actions: Option<ActionSink>,
 ) {
     let max_held = config.max_pipeline * HELD_PIPELINES;
-    let writer = Writer::new(config, metrics.clone());
+    let writer = Writer::new(config, metrics.clone(), actions);
     match spill {
         None => direct(writer, rx, completions).await,
         Some(log) => {
@@ -77,8 +80,9 @@ async fn direct(mut writer: Writer, mut rx: mpsc::Receiver<WriteBatch>, completi
     while let Some(batches) = writer.take(&mut rx, &mut idle).await {
         let refs: Vec<&WriteBatch> = batches.iter().collect();
         writer.write(&refs).await;
-        for b in &batches {
-            completions.done(&b.done);
+        drop(refs);
+        for b in batches {
+            writer.finish(b, &completions).await;
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 use super::writer::{BACKOFF_MAX, BACKOFF_MIN, IDLE_CHECK, Writer, commands_of, connect};
 use crate::ack::Completions;
+use crate::rules::engine::ReadCode;
 use crate::sink::batch::WriteBatch;
 use crate::sink::spill::Backlog;
 
@@ -82,11 +83,14 @@ impl SpillingWriter {
                 unwritten[b] = true;
             }
         }
-        for (b, unwritten) in batches.into_iter().zip(unwritten) {
+        for (mut b, unwritten) in batches.into_iter().zip(unwritten) {
             if unwritten {
+                if let Some(read) = b.read.take() {
+                    read.answer(Err(ReadCode::Unavailable));
+                }
                 self.backlog.push(b);
             } else {
-                self.completions.done(&b.done);
+                self.writer.finish(b, &self.completions).await;
             }
         }
     }
@@ -113,7 +117,7 @@ impl SpillingWriter {
         drop(batches);
         if sent.is_ok() {
             for b in self.backlog.commit(chunk) {
-                self.completions.done(&b.done);
+                self.writer.finish(b, &self.completions).await;
             }
         }
     }
@@ -167,10 +171,15 @@ impl SpillingWriter {
     }
 }
 
-/// A batch taken while the backlog is in use. One with nothing to write has nothing to
-/// wait for: its messages are done (acknowledgements still leave in arrival order).
-fn admit(b: WriteBatch, backlog: &mut Backlog, completions: &Completions) {
-    if b.commands.is_empty() {
+/// A batch taken while the backlog is in use. Its read is answered `unavailable`: it
+/// could not see the writes waiting ahead of it. One with nothing to write and no
+/// actions has nothing to wait for: its messages are done (acknowledgements still
+/// leave in arrival order).
+fn admit(mut b: WriteBatch, backlog: &mut Backlog, completions: &Completions) {
+    if let Some(read) = b.read.take() {
+        read.answer(Err(ReadCode::Unavailable));
+    }
+    if b.commands.is_empty() && b.actions.is_empty() {
         completions.done(&b.done);
     } else {
         backlog.push(b);

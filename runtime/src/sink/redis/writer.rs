@@ -10,8 +10,11 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
 use super::config::RedisConfig;
+use crate::ack::Completions;
 use crate::ops::metrics::Metrics;
-use crate::sink::batch::WriteBatch;
+use crate::rules::engine::{ReadCode, Reply};
+use crate::sink::batch::{ReadRequest, WriteBatch};
+use crate::sink::mqtt::ActionSink;
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,17 +41,24 @@ pub(crate) struct Writer {
     config: RedisConfig,
     conn: Option<MultiplexedConnection>,
     metrics: Arc<Metrics>,
+    /// Where v2 rules' MQTT actions go, taken after their batch's writes.
+    actions: Option<ActionSink>,
     // Failed connection attempts of `check` in a row, to log the first and every tenth.
     check_failures: u32,
 }
 
 impl Writer {
     /// Not connected yet: the first [`Writer::take`] or [`Writer::check`] connects.
-    pub(crate) fn new(config: RedisConfig, metrics: Arc<Metrics>) -> Writer {
+    pub(crate) fn new(
+        config: RedisConfig,
+        metrics: Arc<Metrics>,
+        actions: Option<ActionSink>,
+    ) -> Writer {
         Writer {
             config,
             conn: None,
             metrics,
+            actions,
             check_failures: 0,
         }
     }
@@ -175,6 +185,63 @@ impl Writer {
         Ok(())
     }
 
+    /// What follows a batch's confirmed writes, in order: its read (answered on the
+    /// connection that wrote them, so it sees them), its MQTT actions, then its
+    /// messages are done.
+    pub(crate) async fn finish(&mut self, mut batch: WriteBatch, completions: &Completions) {
+        if let Some(read) = batch.read.take() {
+            self.answer(read).await;
+        }
+        if !batch.actions.is_empty() {
+            match &mut self.actions {
+                Some(sink) => {
+                    sink.take(&batch.actions).await;
+                    Metrics::add(&self.metrics.mqtt_actions, batch.actions.len() as u64);
+                }
+                // Workers refuse actions when there is no sink; nothing reaches here.
+                None => tracing::error!(
+                    actions = batch.actions.len(),
+                    "MQTT actions with nowhere to go; dropped"
+                ),
+            }
+        }
+        completions.done(&batch.done);
+    }
+
+    /// Runs a rule's read and sends the reply to the waiting worker, within the
+    /// read's deadline.
+    async fn answer(&mut self, read: Box<ReadRequest>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return read.answer(Err(ReadCode::Unavailable));
+        };
+        let Some(left) = read
+            .deadline
+            .checked_duration_since(std::time::Instant::now())
+        else {
+            return read.answer(Err(ReadCode::Unavailable));
+        };
+        let mut cmd = redis::Cmd::new();
+        for arg in read
+            .command
+            .iter()
+            .next()
+            .into_iter()
+            .flat_map(|c| c.args())
+        {
+            cmd.arg(arg);
+        }
+        let r = match tokio::time::timeout(left, cmd.query_async::<Value>(conn)).await {
+            Ok(Ok(v)) => reply_of(v),
+            // Lost, refused, timed out: Redis is not there; anything else is its answer.
+            Ok(Err(e)) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                Err(ReadCode::Unavailable)
+            }
+            Ok(Err(_)) => Err(ReadCode::RedisError),
+            Err(_) => Err(ReadCode::Unavailable),
+        };
+        read.answer(r);
+    }
+
     fn report(&self, batch: &WriteBatch, command: usize, e: &redis::ServerError) {
         Metrics::add(&self.metrics.command_errors, 1);
         let shown = batch
@@ -286,6 +353,35 @@ pub(crate) async fn connect(config: &RedisConfig) -> redis::RedisResult<Multiple
     client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
+}
+
+/// A Redis value as a rule sees it (`docs/abi.md`, "The reply"): maps flattened to
+/// field, value, ...; doubles and big numbers as their text; booleans as 0 or 1.
+fn reply_of(v: Value) -> Result<Reply, ReadCode> {
+    Ok(match v {
+        Value::Nil => Reply::Nil,
+        Value::Int(i) => Reply::Int(i),
+        Value::BulkString(b) => Reply::Bulk(b),
+        Value::SimpleString(s) => Reply::Bulk(s.into_bytes()),
+        Value::Okay => Reply::Bulk(b"OK".to_vec()),
+        Value::Array(items) | Value::Set(items) => {
+            Reply::Array(items.into_iter().map(reply_of).collect::<Result<_, _>>()?)
+        }
+        Value::Map(pairs) => {
+            let mut items = Vec::with_capacity(pairs.len() * 2);
+            for (k, v) in pairs {
+                items.push(reply_of(k)?);
+                items.push(reply_of(v)?);
+            }
+            Reply::Array(items)
+        }
+        Value::Double(d) => Reply::Bulk(d.to_string().into_bytes()),
+        Value::Boolean(b) => Reply::Int(b.into()),
+        Value::VerbatimString { text, .. } => Reply::Bulk(text.into_bytes()),
+        Value::BigNumber(n) => Reply::Bulk(n),
+        Value::ServerError(_) => return Err(ReadCode::RedisError),
+        _ => return Err(ReadCode::RedisError),
+    })
 }
 
 /// Error replies that mean "not now" rather than "not this command".

@@ -46,6 +46,7 @@ const EVENT_CHANNEL: usize = 4096;
 /// A running embedded broker.
 pub struct Broker {
     local_addr: SocketAddr,
+    scx: ServerContext,
     server: tokio::task::JoinHandle<()>,
     forwarder: tokio::task::JoinHandle<()>,
 }
@@ -122,6 +123,7 @@ impl Broker {
         tracing::info!(addr = %local_addr, "embedded MQTT broker listening");
         Ok(Broker {
             local_addr,
+            scx: scx.clone(),
             server,
             forwarder,
         })
@@ -130,6 +132,11 @@ impl Broker {
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The broker's context, for taking rules' MQTT actions (`sink/mqtt/embedded.rs`).
+    pub fn context(&self) -> ServerContext {
+        self.scx.clone()
     }
 
     /// Waits for the forwarder to hand over what it holds (after the shutdown token is

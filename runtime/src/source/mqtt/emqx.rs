@@ -62,7 +62,10 @@ pub fn filters(kind: EventKind) -> &'static [&'static str] {
         EventKind::MessageDelivered => &["$event/message_delivered"],
         EventKind::MessageAcked => &["$event/message_acked"],
         EventKind::MessageDropped => &["$event/message_dropped"],
-        EventKind::ClientCheckAuthzComplete | EventKind::DeliveryDropped => &[],
+        EventKind::ClientCheckAuthzComplete
+        | EventKind::DeliveryDropped
+        | EventKind::RedisMessage
+        | EventKind::RedisStream => &[],
     }
 }
 
@@ -301,7 +304,10 @@ mod tests {
                 "reason",
                 "timestamp",
             ],
-            EventKind::ClientCheckAuthzComplete | EventKind::DeliveryDropped => &[],
+            EventKind::ClientCheckAuthzComplete
+            | EventKind::DeliveryDropped
+            | EventKind::RedisMessage
+            | EventKind::RedisStream => &[],
         }
     }
 
