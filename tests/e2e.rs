@@ -1146,6 +1146,16 @@ fn new_rust_v2_rule_builds_and_passes_its_cases() {
     scaffold_round_trip_abi("rust", "2");
 }
 
+#[test]
+fn new_c_v2_rule_builds_and_passes_its_cases() {
+    scaffold_round_trip_abi("c", "2");
+}
+
+#[test]
+fn new_assemblyscript_v2_rule_builds_and_passes_its_cases() {
+    scaffold_round_trip_abi("assemblyscript", "2");
+}
+
 /// A restart loads rules from the compiled-code cache; a tampered entry is refused and
 /// the rule compiled again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "rust")]
     lang: wasmrule::scaffold::Lang,
     /// Rule ABI: 1 (commands out), or 2 (the rule also reads Redis and returns MQTT
-    /// actions; Rust only for now).
+    /// actions).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
     abi: u32,
 }
