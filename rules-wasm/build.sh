@@ -17,6 +17,13 @@
 # AssemblyScript, Zig and WAT, built the same way; guest-sdk/conformance/
 # threshold-alert.json holds every build to the same reads and actions.
 #
+# threshold-alert also exists as components of the v2 world wasmrule:rule@2.0.0
+# (guest-sdk/wit-v2/rule.wit) in Python, JavaScript and Rust (rules-wasm/python-v2,
+# javascript-v2, component-v2/<rule>), built with py, js and component into
+# dist/components-v2/<rule>-<py|js|component>.wasm: a folder of their own, which the
+# conformance script does not look in, until the runtime loads v2 components (it
+# refuses a component with imports today).
+#
 # The EMQX demo's four rules (store-last-message, authz-stats, disconnect-reasons,
 # dropped-messages) exist in C and JavaScript too (docs/emqx-migration.md), built the
 # same way and checked by their own conformance fixtures.
@@ -220,6 +227,20 @@ if want py; then
     done
 fi
 
+# Python components of the v2 world: rules-wasm/python-v2/<rule>.py with
+# guest-sdk/python/wasmrule_v2.py -> dist/components-v2/<rule>-py.wasm
+if want py; then
+    mkdir -p "$dist/components-v2"
+    for src in "$here"/python-v2/*.py; do
+        rule=$(basename "$src" .py)
+        componentize_py \
+            -d "$root/guest-sdk/wit-v2" -w rule componentize "$rule" \
+            -p "$here/python-v2" -p "$root/guest-sdk/python" --stub-wasi \
+            -o "$dist/components-v2/$rule-py.wasm" >/dev/null
+        size "components-v2/$rule-py.wasm"
+    done
+fi
+
 # ---------------------------------------------------------------------------------------
 # JavaScript: rules-wasm/javascript/<rule>.js importing guest-sdk/javascript/wasmrule.js
 # -> dist/<rule>-js.wasm
@@ -235,6 +256,18 @@ if want js; then
         (cd "$root" && "$qjs" --wit guest-sdk/wit --world rule --js "$src" \
             --stub-wasi --sync --opt-size -o "$dist/$rule-js.wasm" >/dev/null)
         size "$rule-js.wasm"
+    done
+fi
+
+# JavaScript components of the v2 world: rules-wasm/javascript-v2/<rule>.js importing
+# guest-sdk/javascript/wasmrule-v2.js -> dist/components-v2/<rule>-js.wasm
+if want js; then
+    mkdir -p "$dist/components-v2"
+    for src in "$here"/javascript-v2/*.js; do
+        rule=$(basename "$src" .js)
+        (cd "$root" && "$qjs" --wit guest-sdk/wit-v2 --world rule --js "$src" \
+            --stub-wasi --sync --opt-size -o "$dist/components-v2/$rule-js.wasm" >/dev/null)
+        size "components-v2/$rule-js.wasm"
     done
 fi
 
@@ -259,5 +292,21 @@ if want component; then
         "${CARGO_TARGET_DIR:-$root/target}/debug/wasmrule-componentize" "$out/${r//-/_}_component.wasm" \
             -o "$dist/$r-component.wasm"
         size "$r-component.wasm"
+    done
+
+    # The v2 world's crates, rules-wasm/component-v2/<rule>/ (package <rule>-component)
+    # -> dist/components-v2/<rule>-component.wasm
+    rules=()
+    for manifest in "$here"/component-v2/*/Cargo.toml; do
+        rules+=("$(basename "$(dirname "$manifest")")")
+    done
+    args=()
+    for r in "${rules[@]}"; do args+=(-p "$r-component"); done
+    (cd "$root" && cargo build --quiet --profile rule --target wasm32-unknown-unknown "${args[@]}")
+    mkdir -p "$dist/components-v2"
+    for r in "${rules[@]}"; do
+        "${CARGO_TARGET_DIR:-$root/target}/debug/wasmrule-componentize" "$out/${r//-/_}_component.wasm" \
+            -o "$dist/components-v2/$r-component.wasm"
+        size "components-v2/$r-component.wasm"
     done
 fi
