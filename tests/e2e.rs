@@ -1197,3 +1197,157 @@ async fn restart_loads_rules_from_the_cache() {
     .await;
     rt.stop().await;
 }
+
+/// Every core-module language's `threshold-alert` (rule ABI v2), served side by side,
+/// each as its own tenant: the reads see the writes of the readings before them on the
+/// same topic (`last:<device>`, namespaced per tenant), and each build publishes the
+/// same alerts, which a real subscriber (`mosquitto_sub`) receives from the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_language_s_threshold_alert_reads_writes_and_alerts_alike() {
+    const LANGS: [(&str, &str); 5] = [
+        ("rust", ""),
+        ("c", "-c"),
+        ("as", "-as"),
+        ("zig", "-zig"),
+        ("wat", "-wat"),
+    ];
+    let env = Env::new();
+    let mut tenants = String::new();
+    for (tenant, suffix) in LANGS {
+        let dir = env.rules().join(tenant);
+        std::fs::create_dir(&dir).unwrap();
+        let module = dist(&format!("threshold-alert{suffix}"));
+        install(&module, &dir, "threshold-alert.wasm");
+        tenants.push_str(&format!("[tenants.{tenant}]\ntopics = [\"#\"]\n"));
+    }
+    let parsed =
+        wasmrule::Config::from_toml(&format!("[limits]\ntimeout_ms = 1000\n{tenants}")).unwrap();
+    let mut cfg = config(&env.redis, &env.mqtt, env.rules());
+    cfg.limits = parsed.limits;
+    cfg.tenants = parsed.tenants;
+
+    // The subscriber, before anything can alert: one line per message, `topic payload`.
+    let port = env.mqtt.url().rsplit(':').next().unwrap().to_owned();
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "alerts/#",
+            "-q",
+            "1",
+            "-v",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (mosquitto-clients) must be installed");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stdout) = (lines.clone(), sub.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+
+    let rt = Runtime::start(cfg).await.unwrap();
+    assert_eq!(rt.rules.snapshot().len(), LANGS.len());
+    let publisher = Publisher::connect(&env.mqtt).await;
+    let last = |t: &str, device: &str| {
+        redis::cmd("GET")
+            .arg(format!("{t}:last:{device}"))
+            .query::<Option<String>>(&mut env.redis.conn())
+            .unwrap()
+    };
+    // Also makes sure the subscriber is subscribed: the warm-up alerts once it is.
+    publish_until(&publisher, "readings/warm", "1", "all serving", || {
+        LANGS
+            .iter()
+            .all(|(t, _)| last(t, "warm").is_some())
+            .then_some(())
+    })
+    .await;
+    // Alternating readings alert every time, until one alert of each language has come
+    // through the subscriber.
+    let mut subscribed = false;
+    for i in 0..300 {
+        let reading = if i % 2 == 0 { "100" } else { "1" };
+        publisher.publish("readings/warm", reading).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if lines.lock().unwrap().len() >= LANGS.len() {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "no alert reached the subscriber");
+    // Back to back on one topic: each read must see the write of the reading before.
+    let d1 = [
+        "20",
+        "21",
+        "25",
+        "25",
+        "20",
+        "22.000001",
+        "22.000001",
+        "-5",
+        "-5.4",
+    ];
+    let d2 = ["hot", "0", "0.5", "0.5"];
+    for (device, readings) in [("d1", &d1[..]), ("d2", &d2[..])] {
+        for r in readings {
+            publisher.publish(&format!("readings/{device}"), *r).await;
+        }
+    }
+    let alerts = [
+        r#"alerts/d1 {"device":"d1","previous":21,"current":25}"#,
+        r#"alerts/d1 {"device":"d1","previous":25,"current":20}"#,
+        r#"alerts/d1 {"device":"d1","previous":20,"current":22.000001}"#,
+        r#"alerts/d1 {"device":"d1","previous":22.000001,"current":-5}"#,
+        r#"alerts/d2 {"device":"d2","previous":0,"current":0.5}"#,
+    ];
+    eventually(
+        Duration::from_secs(20),
+        "every alert from every language",
+        || {
+            let got = lines.lock().unwrap();
+            let ours = got
+                .iter()
+                .filter(|l| !l.starts_with("alerts/warm "))
+                .count();
+            (ours >= alerts.len() * LANGS.len()).then_some(())
+        },
+    )
+    .await;
+    // The last readings' writes, acknowledged after the alerts were published.
+    eventually(Duration::from_secs(20), "the last readings stored", || {
+        LANGS
+            .iter()
+            .all(|(t, _)| {
+                last(t, "d1").as_deref() == Some("-5.4") && last(t, "d2").as_deref() == Some("0.5")
+            })
+            .then_some(())
+    })
+    .await;
+    let got = lines.lock().unwrap().clone();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for l in got.iter().filter(|l| !l.starts_with("alerts/warm ")) {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    let want: HashMap<&str, usize> = alerts.iter().map(|a| (*a, LANGS.len())).collect();
+    assert_eq!(counts, want, "alerts received");
+    // `hot` is no reading: each language refused it the same way.
+    for (t, _) in &LANGS {
+        assert_eq!(rt.metrics.failures(t, "rule_error"), 1, "{t}: rule errors");
+    }
+    rt.stop().await;
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let _ = reader.join();
+}
