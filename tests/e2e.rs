@@ -623,6 +623,63 @@ fn docs_wat_example_assembles_and_checks() {
     check_and_eval_docs_example(&wasm, dir.path());
 }
 
+/// `eval` of a v2 rule as a tenant: the fixture holds Redis as it is (keys with the
+/// tenant's prefix), the read goes through the tenant's read policy, and a publish
+/// outside the tenant's topics refuses the whole output, as served.
+#[test]
+fn eval_of_a_v2_rule_reads_the_fixture_as_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (event, redis, config) = (
+        dir.path().join("e.json"),
+        dir.path().join("redis.json"),
+        dir.path().join("wasmrule.toml"),
+    );
+    std::fs::write(&event, r#"{"topic":"readings/d1","payload":"25"}"#).unwrap();
+    std::fs::write(&redis, r#"{"acme:last:d1": "20", "last:d1": "24"}"#).unwrap();
+    let eval = |topics: &str| {
+        std::fs::write(&config, format!("[tenants.acme]\ntopics = {topics}\n")).unwrap();
+        wasmrule()
+            .arg("eval")
+            .arg(dist("threshold-alert-zig"))
+            .args(["--tenant", "acme", "--show-reads", "--event"])
+            .arg(&event)
+            .arg("--redis")
+            .arg(&redis)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let ok = eval(r#"["readings/#", "alerts/#"]"#);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr),
+    );
+    assert!(ok.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"read: GET acme:last:d1 -> "20""#),
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout,
+        "SET acme:last:d1 25\n\
+         MQTT PUBLISH alerts/d1 qos=1 retain=0 payload={\"device\":\"d1\",\"previous\":20,\"current\":25}\n"
+    );
+    // The same rule may not publish on alerts/: nothing of its output would be taken.
+    let refused = eval(r#"["readings/#"]"#);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        refused.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    assert!(
+        stderr.contains("refused by the command policy of tenant acme"),
+        "{stderr}"
+    );
+}
+
 /// The v2 WAT rule in docs/abi.md ("A complete v2 rule in WebAssembly text"),
 /// assembled with `wat2wasm`, passes `check` as ABI v2, reads `motd` from a fixture and
 /// publishes it; without the key it returns nothing.
