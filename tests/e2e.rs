@@ -675,7 +675,7 @@ fn eval_of_a_v2_rule_reads_the_fixture_as_the_tenant() {
         String::from_utf8_lossy(&refused.stdout)
     );
     assert!(
-        stderr.contains("refused by the command policy of tenant acme"),
+        stderr.contains("refused by the action policy of tenant acme (action_topic)"),
         "{stderr}"
     );
 }

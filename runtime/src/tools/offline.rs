@@ -128,8 +128,8 @@ pub struct Serving {
     limits: Limits,
 }
 
-/// Why an offline run produced no commands: the rule failed, or the command policy
-/// refused its output (nothing of it would be written).
+/// Why an offline run produced no output: the rule failed, or the command or action
+/// policy refused its output (nothing of it would be written or sent).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The rule itself failed: a trap, a limit, an ABI error or its own error.
@@ -142,6 +142,13 @@ pub enum Refusal {
         kind: &'static str,
         message: String,
     },
+    /// The rule returned MQTT actions (ABI v2) that `wasmrule run` would not take.
+    #[error("refused by the action policy of tenant {tenant} ({kind}): {message}")]
+    ActionPolicy {
+        tenant: String,
+        kind: &'static str,
+        message: String,
+    },
 }
 
 impl Refusal {
@@ -149,7 +156,9 @@ impl Refusal {
     /// `command_not_allowed`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
-            Refusal::Failed { kind, .. } | Refusal::Policy { kind, .. } => kind,
+            Refusal::Failed { kind, .. }
+            | Refusal::Policy { kind, .. }
+            | Refusal::ActionPolicy { kind, .. } => kind,
         }
     }
 }
@@ -237,16 +246,22 @@ impl Serving {
                 }
             }
         };
-        let refused = |e: crate::tenancy::policy::PolicyError| Refusal::Policy {
-            tenant: self.policy.tenant.clone(),
-            kind: e.kind(),
-            message: e.to_string(),
-        };
+        let tenant = || self.policy.tenant.clone();
         let mut written = Commands::new();
         self.policy
             .apply(&returned, &mut written)
-            .map_err(refused)?;
-        self.policy.check_actions(&actions).map_err(refused)?;
+            .map_err(|e| Refusal::Policy {
+                tenant: tenant(),
+                kind: e.kind(),
+                message: e.to_string(),
+            })?;
+        self.policy
+            .check_actions(&actions)
+            .map_err(|e| Refusal::ActionPolicy {
+                tenant: tenant(),
+                kind: e.kind(),
+                message: e.to_string(),
+            })?;
         Ok(Outcome {
             commands: written,
             actions,
