@@ -8,6 +8,10 @@
 # expect "rule reported an error", i.e. the rule's own error (tag 1): a trap or a limit
 # does not count.
 #
+# Fixtures of ABI v2 rules (threshold-alert, action-kinds) give each case the Redis its
+# reads see ("redis") and expect the reads ("reads") and the actions ("actions", MQTT
+# publishes included) as `wasmrule eval` prints them.
+#
 # The modules tried for a rule are rules-wasm/dist/<rule>.wasm (Rust) and
 # rules-wasm/dist/<rule>-*.wasm (other languages: -c, -as, -zig, -wat, ...). Each must
 # declare exactly that rule name in its manifest (`wasmrule test` checks it).
