@@ -1,8 +1,9 @@
 //! Rules that act (ABI v2) against real servers: a threshold rule that reads its last
 //! value and publishes alerts, checked against an independent Python model; a
 //! downlink rule triggered by a Redis channel and by a Redis stream (through a SIGKILL
-//! and restart), with an external broker and with the embedded one; and a tenant's
-//! rule that tries to reach another tenant's keys, topics and clients.
+//! and restart), with an external broker and with the embedded one; sessions driven
+//! from Redis in the embedded broker (subscribe on connect, deliver to one client); and
+//! a tenant's rule that tries to reach another tenant's keys, topics and clients.
 
 mod support;
 
@@ -469,5 +470,122 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
     assert_eq!(kinds, vec!["action_client", "action_topic"], "{letters:?}");
     // beta's keys are as they were.
     assert_eq!(get("beta:secret").as_deref(), Some("beta's"));
+    rt.stop().await;
+}
+
+/// A wasmrule with the embedded broker serving `rules` from rules-wasm/dist.
+async fn embedded(redis: &Redis, rules: &[&str]) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for r in rules {
+        install(&dist(r), dir.path(), &format!("{r}.wasm"));
+    }
+    let mut config = wasmrule::Config::with_overrides(&wasmrule::Overrides {
+        redis_url: Some(redis.url()),
+        rules_dir: Some(dir.path().to_owned()),
+        http_addr: Some("off".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    config.runtime.workers = 2;
+    config.rules.cache_dir = None;
+    config.broker = Some(BrokerConfig::new("127.0.0.1:0".parse().unwrap()));
+    (Runtime::start(config).await.unwrap(), dir)
+}
+
+/// A client `id` of the embedded broker that subscribes to nothing itself and records
+/// what it receives.
+async fn bare_client(port: u16, id: &str) -> Subscriber {
+    let o = MqttOptions::new(id, "127.0.0.1", port);
+    let (client, mut eventloop) = AsyncClient::new(o, 100);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    let mut connected_tx = Some(connected_tx);
+    let task = tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_))) => {
+                    if let Some(tx) = connected_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p))) => {
+                    sink.lock().unwrap().push((
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        String::from_utf8_lossy(&p.payload).into_owned(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, connected_rx)
+        .await
+        .expect("CONNACK")
+        .unwrap();
+    Subscriber { got, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_follow_redis_subscribe_on_connect_and_deliver_to_one_client() {
+    let redis = Redis::start();
+    let mut conn = redis.conn();
+    let _: () = conn
+        .hset("mqtt:sub:dev-1", "devices/dev-1/cmd", "1")
+        .unwrap();
+    let _: () = conn.hset("mqtt:sub:dev-1", "fleet/#", "0").unwrap();
+    let (rt, _dir) = embedded(&redis, &["client-sessions"]).await;
+    let port = rt.broker_addr.unwrap().port();
+    // dev-1 subscribes to nothing: the rule subscribes it from Redis when it connects.
+    let dev1 = bare_client(port, "dev-1").await;
+    let other = bare_client(port, "dev-2").await;
+    let mut o = MqttOptions::new("sender", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (sender, mut sender_loop) = AsyncClient::new(o, 100);
+    let sender_task = tokio::spawn(async move { while sender_loop.poll().await.is_ok() {} });
+    // Published until the subscription (made by the rule, after CONNACK) is in place.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dev1.got().is_empty() {
+        sender
+            .publish("devices/dev-1/cmd", QoS::AtLeastOnce, false, "reboot")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dev-1 never subscribed"
+        );
+    }
+    assert_eq!(dev1.got()[0], ("devices/dev-1/cmd".into(), "reboot".into()));
+    sender
+        .publish("fleet/all", QoS::AtLeastOnce, false, "hello")
+        .await
+        .unwrap();
+    eventually(WAIT, "fleet/all at dev-1", || {
+        dev1.got()
+            .iter()
+            .any(|(t, _)| t == "fleet/all")
+            .then_some(())
+    })
+    .await;
+    // A delivery to dev-2 alone, from a Redis channel.
+    subscribed_to_channel(&redis, "deliver").await;
+    let _: i64 = conn
+        .publish(
+            "deliver",
+            r#"{"client":"dev-2","topic":"private/dev-2","payload":"just you"}"#,
+        )
+        .unwrap();
+    eventually(WAIT, "the delivery at dev-2", || {
+        (other.got() == vec![("private/dev-2".to_owned(), "just you".to_owned())]).then_some(())
+    })
+    .await;
+    assert!(
+        !dev1.got().iter().any(|(t, _)| t == "private/dev-2"),
+        "a delivery reached another client"
+    );
+    sender_task.abort();
     rt.stop().await;
 }
