@@ -393,6 +393,11 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
     let mut conn = redis.conn();
     let _: () = conn.set("beta:secret", "beta's").unwrap();
     let _: () = conn.set("{beta}secret", "beta's").unwrap();
+    // A hash whose HGETALL reply is over the 1 MiB read budget.
+    let fields: Vec<(String, String)> = (0..2048)
+        .map(|i| (format!("f{i}"), "v".repeat(1024)))
+        .collect();
+    let _: () = conn.hset_multiple("acme:big", &fields).unwrap();
     let rt = Runtime::start(config(&redis, &mqtt, dir.path()))
         .await
         .unwrap();
@@ -413,7 +418,16 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
         },
     )
     .await;
-    for probe in ["scan", "hashtag", "publish", "subscribe", "ok"] {
+    for probe in [
+        "scan",
+        "hashtag",
+        "readbomb",
+        "hugereply",
+        "publish",
+        "subscribe",
+        "actionbomb",
+        "ok",
+    ] {
         publisher.publish(&format!("acme/probe/{probe}"), "x").await;
     }
     eventually(WAIT, "the last probe's publish", || {
@@ -425,6 +439,11 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
     })
     .await;
     let get = |k: &str| redis.conn().get::<_, Option<String>>(k).unwrap();
+    // Probes on different topics may run on different workers: wait for each record.
+    for k in ["scan", "hashtag", "readbomb", "hugereply"] {
+        let key = format!("acme:probe:{k}");
+        eventually(WAIT, &key, || get(&key)).await;
+    }
     // Key-space scans are not reads; keys are the tenant's own, hash tags too.
     assert_eq!(
         get("acme:probe:scan").as_deref(),
@@ -432,20 +451,26 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
     );
     assert_eq!(get("acme:probe:get").as_deref(), Some("nil"));
     assert_eq!(get("acme:probe:hashtag").as_deref(), Some("nil"));
+    // Read bombs stop at the budget: 16 reads, then over_budget; so does a huge reply.
+    assert_eq!(
+        get("acme:probe:readbomb").as_deref(),
+        Some("16 over_budget")
+    );
+    assert_eq!(get("acme:probe:hugereply").as_deref(), Some("over_budget"));
     // The refused outputs wrote nothing, published nothing (the probe-done publish left
     // after them on the same connection), and are dead letters with their reason.
     assert_eq!(get("acme:probe:publish"), None);
     assert_eq!(get("acme:probe:subscribe"), None);
-    // The two refused events are dead letters (their workers' batches are written)...
+    // The three refused events are dead letters (their workers' batches are written)...
     let letters: Vec<(String, Vec<(String, String)>)> =
-        eventually(WAIT, "two dead letters", || {
+        eventually(WAIT, "three dead letters", || {
             let l: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
                 .arg("acme:wasmrule:deadletter")
                 .arg("-")
                 .arg("+")
                 .query(&mut redis.conn())
                 .ok()?;
-            (l.len() >= 2).then_some(l)
+            (l.len() >= 3).then_some(l)
         })
         .await;
     // ... and one more probe after them: anything those batches had let through would
@@ -467,7 +492,15 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
         .filter_map(|(_, f)| f.iter().find(|(k, _)| k == "kind").map(|(_, v)| v.clone()))
         .collect();
     kinds.sort();
-    assert_eq!(kinds, vec!["action_client", "action_topic"], "{letters:?}");
+    assert_eq!(
+        kinds,
+        vec!["action_client", "action_topic", "too_many_commands"],
+        "{letters:?}"
+    );
+    assert!(
+        !topics.iter().any(|t| t.starts_with("acme/bomb/")),
+        "an action bomb went out"
+    );
     // beta's keys are as they were.
     assert_eq!(get("beta:secret").as_deref(), Some("beta's"));
     rt.stop().await;

@@ -8,7 +8,11 @@
 //! - `hashtag`: reads `GET {beta}secret` (the prefix still comes first);
 //! - `publish`: publishes to `beta/x` (outside its topics);
 //! - `subscribe`: subscribes client `beta-device` to its own topics;
-//! - `ok`: publishes `<tenant>/probe-done`, inside its topics.
+//! - `readbomb`: reads in a loop until a read fails, records how many succeeded and why
+//!   the next failed;
+//! - `hugereply`: reads `HGETALL big` (the test makes it larger than the budget);
+//! - `actionbomb`: returns 5,000 publishes (more than `limits.max_commands`);
+//! - `ok`: publishes `acme/probe-done`, inside its topics.
 //!
 //! For `publish` and `subscribe` the host refuses the whole output, so nothing is
 //! recorded and the event becomes a dead letter.
@@ -44,6 +48,20 @@ pub fn tenant_probe(event: &Event, ctx: &mut Context) -> Result<Vec<Action>, Rul
             record("subscribed".into()),
             action::subscribe("beta-device", format!("{tenant}/#"), 1),
         ],
+        "readbomb" => {
+            let mut n = 0;
+            let why = loop {
+                match ctx.get("some-key") {
+                    Ok(_) => n += 1,
+                    Err(e) => break e.name(),
+                }
+            };
+            vec![record(format!("{n} {why}"))]
+        }
+        "hugereply" => vec![record(show(ctx.hgetall("big")))],
+        "actionbomb" => (0..5000)
+            .map(|i| action::publish(format!("{tenant}/bomb/{i}"), "x").into())
+            .collect(),
         "ok" => vec![
             action::publish(format!("{tenant}/probe-done"), "done")
                 .qos(1)
