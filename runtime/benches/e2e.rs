@@ -23,7 +23,9 @@
 //!    quarantine only, each against the neighbour alone with the same publish stream;
 //!    and RSS while a tenant bombs memory;
 //! 7. throughput with the embedded broker (`--embedded-broker`): publish -> wasmrule's
-//!    own broker -> rule -> Redis, against the same broker-only baseline.
+//!    own broker -> rule -> Redis, against the same broker-only baseline;
+//! 8. rules that read (ABI v2, `reads`): `store-last-message` as v1, as v2 without a
+//!    read (`bench-v2-noread`) and with one `HGET` per event (`bench-v2-read`).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -72,6 +74,33 @@ fn main() {
              ratio to broker only {:.2}, wasmrule CPU {cpu_us:.2} us/msg",
             rate / base
         );
+        }
+
+        // 8. Rules that read (ABI v2): the same rule as v1, as v2 without a read, and
+        // as v2 with one read per event, interleaved over three rounds.
+        if enabled("reads") {
+            let rules = ["store-last-message", "bench-v2-noread", "bench-v2-read"];
+            let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); rules.len()];
+            for _ in 0..if quick { 1 } else { 3 } {
+                for (i, r) in rules.iter().enumerate() {
+                    results[i].push(through_wasmrule_with(r, &payloads).await);
+                }
+            }
+            let median = |v: &mut Vec<(f64, f64)>| {
+                v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                v[v.len() / 2]
+            };
+            let m: Vec<(f64, f64)> = results.iter_mut().map(median).collect();
+            for (r, (rate, cpu)) in rules.iter().zip(&m) {
+                println!("reads: {r:<20} {rate:>9.0} msg/s  wasmrule CPU {cpu:.2} us/msg");
+            }
+            println!(
+                "reads: v2 without a read / v1: rate {:.2}, CPU {:.2}; one read per event / none: rate {:.2}, CPU {:.2}",
+                m[1].0 / m[0].0,
+                m[1].1 / m[0].1,
+                m[2].0 / m[1].0,
+                m[2].1 / m[1].1
+            );
         }
 
         // 7. Through the embedded broker.
@@ -285,10 +314,16 @@ async fn broker_only(payloads: &[(String, String)]) -> f64 {
 }
 
 async fn through_wasmrule(payloads: &[(String, String)]) -> (f64, f64) {
+    through_wasmrule_with("store-last-message", payloads).await
+}
+
+/// As [`through_wasmrule`], with rule `rule` from rules-wasm/dist (one that writes
+/// `HSET emqx_messages ...` per message).
+async fn through_wasmrule_with(rule: &str, payloads: &[(String, String)]) -> (f64, f64) {
     let redis = Redis::start();
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(dist("store-last-message"), dir.path().join("slm.wasm")).unwrap();
+    std::fs::copy(dist(rule), dir.path().join("slm.wasm")).unwrap();
     let log = dir.path().join("wasmrule.log");
     let mut child = start_wasmrule(&redis, &mqtt, dir.path(), &log);
     let (client, pub_task) = publisher(&mqtt).await;

@@ -94,6 +94,28 @@ fn main() {
         out3.clear();
         fuel_rule.invoke(black_box(&event), &mut out3).unwrap();
     };
+    // The same rule's parsing as an ABI v2 module that reads nothing.
+    let v2_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules-wasm/dist/bench-v2-noread.wasm");
+    let v2_rule = engine
+        .compile(&std::fs::read(&v2_path).expect("rules-wasm/dist/bench-v2-noread.wasm"))
+        .expect("v2 rule compiles");
+    assert_eq!(v2_rule.abi(), 2);
+    let v2_limits = wasmrule::engine::InvokeLimits::from(engine.limits());
+    let (mut out4, mut actions) = (Commands::new(), Vec::new());
+    let mut no_port = None;
+    let wasm_v2 = || {
+        out4.clear();
+        v2_rule
+            .invoke_actions(
+                black_box(&event),
+                &mut out4,
+                &mut actions,
+                &v2_limits,
+                &mut no_port,
+            )
+            .unwrap();
+    };
     let mut enc_out = Vec::new();
     let encoder = EventEncoder::new("wasmrule@bench");
     let encode = || encoder.publish_event(black_box(&m), &mut enc_out);
@@ -104,6 +126,7 @@ fn main() {
         ("wasm (fresh instance per event)", Box::new(wasm)),
         ("event JSON encoding only", Box::new(encode)),
         ("wasm, fuel instead of epoch", Box::new(wasm_fuel)),
+        ("wasm ABI v2, no read", Box::new(wasm_v2)),
     ];
     // `cargo bench --bench rule_exec -- wasm` runs only variants whose name contains
     // "wasm" (for profiling one of them).
@@ -126,9 +149,10 @@ fn main() {
     for ((name, _), r) in variants.iter().zip(&medians) {
         println!("{name:<36} {r:>14.0} {:>12.3}", 1e6 / r);
     }
-    if medians.len() == 4 {
+    if medians.len() == 5 {
         println!("ratio wasm/native: {:.3}", medians[1] / medians[0]);
         println!("ratio fuel/epoch: {:.3}", medians[3] / medians[1]);
+        println!("ratio v2 (no read)/v1: {:.3}", medians[4] / medians[1]);
     }
     spin_until_stopped(&engine, if quick { 3 } else { 50 });
 }

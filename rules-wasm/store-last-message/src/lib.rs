@@ -8,36 +8,15 @@
 //! else is an error. Every language's version of this rule does the same
 //! (`guest-sdk/conformance/store-last-message.json`).
 
-use serde_json::value::RawValue;
-use wasmrule_guest::{Command, Event, RuleError, cmd, rule};
+// The reading's parsing is its own file, shared with the ABI v2 bench rules
+// (`bench-v2-noread`, `bench-v2-read`) so that they measure the same work.
+mod reading;
 
-#[derive(serde::Deserialize)]
-struct Reading<'a> {
-    #[serde(borrow)]
-    temp: &'a RawValue,
-}
+use wasmrule_guest::{Command, Event, RuleError, cmd, rule};
 
 #[rule(filters = ["store-last-message/+"])]
 pub fn store_last_message(event: &Event) -> Result<Command, RuleError> {
-    let client = event
-        .clientid()
-        .or(event.topic_last_level())
-        .ok_or("no clientid in the event and no last topic level to use instead")?;
-    // serde would also read `[21.5]` into the struct (fields by position): only an
-    // object has a `temp`.
-    if !event
-        .payload_text()
-        .is_some_and(|t| t.trim_start().starts_with('{'))
-    {
-        return Err(RuleError::new("payload is not a JSON object"));
-    }
-    let reading: Reading = event.payload_json()?;
-    let raw = reading.temp.get();
-    let temp = match raw.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(raw)?,
-        Some(b'-' | b'0'..=b'9') => raw.to_owned(),
-        _ => return Err(RuleError::new("payload.temp is not a number or a string")),
-    };
+    let (client, temp) = reading::client_and_temp(event)?;
     Ok(cmd::hset("emqx_messages", client, temp))
 }
 

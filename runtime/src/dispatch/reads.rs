@@ -53,11 +53,11 @@ impl RedisReads for SinkReads {
         policy.apply_read(args, &mut command)?;
         let (tx, rx) = sync_channel(1);
         let mut batch = std::mem::take(&mut self.batch);
-        batch.read = Some(Box::new(ReadRequest {
+        batch.read = Some(Box::new(ReadRequest::new(
             command,
-            deadline: Instant::now() + timeout,
-            reply: tx,
-        }));
+            Instant::now() + timeout,
+            tx,
+        )));
         Metrics::add(&self.metrics.redis_reads, 1);
         if self.sink.blocking_send(batch).is_err() {
             return Err(ReadCode::Unavailable);

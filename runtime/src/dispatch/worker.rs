@@ -366,24 +366,27 @@ impl Worker {
         if self.actions.is_empty() {
             return Ok(());
         }
-        if let Some(a) = self
+        // The tenant's policy first: what it may not do at all is refused as such,
+        // whatever the broker could do.
+        loaded
+            .policy
+            .check_actions(&self.actions)
+            .map_err(|e| (e.kind(), e.to_string()))?;
+        match self
             .actions
             .iter()
             .find(|a| a.needs_embedded_broker() && !self.embedded_broker)
         {
-            return Err((
+            Some(a) => Err((
                 "action_unsupported",
                 format!(
                     "{} needs the embedded broker (--embedded-broker); with an external \
                      broker rules can only publish",
                     a.kind()
                 ),
-            ));
+            )),
+            None => Ok(()),
         }
-        loaded
-            .policy
-            .check_actions(&self.actions)
-            .map_err(|e| (e.kind(), e.to_string()))
     }
 
     /// An event not run because its tenant is over its CPU share while another tenant's

@@ -60,6 +60,7 @@ pub(crate) struct RawLimits {
     max_output_bytes: Option<usize>,
     max_reads: Option<u32>,
     max_read_bytes: Option<usize>,
+    max_read_wait_ms: Option<u64>,
 }
 
 impl RawLimits {
@@ -94,6 +95,11 @@ impl RawLimits {
                     l.max_read_bytes.unwrap_or(d.reads.max_bytes),
                     "limits.max_read_bytes",
                 )?,
+                max_wait: Duration::from_millis(positive(
+                    l.max_read_wait_ms
+                        .unwrap_or(d.reads.max_wait.as_millis() as u64),
+                    "limits.max_read_wait_ms",
+                )?),
             },
             ..d
         };

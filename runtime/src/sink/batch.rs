@@ -30,20 +30,42 @@ pub struct WriteBatch {
     pub read: Option<Box<ReadRequest>>,
 }
 
-/// A read waiting behind a batch's writes, and where its reply goes.
+/// A read waiting behind a batch's writes, and where its reply goes. Answered once:
+/// later answers are ignored.
 pub struct ReadRequest {
     /// One command, checked and namespaced.
     pub command: Commands,
     /// Give up (and answer `unavailable`) after this.
     pub deadline: std::time::Instant,
-    /// The worker blocks on the other end.
-    pub reply: std::sync::mpsc::SyncSender<Result<Reply, ReadCode>>,
+    /// The worker blocks on the other end; taken by the first answer.
+    reply: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Result<Reply, ReadCode>>>>,
 }
 
 impl ReadRequest {
-    /// Answers the read; a worker that stopped waiting is fine.
+    /// A read of `command` whose worker waits on `reply` until `deadline`.
+    pub fn new(
+        command: Commands,
+        deadline: std::time::Instant,
+        reply: std::sync::mpsc::SyncSender<Result<Reply, ReadCode>>,
+    ) -> ReadRequest {
+        ReadRequest {
+            command,
+            deadline,
+            reply: std::sync::Mutex::new(Some(reply)),
+        }
+    }
+
+    /// Whether the read still waits for an answer and its worker still waits for it.
+    pub fn waiting(&self) -> bool {
+        self.reply.lock().is_ok_and(|r| r.is_some()) && std::time::Instant::now() < self.deadline
+    }
+
+    /// Answers the read, if it was not answered yet; a worker that stopped waiting is
+    /// fine.
     pub fn answer(&self, r: Result<Reply, ReadCode>) {
-        let _ = self.reply.try_send(r);
+        if let Some(tx) = self.reply.lock().ok().and_then(|mut g| g.take()) {
+            let _ = tx.try_send(r);
+        }
     }
 }
 

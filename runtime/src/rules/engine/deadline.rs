@@ -59,9 +59,6 @@ pub(super) struct Deadline {
     backstop: Duration,
     /// Thread CPU time and wall time at the first check, once there has been one.
     mark: Option<(Duration, Instant)>,
-    /// Wall time spent waiting for host calls (ABI v2 reads), charged as if it were CPU
-    /// time: a rule that waits on Redis uses the deadline as much as one that computes.
-    waited: Duration,
     /// Set when the backstop, not the budget, ended the invocation.
     pub(super) stalled: Option<Stall>,
 }
@@ -79,25 +76,8 @@ impl Deadline {
             budget,
             backstop: wall_backstop(budget),
             mark: None,
-            waited: Duration::ZERO,
             stalled: None,
         }
-    }
-
-    /// Charges `d` of waiting (a read's round trip) to the budget.
-    pub(super) fn charge_wait(&mut self, d: Duration) {
-        self.waited += d;
-    }
-
-    /// How long a host call may wait now: the budget minus the CPU used so far (one
-    /// tick if no tick has passed yet, as at the first check) and the time already
-    /// waited. Reads the CPU clock: only on a host call, never on the fast path.
-    pub(super) fn left_for_wait(&self) -> Duration {
-        let cpu = match self.mark {
-            Some((cpu0, _)) => thread_cpu_time().saturating_sub(cpu0),
-            None => TICK,
-        };
-        self.budget.saturating_sub(cpu + self.waited)
     }
 
     /// The decision at an epoch deadline, given the thread's CPU clock and the time now.
@@ -106,7 +86,7 @@ impl Deadline {
         // before it the invocation used at most about one tick of CPU: charge that
         // tick whole (no clock was read at the start, the fast path reads none).
         let (cpu0, wall0) = *self.mark.get_or_insert((cpu.saturating_sub(TICK), now));
-        let used = cpu.saturating_sub(cpu0) + self.waited;
+        let used = cpu.saturating_sub(cpu0);
         if used >= self.budget {
             return UpdateDeadline::Interrupt;
         }

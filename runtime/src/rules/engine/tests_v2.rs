@@ -112,8 +112,12 @@ fn a_v2_rule_reads_through_the_port_and_publishes() {
     assert!(port.is_some(), "the port is given back");
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].0, vec![b"GET".to_vec(), b"k".to_vec()]);
-    // The read may wait at most what is left of the 10 ms deadline.
-    assert!(seen[0].1 <= Duration::from_millis(10), "{:?}", seen[0].1);
+    // The read may wait at most the invocation's wait budget.
+    assert!(
+        seen[0].1 <= ReadBudget::default().max_wait,
+        "{:?}",
+        seen[0].1
+    );
 }
 
 #[test]
@@ -142,7 +146,7 @@ fn refused_reads_are_codes_the_rule_sees() {
 }
 
 #[test]
-fn the_read_budget_bounds_count_and_bytes() {
+fn the_read_budget_bounds_count_bytes_and_waiting() {
     let big = Reply::Bulk(vec![b'x'; 100]);
     let fake = |reply: Reply| -> Option<Box<dyn RedisReads>> {
         Some(Box::new(Fake {
@@ -151,8 +155,8 @@ fn the_read_budget_bounds_count_and_bytes() {
         }))
     };
     let small_bytes = engine_with(ReadBudget {
-        max_reads: 16,
         max_bytes: 50,
+        ..ReadBudget::default()
     });
     let rule = small_bytes.compile(&reader(IMPORTS)).unwrap();
     assert_eq!(
@@ -161,13 +165,34 @@ fn the_read_budget_bounds_count_and_bytes() {
     );
     let no_reads = engine_with(ReadBudget {
         max_reads: 0,
-        max_bytes: 1 << 20,
+        ..ReadBudget::default()
     });
     let rule = no_reads.compile(&reader(IMPORTS)).unwrap();
     assert_eq!(
         published(&rule, &mut fake(big)),
         ReadCode::OverBudget.code().to_le_bytes()
     );
+    // A port that takes all the time it is given: the next read gets none.
+    struct Slow(Arc<Mutex<Vec<Duration>>>);
+    impl RedisReads for Slow {
+        fn read(&mut self, _: &[&[u8]], timeout: Duration, _: usize) -> Result<Reply, ReadCode> {
+            self.0.lock().unwrap().push(timeout);
+            std::thread::sleep(timeout);
+            Err(ReadCode::Unavailable)
+        }
+    }
+    let short = engine_with(ReadBudget {
+        max_wait: Duration::from_millis(5),
+        ..ReadBudget::default()
+    });
+    let rule = short.compile(&reader(IMPORTS)).unwrap();
+    let given = Arc::new(Mutex::new(Vec::new()));
+    let mut port: Option<Box<dyn RedisReads>> = Some(Box::new(Slow(given.clone())));
+    assert_eq!(
+        published(&rule, &mut port),
+        ReadCode::Unavailable.code().to_le_bytes()
+    );
+    assert_eq!(*given.lock().unwrap(), vec![Duration::from_millis(5)]);
 }
 
 #[test]

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::ack::Completions;
 use crate::ops::metrics::Metrics;
 use crate::sink::batch::WriteBatch;
-use crate::sink::mqtt::ActionSink;
+use crate::sink::mqtt::{ActionQueue, ActionSink};
 use crate::sink::spill::{Backlog, SpillLog};
 use outage::SpillingWriter;
 use writer::{IDLE_CHECK, Writer};
@@ -55,7 +55,14 @@ pub async fn run(
     actions: Option<ActionSink>,
 ) {
     let max_held = config.max_pipeline * HELD_PIPELINES;
-    let writer = Writer::new(config, metrics.clone(), actions);
+    let (queue, action_task) = match actions {
+        Some(sink) => {
+            let (q, t) = ActionQueue::start(sink, completions.clone(), metrics.clone());
+            (Some(q), Some(t))
+        }
+        None => (None, None),
+    };
+    let writer = Writer::new(config, metrics.clone(), queue);
     match spill {
         None => direct(writer, rx, completions).await,
         Some(log) => {
@@ -67,6 +74,10 @@ pub async fn run(
             };
             task.run().await;
         }
+    }
+    // The writer (and its queue handle) is gone: the action task finishes the queue.
+    if let Some(t) = action_task {
+        let _ = t.await;
     }
     tracing::debug!("Redis writer drained and stopped");
 }

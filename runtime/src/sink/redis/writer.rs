@@ -14,7 +14,7 @@ use crate::ack::Completions;
 use crate::ops::metrics::Metrics;
 use crate::rules::engine::{ReadCode, Reply};
 use crate::sink::batch::{ReadRequest, WriteBatch};
-use crate::sink::mqtt::ActionSink;
+use crate::sink::mqtt::ActionQueue;
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,8 +41,8 @@ pub(crate) struct Writer {
     config: RedisConfig,
     conn: Option<MultiplexedConnection>,
     metrics: Arc<Metrics>,
-    /// Where v2 rules' MQTT actions go, taken after their batch's writes.
-    actions: Option<ActionSink>,
+    /// Where v2 rules' MQTT actions go, once their batch's writes are confirmed.
+    actions: Option<ActionQueue>,
     // Failed connection attempts of `check` in a row, to log the first and every tenth.
     check_failures: u32,
 }
@@ -52,7 +52,7 @@ impl Writer {
     pub(crate) fn new(
         config: RedisConfig,
         metrics: Arc<Metrics>,
-        actions: Option<ActionSink>,
+        actions: Option<ActionQueue>,
     ) -> Writer {
         Writer {
             config,
@@ -126,34 +126,53 @@ impl Writer {
     /// Sends the commands `todo` of `batches` as pipelines until Redis has answered each
     /// (replies meaning "not now" are sent again after a backoff). On a lost connection
     /// returns [`Lost`], with `todo` holding the commands not yet confirmed.
+    ///
+    /// The batches' reads (ABI v2) go in the first pipeline, after every write, so that
+    /// each sees the writes queued before it in one round trip; a lost connection
+    /// answers them `unavailable` (a read is never sent twice: its worker has moved
+    /// on).
     pub(crate) async fn send(
         &mut self,
         batches: &[&WriteBatch],
         todo: &mut Vec<(usize, usize)>,
     ) -> Result<(), Lost> {
         let mut backoff = BACKOFF_MIN;
-        while !todo.is_empty() {
+        let mut reads: Vec<&ReadRequest> = batches
+            .iter()
+            .filter_map(|b| b.read.as_deref())
+            .filter(|r| r.waiting())
+            .collect();
+        while !todo.is_empty() || !reads.is_empty() {
             let Some(conn) = self.conn.as_mut() else {
+                reads
+                    .iter()
+                    .for_each(|r| r.answer(Err(ReadCode::Unavailable)));
                 return Err(Lost);
             };
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for &(b, c) in todo.iter() {
-                let mut cmd = redis::Cmd::new();
-                for arg in batches[b]
-                    .commands
-                    .get(c)
-                    .into_iter()
-                    .flat_map(|c| c.args())
-                {
-                    cmd.arg(arg);
-                }
-                pipe.add_command(cmd);
+                pipe.add_command(cmd_of(
+                    batches[b]
+                        .commands
+                        .get(c)
+                        .into_iter()
+                        .flat_map(|c| c.args()),
+                ));
+            }
+            for r in &reads {
+                pipe.add_command(cmd_of(
+                    r.command.iter().next().into_iter().flat_map(|c| c.args()),
+                ));
             }
             match pipe.query_async::<Vec<Value>>(conn).await {
                 Ok(replies) => {
+                    let (writes, read_replies) = replies.split_at(todo.len().min(replies.len()));
+                    for (r, v) in reads.drain(..).zip(read_replies.iter().cloned()) {
+                        r.answer(reply_of(v));
+                    }
                     let mut retry = Vec::new();
-                    for (&(b, c), reply) in todo.iter().zip(&replies) {
+                    for (&(b, c), reply) in todo.iter().zip(writes) {
                         match reply {
                             Value::ServerError(e) if is_transient(e.code()) => retry.push((b, c)),
                             Value::ServerError(e) => self.report(batches[b], c, e),
@@ -171,6 +190,9 @@ impl Writer {
                     *todo = retry;
                 }
                 Err(e) => {
+                    reads
+                        .drain(..)
+                        .for_each(|r| r.answer(Err(ReadCode::Unavailable)));
                     tracing::warn!(
                         commands = todo.len(),
                         "Redis write failed: {e}; the pipeline is sent again once reconnected"
@@ -185,61 +207,29 @@ impl Writer {
         Ok(())
     }
 
-    /// What follows a batch's confirmed writes, in order: its read (answered on the
-    /// connection that wrote them, so it sees them), its MQTT actions, then its
-    /// messages are done.
+    /// What follows a batch's confirmed writes: its read was answered with them; its
+    /// MQTT actions go to the action queue, which reports the batch's messages done
+    /// once they are taken; without actions they are done now.
     pub(crate) async fn finish(&mut self, mut batch: WriteBatch, completions: &Completions) {
         if let Some(read) = batch.read.take() {
-            self.answer(read).await;
+            // Not sent (its deadline passed before it could be): nobody waits for it.
+            read.answer(Err(ReadCode::Unavailable));
         }
-        if !batch.actions.is_empty() {
-            match &mut self.actions {
-                Some(sink) => {
-                    sink.take(&batch.actions).await;
-                    Metrics::add(&self.metrics.mqtt_actions, batch.actions.len() as u64);
-                }
-                // Workers refuse actions when there is no sink; nothing reaches here.
-                None => tracing::error!(
+        if batch.actions.is_empty() {
+            completions.done(&batch.done);
+            return;
+        }
+        match &self.actions {
+            Some(queue) => queue.push(batch.actions, batch.done).await,
+            // Workers refuse actions when there is no sink; nothing reaches here.
+            None => {
+                tracing::error!(
                     actions = batch.actions.len(),
                     "MQTT actions with nowhere to go; dropped"
-                ),
+                );
+                completions.done(&batch.done);
             }
         }
-        completions.done(&batch.done);
-    }
-
-    /// Runs a rule's read and sends the reply to the waiting worker, within the
-    /// read's deadline.
-    async fn answer(&mut self, read: Box<ReadRequest>) {
-        let Some(conn) = self.conn.as_mut() else {
-            return read.answer(Err(ReadCode::Unavailable));
-        };
-        let Some(left) = read
-            .deadline
-            .checked_duration_since(std::time::Instant::now())
-        else {
-            return read.answer(Err(ReadCode::Unavailable));
-        };
-        let mut cmd = redis::Cmd::new();
-        for arg in read
-            .command
-            .iter()
-            .next()
-            .into_iter()
-            .flat_map(|c| c.args())
-        {
-            cmd.arg(arg);
-        }
-        let r = match tokio::time::timeout(left, cmd.query_async::<Value>(conn)).await {
-            Ok(Ok(v)) => reply_of(v),
-            // Lost, refused, timed out: Redis is not there; anything else is its answer.
-            Ok(Err(e)) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                Err(ReadCode::Unavailable)
-            }
-            Ok(Err(_)) => Err(ReadCode::RedisError),
-            Err(_) => Err(ReadCode::Unavailable),
-        };
-        read.answer(r);
     }
 
     fn report(&self, batch: &WriteBatch, command: usize, e: &redis::ServerError) {
@@ -353,6 +343,15 @@ pub(crate) async fn connect(config: &RedisConfig) -> redis::RedisResult<Multiple
     client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
+}
+
+/// A Redis command from its arguments, the name first.
+fn cmd_of<'a>(args: impl Iterator<Item = &'a [u8]>) -> redis::Cmd {
+    let mut cmd = redis::Cmd::new();
+    for arg in args {
+        cmd.arg(arg);
+    }
+    cmd
 }
 
 /// A Redis value as a rule sees it (`docs/abi.md`, "The reply"): maps flattened to
