@@ -750,7 +750,11 @@ fn the_readme_test_command_installs_what_is_missing_and_is_what_ci_runs() {
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
@@ -796,8 +800,8 @@ async fn health_endpoint_reports_connections() {
     rt.stop().await;
 }
 
-/// Every metric the docs name (`wasmrule_..._total` and the gauges, in README.md and
-/// docs/*.md) is a series on `/metrics` of a running wasmrule.
+/// Every metric the docs name (`wasmrule_..._total`, the gauges and the histograms, in
+/// README.md and docs/*.md) is on `/metrics` of a running wasmrule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_docs_name_is_on_metrics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -843,10 +847,15 @@ async fn every_metric_the_docs_name_is_on_metrics() {
     let addr = rt.http_addr.expect("endpoint bound");
     let (status, metrics) = http_get(addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
+    // A family's name (`# TYPE`: a histogram's, a counter's without `_total`) or a
+    // series' (`wasmrule_..._total`, `..._bucket`).
     let exported: std::collections::BTreeSet<&str> = metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(t) => t.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
         .collect();
     let missing: Vec<&String> = named
         .iter()

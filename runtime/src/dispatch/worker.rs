@@ -155,6 +155,7 @@ impl Worker {
             // are written.
             batch.done.push(m.seq);
         }
+        batch.note_received(m.received_at);
         let set = self.rules.load();
         set.matching(&m.topic, &mut self.matched);
         if self.matched.is_empty() {
@@ -168,6 +169,7 @@ impl Worker {
         let now = Instant::now();
         for &i in &matched {
             let loaded = set.at(i);
+            loaded.meters.matched.inc();
             if !self.in_service(loaded, now) {
                 continue;
             }
@@ -189,6 +191,7 @@ impl Worker {
             Service::InService => {}
             Service::Quarantined => {
                 Metrics::add(&self.metrics.quarantined_skips, 1);
+                loaded.meters.failed("quarantined", None);
                 return false;
             }
             Service::Restored => tracing::info!(
@@ -246,13 +249,18 @@ impl Worker {
     ) {
         let policy = &loaded.policy;
         Metrics::add(&self.metrics.invocations, 1);
+        // A metered tenant's start is taken already: two clock reads either way.
+        let began = start.unwrap_or_else(Instant::now);
         let outcome = self
             .invoke(loaded, m)
             .map_err(|e| (e.kind(), e.to_string()));
-        if let Some(start) = start {
-            let end = Instant::now();
+        let end = Instant::now();
+        let took = end - began;
+        loaded.meters.invocation.observe_duration(took);
+        loaded.meters.tenant_seconds.add(took);
+        if start.is_some() {
             self.meters
-                .charge(loaded.tenant_slot, &policy.cpu, end - start, end);
+                .charge(loaded.tenant_slot, &policy.cpu, took, end);
         }
         let outcome = outcome.and_then(|_| {
             policy
@@ -260,8 +268,14 @@ impl Worker {
                 .map_err(|e| (e.kind(), e.to_string()))
         });
         match outcome {
-            Ok(()) if self.scratch.is_empty() => {}
-            Ok(()) => batch.record_origin(loaded, &m.topic, self.scratch.len()),
+            Ok(()) if self.scratch.is_empty() => {
+                loaded.meters.ok.inc();
+            }
+            Ok(()) => {
+                loaded.meters.ok.inc();
+                loaded.meters.commands.inc_by(self.scratch.len() as u64);
+                batch.record_origin(loaded, &m.topic, self.scratch.len());
+            }
             Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
         }
     }
@@ -282,6 +296,8 @@ impl Worker {
                     tracing::warn!(
                         rule = %loaded.id,
                         tenant = %loaded.tenant,
+                        version = loaded.version(),
+                        generation = loaded.generation,
                         topic = %m.topic,
                         "rule {} {e}; running the event again (not the rule's failure)",
                         loaded.id
@@ -303,7 +319,9 @@ impl Worker {
         over: &OverBudget,
         batch: &mut WriteBatch,
     ) {
-        self.metrics.shed(&loaded.tenant);
+        Metrics::add(&self.metrics.events_shed, 1);
+        loaded.meters.failed(OverBudget::KIND, None);
+        loaded.meters.dead_letter();
         let reason = over.to_string();
         self.failures
             .failed(loaded, &m.topic, OverBudget::KIND, &reason);
@@ -322,7 +340,9 @@ impl Worker {
         batch: &mut WriteBatch,
         now: Instant,
     ) {
-        self.metrics.failure(&loaded.tenant, kind);
+        Metrics::add(&self.metrics.invocation_errors, 1);
+        loaded.meters.failed(kind, Some(reason));
+        loaded.meters.dead_letter();
         self.failures.failed(loaded, &m.topic, kind, reason);
         dead_letter(&self.encoder, loaded, m, kind, reason, batch);
         Metrics::add(&self.metrics.dead_letters, 1);
@@ -333,6 +353,7 @@ impl Worker {
                 tenant = %loaded.tenant,
                 version = loaded.version(),
                 generation = loaded.generation,
+                topic = %m.topic,
                 "rule {} quarantined for {backoff:?} after {} failures within {:?}; \
                  drop in a fixed version to restore it sooner",
                 loaded.id,

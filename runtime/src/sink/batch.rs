@@ -20,6 +20,10 @@ pub struct WriteBatch {
     origins: Vec<Origin>,
     // For each origin, the index of its first command; commands are contiguous.
     first_command: Vec<usize>,
+    /// When the batch's oldest message was received (milliseconds since the Unix
+    /// epoch, `Message::received_at`), 0 if unknown: for the end-to-end latency
+    /// (`wasmrule_message_latency_seconds`). Not spilled.
+    pub received_at: u64,
 }
 
 /// The rule (id and load generation) and topic that produced some commands. Kept by name rather than as
@@ -38,6 +42,14 @@ impl WriteBatch {
     /// Whether there is nothing to write and nothing to acknowledge.
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty() && self.done.is_empty()
+    }
+
+    /// Notes that a message received at `received_at` is in the batch.
+    #[inline]
+    pub fn note_received(&mut self, received_at: u64) {
+        if self.received_at == 0 || received_at < self.received_at {
+            self.received_at = received_at;
+        }
     }
 
     /// Whether some message in the batch waits for these writes to be acknowledged
