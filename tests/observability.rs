@@ -390,9 +390,10 @@ fn the_console_in_headless_chromium_shows_the_rules_and_a_live_chart() {
                 "--enable-logging=stderr",
                 "--v=0",
                 "--window-size=1400,1500",
-                // Real seconds for the page's polls: the virtual clock only runs ahead
-                // while no fetch is pending.
-                "--virtual-time-budget=6000",
+                // The page's 100 ms pauses between polls run on this virtual clock (2 s
+                // are 20 polls); the server answers each after the 250 ms of `?poll`,
+                // real time, so that messages flow in between.
+                "--virtual-time-budget=2000",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .args(extra)
@@ -449,7 +450,11 @@ async fn json_logs_carry_tenant_rule_version_and_topic() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = dir.path().join("rules/acme");
     std::fs::create_dir_all(&tenant).unwrap();
-    std::fs::write(tenant.join("trap.wasm"), trap_rule()).unwrap();
+    std::fs::write(
+        tenant.join("trap.wasm"),
+        trap_rule("trap", "3.1.4", "acme/#"),
+    )
+    .unwrap();
     let log = dir.path().join("log");
     let args: Vec<String> = [
         "--log-format",
@@ -488,21 +493,4 @@ async fn json_logs_carry_tenant_rule_version_and_topic() {
 /// Runs a future that does not wait (a publish handed to the client) to completion.
 fn futures_now<F: std::future::Future>(f: F) -> F::Output {
     futures_util::FutureExt::now_or_never(f).expect("publish waits")
-}
-
-/// A rule of version 3.1.4 on `acme/#` that traps on every event.
-fn trap_rule() -> Vec<u8> {
-    let manifest = r#"{"name":"trap","version":"3.1.4","filters":["acme/#"]}"#;
-    let escaped: String = manifest.bytes().map(|b| format!("\\{b:02x}")).collect();
-    wat::parse_str(format!(
-        r#"(module
-          (memory (export "memory") 1)
-          (func (export "wasmrule_abi_version_1"))
-          (data (i32.const 0) "{escaped}")
-          (func (export "wasmrule_manifest") (result i64) (i64.const {len}))
-          (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 1024))
-          (func (export "wasmrule_on_event") (param i32 i32) (result i64) unreachable))"#,
-        len = manifest.len()
-    ))
-    .unwrap()
 }

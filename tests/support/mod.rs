@@ -382,6 +382,23 @@ pub fn metric(port: u16, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// A rule `name` of `version` on `filter` that traps (`unreachable`) on every event.
+pub fn trap_rule(name: &str, version: &str, filter: &str) -> Vec<u8> {
+    let manifest = format!(r#"{{"name":"{name}","version":"{version}","filters":["{filter}"]}}"#);
+    let escaped: String = manifest.bytes().map(|b| format!("\\{b:02x}")).collect();
+    wat::parse_str(format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (func (export "wasmrule_abi_version_1"))
+          (data (i32.const 0) "{escaped}")
+          (func (export "wasmrule_manifest") (result i64) (i64.const {len}))
+          (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "wasmrule_on_event") (param i32 i32) (result i64) unreachable))"#,
+        len = manifest.len()
+    ))
+    .unwrap()
+}
+
 /// Copies `src` into `dir/name` the way a user's `cp` does: truncate, then write.
 pub fn install(src: &Path, dir: &Path, name: &str) {
     std::fs::copy(src, dir.join(name)).expect("copy rule");

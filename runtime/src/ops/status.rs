@@ -28,7 +28,7 @@ pub struct Status {
 }
 
 /// Process-wide totals since start.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Totals {
     pub messages_received: u64,
     pub messages_unmatched: u64,
@@ -78,6 +78,23 @@ pub struct TenantStatus {
 }
 
 impl Status {
+    /// The process-wide totals now.
+    pub fn totals(metrics: &Metrics) -> Totals {
+        let g = Metrics::get;
+        Totals {
+            messages_received: g(&metrics.messages_received),
+            messages_unmatched: g(&metrics.messages_unmatched),
+            invocations: g(&metrics.invocations),
+            invocation_errors: g(&metrics.invocation_errors),
+            commands_written: g(&metrics.commands_written),
+            command_errors: g(&metrics.command_errors),
+            dead_letters: g(&metrics.dead_letters),
+            events_shed: g(&metrics.events_shed),
+            quarantined_skips: g(&metrics.quarantined_skips),
+            messages_acked: g(&metrics.messages_acked),
+        }
+    }
+
     /// Reads it all now.
     pub fn read(metrics: &Metrics, rules: &Rules, started: Instant) -> Status {
         let set = rules.snapshot();
@@ -125,23 +142,11 @@ impl Status {
             t.rules += 1;
             t.quarantined += usize::from(quarantined);
         }
-        let g = Metrics::get;
         Status {
             uptime_seconds: started.elapsed().as_secs_f64(),
             mqtt_connected: Metrics::is(&metrics.mqtt_connected),
             redis_connected: Metrics::is(&metrics.redis_connected),
-            totals: Totals {
-                messages_received: g(&metrics.messages_received),
-                messages_unmatched: g(&metrics.messages_unmatched),
-                invocations: g(&metrics.invocations),
-                invocation_errors: g(&metrics.invocation_errors),
-                commands_written: g(&metrics.commands_written),
-                command_errors: g(&metrics.command_errors),
-                dead_letters: g(&metrics.dead_letters),
-                events_shed: g(&metrics.events_shed),
-                quarantined_skips: g(&metrics.quarantined_skips),
-                messages_acked: g(&metrics.messages_acked),
-            },
+            totals: Status::totals(metrics),
             rules: out,
             load_errors: rules.load_errors(),
             tenants: tenants.into_values().collect(),
