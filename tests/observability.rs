@@ -494,3 +494,44 @@ async fn json_logs_carry_tenant_rule_version_and_topic() {
 fn futures_now<F: std::future::Future>(f: F) -> F::Output {
     futures_util::FutureExt::now_or_never(f).expect("publish waits")
 }
+
+/// Cardinality is bounded by what is loaded: a rule's series appear with it, a new
+/// version's replace the old one's, and a removed rule's are gone from `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_s_series_live_as_long_as_its_version_serves() {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let rules = tempfile::tempdir().unwrap();
+    let mut cfg = config(&redis, &mqtt, rules.path());
+    cfg.runtime.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    let rt = wasmrule::Runtime::start(cfg).await.unwrap();
+    let port = rt.http_addr.expect("endpoint bound").port();
+    let series = |version: &str| {
+        format!("wasmrule_rule_matched_total{{tenant=\"default\",rule=\"r\",version=\"{version}\"}}")
+    };
+    let scrape = || get(port, "/metrics").map(|(_, m)| m).unwrap_or_default();
+    let replace = |version: &str| {
+        // Written aside and renamed in: the watcher sees one complete file.
+        let tmp = rules.path().join("r.tmp");
+        std::fs::write(&tmp, trap_rule("r", version, "x/#")).unwrap();
+        std::fs::rename(&tmp, rules.path().join("r.wasm")).unwrap();
+    };
+    replace("1.0.0");
+    eventually(WAIT, "version 1.0.0's series", || {
+        scrape().contains(&series("1.0.0")).then_some(())
+    })
+    .await;
+    replace("2.0.0");
+    eventually(WAIT, "2.0.0's series instead of 1.0.0's", || {
+        let m = scrape();
+        (m.contains(&series("2.0.0")) && !m.contains(&series("1.0.0"))).then_some(())
+    })
+    .await;
+    std::fs::remove_file(rules.path().join("r.wasm")).unwrap();
+    eventually(WAIT, "no series of the removed rule", || {
+        let m = scrape();
+        (!m.contains("rule=\"r\"") && m.contains("wasmrule_rules 0\n")).then_some(())
+    })
+    .await;
+    rt.stop().await;
+}

@@ -24,7 +24,9 @@
 //! - `sink/`: `batch.rs` (a worker's commands), `redis/` (`writer.rs`; `mod.rs` and
 //!   `outage.rs`, the loops without and with the spill), `spill/` (`format.rs`,
 //!   `log.rs`, `backlog.rs`, `sync.rs`).
-//! - `ops/`: `metrics.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`).
+//! - `ops/`: `metrics.rs`, `rule_metrics.rs`, `histogram.rs`, `exposition.rs`
+//!   (`/metrics`), `status.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`, the web
+//!   console).
 //! - `tools/`: `rule_test.rs`, `scaffold.rs`, `demo.rs`, `simulate/` (the offline and
 //!   demo commands); `offline.rs`, the tenant `eval` and `test` run a rule as.
 //! - `event.rs`, `commands.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),

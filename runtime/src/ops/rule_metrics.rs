@@ -285,12 +285,6 @@ pub struct RuleMeters {
 }
 
 impl RuleMeters {
-    /// Handles registered nowhere, for a rule run outside the runtime (the offline
-    /// tools).
-    pub fn detached(tenant: &str, rule: &str, version: &str) -> RuleMeters {
-        Arc::new(RuleFamilies::default()).meters(tenant, rule, version)
-    }
-
     /// Counts one event that did not end as the rule's commands, for `reason` (a
     /// [`REASONS`] entry; others count as `other`), and keeps `detail` as the rule's
     /// last error. A shed (`cpu_budget`) counts for the tenant too.
