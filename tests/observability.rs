@@ -507,7 +507,9 @@ async fn a_rule_s_series_live_as_long_as_its_version_serves() {
     let rt = wasmrule::Runtime::start(cfg).await.unwrap();
     let port = rt.http_addr.expect("endpoint bound").port();
     let series = |version: &str| {
-        format!("wasmrule_rule_matched_total{{tenant=\"default\",rule=\"r\",version=\"{version}\"}}")
+        format!(
+            "wasmrule_rule_matched_total{{tenant=\"default\",rule=\"r\",version=\"{version}\"}}"
+        )
     };
     let scrape = || get(port, "/metrics").map(|(_, m)| m).unwrap_or_default();
     let replace = |version: &str| {
