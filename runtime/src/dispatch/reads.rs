@@ -13,12 +13,16 @@ use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::commands::Commands;
 use crate::ops::metrics::Metrics;
 use crate::rules::engine::{ReadCode, RedisReads, Reply};
 use crate::sink::batch::{ReadRequest, WriteBatch};
 use crate::tenancy::policy::TenantPolicy;
+
+/// How often a read polls the writer's full queue for room.
+const QUEUE_POLL: Duration = Duration::from_micros(200);
 
 /// The worker's port to Redis for reads.
 pub(super) struct SinkReads {
@@ -51,18 +55,30 @@ impl RedisReads for SinkReads {
         let policy = self.policy.as_ref().ok_or(ReadCode::NotAllowed)?;
         let mut command = Commands::new();
         policy.apply_read(args, &mut command)?;
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = sync_channel(1);
         let mut batch = std::mem::take(&mut self.batch);
-        batch.read = Some(Box::new(ReadRequest::new(
-            command,
-            Instant::now() + timeout,
-            tx,
-        )));
+        batch.read = Some(Box::new(ReadRequest::new(command, deadline, tx)));
         Metrics::add(&self.metrics.redis_reads, 1);
-        if self.sink.blocking_send(batch).is_err() {
-            return Err(ReadCode::Unavailable);
+        // Not `blocking_send`: with Redis down and the writer's queue full it would
+        // wait for Redis, and a read must not outlast its budget. A batch that cannot
+        // be queued in time comes back to the worker, writes and all.
+        let mut batch = Some(batch);
+        while let Some(b) = batch.take() {
+            match self.sink.try_send(b) {
+                Ok(()) => {}
+                Err(TrySendError::Full(b)) if Instant::now() < deadline => {
+                    std::thread::sleep(QUEUE_POLL);
+                    batch = Some(b);
+                }
+                Err(TrySendError::Full(mut b) | TrySendError::Closed(mut b)) => {
+                    b.read = None;
+                    self.batch = b;
+                    return Err(ReadCode::Unavailable);
+                }
+            }
         }
-        match rx.recv_timeout(timeout) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                 Err(ReadCode::Unavailable)
