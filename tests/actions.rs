@@ -622,3 +622,54 @@ async fn sessions_follow_redis_subscribe_on_connect_and_deliver_to_one_client() 
     sender_task.abort();
     rt.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_while_redis_is_down_is_unavailable_to_the_rule_and_nothing_is_lost() {
+    let (mut redis, mqtt) = (Redis::start_with(true), Mosquitto::start());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("acme")).unwrap();
+    install(
+        &dist("tenant-probe"),
+        &dir.path().join("acme"),
+        "probe.wasm",
+    );
+    let rt = Runtime::start(config(&redis, &mqtt, dir.path()))
+        .await
+        .unwrap();
+    let publisher = Publisher::connect(&mqtt).await;
+    publish_until(
+        &publisher,
+        "acme/probe/get",
+        "x",
+        "the rule serving",
+        || {
+            redis
+                .conn()
+                .get::<_, Option<String>>("acme:probe:get")
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
+    let _: () = redis.conn().del("acme:probe:get").unwrap();
+    redis.kill();
+    let ran = wasmrule::Metrics::get(&rt.metrics.invocations);
+    publisher.publish("acme/probe/get", "x").await;
+    // The rule ran (its read failed fast instead of hanging), while Redis was down.
+    eventually(WAIT, "the probe run with Redis down", || {
+        (wasmrule::Metrics::get(&rt.metrics.invocations) > ran).then_some(())
+    })
+    .await;
+    redis.restart();
+    // What it returned was kept and written once Redis was back.
+    let got = eventually(WAIT, "the probe's record", || {
+        redis
+            .conn()
+            .get::<_, Option<String>>("acme:probe:get")
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(got, "unavailable");
+    rt.stop().await;
+}
