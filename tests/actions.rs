@@ -26,24 +26,37 @@ struct Subscriber {
 }
 
 impl Subscriber {
+    /// A client subscribed to `filter`, once its SUBACK is in.
     async fn connect(port: u16, filter: &str) -> Subscriber {
-        let mut o = MqttOptions::new(format!("sub-{}", free_port()), "127.0.0.1", port);
+        Self::client(port, &format!("sub-{}", free_port()), Some(filter)).await
+    }
+
+    /// Client `id`, subscribed to `filter` if given; returns once the broker has
+    /// answered (SUBACK, or CONNACK without a filter).
+    async fn client(port: u16, id: &str, filter: Option<&str>) -> Subscriber {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(o, 100);
-        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        if let Some(f) = filter {
+            client.subscribe(f, QoS::AtLeastOnce).await.unwrap();
+        }
         let got = Arc::new(Mutex::new(Vec::new()));
-        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-        let mut subscribed_tx = Some(subscribed_tx);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        let wants_suback = filter.is_some();
         let sink = got.clone();
         let task = tokio::spawn(async move {
+            let _client = client;
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(_))) => {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(());
-                        }
+                    Ok(Event::Incoming(Packet::SubAck(_))) if wants_suback => {
+                        ready_tx.take().map(|tx| tx.send(()));
                     }
-                    Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) if !wants_suback => {
+                        ready_tx.take().map(|tx| tx.send(()));
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
                         sink.lock().unwrap().push((
                             String::from_utf8_lossy(&p.topic).into_owned(),
                             String::from_utf8_lossy(&p.payload).into_owned(),
@@ -54,9 +67,9 @@ impl Subscriber {
                 }
             }
         });
-        tokio::time::timeout(WAIT, subscribed_rx)
+        tokio::time::timeout(WAIT, ready_rx)
             .await
-            .expect("SUBACK")
+            .expect("the broker's answer")
             .unwrap();
         Subscriber { got, task }
     }
@@ -152,9 +165,12 @@ async fn threshold_alerts_are_exactly_the_models_through_mosquitto_and_redis() {
     let (redis, mqtt) = (Redis::start(), Mosquitto::start());
     let dir = tempfile::tempdir().unwrap();
     install(&dist("threshold-alert"), dir.path(), "threshold-alert.wasm");
-    let rt = Runtime::start(config(&redis, &mqtt, dir.path()))
-        .await
-        .unwrap();
+    let mut config = config(&redis, &mqtt, dir.path());
+    // What is checked is the alerts, not how fast reads are: on a CI machine whose two
+    // cores run the whole suite, a read can wait longer than the default 100 ms, and
+    // that reading would then be a dead letter (`unavailable`) and its alert missing.
+    config.limits.reads.max_wait = Duration::from_secs(2);
+    let rt = Runtime::start(config).await.unwrap();
     let alerts = Subscriber::connect(mqtt.port, "alerts/#").await;
     let inputs = readings(50, 10_000);
     let want = model_alerts(&inputs);
@@ -398,9 +414,11 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
         .map(|i| (format!("f{i}"), "v".repeat(1024)))
         .collect();
     let _: () = conn.hset_multiple("acme:big", &fields).unwrap();
-    let rt = Runtime::start(config(&redis, &mqtt, dir.path()))
-        .await
-        .unwrap();
+    let mut config = config(&redis, &mqtt, dir.path());
+    // The read bomb is about the count: give its reads all the time they need on a
+    // busy machine, so the wait budget is not what stops them.
+    config.limits.reads.max_wait = Duration::from_secs(10);
+    let rt = Runtime::start(config).await.unwrap();
     // A subscriber to everything, on the broker's side of things.
     let everything = Subscriber::connect(mqtt.port, "#").await;
     let publisher = Publisher::connect(&mqtt).await;
@@ -525,42 +543,6 @@ async fn embedded(redis: &Redis, rules: &[&str]) -> (Runtime, tempfile::TempDir)
     (Runtime::start(config).await.unwrap(), dir)
 }
 
-/// A client `id` of the embedded broker that subscribes to nothing itself and records
-/// what it receives.
-async fn bare_client(port: u16, id: &str) -> Subscriber {
-    let o = MqttOptions::new(id, "127.0.0.1", port);
-    let (client, mut eventloop) = AsyncClient::new(o, 100);
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-    let mut connected_tx = Some(connected_tx);
-    let task = tokio::spawn(async move {
-        let _client = client;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_))) => {
-                    if let Some(tx) = connected_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p))) => {
-                    sink.lock().unwrap().push((
-                        String::from_utf8_lossy(&p.topic).into_owned(),
-                        String::from_utf8_lossy(&p.payload).into_owned(),
-                    ));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::timeout(WAIT, connected_rx)
-        .await
-        .expect("CONNACK")
-        .unwrap();
-    Subscriber { got, task }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_follow_redis_subscribe_on_connect_and_deliver_to_one_client() {
     let redis = Redis::start();
@@ -572,8 +554,8 @@ async fn sessions_follow_redis_subscribe_on_connect_and_deliver_to_one_client() 
     let (rt, _dir) = embedded(&redis, &["client-sessions"]).await;
     let port = rt.broker_addr.unwrap().port();
     // dev-1 subscribes to nothing: the rule subscribes it from Redis when it connects.
-    let dev1 = bare_client(port, "dev-1").await;
-    let other = bare_client(port, "dev-2").await;
+    let dev1 = Subscriber::client(port, "dev-1", None).await;
+    let other = Subscriber::client(port, "dev-2", None).await;
     let mut o = MqttOptions::new("sender", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     let (sender, mut sender_loop) = AsyncClient::new(o, 100);
