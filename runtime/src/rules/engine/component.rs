@@ -150,6 +150,35 @@ pub(super) fn event_record(json: &[u8]) -> Result<handler::Event, RuleError> {
     })
 }
 
+/// The rule's own error (`Err(message)` from `on-event`), cut to 1 KiB as for core
+/// modules.
+pub(super) fn rule_error(msg: String) -> RuleError {
+    let cut = msg.floor_char_boundary(1024);
+    RuleError::Rule(msg[..cut].to_owned())
+}
+
+/// A result of `count` commands or actions taking `bytes` (in the core ABI's layout)
+/// against the invocation's output limits.
+pub(super) fn check_output(
+    count: usize,
+    bytes: usize,
+    limits: &InvokeLimits,
+) -> Result<(), RuleError> {
+    if count > limits.max_commands {
+        return Err(RuleError::TooManyCommands {
+            count,
+            max: limits.max_commands,
+        });
+    }
+    if bytes > limits.max_output_bytes {
+        return Err(RuleError::OutputTooLarge {
+            bytes,
+            max: limits.max_output_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// One event in a fresh instance; appends the commands to `output.out` (and, for a
 /// version 2 component, MQTT actions to `output.actions`).
 pub(super) fn invoke(
@@ -174,28 +203,9 @@ pub(super) fn invoke(
     let result = rule
         .wasmrule_rule_handler()
         .call_on_event(&mut *store, &record)?;
-    let commands = match result {
-        Ok(c) => c,
-        Err(msg) => {
-            let cut = msg.floor_char_boundary(1024);
-            return Err(RuleError::Rule(msg[..cut].to_owned()).into());
-        }
-    };
-    if commands.len() > limits.max_commands {
-        return Err(RuleError::TooManyCommands {
-            count: commands.len(),
-            max: limits.max_commands,
-        }
-        .into());
-    }
+    let commands = result.map_err(rule_error)?;
     let bytes: usize = commands.iter().flatten().map(|a| a.len() + 4).sum();
-    if bytes > limits.max_output_bytes {
-        return Err(RuleError::OutputTooLarge {
-            bytes,
-            max: limits.max_output_bytes,
-        }
-        .into());
-    }
+    check_output(commands.len(), bytes, limits)?;
     for (i, c) in commands.iter().enumerate() {
         if c.is_empty() || c.len() > max_args {
             return Err(RuleError::Abi(format!(

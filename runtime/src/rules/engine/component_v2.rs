@@ -142,28 +142,9 @@ pub(super) fn invoke(
     let result = rule
         .wasmrule_rule_handler()
         .call_on_event(&mut *store, &record)?;
-    let list = match result {
-        Ok(a) => a,
-        Err(msg) => {
-            let cut = msg.floor_char_boundary(1024);
-            return Err(RuleError::Rule(msg[..cut].to_owned()).into());
-        }
-    };
-    if list.len() > limits.max_commands {
-        return Err(RuleError::TooManyCommands {
-            count: list.len(),
-            max: limits.max_commands,
-        }
-        .into());
-    }
+    let list = result.map_err(super::component::rule_error)?;
     let bytes: usize = list.iter().map(size).sum();
-    if bytes > limits.max_output_bytes {
-        return Err(RuleError::OutputTooLarge {
-            bytes,
-            max: limits.max_output_bytes,
-        }
-        .into());
-    }
+    super::component::check_output(list.len(), bytes, limits)?;
     let n = list.len();
     let (mark, before) = (output.out.mark(), output.actions.len());
     let r = take(list, output.out, output.actions, max_args);
