@@ -75,6 +75,10 @@ const SDK_RUST: &[(&str, &str)] = &[
         include_str!("../../../../guest-sdk/redis-model/src/store.rs"),
     ),
     (
+        "wasmrule-redis-model/src/write.rs",
+        include_str!("../../../../guest-sdk/redis-model/src/write.rs"),
+    ),
+    (
         "wasmrule-redis-model/src/exec.rs",
         include_str!("../../../../guest-sdk/redis-model/src/exec.rs"),
     ),
