@@ -82,6 +82,14 @@ const SDK_RUST: &[(&str, &str)] = &[
         "wasmrule-redis-model/src/exec.rs",
         include_str!("../../../../guest-sdk/redis-model/src/exec.rs"),
     ),
+    (
+        "wasmrule-redis-model/src/exec/sorted.rs",
+        include_str!("../../../../guest-sdk/redis-model/src/exec/sorted.rs"),
+    ),
+    (
+        "wasmrule-redis-model/src/exec/stream.rs",
+        include_str!("../../../../guest-sdk/redis-model/src/exec/stream.rs"),
+    ),
 ];
 /// Manifests of the copied SDK crates (the repository's use workspace inheritance).
 const SDK_GUEST_MANIFEST: &str = r#"[package]
