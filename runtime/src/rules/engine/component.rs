@@ -1,7 +1,9 @@
 //! Component rules: the WIT world `wasmrule:rule@1.0.0` (`guest-sdk/wit/rule.wit`), the
 //! same contract as the core ABI with typed functions. Checked at load (no imports, the
-//! handler interface at the supported version), then invoked in a fresh instance per
-//! event like core modules, under the same limits.
+//! handler interface at a supported version), then invoked in a fresh instance per
+//! event like core modules, under the same limits. A component exporting the handler
+//! of `wasmrule:rule@2.0.0` is ABI v2's (`component_v2.rs`); this file tells them apart
+//! and builds the event record both take.
 
 use std::borrow::Cow;
 
@@ -10,8 +12,8 @@ use serde::Deserialize;
 use wasmtime::Store;
 use wasmtime::component::Component;
 
+use super::component_v2;
 use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, Manifest, RuleError, abi};
-use crate::commands::Commands;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -25,20 +27,37 @@ use bindings::exports::wasmrule::rule::handler;
 /// The interface a component rule exports, with the version this runtime supports.
 pub const HANDLER: &str = "wasmrule:rule/handler";
 pub const WORLD_VERSION: &str = "1.0.0";
+/// Every world version this runtime loads, for messages.
+const SUPPORTED: &str = "1.0.0 and @2.0.0";
 
-/// A checked, pre-linked component.
-pub(super) struct ComponentParts {
-    pre: bindings::RulePre<Ctx>,
+/// A checked, pre-linked component, of world version 1 or 2.
+pub(super) enum ComponentParts {
+    V1(bindings::RulePre<Ctx>),
+    V2(component_v2::Parts),
 }
 
-/// Checks `component` (no imports, handler at the supported version) and pre-links it.
+impl ComponentParts {
+    /// The core ABI version the component's world matches.
+    pub(super) fn abi(&self) -> u32 {
+        match self {
+            ComponentParts::V1(_) => 1,
+            ComponentParts::V2(_) => 2,
+        }
+    }
+}
+
+/// Checks `component` (the handler at a supported version; for version 1 no imports)
+/// and pre-links it.
 pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<ComponentParts, LoadError> {
     let w = &engine.inner.wasmtime;
     let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(w).map(|(n, _)| n.to_owned()).collect();
+    if exports.contains(&format!("{HANDLER}@{}", component_v2::WORLD_VERSION)) {
+        return component_v2::prepare(engine, component).map(ComponentParts::V2);
+    }
     if let Some((name, _)) = ty.imports(w).next() {
         return Err(LoadError::ComponentImport(name.to_owned()));
     }
-    let exports: Vec<String> = ty.exports(w).map(|(n, _)| n.to_owned()).collect();
     let wanted = format!("{HANDLER}@{WORLD_VERSION}");
     if !exports.contains(&wanted) {
         let found = exports
@@ -47,7 +66,7 @@ pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<Componen
         return Err(match found {
             Some(v) => LoadError::ComponentVersion {
                 found: v.to_owned(),
-                supported: WORLD_VERSION,
+                supported: SUPPORTED,
             },
             None => LoadError::NotARuleComponent(exports.join(", ")),
         });
@@ -58,7 +77,7 @@ pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<Componen
         .instantiate_pre(component)
         .and_then(bindings::RulePre::new)
         .map_err(super::compile_error)?;
-    Ok(ComponentParts { pre })
+    Ok(ComponentParts::V1(pre))
 }
 
 /// Instantiates the component once and calls `manifest`.
@@ -66,8 +85,11 @@ pub(super) fn read_manifest(
     parts: &ComponentParts,
     store: &mut Store<Ctx>,
 ) -> Result<Manifest, Failure> {
-    let rule = parts
-        .pre
+    let pre = match parts {
+        ComponentParts::V1(pre) => pre,
+        ComponentParts::V2(v2) => return component_v2::read_manifest(v2, store),
+    };
+    let rule = pre
         .instantiate(&mut *store)
         .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
     let m = rule.wasmrule_rule_handler().call_manifest(&mut *store)?;
@@ -104,7 +126,7 @@ struct EventFields<'a> {
 }
 
 /// The typed event record for the event JSON the host built.
-fn event_record(json: &[u8]) -> Result<handler::Event, RuleError> {
+pub(super) fn event_record(json: &[u8]) -> Result<handler::Event, RuleError> {
     let f: EventFields =
         serde_json::from_slice(json).map_err(|e| RuleError::Abi(format!("event JSON: {e}")))?;
     let payload = match f.payload_encoding.as_deref() {
@@ -128,18 +150,25 @@ fn event_record(json: &[u8]) -> Result<handler::Event, RuleError> {
     })
 }
 
-/// One event in a fresh instance; appends the commands to `out`.
+/// One event in a fresh instance; appends the commands to `output.out` (and, for a
+/// version 2 component, MQTT actions to `output.actions`).
 pub(super) fn invoke(
     parts: &ComponentParts,
     store: &mut Store<Ctx>,
     event: &[u8],
-    out: &mut Commands,
+    output: super::core::Output<'_>,
     limits: &InvokeLimits,
     max_args: usize,
 ) -> Result<usize, Failure> {
+    let pre = match parts {
+        ComponentParts::V1(pre) => pre,
+        ComponentParts::V2(v2) => {
+            return component_v2::invoke(v2, store, event, output, limits, max_args);
+        }
+    };
+    let out = output.out;
     let record = event_record(event)?;
-    let rule = parts
-        .pre
+    let rule = pre
         .instantiate(&mut *store)
         .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
     let result = rule

@@ -20,7 +20,7 @@ pub enum LoadError {
     ComponentImport(String),
     #[error(
         "built for the component world wasmrule:rule@{found}, but this wasmrule supports \
-         @{supported}; rebuild it against guest-sdk/wit/rule.wit"
+         @{supported}; rebuild it against guest-sdk/wit/rule.wit (or wit-v2/rule.wit)"
     )]
     ComponentVersion {
         found: String,

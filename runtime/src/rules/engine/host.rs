@@ -306,11 +306,21 @@ fn copy_in(caller: &mut Caller<'_, Ctx>, ptr: u32, len: u32) -> wasmtime::Result
         .map_err(Into::into)
 }
 
-/// One `redis_read`: decode, budget, run with what is left of the wait budget, hold
-/// the reply.
+/// One `redis_read`: decode, then [`read_typed`], then hold the encoded reply.
 fn read(state: &mut ReadState, request: &[u8]) -> Result<i32, ReadCode> {
     state.held = None;
     let args = decode_request(request)?;
+    let reply = read_typed(state, &args)?;
+    let mut held = Vec::with_capacity(reply.encoded_len());
+    reply.encode(&mut held);
+    let len = held.len() as i32;
+    state.held = Some(held);
+    Ok(len)
+}
+
+/// One read of `args` under the invocation's budget (count, reply bytes, time waited),
+/// through its port: the part core modules and components share.
+pub(super) fn read_typed(state: &mut ReadState, args: &[&[u8]]) -> Result<Reply, ReadCode> {
     if state.reads >= state.budget.max_reads {
         return Err(ReadCode::OverBudget);
     }
@@ -325,7 +335,7 @@ fn read(state: &mut ReadState, request: &[u8]) -> Result<i32, ReadCode> {
     }
     let max_reply = state.budget.max_bytes - state.bytes;
     let started = std::time::Instant::now();
-    let reply = port.read(&args, left, max_reply);
+    let reply = port.read(args, left, max_reply);
     state.waited += started.elapsed();
     let reply = reply?;
     let len = reply.encoded_len();
@@ -333,10 +343,7 @@ fn read(state: &mut ReadState, request: &[u8]) -> Result<i32, ReadCode> {
         return Err(ReadCode::OverBudget);
     }
     state.bytes += len;
-    let mut held = Vec::with_capacity(len);
-    reply.encode(&mut held);
-    state.held = Some(held);
-    Ok(len as i32)
+    Ok(reply)
 }
 
 /// The request's arguments (`u32 argc`, then `u32 len, bytes` each).

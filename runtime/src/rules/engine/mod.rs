@@ -18,6 +18,7 @@
 pub mod abi;
 pub mod cache;
 mod component;
+mod component_v2;
 mod core;
 mod deadline;
 mod declared;
@@ -144,7 +145,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 linker: core_linker(&wasmtime)?,
-                component_linker: wasmtime::component::Linker::new(&wasmtime),
+                component_linker: component_linker(&wasmtime)?,
                 cache: None,
                 wasmtime,
                 defaults: InvokeLimits::from(&limits),
@@ -165,7 +166,7 @@ impl Engine {
         let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
             wasmtime: arc.wasmtime.clone(),
             linker: arc.linker.clone(),
-            component_linker: wasmtime::component::Linker::new(&arc.wasmtime),
+            component_linker: arc.component_linker.clone(),
             cache: None,
             limits: arc.limits.clone(),
             defaults: arc.defaults.clone(),
@@ -410,6 +411,14 @@ fn core_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<Ctx>> {
     Ok(linker)
 }
 
+/// The linker for components: the v2 world's `redis` import (`component_v2.rs`); v1
+/// components import nothing.
+fn component_linker(engine: &wasmtime::Engine) -> anyhow::Result<wasmtime::component::Linker<Ctx>> {
+    let mut linker = wasmtime::component::Linker::new(engine);
+    component_v2::define(&mut linker)?;
+    Ok(linker)
+}
+
 /// Advances the engine's epoch every [`TICK`] until the engine is dropped.
 fn spawn_ticker(engine: &wasmtime::Engine) -> anyhow::Result<()> {
     let weak = engine.weak();
@@ -536,11 +545,11 @@ impl Rule {
         }
     }
 
-    /// The core ABI version the module was built for (1 or 2); 1 for a component.
+    /// The ABI version the rule was built for (1 or 2; a component's world version).
     pub fn abi(&self) -> u32 {
         match &self.kind {
             RuleKind::Core(parts) => parts.abi,
-            RuleKind::Component(_) => 1,
+            RuleKind::Component(parts) => parts.abi(),
         }
     }
 
@@ -622,9 +631,19 @@ impl Rule {
                 r
             }
             RuleKind::Component(parts) => {
-                let mut store = engine.new_store(limits, true, ReadState::default());
-                let r = component::invoke(parts, &mut store, event, out, limits, max_args);
-                r.map_err(|f| engine.classify(f, &store, limits))
+                let state = if parts.abi() >= 2 {
+                    ReadState::new(reads.take(), engine.inner.limits.reads)
+                } else {
+                    ReadState::default()
+                };
+                let mut store = engine.new_store(limits, true, state);
+                let output = core::Output { out, actions };
+                let r = component::invoke(parts, &mut store, event, output, limits, max_args);
+                let r = r.map_err(|f| engine.classify(f, &store, limits));
+                if let Some(port) = store.data_mut().reads.port.take() {
+                    *reads = Some(port);
+                }
+                r
             }
         }
     }

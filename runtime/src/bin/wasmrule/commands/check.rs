@@ -35,10 +35,7 @@ fn print_rule(f: &std::path::Path, rule: &wasmrule::engine::Rule) {
         println!("  version: {v}");
     }
     match rule.kind_name() {
-        "component" => println!(
-            "  abi:     component wasmrule:rule@{}",
-            wasmrule::engine::COMPONENT_WORLD_VERSION
-        ),
+        "component" => println!("  abi:     component wasmrule:rule@{}.0.0", rule.abi()),
         _ => println!("  abi:     {}", rule.abi()),
     }
     println!("  filters: {}", m.filters.join(" "));
