@@ -632,7 +632,7 @@ fn demo_fills_the_four_hashes_and_stops_on_ctrl_c() {
         .args(["demo", "--broker", &format!("127.0.0.1:{port}")])
         .arg("--rules-from")
         .arg(dist.parent().unwrap())
-        .args(["--interval", "300"])
+        .args(["--interval", "300", "--http-addr", "127.0.0.1:0"])
         .stdout(out.reopen().unwrap())
         .stderr(std::process::Stdio::null())
         .spawn()

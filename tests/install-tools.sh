@@ -8,6 +8,10 @@
 #                                tests on free loopback ports; the packages' services
 #                                are not used)
 #     mosquitto-clients          the quickstart and examples/hot-reload.sh
+#     prometheus                 a real Prometheus scraping wasmrule, evaluating every
+#                                query of examples/grafana/wasmrule.json
+#                                (tests/observability.rs; its service is not used)
+#     chromium                   headless, loading the web console (tests/observability.rs)
 #     wabt                       wat2wasm: the WAT rules and the docs' example
 #     clang, lld                 the C rules
 #     nodejs, npm                the AssemblyScript and JavaScript rules (when no npm)
@@ -39,7 +43,7 @@ fi
 # Each apt package, and the command that shows it is installed.
 apt_missing=()
 for pair in redis-server:redis-server mosquitto:mosquitto mosquitto-clients:mosquitto_pub \
-    wabt:wat2wasm clang:clang lld:wasm-ld; do
+    wabt:wat2wasm clang:clang lld:wasm-ld prometheus:prometheus chromium:chromium; do
     has "${pair#*:}" || apt_missing+=("${pair%%:*}")
 done
 has npm || apt_missing+=(nodejs npm)

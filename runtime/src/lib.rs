@@ -24,7 +24,9 @@
 //! - `sink/`: `batch.rs` (a worker's commands), `redis/` (`writer.rs`; `mod.rs` and
 //!   `outage.rs`, the loops without and with the spill), `spill/` (`format.rs`,
 //!   `log.rs`, `backlog.rs`, `sync.rs`).
-//! - `ops/`: `metrics.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`).
+//! - `ops/`: `metrics.rs`, `rule_metrics.rs`, `histogram.rs`, `exposition.rs`
+//!   (`/metrics`), `status.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`, the web
+//!   console).
 //! - `tools/`: `rule_test.rs`, `scaffold.rs`, `demo.rs`, `simulate/` (the offline and
 //!   demo commands); `offline.rs`, the tenant `eval` and `test` run a rule as.
 //! - `event.rs`, `commands.rs`, `actions.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
@@ -70,7 +72,7 @@ pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_
 pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed};
 pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
-pub use crate::tools::{demo, fixture_redis, offline, rule_test, scaffold, simulate};
+pub use crate::tools::{demo, fixture_redis, offline, rule_test, scaffold, simulate, status};
 pub use crate::topic::{matches as topic_matches, validate_filter};
 
 /// EMQX's event topics -> events, for the EMQX fixture tests.

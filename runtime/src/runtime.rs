@@ -41,6 +41,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub rules: Arc<Rules>,
+    /// What the web console shows beyond the runtime's state (`wasmrule demo` sets
+    /// its Redis hashes here).
+    pub console: Arc<http::Console>,
     /// Where the health endpoint listens, if it does.
     pub http_addr: Option<std::net::SocketAddr>,
     /// Where the embedded broker listens, if it runs.
@@ -93,10 +96,12 @@ impl Runtime {
         let rules = Arc::new(Rules::new());
         let token = CancellationToken::new();
 
-        let (http_addr, http) = serve_http(&config, &metrics, &rules, &token).await?;
+        let console = Arc::new(http::Console::default());
+        let (http_addr, http) = serve_http(&config, &metrics, &rules, &console, &token).await?;
         let watcher = load_rules(&config, engine, &rules, &metrics, &token).await?;
 
         let tracker = Arc::new(ack::AckTracker::new());
+        metrics.track_acks(tracker.clone());
         let (due_tx, due_rx) = mpsc::unbounded_channel();
         let completions = ack::Completions::new(tracker.clone(), due_tx);
         let (sink_tx, sink_rx) = mpsc::channel(workers * 4);
@@ -170,6 +175,7 @@ impl Runtime {
         Ok(Runtime {
             metrics,
             rules,
+            console,
             http_addr,
             broker_addr: source.broker_addr(),
             shutdown_timeout: config.runtime.shutdown_timeout,
@@ -290,6 +296,7 @@ async fn serve_http(
     config: &Config,
     metrics: &Arc<Metrics>,
     rules: &Arc<Rules>,
+    console: &Arc<http::Console>,
     token: &CancellationToken,
 ) -> anyhow::Result<(
     Option<std::net::SocketAddr>,
@@ -297,8 +304,14 @@ async fn serve_http(
 )> {
     Ok(match config.runtime.http_addr {
         Some(addr) => {
-            let (a, t) =
-                http::serve(addr, metrics.clone(), rules.clone(), token.child_token()).await?;
+            let (a, t) = http::serve(
+                addr,
+                metrics.clone(),
+                rules.clone(),
+                console.clone(),
+                token.child_token(),
+            )
+            .await?;
             (Some(a), Some(t))
         }
         None => (None, None),

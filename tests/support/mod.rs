@@ -363,7 +363,11 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     s.read_to_string(&mut response).ok()?;
     response
@@ -376,6 +380,23 @@ pub fn metric(port: u16, name: &str) -> Option<u64> {
     http_get(port, "/metrics")?
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A rule `name` of `version` on `filter` that traps (`unreachable`) on every event.
+pub fn trap_rule(name: &str, version: &str, filter: &str) -> Vec<u8> {
+    let manifest = format!(r#"{{"name":"{name}","version":"{version}","filters":["{filter}"]}}"#);
+    let escaped: String = manifest.bytes().map(|b| format!("\\{b:02x}")).collect();
+    wat::parse_str(format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (func (export "wasmrule_abi_version_1"))
+          (data (i32.const 0) "{escaped}")
+          (func (export "wasmrule_manifest") (result i64) (i64.const {len}))
+          (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "wasmrule_on_event") (param i32 i32) (result i64) unreachable))"#,
+        len = manifest.len()
+    ))
+    .unwrap()
 }
 
 /// Copies `src` into `dir/name` the way a user's `cp` does: truncate, then write.

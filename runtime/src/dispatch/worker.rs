@@ -169,6 +169,7 @@ impl Worker {
             // so far ahead of it, and this message is not done then.
             batch.done.push(m.seq);
         }
+        batch.note_received(m.received_at);
     }
 
     fn run_matching(&mut self, m: &Message, batch: &mut WriteBatch) {
@@ -185,6 +186,7 @@ impl Worker {
         let now = Instant::now();
         for &i in &matched {
             let loaded = set.at(i);
+            loaded.meters.matched.inc();
             if !self.in_service(loaded, now) {
                 continue;
             }
@@ -206,6 +208,7 @@ impl Worker {
             Service::InService => {}
             Service::Quarantined => {
                 Metrics::add(&self.metrics.quarantined_skips, 1);
+                loaded.meters.failed("quarantined", None);
                 return false;
             }
             Service::Restored => tracing::info!(
@@ -263,13 +266,18 @@ impl Worker {
     ) {
         let policy = &loaded.policy;
         Metrics::add(&self.metrics.invocations, 1);
+        // A metered tenant's start is taken already: two clock reads either way.
+        let began = start.unwrap_or_else(Instant::now);
         let outcome = self
             .invoke(loaded, m, batch)
             .map_err(|e| (e.kind(), e.to_string()));
-        if let Some(start) = start {
-            let end = Instant::now();
+        let end = Instant::now();
+        let took = end - began;
+        loaded.meters.invocation.observe_duration(took);
+        loaded.meters.tenant_seconds.add(took);
+        if start.is_some() {
             self.meters
-                .charge(loaded.tenant_slot, &policy.cpu, end - start, end);
+                .charge(loaded.tenant_slot, &policy.cpu, took, end);
         }
         let outcome = outcome
             .and_then(|_| self.check_actions(loaded))
@@ -280,7 +288,9 @@ impl Worker {
             });
         match outcome {
             Ok(()) => {
+                loaded.meters.ok.inc();
                 if !self.scratch.is_empty() {
+                    loaded.meters.commands.inc_by(self.scratch.len() as u64);
                     batch.record_origin(loaded, &m.topic, self.scratch.len());
                 }
                 batch.actions.append(&mut self.actions);
@@ -315,6 +325,8 @@ impl Worker {
                     tracing::warn!(
                         rule = %loaded.id,
                         tenant = %loaded.tenant,
+                        version = loaded.version(),
+                        generation = loaded.generation,
                         topic = %m.topic,
                         "rule {} {e}; running the event again (not the rule's failure)",
                         loaded.id
@@ -400,7 +412,9 @@ impl Worker {
         over: &OverBudget,
         batch: &mut WriteBatch,
     ) {
-        self.metrics.shed(&loaded.tenant);
+        Metrics::add(&self.metrics.events_shed, 1);
+        loaded.meters.failed(OverBudget::KIND, None);
+        loaded.meters.dead_letter();
         let reason = over.to_string();
         self.failures
             .failed(loaded, &m.topic, OverBudget::KIND, &reason);
@@ -419,7 +433,9 @@ impl Worker {
         batch: &mut WriteBatch,
         now: Instant,
     ) {
-        self.metrics.failure(&loaded.tenant, kind);
+        Metrics::add(&self.metrics.invocation_errors, 1);
+        loaded.meters.failed(kind, Some(reason));
+        loaded.meters.dead_letter();
         self.failures.failed(loaded, &m.topic, kind, reason);
         dead_letter(&self.encoder, loaded, m, kind, reason, batch);
         Metrics::add(&self.metrics.dead_letters, 1);
@@ -430,6 +446,7 @@ impl Worker {
                 tenant = %loaded.tenant,
                 version = loaded.version(),
                 generation = loaded.generation,
+                topic = %m.topic,
                 "rule {} quarantined for {backoff:?} after {} failures within {:?}; \
                  drop in a fixed version to restore it sooner",
                 loaded.id,

@@ -1,138 +1,155 @@
-//! Counters the runtime keeps about itself. Plain atomics: cheap to bump from any thread,
-//! read by tests, the demo's live view, and `/metrics` (`http.rs`, Prometheus text
-//! format from [`Metrics::prometheus`]).
+//! Counters the runtime keeps about itself. The process-wide ones are plain atomics,
+//! cheap to bump from any thread and read by tests and the demo; the per-rule and
+//! per-tenant series are in [`Metrics::rules`] (`rule_metrics.rs`), the histograms in
+//! `histogram.rs`. `exposition.rs` turns it all into `/metrics` with prometheus-client.
+//!
+//! Which library, and why: prometheus-client (the Prometheus project's Rust client) over
+//! `metrics` + `metrics-exporter-prometheus`. The latter's handles are resolved through
+//! a global recorder and its series cannot be removed (only expire when idle), while a
+//! rule that is removed must lose its series at once; prometheus-client has typed label
+//! sets, `Family::remove`, and `Collector`s that export values kept elsewhere (these
+//! atomics) without copying them into the library's types.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-/// Every counter by its exported name (without `wasmrule_`) and help text, in
-/// `/metrics` order.
+use prometheus_client::metrics::counter::Counter;
+
+use super::histogram::Histogram;
+use super::rule_metrics::RuleFamilies;
+use crate::ack::AckTracker;
+
+/// Every counter by its exported name (without `wasmrule_` and `_total`, which the
+/// encoder adds) and help text, in `/metrics` order.
 #[allow(clippy::type_complexity)]
-const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
+pub(super) const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
+    ("messages_received", "MQTT messages handed to rules", |m| {
+        &m.messages_received
+    }),
     (
-        "messages_received_total",
-        "MQTT messages handed to rules",
-        |m| &m.messages_received,
-    ),
-    (
-        "messages_acked_total",
+        "messages_acked",
         "QoS 1/2 messages acknowledged after their writes",
         |m| &m.messages_acked,
     ),
     (
-        "duplicates_dropped_total",
+        "duplicates_dropped",
         "overlapping-subscription copies dropped",
         |m| &m.duplicates_dropped,
     ),
-    (
-        "messages_unmatched_total",
-        "messages that matched no rule",
-        |m| &m.messages_unmatched,
-    ),
-    ("invocations_total", "rule invocations", |m| &m.invocations),
-    ("invocation_errors_total", "failed rule invocations", |m| {
+    ("messages_unmatched", "messages that matched no rule", |m| {
+        &m.messages_unmatched
+    }),
+    ("invocations", "rule invocations", |m| &m.invocations),
+    ("invocation_errors", "failed rule invocations", |m| {
         &m.invocation_errors
     }),
-    ("commands_written_total", "commands Redis confirmed", |m| {
+    ("commands_written", "commands Redis confirmed", |m| {
         &m.commands_written
     }),
-    ("command_errors_total", "commands Redis refused", |m| {
+    ("command_errors", "commands Redis refused", |m| {
         &m.command_errors
     }),
     (
-        "redis_retries_total",
+        "redis_retries",
         "pipelines resent after a Redis failure",
         |m| &m.redis_retries,
     ),
-    ("rule_loads_total", "rule versions loaded", |m| {
-        &m.rules_loaded
+    ("rule_loads", "rule versions loaded", |m| &m.rules_loaded),
+    ("rule_load_errors", "rule files that failed to load", |m| {
+        &m.load_errors
     }),
     (
-        "rule_load_errors_total",
-        "rule files that failed to load",
-        |m| &m.load_errors,
-    ),
-    (
-        "spill_batches_total",
+        "spill_batches",
         "QoS 0 batches written to the spill while Redis was unreachable",
         |m| &m.spill_batches,
     ),
-    ("spill_bytes_total", "bytes written to the spill", |m| {
+    ("spill_bytes", "bytes written to the spill", |m| {
         &m.spill_bytes
     }),
     (
-        "spill_replayed_batches_total",
+        "spill_replayed_batches",
         "spilled batches replayed to Redis",
         |m| &m.spill_replayed,
     ),
     (
-        "spill_full_total",
+        "spill_full",
         "times the spill was full and wasmrule fell back to backpressure",
         |m| &m.spill_full,
     ),
     (
-        "spill_dropped_records_total",
+        "spill_dropped_records",
         "spilled records dropped on replay as torn or damaged",
         |m| &m.spill_dropped,
     ),
     (
-        "redis_reads_total",
+        "redis_reads",
         "Redis reads v2 rules made (docs/abi.md)",
         |m| &m.redis_reads,
     ),
     (
-        "mqtt_actions_total",
+        "mqtt_actions",
         "MQTT actions of v2 rules taken (publish, subscribe, unsubscribe, deliver)",
         |m| &m.mqtt_actions,
     ),
     (
-        "quarantined_skips_total",
+        "quarantined_skips",
         "events not given to a rule because it was quarantined",
         |m| &m.quarantined_skips,
     ),
     (
-        "dead_letters_total",
+        "dead_letters",
         "events written to a tenant's dead-letter stream",
         |m| &m.dead_letters,
     ),
     (
-        "source_events_dropped_total",
+        "source_events_dropped",
         "embedded-broker events produced while shutting down, not run",
         |m| &m.source_events_dropped,
     ),
     (
-        "events_shed_total",
+        "events_shed",
         "events not run because their tenant was over its CPU share",
         |m| &m.events_shed,
     ),
     (
-        "host_stalls_total",
+        "host_stalls",
         "invocations the host starved of CPU past the wall-clock backstop, run again",
         |m| &m.host_stalls,
     ),
     (
-        "emqx_events_malformed_total",
+        "emqx_events_malformed",
         "EMQX client-event messages skipped: unreadable payload",
         |m| &m.emqx_events_malformed,
     ),
+    (
+        "mqtt_bytes_received",
+        "payload bytes of the MQTT messages received",
+        |m| &m.bytes_received,
+    ),
+    (
+        "redis_pipelines",
+        "pipelines sent to Redis (a resend counts again)",
+        |m| &m.redis_pipelines,
+    ),
+    (
+        "redis_reconnects",
+        "connections to Redis made after one was lost or refused",
+        |m| &m.redis_reconnects,
+    ),
+    (
+        "broker_client_connections",
+        "clients that connected to the embedded broker",
+        |m| &m.broker_connections,
+    ),
+    (
+        "broker_subscriptions",
+        "SUBSCRIBE filters the embedded broker accepted",
+        |m| &m.broker_subscriptions,
+    ),
 ];
 
-/// A rule serving now, as `/metrics` labels it.
-#[derive(Debug, Clone, Copy)]
-pub struct RuleInfo<'a> {
-    pub tenant: &'a str,
-    /// The rule's id (its path under the rules directory, without `.wasm`).
-    pub rule: &'a str,
-    /// The manifest's version, the author's (`""` if none).
-    pub version: &'a str,
-    /// How many times this id has been loaded since start (1, then 2 after a
-    /// replacement).
-    pub generation: u64,
-}
-
-/// Counters since start. All monotonic.
-#[derive(Debug, Default)]
+/// Counters since start. All monotonic but the gauges.
+#[derive(Debug)]
 pub struct Metrics {
     /// MQTT messages handed to the dispatcher.
     pub messages_received: AtomicU64,
@@ -193,9 +210,88 @@ pub struct Metrics {
     /// Messages on EMQX client-event topics whose payload could not be read
     /// (`mqtt.emqx_events`); skipped and acknowledged.
     pub emqx_events_malformed: AtomicU64,
-    /// Failed invocations, and shed events (`cpu_budget`), by tenant and kind:
-    /// `timeout`, `memory`, `command_not_allowed`...
-    failures_by_kind: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    /// Payload bytes of the messages received (MQTT or the embedded broker).
+    pub bytes_received: AtomicU64,
+    /// Pipelines sent to Redis.
+    pub redis_pipelines: AtomicU64,
+    /// Connections to Redis made after one was lost or could not be made.
+    pub redis_reconnects: AtomicU64,
+    /// Replies "not now" (`LOADING`, `BUSY`, ...) to commands, sent again.
+    pub redis_busy: AtomicU64,
+    /// Clients that connected to the embedded broker.
+    pub broker_connections: AtomicU64,
+    /// Clients that disconnected from the embedded broker.
+    pub broker_disconnections: AtomicU64,
+    /// SUBSCRIBE filters the embedded broker accepted.
+    pub broker_subscriptions: AtomicU64,
+    /// Commands per pipeline sent to Redis.
+    pub redis_pipeline_commands: Histogram,
+    /// Time from sending a pipeline to Redis to its replies.
+    pub redis_write_seconds: Histogram,
+    /// Time from a message's receipt to Redis' confirmation of the last write of its
+    /// batch, observed once per batch for its oldest message.
+    pub message_latency_seconds: Histogram,
+    /// Messages the embedded broker dropped, by reason (`drop_reason` of
+    /// `source/broker/reason.rs`).
+    pub broker_drops: prometheus_client::metrics::family::Family<DropLabels, Counter>,
+    /// Per-rule and per-tenant series.
+    pub rules: Arc<RuleFamilies>,
+    // The source's acknowledgement tracker, for the acks pending (external broker).
+    acks: OnceLock<Arc<AckTracker>>,
+}
+
+/// The label of `wasmrule_broker_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            messages_received: AtomicU64::new(0),
+            duplicates_dropped: AtomicU64::new(0),
+            messages_unmatched: AtomicU64::new(0),
+            invocations: AtomicU64::new(0),
+            invocation_errors: AtomicU64::new(0),
+            commands_written: AtomicU64::new(0),
+            command_errors: AtomicU64::new(0),
+            redis_retries: AtomicU64::new(0),
+            rules_loaded: AtomicU64::new(0),
+            load_errors: AtomicU64::new(0),
+            messages_acked: AtomicU64::new(0),
+            mqtt_connected: AtomicBool::new(false),
+            redis_connected: AtomicBool::new(false),
+            quarantined_skips: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            spill_batches: AtomicU64::new(0),
+            spill_bytes: AtomicU64::new(0),
+            spill_replayed: AtomicU64::new(0),
+            spill_full: AtomicU64::new(0),
+            spill_dropped: AtomicU64::new(0),
+            redis_reads: AtomicU64::new(0),
+            mqtt_actions: AtomicU64::new(0),
+            spill_disk_bytes: AtomicU64::new(0),
+            spill_held: AtomicU64::new(0),
+            events_shed: AtomicU64::new(0),
+            host_stalls: AtomicU64::new(0),
+            source_events_dropped: AtomicU64::new(0),
+            emqx_events_malformed: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            redis_pipelines: AtomicU64::new(0),
+            redis_reconnects: AtomicU64::new(0),
+            redis_busy: AtomicU64::new(0),
+            broker_connections: AtomicU64::new(0),
+            broker_disconnections: AtomicU64::new(0),
+            broker_subscriptions: AtomicU64::new(0),
+            redis_pipeline_commands: Histogram::sizes(),
+            redis_write_seconds: Histogram::seconds(),
+            message_latency_seconds: Histogram::seconds(),
+            broker_drops: Default::default(),
+            rules: Arc::default(),
+            acks: OnceLock::new(),
+        }
+    }
 }
 
 impl Metrics {
@@ -214,43 +310,30 @@ impl Metrics {
         counter.store(v, Ordering::Relaxed);
     }
 
-    /// Counts one failed invocation of a tenant's rule.
-    pub fn failure(&self, tenant: &str, kind: &'static str) {
-        Self::add(&self.invocation_errors, 1);
-        self.count_kind(tenant, kind);
-    }
-
-    /// Counts one event shed because its tenant was over its CPU share.
-    pub fn shed(&self, tenant: &str) {
-        Self::add(&self.events_shed, 1);
-        self.count_kind(tenant, crate::tenancy::cpu_budget::OverBudget::KIND);
-    }
-
-    fn by_kind(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<&'static str, u64>>> {
-        // Plain counters: consistent after a panic elsewhere.
-        self.failures_by_kind
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn count_kind(&self, tenant: &str, kind: &'static str) {
-        let mut m = self.by_kind();
-        // Look up by &str first: no allocation once the tenant has been seen.
-        let kinds = match m.get_mut(tenant) {
-            Some(k) => k,
-            None => m.entry(tenant.to_owned()).or_default(),
-        };
-        *kinds.entry(kind).or_insert(0) += 1;
-    }
-
     /// Failed invocations (or, for `cpu_budget`, shed events) of `tenant`'s rules of
     /// `kind` so far.
     pub fn failures(&self, tenant: &str, kind: &str) -> u64 {
-        self.by_kind()
-            .get(tenant)
-            .and_then(|k| k.get(kind))
-            .copied()
-            .unwrap_or(0)
+        self.rules.failures(tenant, kind)
+    }
+
+    /// Counts a message the embedded broker dropped.
+    pub fn broker_dropped(&self, reason: &str) {
+        self.broker_drops
+            .get_or_create(&DropLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Hands over the source's acknowledgement tracker, whose pending count
+    /// `/metrics` shows.
+    pub fn track_acks(&self, tracker: Arc<AckTracker>) {
+        let _ = self.acks.set(tracker);
+    }
+
+    /// QoS 1/2 messages received from the external broker and not yet acknowledged.
+    pub fn acks_pending(&self) -> u64 {
+        self.acks.get().map_or(0, |t| t.outstanding() as u64)
     }
 
     /// Sets a connection flag.
@@ -263,51 +346,9 @@ impl Metrics {
         flag.load(Ordering::Relaxed)
     }
 
-    /// The counters in Prometheus text exposition format, with one
-    /// `wasmrule_rule_info` series per rule serving now.
-    pub fn prometheus(&self, serving: &[RuleInfo<'_>]) -> String {
-        let rules_loaded_now = serving.len();
-        let mut out = String::new();
-        for (name, help, counter) in COUNTERS {
-            out.push_str(&format!(
-                "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} counter\nwasmrule_{name} {}\n",
-                Self::get(counter(self))
-            ));
-        }
-        out.push_str(
-            "# HELP wasmrule_invocation_failures_total failed invocations and shed events by tenant and kind\n\
-             # TYPE wasmrule_invocation_failures_total counter\n",
-        );
-        for (tenant, kinds) in self.by_kind().iter() {
-            for (kind, n) in kinds {
-                out.push_str(&format!(
-                    "wasmrule_invocation_failures_total{{tenant={tenant:?},kind=\"{kind}\"}} {n}\n"
-                ));
-            }
-        }
-        for (name, help, v) in self.gauges(rules_loaded_now) {
-            out.push_str(&format!(
-                "# HELP wasmrule_{name} {help}\n# TYPE wasmrule_{name} gauge\nwasmrule_{name} {v}\n"
-            ));
-        }
-        out.push_str(
-            "# HELP wasmrule_rule_info rules serving now: version is the manifest's (the \
-             author's), generation counts the loads of the file since start\n\
-             # TYPE wasmrule_rule_info gauge\n",
-        );
-        for r in serving {
-            out.push_str(&format!(
-                "wasmrule_rule_info{{tenant={:?},rule={:?},version={:?},generation=\"{}\"}} 1\n",
-                r.tenant, r.rule, r.version, r.generation
-            ));
-        }
-        out
-    }
-
     /// Every gauge by its exported name and help text, with its value now.
-    fn gauges(&self, rules_loaded_now: usize) -> [(&'static str, &'static str, u64); 5] {
+    pub(super) fn gauges(&self) -> [(&'static str, &'static str, u64); 6] {
         [
-            ("rules", "rules serving now", rules_loaded_now as u64),
             (
                 "mqtt_connected",
                 "1 when connected to the broker",
@@ -328,32 +369,17 @@ impl Metrics {
                 "batches waiting in memory behind the spill",
                 Self::get(&self.spill_held),
             ),
+            (
+                "mqtt_acks_pending",
+                "QoS 1/2 messages from the broker in flight: received, not yet acknowledged (their writes are not all confirmed)",
+                self.acks_pending(),
+            ),
+            (
+                "broker_clients",
+                "clients connected to the embedded broker now",
+                Self::get(&self.broker_connections)
+                    .saturating_sub(Self::get(&self.broker_disconnections)),
+            ),
         ]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every counter in the table is exported with its own value.
-    #[test]
-    fn every_counter_is_exported() {
-        let m = Metrics::default();
-        for (i, (_, _, counter)) in COUNTERS.iter().enumerate() {
-            Metrics::store(counter(&m), 1000 + i as u64);
-        }
-        let text = m.prometheus(&[]);
-        for (i, (name, _, _)) in COUNTERS.iter().enumerate() {
-            assert!(
-                text.contains(&format!("\nwasmrule_{name} {}\n", 1000 + i)),
-                "{name}"
-            );
-        }
-        Metrics::add(&m.quarantined_skips, 1);
-        assert!(
-            m.prometheus(&[])
-                .contains("wasmrule_quarantined_skips_total ")
-        );
     }
 }

@@ -245,6 +245,11 @@ impl Reloader {
         let tenant_slot = *self.tenant_slots.entry(rp.tenant.clone()).or_insert(slots);
         let generation = self.generations.entry(rp.id.clone()).or_insert(0);
         *generation += 1;
+        let meters = self.metrics.rules.meters(
+            &rp.tenant,
+            &rp.id,
+            rule.manifest().version.as_deref().unwrap_or_default(),
+        );
         let loaded = Arc::new(LoadedRule {
             id: rp.id.as_str().into(),
             tenant: rp.tenant.as_str().into(),
@@ -255,6 +260,7 @@ impl Reloader {
             rule,
             policy,
             health: RuleHealth::new(),
+            meters,
         });
         log_loaded(&loaded, previous.is_some(), started);
         self.rules.set_load_error(&rp.id, None);
@@ -309,6 +315,7 @@ impl Reloader {
         if let Some(old) = current.get(id) {
             tracing::info!(
                 rule = %id,
+                tenant = %old.tenant,
                 version = old.version(),
                 generation = old.generation,
                 "unloaded rule {id} (file removed)"

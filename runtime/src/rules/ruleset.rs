@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::event::EventKind;
+use crate::ops::rule_metrics::RuleMeters;
 use crate::rules::engine::Rule;
 use crate::tenancy::policy::TenantPolicy;
 use crate::tenancy::quarantine::RuleHealth;
@@ -49,6 +50,8 @@ pub struct LoadedRule {
     pub policy: Arc<TenantPolicy>,
     /// Failures and quarantine of this version.
     pub health: RuleHealth,
+    /// This version's `/metrics` series, resolved at load (`ops/rule_metrics.rs`).
+    pub meters: RuleMeters,
 }
 
 impl LoadedRule {

@@ -28,6 +28,10 @@ pub struct WriteBatch {
     /// A rule's read (ABI v2) to run once the commands are written, so that it sees
     /// them (`dispatch/reads.rs`).
     pub read: Option<Box<ReadRequest>>,
+    /// When the batch's oldest message was received (milliseconds since the Unix
+    /// epoch, `Message::received_at`), 0 if unknown: for the end-to-end latency
+    /// (`wasmrule_message_latency_seconds`). Not spilled.
+    pub received_at: u64,
 }
 
 /// A read waiting behind a batch's writes, and where its reply goes. Answered once:
@@ -88,6 +92,14 @@ impl WriteBatch {
             && self.done.is_empty()
             && self.actions.is_empty()
             && self.read.is_none()
+    }
+
+    /// Notes that a message received at `received_at` is in the batch.
+    #[inline]
+    pub fn note_received(&mut self, received_at: u64) {
+        if self.received_at == 0 || received_at < self.received_at {
+            self.received_at = received_at;
+        }
     }
 
     /// Whether some message in the batch waits for these writes to be acknowledged

@@ -87,6 +87,13 @@ impl RuleHealth {
         }
     }
 
+    /// Whether the rule is quarantined at `now`, without ending a quarantine that is
+    /// over (for `/metrics` and the console; [`RuleHealth::check`] ends it).
+    pub fn is_quarantined(&self, now: Instant) -> bool {
+        let until = self.until_us.load(Ordering::Relaxed);
+        until != 0 && self.micros(now) < until
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Plain counters: consistent after any panic elsewhere.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -6,7 +6,9 @@
 //! given URL, or a private `redis-server` started here (no persistence, a free loopback
 //! port, stopped on exit). While it runs, the terminal shows the Redis hashes the rules
 //! fill, message and rule rates, and rule outcomes: the terminal counterpart of the
-//! demo's Grafana dashboard.
+//! demo's Grafana dashboard. The web console (`http_addr`, `/` there) shows the same
+//! hashes as bars and pies: the demo hands them to it every second
+//! (`Runtime::console`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,8 @@ pub struct DemoConfig {
     pub duration: Option<Duration>,
     /// Redraw the summary in place (a terminal); otherwise print it as lines.
     pub live: bool,
+    /// Where the HTTP endpoint (web console, `/metrics`) listens; `None` for none.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// A private redis-server, stopped when dropped.
@@ -163,6 +167,10 @@ pub async fn run(
     let config = demo_config(&cfg, &redis_url, &rules_dir)?;
     let runtime = crate::Runtime::start(config).await?;
     let addr = runtime.broker_addr.context("the broker did not start")?;
+    if let Some(http) = runtime.http_addr {
+        // Before the first screen: in live mode it stays above it in the scrollback.
+        println!("web console: http://{http}/   metrics: http://{http}/metrics");
+    }
 
     let sim = devices_config(&cfg, addr);
     let stats = Arc::new(SimStats::default());
@@ -184,6 +192,7 @@ pub async fn run(
         redis_url: redis_url.clone(),
         devices: cfg.devices,
         live: cfg.live,
+        console: runtime.http_addr,
     };
     let mut last = Snapshot::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -201,6 +210,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = Snapshot::take(&runtime.metrics, &stats);
                 let hashes = read_hashes(&mut conn).await;
+                runtime.console.set_demo(console_view(&hashes, &stats));
                 screen.draw(&now, &last, &hashes);
                 last = now;
             }
@@ -221,8 +231,22 @@ pub async fn run(
     Ok(())
 }
 
+/// What the web console shows of the demo: its hashes (each a list of `[field,
+/// value]`, in screen order) and what the simulator did.
+fn console_view(hashes: &[(&str, Vec<(String, String)>)], stats: &SimStats) -> serde_json::Value {
+    let hashes: serde_json::Map<String, serde_json::Value> = hashes
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+        .collect();
+    serde_json::json!({
+        "hashes": hashes,
+        "published": SimStats::get(&stats.published),
+        "misbehaved": SimStats::get(&stats.misbehaviours),
+    })
+}
+
 /// The runtime's config for the demo: the embedded broker with the demo's ACL and
-/// limits, the demo's rules and Redis, no HTTP endpoint.
+/// limits, the demo's rules and Redis, the HTTP endpoint if asked for.
 fn demo_config(cfg: &DemoConfig, redis_url: &str, rules_dir: &Path) -> anyhow::Result<Config> {
     let mut broker = BrokerConfig::new(cfg.broker);
     broker.acl = Acl::from_toml(DEMO_ACL).context("the demo ACL")?;
@@ -231,7 +255,10 @@ fn demo_config(cfg: &DemoConfig, redis_url: &str, rules_dir: &Path) -> anyhow::R
     let mut config = Config::with_overrides(&Overrides {
         redis_url: Some(redis_url.to_owned()),
         rules_dir: Some(rules_dir.to_owned()),
-        http_addr: Some("off".into()),
+        http_addr: Some(
+            cfg.http_addr
+                .map_or_else(|| "off".into(), |a| a.to_string()),
+        ),
         ..Overrides::default()
     })?;
     config.broker = Some(broker);
@@ -306,6 +333,7 @@ struct Screen {
     redis_url: String,
     devices: usize,
     live: bool,
+    console: Option<SocketAddr>,
 }
 
 impl Screen {
@@ -324,6 +352,9 @@ impl Screen {
             self.devices,
             self.started.elapsed().as_secs()
         );
+        if let Some(c) = self.console {
+            let _ = writeln!(s, "web console http://{c}/");
+        }
         let _ = writeln!(
             s,
             "published {} (+{}/s), misbehaved {} | events {} (+{}/s) | rule runs {} (+{}/s), failed {} | Redis commands {} (+{}/s)",

@@ -9,6 +9,7 @@ mod new;
 mod run;
 mod shared;
 mod simulate;
+mod status;
 mod test;
 
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ pub enum Command {
     Simulate(simulate::Args),
     /// Run one rule on one event, offline, and print the commands it returns.
     Eval(eval::Args),
+    /// Summarise a running wasmrule (rules, tenants, rates, errors) from its HTTP
+    /// endpoint.
+    Status(status::Args),
 }
 
 impl Command {
@@ -61,6 +65,7 @@ impl Command {
             Command::Eval(args) => on_guest_stack(move || eval::run(&args)),
             Command::Test(args) => on_guest_stack(move || test::run(&args)),
             Command::New(args) => new::run(&args),
+            Command::Status(args) => status::run(&args),
         }
     }
 }

@@ -22,14 +22,24 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Run WebAssembly rules on MQTT messages and write the results to Redis"
 )]
 struct Cli {
+    /// Log lines as text (the default) or as JSON objects, one a line, with the
+    /// event's fields (tenant, rule, version, topic, ...) as keys.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
     disable_huge_pages();
     let cli = Cli::parse();
-    init_logging(cli.command.default_log_filter());
+    init_logging(cli.command.default_log_filter(), cli.log_format);
     match cli.command.run() {
         Ok(code) => code,
         Err(e) => {
@@ -49,15 +59,26 @@ fn disable_huge_pages() {
     }
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("WASMRULE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // tracing's JSON layer, the fields at the top level next to `timestamp`,
+        // `level` and `message` (wasmrule logs no spans).
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }

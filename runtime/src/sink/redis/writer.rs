@@ -45,6 +45,8 @@ pub(crate) struct Writer {
     actions: Option<ActionQueue>,
     // Failed connection attempts of `check` in a row, to log the first and every tenth.
     check_failures: u32,
+    // Whether a connection was ever made: later ones count as reconnects.
+    connected_once: bool,
 }
 
 impl Writer {
@@ -60,6 +62,7 @@ impl Writer {
             metrics,
             actions,
             check_failures: 0,
+            connected_once: false,
         }
     }
 
@@ -165,7 +168,16 @@ impl Writer {
                     r.command.iter().next().into_iter().flat_map(|c| c.args()),
                 ));
             }
-            match pipe.query_async::<Vec<Value>>(conn).await {
+            Metrics::add(&self.metrics.redis_pipelines, 1);
+            self.metrics
+                .redis_pipeline_commands
+                .observe(todo.len() as u64);
+            let sent = std::time::Instant::now();
+            let replied = pipe.query_async::<Vec<Value>>(conn).await;
+            self.metrics
+                .redis_write_seconds
+                .observe_duration(sent.elapsed());
+            match replied {
                 Ok(replies) => {
                     let (writes, read_replies) = replies.split_at(todo.len().min(replies.len()));
                     for (r, v) in reads.drain(..).zip(read_replies.iter().cloned()) {
@@ -180,6 +192,7 @@ impl Writer {
                         }
                     }
                     if !retry.is_empty() {
+                        Metrics::add(&self.metrics.redis_busy, retry.len() as u64);
                         tracing::warn!(
                             commands = retry.len(),
                             "Redis is not ready (loading or busy); retrying in {backoff:?}"
@@ -204,6 +217,7 @@ impl Writer {
                 }
             }
         }
+        self.observe_latency(batches);
         Ok(())
     }
 
@@ -229,6 +243,18 @@ impl Writer {
                 );
                 completions.done(&batch.done);
             }
+        }
+    }
+
+    /// The end-to-end latency of each batch now written: from its oldest message's
+    /// receipt to now (milliseconds: the receipt time is the message's).
+    fn observe_latency(&self, batches: &[&WriteBatch]) {
+        let now = crate::event::now_ms();
+        for b in batches.iter().filter(|b| b.received_at != 0) {
+            let ms = now.saturating_sub(b.received_at);
+            self.metrics
+                .message_latency_seconds
+                .observe(ms.saturating_mul(1_000_000));
         }
     }
 
@@ -273,7 +299,7 @@ impl Writer {
                 Ok(c) => {
                     self.conn = Some(c);
                     self.check_failures = 0;
-                    Metrics::set(&self.metrics.redis_connected, true);
+                    self.note_connected();
                 }
                 Err(e) => {
                     Metrics::set(&self.metrics.redis_connected, false);
@@ -289,6 +315,15 @@ impl Writer {
         }
     }
 
+    /// A connection is made: connected now, and a reconnect if not the first.
+    fn note_connected(&mut self) {
+        Metrics::set(&self.metrics.redis_connected, true);
+        if self.connected_once {
+            Metrics::add(&self.metrics.redis_reconnects, 1);
+        }
+        self.connected_once = true;
+    }
+
     /// A connection made elsewhere, after `attempts` failed ones.
     pub(crate) fn connected(&mut self, conn: MultiplexedConnection, attempts: u32) {
         if attempts > 0 {
@@ -297,7 +332,7 @@ impl Writer {
             tracing::info!("reconnected to Redis");
         }
         self.conn = Some(conn);
-        Metrics::set(&self.metrics.redis_connected, true);
+        self.note_connected();
     }
 
     /// (Re)connects with backoff until it works.
@@ -313,7 +348,7 @@ impl Writer {
                         tracing::debug!("connected to Redis");
                     }
                     self.conn = Some(c);
-                    Metrics::set(&self.metrics.redis_connected, true);
+                    self.note_connected();
                 }
                 Err(e) => {
                     Metrics::set(&self.metrics.redis_connected, false);

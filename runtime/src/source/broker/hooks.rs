@@ -296,6 +296,7 @@ impl EventHooks {
 
     /// `client.connected`.
     async fn client_connected(&self, s: &Session) {
+        Metrics::add(&self.inner.metrics.broker_connections, 1);
         if !self.wants(EventKind::ClientConnected.topic()) {
             return;
         }
@@ -318,6 +319,7 @@ impl EventHooks {
 
     /// `client.disconnected`; also forgets the client's pending publish.
     async fn client_disconnected(&self, s: &Session, r: &Reason) {
+        Metrics::add(&self.inner.metrics.broker_disconnections, 1);
         self.pending().remove(s.id.client_id.as_ref() as &str);
         if !self.wants(EventKind::ClientDisconnected.topic()) {
             return;
@@ -334,6 +336,7 @@ impl EventHooks {
 
     /// `session.subscribed`.
     async fn session_subscribed(&self, s: &Session, sub: &Subscribe) {
+        Metrics::add(&self.inner.metrics.broker_subscriptions, 1);
         if self.wants(EventKind::SessionSubscribed.topic()) {
             let mut f = who(&s.id);
             f.insert("topic".into(), sub.topic_filter.to_string().into());
@@ -363,6 +366,7 @@ impl EventHooks {
 
     /// `delivery.dropped` (on its way to subscriber `to`) or `message.dropped`.
     async fn message_dropped(&self, to: Option<&Id>, from: &Id, p: &Publish, r: &Reason) {
+        self.inner.metrics.broker_dropped(&reason::drop_reason(r));
         let kind = if to.is_some() {
             EventKind::DeliveryDropped
         } else {

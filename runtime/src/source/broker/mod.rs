@@ -194,6 +194,7 @@ impl Forwarder {
                 };
                 let Some(m) = m else { break };
                 Metrics::add(&self.metrics.messages_received, 1);
+                Metrics::add(&self.metrics.bytes_received, m.payload.len() as u64);
                 if dispatcher.dispatch(m).await.is_err() {
                     break;
                 }

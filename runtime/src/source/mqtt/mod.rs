@@ -284,6 +284,7 @@ impl Reader {
             }
         }
         Metrics::add(&self.metrics.messages_received, 1);
+        Metrics::add(&self.metrics.bytes_received, m.payload.len() as u64);
         if d.dispatch(m).await.is_err() {
             tracing::error!("workers stopped; MQTT reader exiting");
             return ControlFlow::Break(());

@@ -31,6 +31,9 @@ pub struct Args {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
+    /// Where the web console and /metrics listen ("off" for nowhere).
+    #[arg(long, default_value = wasmrule::DEFAULT_HTTP_ADDR)]
+    http_addr: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -47,7 +50,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .context("--redis-url")?;
     }
+    let http_addr = match args.http_addr.as_str() {
+        "off" => None,
+        a => Some(a.parse().map_err(|_| {
+            anyhow::anyhow!("--http-addr: {a:?} is not an address like 127.0.0.1:9464")
+        })?),
+    };
     let cfg = wasmrule::demo::DemoConfig {
+        http_addr,
         broker,
         redis_url: args.redis_url,
         rules_from: args.rules_from,
