@@ -20,9 +20,7 @@
 # threshold-alert also exists as components of the v2 world wasmrule:rule@2.0.0
 # (guest-sdk/wit-v2/rule.wit) in Python, JavaScript and Rust (rules-wasm/python-v2,
 # javascript-v2, component-v2/<rule>), built with py, js and component into
-# dist/components-v2/<rule>-<py|js|component>.wasm: a folder of their own, which the
-# conformance script does not look in, until the runtime loads v2 components (it
-# refuses a component with imports today).
+# dist/<rule>-<py|js|component>.wasm like the others.
 #
 # The EMQX demo's four rules (store-last-message, authz-stats, disconnect-reasons,
 # dropped-messages) exist in C and JavaScript too (docs/emqx-migration.md), built the
@@ -228,16 +226,15 @@ if want py; then
 fi
 
 # Python components of the v2 world: rules-wasm/python-v2/<rule>.py with
-# guest-sdk/python/wasmrule_v2.py -> dist/components-v2/<rule>-py.wasm
+# guest-sdk/python/wasmrule_v2.py -> dist/<rule>-py.wasm
 if want py; then
-    mkdir -p "$dist/components-v2"
     for src in "$here"/python-v2/*.py; do
         rule=$(basename "$src" .py)
         componentize_py \
             -d "$root/guest-sdk/wit-v2" -w rule componentize "$rule" \
             -p "$here/python-v2" -p "$root/guest-sdk/python" --stub-wasi \
-            -o "$dist/components-v2/$rule-py.wasm" >/dev/null
-        size "components-v2/$rule-py.wasm"
+            -o "$dist/$rule-py.wasm" >/dev/null
+        size "$rule-py.wasm"
     done
 fi
 
@@ -260,14 +257,13 @@ if want js; then
 fi
 
 # JavaScript components of the v2 world: rules-wasm/javascript-v2/<rule>.js importing
-# guest-sdk/javascript/wasmrule-v2.js -> dist/components-v2/<rule>-js.wasm
+# guest-sdk/javascript/wasmrule-v2.js -> dist/<rule>-js.wasm
 if want js; then
-    mkdir -p "$dist/components-v2"
     for src in "$here"/javascript-v2/*.js; do
         rule=$(basename "$src" .js)
         (cd "$root" && "$qjs" --wit guest-sdk/wit-v2 --world rule --js "$src" \
-            --stub-wasi --sync --opt-size -o "$dist/components-v2/$rule-js.wasm" >/dev/null)
-        size "components-v2/$rule-js.wasm"
+            --stub-wasi --sync --opt-size -o "$dist/$rule-js.wasm" >/dev/null)
+        size "$rule-js.wasm"
     done
 fi
 
@@ -295,7 +291,7 @@ if want component; then
     done
 
     # The v2 world's crates, rules-wasm/component-v2/<rule>/ (package <rule>-component)
-    # -> dist/components-v2/<rule>-component.wasm
+    # -> dist/<rule>-component.wasm
     rules=()
     for manifest in "$here"/component-v2/*/Cargo.toml; do
         rules+=("$(basename "$(dirname "$manifest")")")
@@ -303,10 +299,9 @@ if want component; then
     args=()
     for r in "${rules[@]}"; do args+=(-p "$r-component"); done
     (cd "$root" && cargo build --quiet --profile rule --target wasm32-unknown-unknown "${args[@]}")
-    mkdir -p "$dist/components-v2"
     for r in "${rules[@]}"; do
         "${CARGO_TARGET_DIR:-$root/target}/debug/wasmrule-componentize" "$out/${r//-/_}_component.wasm" \
-            -o "$dist/components-v2/$r-component.wasm"
-        size "components-v2/$r-component.wasm"
+            -o "$dist/$r-component.wasm"
+        size "$r-component.wasm"
     done
 fi

@@ -1286,20 +1286,25 @@ async fn restart_loads_rules_from_the_cache() {
     rt.stop().await;
 }
 
-/// Every core-module language's `threshold-alert` (rule ABI v2), served side by side,
-/// each as its own tenant: the reads see the writes of the readings before them on the
-/// same topic (`last:<device>`, namespaced per tenant), and each build publishes the
-/// same alerts, which a real subscriber (`mosquitto_sub`) receives from the broker.
+/// Every language's `threshold-alert` (rule ABI v2; the Python, JavaScript and Rust
+/// component builds of the world `wasmrule:rule@2.0.0`), served side by side, each as
+/// its own tenant: the reads see the writes of the readings before them on the same
+/// topic (`last:<device>`, namespaced per tenant), and each build publishes the same
+/// alerts, which a real subscriber (`mosquitto_sub`) receives from the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_language_s_threshold_alert_reads_writes_and_alerts_alike() {
-    const LANGS: [(&str, &str); 5] = [
+    const LANGS: [(&str, &str); 8] = [
         ("rust", ""),
         ("c", "-c"),
         ("as", "-as"),
         ("zig", "-zig"),
         ("wat", "-wat"),
+        ("py", "-py"),
+        ("js", "-js"),
+        ("component", "-component"),
     ];
-    let env = Env::new();
+    // Alone: it compiles a Python component (see COMPILE_POOL).
+    let env = Env::alone();
     let mut tenants = String::new();
     for (tenant, suffix) in LANGS {
         let dir = env.rules().join(tenant);

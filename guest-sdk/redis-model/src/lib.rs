@@ -18,6 +18,8 @@
 //! - [`store`]: the keys and their typed values, and the builders tests use.
 //! - [`read_set`]: the commands, their arities, and the checks before running one.
 //! - `exec` (private): each command's answer.
+//! - `write` (private): [`Store::write`], the common write commands, so that a test can
+//!   feed an event's commands back before the next event reads.
 //!
 //! `no_std` with `alloc` and without dependencies, so that it builds for every target
 //! a rule does.
@@ -29,9 +31,11 @@ extern crate alloc;
 mod exec;
 pub mod read_set;
 pub mod store;
+mod write;
 
 pub use read_set::{MAX_KEY_BYTES, READ_SET, arity};
 pub use store::{Data, Store};
+pub use write::WriteError;
 
 use alloc::vec::Vec;
 

@@ -188,6 +188,11 @@ impl Store {
         self.keys.get(key.as_ref()).map(|e| &e.data)
     }
 
+    /// The value of `key`, to change in place.
+    pub(crate) fn get_mut(&mut self, key: impl AsRef<[u8]>) -> Option<&mut Data> {
+        self.keys.get_mut(key.as_ref()).map(|e| &mut e.data)
+    }
+
     /// The time to live of `key` in milliseconds: `None` for a missing key,
     /// `Some(None)` for a key that does not expire.
     pub fn pttl(&self, key: impl AsRef<[u8]>) -> Option<Option<i64>> {

@@ -88,6 +88,33 @@ impl FakeRedis {
         Context::new(self)
     }
 
+    /// Applies the Redis commands among `actions` to the store, in order, as the host
+    /// writes them after the invocation; MQTT actions are ignored. So a test can run
+    /// event after event, each reading what the ones before wrote.
+    ///
+    /// # Errors
+    ///
+    /// A command the model does not write (see `wasmrule_redis_model::Store::write`),
+    /// or one with the wrong number of arguments or a value of the wrong type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wasmrule_guest::{Action, cmd, testing::FakeRedis};
+    /// let mut redis = FakeRedis::new();
+    /// redis.apply(&[cmd::hincrby("n", "a", 2).into()]).unwrap();
+    /// assert_eq!(redis.context().hget("n", "a").unwrap().as_i64(), Some(2));
+    /// ```
+    pub fn apply(&mut self, actions: &[crate::Action]) -> Result<(), String> {
+        for a in actions {
+            if let crate::Action::Redis(c) = a {
+                let args: Vec<&[u8]> = c.args().collect();
+                self.store.write(&args)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every request so far, arguments as text (lossy), oldest first.
     pub fn requests(&self) -> &[Vec<String>] {
         &self.requests

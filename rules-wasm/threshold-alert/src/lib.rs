@@ -165,6 +165,44 @@ mod tests {
     }
 
     #[test]
+    fn back_to_back_readings_read_the_last_write() {
+        let mut redis = FakeRedis::new();
+        let mut alerts = Vec::new();
+        for r in [
+            "20",
+            "21",
+            "25",
+            "25",
+            "20",
+            "22.000001",
+            "22.000001",
+            "-5",
+            "-5.4",
+        ] {
+            let out = threshold_alert(&Event::message("readings/d1", r), &mut redis.context());
+            let out = out.unwrap();
+            redis.apply(&out).unwrap();
+            alerts.extend(out[1..].iter().map(|a| a.to_string()));
+        }
+        let previous: Vec<&str> = alerts
+            .iter()
+            .map(|a| {
+                a.split(r#""previous":"#)
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(previous, ["21", "25", "20", "22.000001"]);
+        assert_eq!(
+            redis.context().get("last:d1").unwrap().as_str(),
+            Some("-5.4")
+        );
+    }
+
+    #[test]
     fn errors() {
         let mut redis = FakeRedis::new();
         assert!(run(&mut redis, "d1", "hot").is_err());

@@ -75,8 +75,20 @@ const SDK_RUST: &[(&str, &str)] = &[
         include_str!("../../../../guest-sdk/redis-model/src/store.rs"),
     ),
     (
+        "wasmrule-redis-model/src/write.rs",
+        include_str!("../../../../guest-sdk/redis-model/src/write.rs"),
+    ),
+    (
         "wasmrule-redis-model/src/exec.rs",
         include_str!("../../../../guest-sdk/redis-model/src/exec.rs"),
+    ),
+    (
+        "wasmrule-redis-model/src/exec/sorted.rs",
+        include_str!("../../../../guest-sdk/redis-model/src/exec/sorted.rs"),
+    ),
+    (
+        "wasmrule-redis-model/src/exec/stream.rs",
+        include_str!("../../../../guest-sdk/redis-model/src/exec/stream.rs"),
     ),
 ];
 /// Manifests of the copied SDK crates (the repository's use workspace inheritance).
