@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::commands::write_cli_arg;
+
 /// One MQTT action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MqttAction {
@@ -54,48 +56,75 @@ impl MqttAction {
     }
 }
 
-/// `payload` as text when it is printable UTF-8, else as hex, for `eval` and logs.
-fn show_payload(f: &mut fmt::Formatter<'_>, payload: &[u8]) -> fmt::Result {
-    match std::str::from_utf8(payload) {
-        Ok(s) if !s.chars().any(char::is_control) => write!(f, "{s}"),
-        _ => {
-            write!(f, "0x")?;
-            payload.iter().try_for_each(|b| write!(f, "{b:02x}"))
-        }
-    }
-}
-
-impl fmt::Display for Publish {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} qos={}", self.topic, self.qos)?;
-        if self.retain {
-            write!(f, " retain")?;
-        }
-        for (k, v) in &self.properties {
-            write!(f, " {k}={v}")?;
-        }
-        write!(f, " ")?;
-        show_payload(f, &self.payload)
-    }
-}
-
-/// One line, as `wasmrule eval` prints it: `MQTT PUBLISH alerts/d1 qos=1 {...}`.
+/// One line, as `wasmrule eval` prints it, test cases match it and logs show it
+/// (docs/writing-rules.md, "Actions"):
+///
+/// ```text
+/// MQTT PUBLISH <topic> qos=<0|1> retain=<0|1> [prop:<key>=<value> ...] payload=<payload>
+/// MQTT SUBSCRIBE <client> <filter> qos=<0|1>
+/// MQTT UNSUBSCRIBE <client> <filter>
+/// MQTT DELIVER <client> <topic> qos=<0|1> retain=<0|1> payload=<payload>
+/// ```
+///
+/// Topics, filters, client ids and property keys and values are written as `redis-cli`
+/// arguments (quoted with escapes when they hold spaces, quotes or bytes outside
+/// printable ASCII). The payload is last and written as it is when it is non-empty
+/// printable UTF-8 not starting with `"`, otherwise quoted the same way. The Rust SDK's
+/// `Action` displays the same way.
 impl fmt::Display for MqttAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = |f: &mut fmt::Formatter<'_>, w: &[u8]| {
+            f.write_str(" ")?;
+            write_cli_arg(f, w)
+        };
         match self {
-            MqttAction::Publish(p) => write!(f, "MQTT PUBLISH {p}"),
+            MqttAction::Publish(p) => {
+                f.write_str("MQTT PUBLISH")?;
+                word(f, p.topic.as_bytes())?;
+                message(f, p, true)
+            }
             MqttAction::Subscribe {
                 client,
                 filter,
                 qos,
-            } => write!(f, "MQTT SUBSCRIBE {client} {filter} qos={qos}"),
-            MqttAction::Unsubscribe { client, filter } => {
-                write!(f, "MQTT UNSUBSCRIBE {client} {filter}")
+            } => {
+                f.write_str("MQTT SUBSCRIBE")?;
+                word(f, client.as_bytes())?;
+                word(f, filter.as_bytes())?;
+                write!(f, " qos={qos}")
             }
-            MqttAction::Deliver { client, message } => {
-                write!(f, "MQTT DELIVER {client} {message}")
+            MqttAction::Unsubscribe { client, filter } => {
+                f.write_str("MQTT UNSUBSCRIBE")?;
+                word(f, client.as_bytes())?;
+                word(f, filter.as_bytes())
+            }
+            MqttAction::Deliver { client, message: m } => {
+                f.write_str("MQTT DELIVER")?;
+                word(f, client.as_bytes())?;
+                word(f, m.topic.as_bytes())?;
+                message(f, m, false)
             }
         }
+    }
+}
+
+/// ` qos=.. retain=.. [prop:k=v ...] payload=..` of a message.
+fn message(f: &mut fmt::Formatter<'_>, p: &Publish, props: bool) -> fmt::Result {
+    write!(f, " qos={} retain={}", p.qos, u8::from(p.retain))?;
+    if props {
+        for (k, v) in &p.properties {
+            f.write_str(" prop:")?;
+            write_cli_arg(f, k.as_bytes())?;
+            f.write_str("=")?;
+            write_cli_arg(f, v.as_bytes())?;
+        }
+    }
+    f.write_str(" payload=")?;
+    match std::str::from_utf8(&p.payload) {
+        Ok(t) if !t.is_empty() && !t.starts_with('"') && !t.chars().any(char::is_control) => {
+            f.write_str(t)
+        }
+        _ => write_cli_arg(f, &p.payload),
     }
 }
 
@@ -114,7 +143,7 @@ mod tests {
         };
         assert_eq!(
             MqttAction::Publish(p.clone()).to_string(),
-            r#"MQTT PUBLISH alerts/d1 qos=1 k=v {"t":1}"#
+            r#"MQTT PUBLISH alerts/d1 qos=1 retain=0 prop:k=v payload={"t":1}"#
         );
         let bin = Publish {
             payload: vec![0, 0xff],
@@ -128,7 +157,7 @@ mod tests {
                 message: bin
             }
             .to_string(),
-            "MQTT DELIVER c1 alerts/d1 qos=1 retain 0x00ff"
+            r#"MQTT DELIVER c1 alerts/d1 qos=1 retain=1 payload="\x00\xff""#
         );
     }
 }

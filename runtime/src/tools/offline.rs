@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::actions::MqttAction;
-use crate::commands::{Commands, write_cli_arg};
+use crate::commands::Commands;
 use crate::config::{Config, Overrides};
 use crate::rules::engine::{Limits, Rule, RuleError};
 use crate::rules::ruleset::DEFAULT_TENANT;
@@ -46,78 +46,10 @@ impl Outcome {
     }
 }
 
-/// One MQTT action as `wasmrule eval` prints it and test cases match it
-/// (docs/writing-rules.md, "Actions"):
-///
-/// ```text
-/// MQTT PUBLISH <topic> qos=<0|1> retain=<0|1> [prop:<key>=<value> ...] payload=<payload>
-/// MQTT SUBSCRIBE <client> <filter> qos=<0|1>
-/// MQTT UNSUBSCRIBE <client> <filter>
-/// MQTT DELIVER <client> <topic> qos=<0|1> retain=<0|1> payload=<payload>
-/// ```
-///
-/// Topics, filters, client ids and property keys and values are written as `redis-cli`
-/// arguments (quoted with escapes when they hold spaces, quotes or bytes outside
-/// printable ASCII). The payload is last and written as it is when it is non-empty
-/// printable UTF-8 not starting with `"`, otherwise quoted the same way. The Rust SDK's
-/// `Action` displays the same way.
+/// One MQTT action as `wasmrule eval` prints it and test cases match it: its
+/// `Display` (`actions.rs`, docs/writing-rules.md "Actions").
 pub fn action_line(action: &MqttAction) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let word = |s: &mut String, w: &[u8]| {
-        s.push(' ');
-        // Writing to a String does not fail.
-        let _ = write_cli_arg(s, w);
-    };
-    let message = |s: &mut String, p: &crate::actions::Publish, props: bool| {
-        let _ = write!(s, " qos={} retain={}", p.qos, u8::from(p.retain));
-        if props {
-            for (k, v) in &p.properties {
-                s.push_str(" prop:");
-                let _ = write_cli_arg(s, k.as_bytes());
-                s.push('=');
-                let _ = write_cli_arg(s, v.as_bytes());
-            }
-        }
-        s.push_str(" payload=");
-        match std::str::from_utf8(&p.payload) {
-            Ok(t) if !t.is_empty() && !t.starts_with('"') && !t.chars().any(char::is_control) => {
-                s.push_str(t)
-            }
-            _ => {
-                let _ = write_cli_arg(s, &p.payload);
-            }
-        }
-    };
-    match action {
-        MqttAction::Publish(p) => {
-            s.push_str("MQTT PUBLISH");
-            word(&mut s, p.topic.as_bytes());
-            message(&mut s, p, true);
-        }
-        MqttAction::Subscribe {
-            client,
-            filter,
-            qos,
-        } => {
-            s.push_str("MQTT SUBSCRIBE");
-            word(&mut s, client.as_bytes());
-            word(&mut s, filter.as_bytes());
-            let _ = write!(s, " qos={qos}");
-        }
-        MqttAction::Unsubscribe { client, filter } => {
-            s.push_str("MQTT UNSUBSCRIBE");
-            word(&mut s, client.as_bytes());
-            word(&mut s, filter.as_bytes());
-        }
-        MqttAction::Deliver { client, message: m } => {
-            s.push_str("MQTT DELIVER");
-            word(&mut s, client.as_bytes());
-            word(&mut s, m.topic.as_bytes());
-            message(&mut s, m, false);
-        }
-    }
-    s
+    action.to_string()
 }
 
 /// The tenant a rule is run as offline, and the engine limits of the config it came

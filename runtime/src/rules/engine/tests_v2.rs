@@ -274,7 +274,7 @@ fn v2_actions_decode_and_malformed_ones_leave_nothing() {
     assert_eq!(
         actions.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
-            "MQTT PUBLISH t/1 qos=1 retain k=v 0x00706179",
+            r#"MQTT PUBLISH t/1 qos=1 retain=1 prop:k=v payload="\x00pay""#,
             "MQTT SUBSCRIBE c1 a/# qos=0",
             "MQTT UNSUBSCRIBE c1 a/#",
         ]
