@@ -123,7 +123,7 @@ impl Config {
     fn from_raw(raw: RawConfig, o: &Overrides) -> anyhow::Result<Config> {
         let mqtt = raw.mqtt.build(o.client_id.is_some())?;
         let redis = raw.redis.build()?;
-        let rules = raw.rules.build();
+        let rules = raw.rules.build()?;
         let limits = raw.limits.build()?;
         let runtime = raw.runtime.build()?;
         let tenants = Tenants::from_raw(raw.tenants, &limits)?;
@@ -230,6 +230,8 @@ mod tests {
         assert_eq!(c.mqtt.qos, 1);
         assert_eq!(c.redis.url, DEFAULT_REDIS_URL);
         assert_eq!(c.rules.dir, PathBuf::from("rules"));
+        assert_eq!(c.rules.max_file_bytes, 64 << 20);
+        assert_eq!(c.rules.compile_timeout, Duration::from_secs(120));
         assert_eq!(c.limits, Limits::default());
         assert!(c.runtime.workers >= 1);
         assert!(
@@ -254,6 +256,8 @@ mod tests {
             [rules]
             dir = "/srv/rules"
             debounce_ms = 10
+            max_file_bytes = 1000000
+            compile_timeout_ms = 5000
             [limits]
             timeout_ms = 50
             max_memory_mb = 8
@@ -268,6 +272,8 @@ mod tests {
         assert_eq!(c.mqtt.password.as_deref(), Some("p"));
         assert_eq!(c.mqtt.protocol, MqttProtocol::V311);
         assert_eq!(c.redis.max_pipeline, 64);
+        assert_eq!(c.rules.max_file_bytes, 1_000_000);
+        assert_eq!(c.rules.compile_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.timeout, Duration::from_millis(50));
         assert_eq!(c.limits.max_memory, 8 << 20);
         assert_eq!(c.runtime.workers, 3);
@@ -289,6 +295,8 @@ mod tests {
         assert!(err("[mqtt]\nprotocol = \"4.5\"").contains("mqtt.protocol"));
         assert!(err("[redis]\nurl = \"http://x\"").contains("redis.url"));
         assert!(err("[limits]\ntimeout_ms = 0").contains("limits.timeout_ms"));
+        assert!(err("[rules]\nmax_file_bytes = 0").contains("rules.max_file_bytes"));
+        assert!(err("[rules]\ncompile_timeout_ms = 0").contains("rules.compile_timeout_ms"));
         assert!(err("[limits]\nmax_memory_mb = 5000").contains("limits.max_memory_mb"));
         // The wasm stack cap stays below every thread stack that runs guest code.
         let e = err("[limits]\nmax_wasm_stack_kb = 8192");
