@@ -1,7 +1,7 @@
 //! Keeps the served rules in step with the rules directory.
 //!
-//! watch (notify) -> debounce per file -> size check, read -> compile on a blocking
-//! thread, under a time limit -> check -> swap into [`Rules`]. A new file is loaded, a
+//! watch (notify) -> debounce per file -> size check, read -> compile on a thread pool
+//! of its own, under a time limit -> check -> swap into [`Rules`]. A new file is loaded, a
 //! changed file replaces its rule, a deleted file unloads it. A file that does not load
 //! (too big, not wasm, truncated, wrong ABI, bad manifest, too slow to compile) gets one
 //! error line naming the file and the reason, and whatever version was serving keeps
@@ -272,23 +272,34 @@ impl Reloader {
         Synced::Done
     }
 
-    /// Compiles on a thread of its own, at a lower priority than the workers, and waits
-    /// at most `rules.compile_timeout_ms`. wasmtime cannot interrupt a compilation, so
-    /// one that takes longer is refused and left to finish on its thread, its result
-    /// dropped; nothing waits for it. (The engine compiles on the calling thread, not
-    /// a shared pool, so it delays no other load: `Engine::new`.)
+    /// Compiles on a thread pool of its own, at a lower priority than the workers, and
+    /// waits at most `rules.compile_timeout_ms`. wasmtime compiles a module's functions
+    /// in parallel on the rayon pool of the calling thread; each compilation gets a new
+    /// pool (as many threads as cores, nice 10), so it uses every idle core, the workers
+    /// win the cores from it when they need them, and a slow one holds only its own
+    /// pool: the next load does not queue behind the functions it has left. wasmtime
+    /// cannot interrupt a compilation, so one that takes longer than the limit is
+    /// refused and left to finish on its pool, its result dropped; nothing waits for it.
     async fn compile(&self, bytes: Vec<u8>) -> Result<Rule, String> {
         let engine = self.engine.clone();
         let limit = self.config.compile_timeout;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("wasmrule-compile-{i}"))
+            .start_handler(|_| lower_priority())
+            // Without a handler rayon aborts the process on a panic; with it, the
+            // sender is dropped and the load is refused ("compilation panicked").
+            .panic_handler(|_| ())
+            .build()
+            .map_err(|e| format!("cannot start threads to compile it: {e}"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("wasmrule-compile".into())
-            .spawn(move || {
-                lower_priority();
-                // The receiver is gone only if the compilation took too long.
-                let _ = tx.send(engine.compile(&bytes));
-            })
-            .map_err(|e| format!("cannot start a thread to compile it: {e}"))?;
+        // `spawn` keeps the pool's threads until the job is done, though `pool` is
+        // dropped at the end of this function.
+        pool.spawn(move || {
+            // The receiver is gone only if the compilation took too long.
+            let _ = tx.send(engine.compile(&bytes));
+        });
         match tokio::time::timeout(limit, rx).await {
             Ok(Ok(compiled)) => compiled.map_err(|e| e.to_string()),
             Ok(Err(_)) => Err("compilation panicked".to_owned()),
@@ -447,8 +458,7 @@ fn has_writer(file: &std::fs::File) -> Option<bool> {
     }
 }
 
-/// Makes the calling thread (a compilation's, and the threads it starts) yield to the
-/// workers when the cores are contended: nice 10 on Linux, nothing elsewhere.
+/// Makes the calling thread (one of a compilation's) yield to the workers when the cores are contended: nice 10 on Linux, nothing elsewhere.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread's own id; a failure only leaves

@@ -130,12 +130,6 @@ impl Engine {
             .wasm_multi_memory(true)
             .wasm_memory64(false)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            // Compile on the calling thread, not a pool shared by every compilation:
-            // a module that compiles for minutes would otherwise hold the pool, delay
-            // every other load behind it and take every core from the workers; the
-            // reloader gives each compilation a low-priority thread and a time limit
-            // (`rules/reload.rs`). A big component's first load takes longer for it.
-            .parallel_compilation(false)
             // Native-to-wasm address maps only improve trap backtraces; without them a
             // loaded rule takes less memory.
             .generate_address_map(false);
