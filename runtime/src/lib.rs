@@ -44,6 +44,7 @@ mod runtime;
 mod sink;
 mod source;
 mod tenancy;
+mod tls;
 mod tools;
 mod topic;
 
@@ -68,6 +69,7 @@ pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_
 pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed};
 pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
+pub use crate::tls::{ClientTls, TlsFiles};
 pub use crate::tools::{demo, offline, rule_test, scaffold, simulate};
 pub use crate::topic::{matches as topic_matches, validate_filter};
 

@@ -29,7 +29,7 @@ use crate::config::check::check_qos;
 use crate::config::runtime::parse_http_addr;
 use crate::rules::engine::Limits;
 use crate::rules::{RawLimits, RawRules, RulesConfig};
-use crate::sink::redis::{RawRedis, RedisConfig, check_redis_url};
+use crate::sink::redis::{RawRedis, RedisConfig};
 use crate::source::broker::{Acl, BrokerConfig, RawBroker, parse_listen_addr};
 use crate::source::mqtt::{MqttConfig, RawMqtt, check_client_id};
 use crate::tenancy::{RawTenant, Tenants};
@@ -155,8 +155,7 @@ impl Config {
             self.mqtt.set_url(url).context("--mqtt-url")?;
         }
         if let Some(url) = &o.redis_url {
-            check_redis_url(url).context("--redis-url")?;
-            self.redis.url = url.clone();
+            self.redis.set_url(url).context("--redis-url")?;
         }
         if let Some(dir) = &o.rules_dir {
             self.rules.dir = dir.clone();
@@ -177,6 +176,9 @@ impl Config {
         if let Some(on) = o.emqx_events {
             self.mqtt.emqx_events = on;
         }
+        // TLS files are read once the URLs are final.
+        self.mqtt.load_tls()?;
+        self.redis.load_tls()?;
         self.check()
     }
 

@@ -14,10 +14,10 @@ use clap::builder::TypedValueParser;
 #[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
-    /// MQTT broker, mqtt://[user[:password]@]host[:port].
+    /// MQTT broker, mqtt://[user[:password]@]host[:port], or mqtts:// for TLS (mqtt.tls_* in the config file).
     #[arg(long, env = "WASMRULE_MQTT_URL")]
     pub mqtt_url: Option<String>,
-    /// Redis server, redis://host[:port][/db].
+    /// Redis server, redis://host[:port][/db], or rediss:// for TLS (redis.tls_* in the config file).
     #[arg(long, env = "WASMRULE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Directory of rule files, watched for changes.
