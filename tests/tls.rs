@@ -1,8 +1,10 @@
 //! TLS against the real servers: the `wasmrule` binary to mosquitto over `mqtts://` and
 //! to redis-server over `rediss://`, both with client certificates, carrying a QoS 1
 //! stream with nothing lost; and a wrong CA, an expired certificate and a wrong host
-//! name, each failing with a log line that names the problem. Certificates are made by
-//! the test (rcgen); everything listens on 127.0.0.1 ports of its own.
+//! name, each failing with a log line that names the problem. Then the embedded
+//! broker's doors: its TLS listener with client certificates as usernames, and its
+//! password file. Certificates are made by the test (rcgen); everything listens on
+//! 127.0.0.1 ports of its own.
 
 mod support;
 
@@ -394,4 +396,263 @@ fn bad_tls_files_stop_wasmrule_at_startup_naming_the_file() {
             "{key}: {stderr}"
         );
     }
+}
+
+/// The embedded broker's ACL for the TLS test: a client may publish under
+/// `users/<its username>/` only.
+const USERS_ACL: &str = r#"
+no_match = "deny"
+[[rules]]
+permission = "allow"
+action = "publish"
+topics = ["users/%u/#"]
+"#;
+
+/// A rumqttc client over TLS to `port`, trusting `ca`, with `client` as its certificate
+/// and key if given, and `username` in its CONNECT.
+fn tls_client(
+    ca: &Path,
+    client: Option<&(PathBuf, PathBuf)>,
+    port: u16,
+    username: &str,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let files = wasmrule::TlsFiles {
+        ca_file: Some(ca.to_owned()),
+        cert_file: client.map(|c| c.0.clone()),
+        key_file: client.map(|c| c.1.clone()),
+    };
+    let tls = wasmrule::ClientTls::load(&files, "test").unwrap();
+    let mut o = rumqttc::MqttOptions::new(format!("tls-{}", free_port()), "127.0.0.1", port);
+    o.set_credentials(username, "")
+        .set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.config),
+        ));
+    rumqttc::AsyncClient::new(o, 1000)
+}
+
+/// The embedded broker with a TLS listener that requires client certificates: a
+/// device's certificate's common name is its username for the ACL and in events, over
+/// what its CONNECT says; a client without a certificate does not get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_tls_takes_the_client_certificates_name_as_username() {
+    const N: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("device CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (cert, key) = ca.issue(dir.path(), "broker", &["127.0.0.1"], false);
+    let device = ca.issue(dir.path(), "device-1", &["device-1.test"], false);
+    let redis = Redis::start();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("echo.wasm"),
+        echo_rule("RPUSH", "users/#", "got"),
+    )
+    .unwrap();
+    let mut config = wasmrule::Config::with_overrides(&wasmrule::Overrides {
+        redis_url: Some(redis.url()),
+        rules_dir: Some(rules),
+        http_addr: Some("off".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    config.runtime.workers = 2;
+    config.rules.cache_dir = None;
+    let mut broker = wasmrule::BrokerConfig::new("127.0.0.1:0".parse().unwrap());
+    broker.acl = wasmrule::Acl::from_toml(USERS_ACL).unwrap();
+    broker.tls = Some(wasmrule::BrokerTls {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_file: Some(cert),
+        key_file: Some(key),
+        client_ca_file: Some(ca_file.clone()),
+    });
+    config.broker = Some(broker);
+    let rt = wasmrule::Runtime::start(config).await.unwrap();
+    let port = rt.broker_tls_addr.unwrap().port();
+
+    // Without a certificate: refused during the handshake.
+    let (_anonymous, mut refused) = tls_client(&ca_file, None, port, "device-1");
+    let e = refused
+        .poll()
+        .await
+        .expect_err("connected without a certificate");
+    assert!(e.to_string().contains("CertificateRequired"), "{e}");
+
+    // With device-1's certificate, claiming to be device-2 in CONNECT.
+    let (client, mut eventloop) = tls_client(&ca_file, Some(&device), port, "device-2");
+    let events = tokio::spawn(async move {
+        loop {
+            if let Err(e) = eventloop.poll().await {
+                eprintln!("device-1: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let qos1 = rumqttc::QoS::AtLeastOnce;
+    // Denied by the ACL (device-1 is not device-2), then the stream, in order.
+    client
+        .publish("users/device-2/claimed", qos1, false, "x")
+        .await
+        .unwrap();
+    for i in 0..N {
+        client
+            .publish(format!("users/device-1/{i}"), qos1, false, i.to_string())
+            .await
+            .unwrap();
+    }
+    let mut waited = 0;
+    let got = loop {
+        let got = redis.lrange("got");
+        if got.len() >= N {
+            break got;
+        }
+        waited += 1;
+        assert!(waited < 600, "{} of {N} messages in Redis", got.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(got.len(), N, "only the allowed messages");
+    // Topics go to workers by hash, so the list is not in publishing order.
+    let mut topics: Vec<String> = got
+        .iter()
+        .map(|event| {
+            let v: serde_json::Value = serde_json::from_slice(event).unwrap();
+            assert_eq!(v["username"], "device-1", "{v}");
+            v["topic"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    topics.sort();
+    let mut want: Vec<String> = (0..N).map(|i| format!("users/device-1/{i}")).collect();
+    want.sort();
+    assert_eq!(topics, want);
+    events.abort();
+    rt.stop().await;
+}
+
+/// A bad file for the embedded broker's TLS listener stops wasmrule at startup, naming
+/// the key and the file.
+#[test]
+fn a_bad_broker_tls_file_is_named_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (cert, key) = ca.issue(dir.path(), "broker", &["127.0.0.1"], false);
+    let config = |cert: &Path, key: &Path| {
+        format!(
+            "[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n\
+             tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    };
+    let err = |text: String| format!("{:#}", wasmrule::Config::from_toml(&text).unwrap_err());
+    let e = err(config(&cert, &cert));
+    assert!(
+        e.contains("broker.tls_key_file") && e.contains("broker.pem holds no private key"),
+        "{e}"
+    );
+    let other_key = ca.issue(dir.path(), "other", &["127.0.0.1"], false).1;
+    let e = err(config(&cert, &other_key));
+    assert!(
+        e.contains("broker.tls_key_file") && e.contains("does not go with the certificate"),
+        "{e}"
+    );
+    let e = err("[broker]\ntls_listen = \"127.0.0.1:0\"\n".to_owned());
+    assert!(e.contains("needs broker.tls_cert_file"), "{e}");
+    assert!(wasmrule::Config::from_toml(&config(&cert, &key)).is_ok());
+}
+
+/// The embedded broker with a password file: a user with the right password gets in
+/// and is served, a wrong password and a client without a username are refused with
+/// MQTT's reason codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_password_file_lets_in_only_users_with_their_password() {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(
+        &passwd,
+        format!(
+            "# test users\ndevice-1:{}\n",
+            bcrypt::hash("s3cret", 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let redis = Redis::start();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("echo.wasm"), echo_rule("RPUSH", "d/#", "got")).unwrap();
+    let config = dir.path().join("wasmrule.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nlisten = \"127.0.0.1:0\"\npassword_file = {:?}\n",
+            passwd.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut config = wasmrule::Config::load(
+        Some(&config),
+        &wasmrule::Overrides {
+            redis_url: Some(redis.url()),
+            rules_dir: Some(rules),
+            http_addr: Some("off".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    config.runtime.workers = 2;
+    config.rules.cache_dir = None;
+    let rt = wasmrule::Runtime::start(config).await.unwrap();
+    let port = rt.broker_addr.unwrap().port();
+
+    let (code, _, _) = connack(port, Some(("device-1", "wrong"))).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    let (code, _, _) = connack(port, Some(("nobody", "s3cret"))).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    let (code, _, _) = connack(port, None).await;
+    assert_eq!(code, ConnectReturnCode::NotAuthorized);
+
+    let (code, client, mut eventloop) = connack(port, Some(("device-1", "s3cret"))).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    let events = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    client
+        .publish("d/1", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    let mut waited = 0;
+    while redis.lrange("got").is_empty() {
+        waited += 1;
+        assert!(waited < 200, "device-1's message never reached Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&redis.lrange("got")[0]).unwrap();
+    assert_eq!(v["username"], "device-1");
+    events.abort();
+    rt.stop().await;
+}
+
+/// Connects to the broker on `port` with `credentials` (MQTT 5); the CONNACK's code,
+/// and the client with its event loop.
+async fn connack(
+    port: u16,
+    credentials: Option<(&str, &str)>,
+) -> (
+    rumqttc::v5::mqttbytes::v5::ConnectReturnCode,
+    rumqttc::v5::AsyncClient,
+    rumqttc::v5::EventLoop,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    let mut o = rumqttc::v5::MqttOptions::new(format!("c-{}", free_port()), "127.0.0.1", port);
+    if let Some((user, password)) = credentials {
+        o.set_credentials(user, password);
+    }
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 100);
+    let code = loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(a))) => break a.code,
+            Ok(_) => {}
+            Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => break code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    (code, client, eventloop)
 }

@@ -44,6 +44,8 @@ pub struct Runtime {
     pub http_addr: Option<std::net::SocketAddr>,
     /// Where the embedded broker listens, if it runs.
     pub broker_addr: Option<std::net::SocketAddr>,
+    /// Where the embedded broker's TLS listener listens, if it has one.
+    pub broker_tls_addr: Option<std::net::SocketAddr>,
     shutdown_timeout: std::time::Duration,
     token: CancellationToken,
     drained: CancellationToken,
@@ -146,6 +148,10 @@ impl Runtime {
             rules,
             http_addr,
             broker_addr: source.broker_addr(),
+            broker_tls_addr: match &source {
+                Source::Embedded(broker) => broker.tls_addr(),
+                Source::Mqtt(_) => None,
+            },
             shutdown_timeout: config.runtime.shutdown_timeout,
             token,
             drained,

@@ -145,6 +145,42 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
+/// Checks a TLS server's files (the embedded broker's): a certificate chain, its private
+/// key, and the CAs of client certificates if given. Each is `(file, key)`.
+///
+/// # Errors
+///
+/// As [`ClientTls::load`]: naming the key and the file.
+pub fn check_server_files(
+    (cert_file, cert_key): (&Path, &str),
+    (key_file, key_key): (&Path, &str),
+    client_ca: Option<(&Path, &str)>,
+) -> anyhow::Result<()> {
+    let chain = certificates(&read(cert_file, cert_key)?, cert_file, cert_key)?;
+    let key = private_key(&read(key_file, key_key)?, key_file, key_key)?;
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("rustls has no TLS version in common with its provider")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| {
+            format!(
+                "{key_key}: {} does not go with the certificate in {}",
+                key_file.display(),
+                cert_file.display()
+            )
+        })?;
+    if let Some((file, key)) = client_ca {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certificates(&read(file, key)?, file, key)? {
+            roots.add(cert).with_context(|| {
+                format!("{key}: {}: a certificate cannot be trusted", file.display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// The file's bytes; the error names the key and the file.
 pub(crate) fn read(file: &Path, key: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(file).with_context(|| format!("{key}: cannot read {}", file.display()))

@@ -30,7 +30,9 @@ use crate::config::runtime::parse_http_addr;
 use crate::rules::engine::Limits;
 use crate::rules::{RawLimits, RawRules, RulesConfig};
 use crate::sink::redis::{RawRedis, RedisConfig};
-use crate::source::broker::{Acl, BrokerConfig, RawBroker, parse_listen_addr};
+use crate::source::broker::{
+    Acl, BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR, RawBroker, parse_listen_addr,
+};
 use crate::source::mqtt::{MqttConfig, RawMqtt, check_client_id};
 use crate::tenancy::{RawTenant, Tenants};
 
@@ -195,6 +197,49 @@ impl Config {
                 bail!("--acl: the ACL belongs to the embedded broker; add --embedded-broker ADDR");
             };
             broker.acl = Acl::from_file(file)?;
+        }
+        self.apply_broker_tls_overrides(o)?;
+        match &self.broker {
+            Some(broker) => broker.check_tls(),
+            None => Ok(()),
+        }
+    }
+
+    /// `--embedded-broker-tls` gives the broker a TLS listener (and turns it on);
+    /// `--embedded-broker-cert` and `-key` its files.
+    fn apply_broker_tls_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
+        if let Some(addr) = &o.embedded_broker_tls {
+            let listen = parse_listen_addr(addr).context("--embedded-broker-tls")?;
+            // The plain listener stays on, on its default (loopback) address.
+            let plain = parse_listen_addr(DEFAULT_BROKER_ADDR)?;
+            let broker = self.broker.get_or_insert_with(|| BrokerConfig::new(plain));
+            match &mut broker.tls {
+                Some(tls) => tls.listen = listen,
+                None => {
+                    broker.tls = Some(BrokerTls {
+                        listen,
+                        cert_file: None,
+                        key_file: None,
+                        client_ca_file: None,
+                    })
+                }
+            }
+        }
+        for (file, flag) in [
+            (&o.embedded_broker_cert, "--embedded-broker-cert"),
+            (&o.embedded_broker_key, "--embedded-broker-key"),
+        ] {
+            let Some(file) = file else { continue };
+            let Some(tls) = self.broker.as_mut().and_then(|b| b.tls.as_mut()) else {
+                bail!(
+                    "{flag}: the embedded broker has no TLS listener; add --embedded-broker-tls ADDR"
+                );
+            };
+            if flag == "--embedded-broker-cert" {
+                tls.cert_file = Some(file.clone());
+            } else {
+                tls.key_file = Some(file.clone());
+            }
         }
         Ok(())
     }
@@ -435,6 +480,58 @@ mod tests {
             ..Overrides::default()
         });
         assert!(format!("{:#}", bad.unwrap_err()).contains("--qos"));
+    }
+
+    #[test]
+    fn embedded_broker_tls_flags_need_the_listener_and_both_files() {
+        let apply = |o: Overrides| {
+            Config::from_toml("")
+                .unwrap()
+                .apply_overrides(&o)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let e = apply(Overrides {
+            embedded_broker_cert: Some("broker.pem".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("--embedded-broker-cert") && e.contains("--embedded-broker-tls"),
+            "{e}"
+        );
+        let e = apply(Overrides {
+            embedded_broker_tls: Some("0".into()),
+            embedded_broker_cert: Some("broker.pem".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("needs broker.tls_cert_file and broker.tls_key_file"),
+            "{e}"
+        );
+        let e = apply(Overrides {
+            embedded_broker_tls: Some("0".into()),
+            embedded_broker_cert: Some("/nonexistent/broker.pem".into()),
+            embedded_broker_key: Some("/nonexistent/broker.key".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("broker.tls_cert_file: cannot read /nonexistent/broker.pem"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            Config::from_toml(
+                "[broker]
+password_file = \"/nonexistent/passwd\""
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("broker.password_file: cannot read /nonexistent/passwd"),
+            "{e}"
+        );
     }
 
     #[test]

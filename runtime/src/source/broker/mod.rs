@@ -11,11 +11,16 @@
 //! channel; a forwarding task passes events on to the dispatcher. When the workers fall
 //! behind, that channel fills and publishing clients wait: backpressure, not loss.
 //!
+//! With a TLS listener (`[broker] tls_listen`, `--embedded-broker-tls`), rmqtt's own
+//! (rustls) serves beside the plain one; with `tls_client_ca_file` it requires client
+//! certificates and takes the certificate's common name as the username.
+//!
 //! Not here: persistence (sessions and queued messages live in memory and end with the
-//! process), retained messages (rmqtt keeps them only with its retainer plugin),
-//! clustering and TLS.
+//! process), retained messages (rmqtt keeps them only with its retainer plugin) and
+//! clustering.
 
 pub mod acl;
+mod auth;
 mod config;
 mod hooks;
 pub mod reason;
@@ -37,7 +42,7 @@ use crate::ops::metrics::Metrics;
 use crate::rules::ruleset::Rules;
 
 pub use acl::Acl;
-pub use config::{BrokerConfig, DEFAULT_BROKER_ADDR};
+pub use config::{BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR};
 pub(crate) use config::{RawBroker, parse_listen_addr};
 
 /// Events waiting between the hooks and the dispatcher.
@@ -46,6 +51,7 @@ const EVENT_CHANNEL: usize = 4096;
 /// A running embedded broker.
 pub struct Broker {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     server: tokio::task::JoinHandle<()>,
     forwarder: tokio::task::JoinHandle<()>,
 }
@@ -76,6 +82,11 @@ impl Broker {
             .tcp()
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("cannot start the TCP listener")?;
+        let tls_listener = match &config.tls {
+            Some(tls) => Some(tls_listener(&config, tls)?),
+            None => None,
+        };
+        let tls_addr = tls_listener.as_ref().map(|(_, addr)| *addr);
 
         let scx = ServerContext::new()
             // rmqtt's CPU-load check refuses connections when the machine is busy;
@@ -98,13 +109,30 @@ impl Broker {
                 .add_priority(typ, 1000, Box::new(handler.clone()))
                 .await;
         }
+        let auth = auth::AuthHook {
+            passwords: config.passwords.clone(),
+            certificate_listener: tls_addr
+                .filter(|_| {
+                    config
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.client_ca_file.is_some())
+                })
+                .map(|a| a.port()),
+        };
+        register
+            .add_priority(rmqtt::hook::Type::ClientAuthenticate, 1000, Box::new(auth))
+            .await;
         register.start().await;
 
         let server_scx = scx.clone();
         let server = tokio::spawn(async move {
-            let server = MqttServer::new(server_scx)
-                .listener_by_id(listener, local_addr.port())
-                .build();
+            let mut server =
+                MqttServer::new(server_scx).listener_by_id(listener, local_addr.port());
+            if let Some((tls, addr)) = tls_listener {
+                server = server.listener_by_id(tls, addr.port());
+            }
+            let server = server.build();
             if let Err(e) = server.run().await {
                 tracing::error!("embedded broker stopped: {e}");
             }
@@ -120,8 +148,12 @@ impl Broker {
         let forwarder = tokio::spawn(async move { forwarder.run().await });
 
         tracing::info!(addr = %local_addr, "embedded MQTT broker listening");
+        if let Some(addr) = tls_addr {
+            tracing::info!(%addr, "embedded MQTT broker listening with TLS");
+        }
         Ok(Broker {
             local_addr,
+            tls_addr,
             server,
             forwarder,
         })
@@ -130,6 +162,11 @@ impl Broker {
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the TLS listener, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Waits for the forwarder to hand over what it holds (after the shutdown token is
@@ -141,8 +178,8 @@ impl Broker {
     }
 }
 
-/// The listener's settings from the config: limits, QoS, anonymous clients (the ACL
-/// decides, `acl.rs`).
+/// The listener's settings from the config: limits, QoS, anonymous clients (the
+/// password file decides the others, `auth.rs`; the ACL what they may do, `acl.rs`).
 fn listener_options(config: &BrokerConfig) -> anyhow::Result<Builder> {
     let max_qos = match config.max_qos {
         0 => rmqtt::types::QoS::AtMostOnce,
@@ -160,7 +197,40 @@ fn listener_options(config: &BrokerConfig) -> anyhow::Result<Builder> {
         .max_mqueue_len(config.max_mqueue_len)
         .max_connections(config.max_connections)
         .max_session_expiry_interval(config.session_expiry)
-        .allow_anonymous(true))
+        .allow_anonymous(config.allow_anonymous))
+}
+
+/// The TLS listener, bound, and its address: the plain listener's settings with rmqtt's
+/// TLS (the files were checked with the config, `BrokerConfig::check_tls`).
+fn tls_listener(
+    config: &BrokerConfig,
+    tls: &BrokerTls,
+) -> anyhow::Result<(rmqtt::net::Listener, SocketAddr)> {
+    // rmqtt-net brings its own crypto provider; wasmrule's must be the process default
+    // either way (`tls.rs`).
+    crate::tls::provider();
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let require_certificates = tls.client_ca_file.is_some();
+    let listener = listener_options(config)?
+        .name("wasmrule/tls")
+        .laddr(tls.listen)
+        .tls_cert(path(&tls.cert_file))
+        .tls_key(path(&tls.key_file))
+        .tls_client_ca_certs(path(&tls.client_ca_file))
+        .tls_cross_certificate(require_certificates)
+        .cert_cn_as_username(require_certificates)
+        .bind()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot listen on {}", tls.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("TLS listener address")?;
+    let listener = listener
+        .tls()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .context("cannot start the TLS listener")?;
+    Ok((listener, addr))
 }
 
 /// The task that passes events from the hooks to the dispatcher.
