@@ -15,7 +15,7 @@
 //!   (MQTT 3.1.1 or 5), `acker.rs`, `follower.rs` and `subscriptions.rs`, `emqx.rs`
 //!   (EMQX's event topics).
 //! - `source/broker/`: the embedded broker: `hooks.rs` (one method per hook), `acl.rs`,
-//!   `reason.rs`.
+//!   `auth.rs` (the password file), `reason.rs`.
 //! - `dispatch/`: routing (`mod.rs`: a topic to its worker, per-topic order), the
 //!   worker's loop (`worker.rs`), dead letters (`dead_letter.rs`).
 //! - `rules/`: `engine/` (wasmtime, the rule ABI), `ruleset.rs` (the serving set),
@@ -29,6 +29,8 @@
 //!   demo commands); `offline.rs`, the tenant `eval` and `test` run a rule as.
 //! - `event.rs`, `commands.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
 //!   `ack.rs`: what the stages hand each other.
+//! - `tls.rs`: TLS files read and checked for rustls (the MQTT and Redis connections,
+//!   the embedded broker's TLS listener).
 //!
 //! Modules are private; what callers (the binary, tests, benches) need is re-exported
 //! here, test-only items `#[doc(hidden)]`.
