@@ -46,6 +46,9 @@ pub struct BrokerConfig {
     /// Whether a client without a username may connect: by default yes without a
     /// password file, no with one.
     pub allow_anonymous: bool,
+    /// Where sessions (subscriptions, queued and in-flight QoS 1/2 messages) are kept
+    /// across restarts; `None` keeps them in memory only.
+    pub session_dir: Option<PathBuf>,
 }
 
 /// The embedded broker's TLS listener: its address, certificate and key, and the CA
@@ -79,6 +82,7 @@ impl BrokerConfig {
             tls: None,
             passwords: None,
             allow_anonymous: true,
+            session_dir: None,
         }
     }
 
@@ -127,6 +131,7 @@ pub(crate) struct RawBroker {
     tls_client_ca_file: Option<PathBuf>,
     password_file: Option<PathBuf>,
     allow_anonymous: Option<bool>,
+    session_dir: Option<PathBuf>,
 }
 
 impl RawBroker {
@@ -161,6 +166,7 @@ impl RawBroker {
             c.passwords = Some(std::sync::Arc::new(Passwords::from_file(file)?));
         }
         c.allow_anonymous = b.allow_anonymous.unwrap_or(c.passwords.is_none());
+        c.session_dir = b.session_dir;
         match b.tls_listen {
             Some(addr) => {
                 c.tls = Some(BrokerTls {

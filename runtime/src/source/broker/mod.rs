@@ -15,8 +15,11 @@
 //! (rustls) serves beside the plain one; with `tls_client_ca_file` it requires client
 //! certificates and takes the certificate's common name as the username.
 //!
-//! Not here: persistence (sessions and queued messages live in memory and end with the
-//! process), retained messages (rmqtt keeps them only with its retainer plugin) and
+//! With `broker.session_dir`, rmqtt's session storage plugin keeps persistent sessions
+//! (subscriptions, queued and in-flight QoS 1/2 messages) in a sled database there and
+//! restores them at start; without it they live in memory and end with the process.
+//!
+//! Not here: retained messages (rmqtt keeps them only with its retainer plugin) and
 //! clustering.
 
 pub mod acl;
@@ -48,10 +51,32 @@ pub(crate) use config::{RawBroker, parse_listen_addr};
 /// Events waiting between the hooks and the dispatcher.
 const EVENT_CHANNEL: usize = 4096;
 
+/// How long a stop waits for the session store's last writes (sled flushes every 500 ms).
+const SESSION_STORE_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// rmqtt's session storage plugin, by the name its configuration is looked up under.
+const SESSION_PLUGIN: &str = "rmqtt-session-storage";
+
+/// The session store's configuration (the plugin's TOML): sled in `dir`, created if
+/// missing, with a 16 MiB cache. What it holds is bounded by the broker's limits:
+/// `max_mqueue_len` messages per session, kept until the session expires.
+fn session_store_config(dir: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("broker.session_dir: cannot create {}", dir.display()))?;
+    let path = dir
+        .to_str()
+        .with_context(|| format!("broker.session_dir: {} is not UTF-8", dir.display()))?;
+    Ok(format!(
+        "storage.type = \"sled\"\nstorage.sled.path = {path:?}\nstorage.sled.cache_capacity = \"16M\"\n"
+    ))
+}
+
 /// A running embedded broker.
 pub struct Broker {
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    /// Sessions are stored on disk (`broker.session_dir`).
+    session_store: bool,
     server: tokio::task::JoinHandle<()>,
     forwarder: tokio::task::JoinHandle<()>,
 }
@@ -88,12 +113,14 @@ impl Broker {
         };
         let tls_addr = tls_listener.as_ref().map(|(_, addr)| *addr);
 
-        let scx = ServerContext::new()
+        let mut scx = ServerContext::new()
             // rmqtt's CPU-load check refuses connections when the machine is busy;
             // wasmrule's own workers make it busy by design.
-            .busy_check_enable(false)
-            .build()
-            .await;
+            .busy_check_enable(false);
+        if let Some(dir) = &config.session_dir {
+            scx = scx.plugins_config_map_add(SESSION_PLUGIN, session_store_config(dir)?);
+        }
+        let scx = scx.build().await;
 
         let (tx, rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
         let handler = hooks::EventHooks::new(
@@ -124,6 +151,19 @@ impl Broker {
             .add_priority(rmqtt::hook::Type::ClientAuthenticate, 1000, Box::new(auth))
             .await;
         register.start().await;
+        if let Some(dir) = &config.session_dir {
+            // Restores the sessions stored before a restart, then stores them as they
+            // change; started before the listeners accept anyone.
+            rmqtt_session_storage::register(&scx, true, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .with_context(|| {
+                    format!(
+                        "cannot open the broker's session store in {}",
+                        dir.display()
+                    )
+                })?;
+        }
 
         let server_scx = scx.clone();
         let server = tokio::spawn(async move {
@@ -154,6 +194,7 @@ impl Broker {
         Ok(Broker {
             local_addr,
             tls_addr,
+            session_store: config.session_dir.is_some(),
             server,
             forwarder,
         })
@@ -175,6 +216,11 @@ impl Broker {
         let _ = self.forwarder.await;
         self.server.abort();
         let _ = self.server.await;
+        if self.session_store {
+            // The store writes in the background and sled flushes every 500 ms: give
+            // the last writes time to reach the disk before the process ends.
+            tokio::time::sleep(SESSION_STORE_SETTLE).await;
+        }
     }
 }
 
@@ -191,6 +237,9 @@ fn listener_options(config: &BrokerConfig) -> anyhow::Result<Builder> {
     Ok(Builder::new()
         .name("wasmrule")
         .laddr(config.listen)
+        // A restart binds the same port while the last run's connections linger in
+        // TIME_WAIT.
+        .reuseaddr(Some(true))
         .max_packet_size(config.max_packet_size)
         .max_qos_allowed(max_qos)
         .max_inflight(inflight)
