@@ -15,7 +15,7 @@
 //!   (MQTT 3.1.1 or 5), `acker.rs`, `follower.rs` and `subscriptions.rs`, `emqx.rs`
 //!   (EMQX's event topics).
 //! - `source/broker/`: the embedded broker: `hooks.rs` (one method per hook), `acl.rs`,
-//!   `reason.rs`.
+//!   `auth.rs` (the password file), `reason.rs`.
 //! - `dispatch/`: routing (`mod.rs`: a topic to its worker, per-topic order), the
 //!   worker's loop (`worker.rs`), dead letters (`dead_letter.rs`).
 //! - `rules/`: `engine/` (wasmtime, the rule ABI), `ruleset.rs` (the serving set),
@@ -31,6 +31,8 @@
 //!   demo commands); `offline.rs`, the tenant `eval` and `test` run a rule as.
 //! - `event.rs`, `commands.rs`, `actions.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
 //!   `ack.rs`: what the stages hand each other.
+//! - `tls.rs`: TLS files read and checked for rustls (the MQTT and Redis connections,
+//!   the embedded broker's TLS listener).
 //!
 //! Modules are private; what callers (the binary, tests, benches) need is re-exported
 //! here, test-only items `#[doc(hidden)]`.
@@ -47,6 +49,7 @@ mod runtime;
 mod sink;
 mod source;
 mod tenancy;
+mod tls;
 mod tools;
 mod topic;
 
@@ -67,11 +70,12 @@ pub use crate::sink::redis::{DEFAULT_REDIS_URL, RedisConfig};
 #[doc(hidden)]
 pub use crate::sink::spill::{Backlog, SpillLog};
 pub use crate::sink::spill::{DEFAULT_SPILL_MAX_BYTES, DEFAULT_SPILL_SEGMENT_BYTES, SpillConfig};
-pub use crate::source::broker::{Acl, BrokerConfig, DEFAULT_BROKER_ADDR};
+pub use crate::source::broker::{Acl, BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR};
 pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
 pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed};
 pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
+pub use crate::tls::{ClientTls, TlsFiles};
 pub use crate::tools::{demo, fixture_redis, offline, rule_test, scaffold, simulate, status};
 pub use crate::topic::{matches as topic_matches, validate_filter};
 

@@ -48,6 +48,8 @@ pub struct Runtime {
     pub http_addr: Option<std::net::SocketAddr>,
     /// Where the embedded broker listens, if it runs.
     pub broker_addr: Option<std::net::SocketAddr>,
+    /// Where the embedded broker's TLS listener listens, if it has one.
+    pub broker_tls_addr: Option<std::net::SocketAddr>,
     shutdown_timeout: std::time::Duration,
     token: CancellationToken,
     drained: CancellationToken,
@@ -178,6 +180,10 @@ impl Runtime {
             console,
             http_addr,
             broker_addr: source.broker_addr(),
+            broker_tls_addr: match &source {
+                Source::Embedded(broker) => broker.tls_addr(),
+                Source::Mqtt(_) => None,
+            },
             shutdown_timeout: config.runtime.shutdown_timeout,
             token,
             drained,

@@ -407,7 +407,23 @@ pub fn install(src: &Path, dir: &Path, name: &str) {
 /// A hand-written rule returning `<command> <key> <event JSON>` (RPUSH, PUBLISH, ...)
 /// for every event on `filter`.
 pub fn echo_rule(command: &str, filter: &str, key: &str) -> Vec<u8> {
-    let manifest = format!(r#"{{"name":"echo","filters":["{filter}"]}}"#);
+    echo_rule_manifest(
+        command,
+        key,
+        &format!(r#"{{"name":"echo","filters":["{filter}"]}}"#),
+    )
+}
+
+/// [`echo_rule`] whose manifest says `version`.
+pub fn echo_rule_version(command: &str, filter: &str, key: &str, version: &str) -> Vec<u8> {
+    echo_rule_manifest(
+        command,
+        key,
+        &format!(r#"{{"name":"echo","version":"{version}","filters":["{filter}"]}}"#),
+    )
+}
+
+fn echo_rule_manifest(command: &str, key: &str, manifest: &str) -> Vec<u8> {
     let header_len = 21 + command.len() + key.len();
     let at = 4096 - header_len;
     let esc = |b: &[u8]| b.iter().map(|c| format!("\\{c:02x}")).collect::<String>();

@@ -29,8 +29,10 @@ use crate::config::check::check_qos;
 use crate::config::runtime::parse_http_addr;
 use crate::rules::engine::Limits;
 use crate::rules::{RawLimits, RawRules, RulesConfig};
-use crate::sink::redis::{RawRedis, RedisConfig, check_redis_url};
-use crate::source::broker::{Acl, BrokerConfig, RawBroker, parse_listen_addr};
+use crate::sink::redis::{RawRedis, RedisConfig};
+use crate::source::broker::{
+    Acl, BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR, RawBroker, parse_listen_addr,
+};
 use crate::source::mqtt::{MqttConfig, RawMqtt, check_client_id};
 use crate::tenancy::{RawTenant, Tenants};
 
@@ -123,7 +125,7 @@ impl Config {
     fn from_raw(raw: RawConfig, o: &Overrides) -> anyhow::Result<Config> {
         let mqtt = raw.mqtt.build(o.client_id.is_some())?;
         let redis = raw.redis.build()?;
-        let rules = raw.rules.build();
+        let rules = raw.rules.build()?;
         let limits = raw.limits.build()?;
         let runtime = raw.runtime.build()?;
         let tenants = Tenants::from_raw(raw.tenants, &limits)?;
@@ -155,8 +157,7 @@ impl Config {
             self.mqtt.set_url(url).context("--mqtt-url")?;
         }
         if let Some(url) = &o.redis_url {
-            check_redis_url(url).context("--redis-url")?;
-            self.redis.url = url.clone();
+            self.redis.set_url(url).context("--redis-url")?;
         }
         if let Some(dir) = &o.rules_dir {
             self.rules.dir = dir.clone();
@@ -177,6 +178,9 @@ impl Config {
         if let Some(on) = o.emqx_events {
             self.mqtt.emqx_events = on;
         }
+        // TLS files are read once the URLs are final.
+        self.mqtt.load_tls()?;
+        self.redis.load_tls()?;
         self.check()
     }
 
@@ -193,6 +197,49 @@ impl Config {
                 bail!("--acl: the ACL belongs to the embedded broker; add --embedded-broker ADDR");
             };
             broker.acl = Acl::from_file(file)?;
+        }
+        self.apply_broker_tls_overrides(o)?;
+        match &self.broker {
+            Some(broker) => broker.check_tls(),
+            None => Ok(()),
+        }
+    }
+
+    /// `--embedded-broker-tls` gives the broker a TLS listener (and turns it on);
+    /// `--embedded-broker-cert` and `-key` its files.
+    fn apply_broker_tls_overrides(&mut self, o: &Overrides) -> anyhow::Result<()> {
+        if let Some(addr) = &o.embedded_broker_tls {
+            let listen = parse_listen_addr(addr).context("--embedded-broker-tls")?;
+            // The plain listener stays on, on its default (loopback) address.
+            let plain = parse_listen_addr(DEFAULT_BROKER_ADDR)?;
+            let broker = self.broker.get_or_insert_with(|| BrokerConfig::new(plain));
+            match &mut broker.tls {
+                Some(tls) => tls.listen = listen,
+                None => {
+                    broker.tls = Some(BrokerTls {
+                        listen,
+                        cert_file: None,
+                        key_file: None,
+                        client_ca_file: None,
+                    })
+                }
+            }
+        }
+        for (file, flag) in [
+            (&o.embedded_broker_cert, "--embedded-broker-cert"),
+            (&o.embedded_broker_key, "--embedded-broker-key"),
+        ] {
+            let Some(file) = file else { continue };
+            let Some(tls) = self.broker.as_mut().and_then(|b| b.tls.as_mut()) else {
+                bail!(
+                    "{flag}: the embedded broker has no TLS listener; add --embedded-broker-tls ADDR"
+                );
+            };
+            if flag == "--embedded-broker-cert" {
+                tls.cert_file = Some(file.clone());
+            } else {
+                tls.key_file = Some(file.clone());
+            }
         }
         Ok(())
     }
@@ -230,6 +277,8 @@ mod tests {
         assert_eq!(c.mqtt.qos, 1);
         assert_eq!(c.redis.url, DEFAULT_REDIS_URL);
         assert_eq!(c.rules.dir, PathBuf::from("rules"));
+        assert_eq!(c.rules.max_file_bytes, 64 << 20);
+        assert_eq!(c.rules.compile_timeout, Duration::from_secs(120));
         assert_eq!(c.limits, Limits::default());
         assert!(c.runtime.workers >= 1);
         assert!(
@@ -254,6 +303,8 @@ mod tests {
             [rules]
             dir = "/srv/rules"
             debounce_ms = 10
+            max_file_bytes = 1000000
+            compile_timeout_ms = 5000
             [limits]
             timeout_ms = 50
             max_memory_mb = 8
@@ -268,6 +319,8 @@ mod tests {
         assert_eq!(c.mqtt.password.as_deref(), Some("p"));
         assert_eq!(c.mqtt.protocol, MqttProtocol::V311);
         assert_eq!(c.redis.max_pipeline, 64);
+        assert_eq!(c.rules.max_file_bytes, 1_000_000);
+        assert_eq!(c.rules.compile_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.timeout, Duration::from_millis(50));
         assert_eq!(c.limits.max_memory, 8 << 20);
         assert_eq!(c.runtime.workers, 3);
@@ -289,6 +342,8 @@ mod tests {
         assert!(err("[mqtt]\nprotocol = \"4.5\"").contains("mqtt.protocol"));
         assert!(err("[redis]\nurl = \"http://x\"").contains("redis.url"));
         assert!(err("[limits]\ntimeout_ms = 0").contains("limits.timeout_ms"));
+        assert!(err("[rules]\nmax_file_bytes = 0").contains("rules.max_file_bytes"));
+        assert!(err("[rules]\ncompile_timeout_ms = 0").contains("rules.compile_timeout_ms"));
         assert!(err("[limits]\nmax_memory_mb = 5000").contains("limits.max_memory_mb"));
         // The wasm stack cap stays below every thread stack that runs guest code.
         let e = err("[limits]\nmax_wasm_stack_kb = 8192");
@@ -425,6 +480,58 @@ mod tests {
             ..Overrides::default()
         });
         assert!(format!("{:#}", bad.unwrap_err()).contains("--qos"));
+    }
+
+    #[test]
+    fn embedded_broker_tls_flags_need_the_listener_and_both_files() {
+        let apply = |o: Overrides| {
+            Config::from_toml("")
+                .unwrap()
+                .apply_overrides(&o)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let e = apply(Overrides {
+            embedded_broker_cert: Some("broker.pem".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("--embedded-broker-cert") && e.contains("--embedded-broker-tls"),
+            "{e}"
+        );
+        let e = apply(Overrides {
+            embedded_broker_tls: Some("0".into()),
+            embedded_broker_cert: Some("broker.pem".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("needs broker.tls_cert_file and broker.tls_key_file"),
+            "{e}"
+        );
+        let e = apply(Overrides {
+            embedded_broker_tls: Some("0".into()),
+            embedded_broker_cert: Some("/nonexistent/broker.pem".into()),
+            embedded_broker_key: Some("/nonexistent/broker.key".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("broker.tls_cert_file: cannot read /nonexistent/broker.pem"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            Config::from_toml(
+                "[broker]
+password_file = \"/nonexistent/passwd\""
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("broker.password_file: cannot read /nonexistent/passwd"),
+            "{e}"
+        );
     }
 
     #[test]

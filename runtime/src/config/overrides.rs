@@ -14,10 +14,10 @@ use clap::builder::TypedValueParser;
 #[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
-    /// MQTT broker, mqtt://[user[:password]@]host[:port].
+    /// MQTT broker, mqtt://[user[:password]@]host[:port], or mqtts:// for TLS (mqtt.tls_* in the config file).
     #[arg(long, env = "WASMRULE_MQTT_URL")]
     pub mqtt_url: Option<String>,
-    /// Redis server, redis://host[:port][/db].
+    /// Redis server, redis://host[:port][/db], or rediss:// for TLS (redis.tls_* in the config file).
     #[arg(long, env = "WASMRULE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Directory of rule files, watched for changes.
@@ -39,6 +39,17 @@ pub struct Overrides {
     /// of connecting to one; rules then also see client events (docs/events.md).
     #[arg(long, env = "WASMRULE_EMBEDDED_BROKER", value_name = "ADDR")]
     pub embedded_broker: Option<String>,
+    /// Give the embedded broker a TLS listener on this address (e.g. 0.0.0.0:8883),
+    /// beside the plain one; needs its certificate and key (--embedded-broker-cert,
+    /// --embedded-broker-key, or broker.tls_* in the config file).
+    #[arg(long, env = "WASMRULE_EMBEDDED_BROKER_TLS", value_name = "ADDR")]
+    pub embedded_broker_tls: Option<String>,
+    /// PEM certificate chain of the embedded broker's TLS listener.
+    #[arg(long, env = "WASMRULE_EMBEDDED_BROKER_CERT", value_name = "FILE")]
+    pub embedded_broker_cert: Option<PathBuf>,
+    /// PEM private key of the embedded broker's TLS listener.
+    #[arg(long, env = "WASMRULE_EMBEDDED_BROKER_KEY", value_name = "FILE")]
+    pub embedded_broker_key: Option<PathBuf>,
     /// ACL file of the embedded broker (docs/broker.md).
     #[arg(long = "acl", env = "WASMRULE_ACL", value_name = "FILE")]
     pub acl_file: Option<PathBuf>,

@@ -1,5 +1,6 @@
 //! `[rules]` and `[limits]`: which directory holds the rules, how fast to react to its
-//! changes, where compiled code is cached, and what one invocation may use. The
+//! changes, how big a rule file and how long its compilation may be, where compiled
+//! code is cached, and what one invocation may use. The
 //! sections as written ([`RawRules`], [`RawLimits`]), their checks, and the validated
 //! [`RulesConfig`] and engine [`Limits`] (whose defaults are the engine's own,
 //! `engine/mod.rs`).
@@ -14,6 +15,12 @@ use crate::config::check::positive;
 use crate::rules::engine::{GUEST_THREAD_STACK, Limits, MAX_WASM_STACK, ReadBudget};
 
 pub const DEFAULT_RULES_DIR: &str = "rules";
+/// Default `rules.max_file_bytes`: 64 MiB, over three times the largest rule built here
+/// (a Python component, about 18 MB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+/// Default `rules.compile_timeout_ms`: 2 minutes, several times what a Python component
+/// takes to compile on a loaded 2-core machine (about 13 s).
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Which directory holds the rules and how fast to react to changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +30,10 @@ pub struct RulesConfig {
     pub debounce: Duration,
     /// Where compiled rules are cached; `None` turns the cache off.
     pub cache_dir: Option<PathBuf>,
+    /// Largest rule file loaded; a bigger one is refused before it is read.
+    pub max_file_bytes: u64,
+    /// Longest a rule's compilation (and manifest read) may take before it is refused.
+    pub compile_timeout: Duration,
 }
 
 /// `[rules]` as written.
@@ -32,12 +43,15 @@ pub(crate) struct RawRules {
     dir: Option<PathBuf>,
     debounce_ms: Option<u64>,
     cache_dir: Option<String>,
+    max_file_bytes: Option<u64>,
+    compile_timeout_ms: Option<u64>,
 }
 
 impl RawRules {
-    /// Fills in defaults (`rules`, 50 ms, [`default_cache_dir`]).
-    pub(crate) fn build(self) -> RulesConfig {
-        RulesConfig {
+    /// Fills in defaults (`rules`, 50 ms, [`default_cache_dir`],
+    /// [`DEFAULT_MAX_FILE_BYTES`], [`DEFAULT_COMPILE_TIMEOUT`]); errors name the key.
+    pub(crate) fn build(self) -> anyhow::Result<RulesConfig> {
+        Ok(RulesConfig {
             dir: self.dir.unwrap_or_else(|| DEFAULT_RULES_DIR.into()),
             debounce: Duration::from_millis(self.debounce_ms.unwrap_or(50)),
             cache_dir: match self.cache_dir.as_deref() {
@@ -45,7 +59,16 @@ impl RawRules {
                 Some(dir) => Some(dir.into()),
                 None => default_cache_dir(),
             },
-        }
+            max_file_bytes: positive(
+                self.max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES),
+                "rules.max_file_bytes",
+            )?,
+            compile_timeout: Duration::from_millis(positive(
+                self.compile_timeout_ms
+                    .unwrap_or(DEFAULT_COMPILE_TIMEOUT.as_millis() as u64),
+                "rules.compile_timeout_ms",
+            )?),
+        })
     }
 }
 

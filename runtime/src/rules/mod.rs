@@ -8,6 +8,7 @@
 //! do (`tenancy/`), or writing its commands (`sink/`).
 
 mod config;
+mod debounce;
 pub mod engine;
 pub mod reload;
 pub mod ruleset;

@@ -1,10 +1,17 @@
 //! Keeps the served rules in step with the rules directory.
 //!
-//! watch (notify) -> debounce per file -> read + compile on a blocking thread -> check ->
-//! swap into [`Rules`]. A new file is loaded, a changed file replaces its rule, a deleted
-//! file unloads it. A file that does not load (not wasm, half-written, wrong ABI, bad
-//! manifest) gets one error line naming the file and the reason, and whatever version
-//! was serving keeps serving.
+//! watch (notify) -> debounce per file -> size check, read -> compile on a thread pool
+//! of its own, under a time limit -> check -> swap into [`Rules`]. A new file is loaded, a
+//! changed file replaces its rule, a deleted file unloads it. A file that does not load
+//! (too big, not wasm, truncated, wrong ABI, bad manifest, too slow to compile) gets one
+//! error line naming the file and the reason, and whatever version was serving keeps
+//! serving.
+//!
+//! A file still being written is not compiled: one written in place (not renamed into
+//! place) is due only once the writer closed it (inotify's close-write, `debounce.rs`),
+//! is not read while Linux says a process has it open for writing (a read lease is
+//! refused), and one whose size or modification time changed while it was read is read
+//! again after the debounce instead.
 //!
 //! Layout of the directory: `<dir>/<rule>.wasm` belongs to the default tenant,
 //! `<dir>/<tenant>/<rule>.wasm` to `<tenant>`. Hidden files and other extensions are
@@ -15,7 +22,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use notify::Watcher;
@@ -24,13 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ops::metrics::Metrics;
 use crate::rules::RulesConfig;
-use crate::rules::engine::Engine;
+use crate::rules::debounce::{Change, Debouncer};
+use crate::rules::engine::{Engine, Rule};
 use crate::rules::ruleset::{DEFAULT_TENANT, LoadedRule, Rules};
 use crate::tenancy::Tenants;
 use crate::tenancy::quarantine::RuleHealth;
-
-/// Longest a file may keep changing before it is loaded anyway.
-const MAX_DEBOUNCE_WAIT: Duration = Duration::from_secs(2);
 
 /// Where a rule file sits in the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +143,8 @@ impl Reloader {
         files.sort();
         files.dedup();
         for path in files {
+            // A file still being written is left to the watcher: its close-write, or
+            // its next change, brings it back.
             self.sync(&path).await;
         }
         Ok(())
@@ -153,7 +160,7 @@ impl Reloader {
         let overflow_tx = tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let signal = match res {
-                Ok(ev) => WatchSignal::Paths(ev.paths),
+                Ok(ev) => WatchSignal::Paths(Change::of(&ev.kind), ev.paths),
                 Err(e) => WatchSignal::Error(e.to_string()),
             };
             // A full queue means we fell behind: ask for a full rescan instead.
@@ -178,11 +185,11 @@ impl Reloader {
                 _ = shutdown.cancelled() => break,
                 signal = rx.recv() => match signal {
                     None => break,
-                    Some(WatchSignal::Paths(paths)) => {
+                    Some(WatchSignal::Paths(change, paths)) => {
                         let now = Instant::now();
                         for p in paths {
                             if classify(&self.config.dir, &p).is_some() {
-                                debounce.touch(p, now);
+                                debounce.touch(p, now, change);
                             }
                         }
                     }
@@ -196,7 +203,9 @@ impl Reloader {
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     for path in debounce.take_due(Instant::now()) {
-                        self.sync(&path).await;
+                        if self.sync(&path).await == Synced::StillWriting {
+                            debounce.touch(path, Instant::now(), Change::Other);
+                        }
                     }
                 }
             }
@@ -205,40 +214,40 @@ impl Reloader {
         Ok(())
     }
 
-    /// Brings the rule for `path` in line with the file: load, replace, unload, or keep.
-    pub async fn sync(&mut self, path: &Path) {
+    /// Brings the rule for `path` in line with the file: load, replace, unload, or keep;
+    /// or, if the file changed while it was read, nothing yet.
+    pub async fn sync(&mut self, path: &Path) -> Synced {
         let Some(rp) = classify(&self.config.dir, path) else {
-            return;
+            return Synced::Done;
         };
-        let Some((bytes, hash)) = self.read_changed(path, &rp) else {
-            return;
-        };
-        let engine = self.engine.clone();
-        let started = Instant::now();
-        let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes)).await;
         let current = self.rules.snapshot();
         let previous = current.get(&rp.id);
+        let serving = previous.map(|p| (p.version().to_owned(), p.generation));
+        let (bytes, hash) = match self.read_changed(path, &rp) {
+            FileState::Unchanged => return Synced::Done,
+            FileState::StillWriting => return Synced::StillWriting,
+            FileState::Refused(e) => {
+                self.refuse(path, &rp, serving, e);
+                return Synced::Done;
+            }
+            FileState::Changed(bytes, hash) => (bytes, hash),
+        };
+        let started = Instant::now();
+        let compiled = self.compile(bytes).await;
         let policy = self.tenants.policy(&rp.tenant);
-        let checked = match compiled {
-            // Topic ACL: every filter must be within what the tenant may subscribe to.
-            Ok(Ok(rule)) => rule
-                .manifest()
+        // Topic ACL: every filter must be within what the tenant may subscribe to.
+        let checked = compiled.and_then(|rule| {
+            rule.manifest()
                 .filters
                 .iter()
                 .try_for_each(|f| policy.check_filter(f))
-                .map(|()| rule),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(join) => Err(format!("compilation panicked: {join}")),
-        };
+                .map(|()| rule)
+        });
         let rule = match checked {
             Ok(rule) => rule,
             Err(e) => {
-                return self.refuse(
-                    path,
-                    &rp,
-                    previous.map(|p| (p.version().to_owned(), p.generation)),
-                    e,
-                );
+                self.refuse(path, &rp, serving, e);
+                return Synced::Done;
             }
         };
         let slots = self.tenant_slots.len();
@@ -266,30 +275,105 @@ impl Reloader {
         self.rules.set_load_error(&rp.id, None);
         self.rules.swap(current.with(loaded));
         self.metrics.rules_loaded.fetch_add(1, Ordering::Relaxed);
+        Synced::Done
     }
 
-    /// The file's bytes and hash if they differ from what was last seen; a file that is
-    /// gone unloads its rule.
-    fn read_changed(&mut self, path: &Path, rp: &RulePath) -> Option<(Vec<u8>, u64)> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.seen.remove(path);
-                self.rules.set_load_error(&rp.id, None);
-                self.unload(&rp.id);
-                return None;
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), "cannot read rule file: {e}");
-                return None;
-            }
+    /// Compiles on a thread pool of its own, at a lower priority than the workers, and
+    /// waits at most `rules.compile_timeout_ms`. wasmtime compiles a module's functions
+    /// in parallel on the rayon pool of the calling thread; each compilation gets a new
+    /// pool (as many threads as cores, nice 10), so it uses every idle core, the workers
+    /// win the cores from it when they need them, and a slow one holds only its own
+    /// pool: the next load does not queue behind the functions it has left. wasmtime
+    /// cannot interrupt a compilation, so one that takes longer than the limit is
+    /// refused and left to finish on its pool, its result dropped; nothing waits for it.
+    async fn compile(&self, bytes: Vec<u8>) -> Result<Rule, String> {
+        let engine = self.engine.clone();
+        let limit = self.config.compile_timeout;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("wasmrule-compile-{i}"))
+            .start_handler(|_| lower_priority())
+            // Without a handler rayon aborts the process on a panic; with it, the
+            // sender is dropped and the load is refused ("compilation panicked").
+            .panic_handler(|_| ())
+            .build()
+            .map_err(|e| format!("cannot start threads to compile it: {e}"))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // `spawn` keeps the pool's threads until the job is done, though `pool` is
+        // dropped at the end of this function.
+        pool.spawn(move || {
+            // The receiver is gone only if the compilation took too long.
+            let _ = tx.send(engine.compile(&bytes));
+        });
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(compiled)) => compiled.map_err(|e| e.to_string()),
+            Ok(Err(_)) => Err("compilation panicked".to_owned()),
+            Err(_) => Err(format!(
+                "compiling it took longer than {} ms (rules.compile_timeout_ms); refused",
+                limit.as_millis()
+            )),
+        }
+    }
+
+    /// What the file holds now, against what was last seen. A file that is gone unloads
+    /// its rule; one over `rules.max_file_bytes` is refused unread; one that changed
+    /// while it was read is still being written.
+    fn read_changed(&mut self, path: &Path, rp: &RulePath) -> FileState {
+        let gone = |this: &mut Self| {
+            this.seen.remove(path);
+            this.rules.set_load_error(&rp.id, None);
+            this.unload(&rp.id);
+            FileState::Unchanged
         };
+        let cannot_read = |e: std::io::Error| {
+            tracing::error!(file = %path.display(), "cannot read rule file: {e}");
+            FileState::Unchanged
+        };
+        let mut file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return gone(self),
+            Err(e) => return cannot_read(e),
+        };
+        let before = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return cannot_read(e),
+        };
+        let max = self.config.max_file_bytes;
+        if before.len() > max {
+            // Remembered by size and time, so that the same file is reported once.
+            let stamp = stamp_hash(&before);
+            if self.seen.insert(path.to_owned(), stamp) == Some(stamp) {
+                return FileState::Unchanged;
+            }
+            return FileState::Refused(format!(
+                "the file is {} bytes, above the limit of {max} bytes (rules.max_file_bytes); \
+                 not read",
+                before.len()
+            ));
+        }
+        // The watcher's close-write may still be on its way: ask the system too.
+        if has_writer(&file) == Some(true) {
+            tracing::debug!(file = %path.display(), "rule file open for writing; waiting");
+            return FileState::StillWriting;
+        }
+        let mut bytes = Vec::with_capacity(before.len() as usize);
+        if let Err(e) = std::io::Read::read_to_end(&mut file, &mut bytes) {
+            return cannot_read(e);
+        }
+        let steady = std::fs::metadata(path).is_ok_and(|after| {
+            stamp_hash(&after) == stamp_hash(&before) && after.len() == bytes.len() as u64
+        });
+        if !steady {
+            tracing::debug!(file = %path.display(), "rule file changed while read; waiting");
+            return FileState::StillWriting;
+        }
         let hash = content_hash(&bytes);
         if self.seen.get(path) == Some(&hash) {
-            return None;
+            return FileState::Unchanged;
         }
         self.seen.insert(path.to_owned(), hash);
-        Some((bytes, hash))
+        FileState::Changed(bytes, hash)
     }
 
     /// A file that does not load: counted, logged, kept as the rule's load error; the
@@ -325,8 +409,25 @@ impl Reloader {
     }
 }
 
+/// What [`Reloader::sync`] did with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// Loaded, replaced, unloaded, refused, or unchanged.
+    Done,
+    /// It changed while it was read: try again once it is quiet.
+    StillWriting,
+}
+
+/// A rule file as [`Reloader::read_changed`] found it.
+enum FileState {
+    Unchanged,
+    StillWriting,
+    Refused(String),
+    Changed(Vec<u8>, u64),
+}
+
 enum WatchSignal {
-    Paths(Vec<PathBuf>),
+    Paths(Change, Vec<PathBuf>),
     Rescan,
     Error(String),
 }
@@ -334,6 +435,50 @@ enum WatchSignal {
 fn content_hash(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Whether some process has `file` open for writing, where the system can tell: Linux
+/// refuses a read lease on such a file (`fcntl(F_SETLEASE, F_RDLCK)` fails with
+/// `EAGAIN`). `None` where it cannot (another OS, a file wasmrule does not own without
+/// `CAP_LEASE`, leases turned off); then the events and the size and time checks decide.
+fn has_writer(file: &std::fs::File) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor `file` owns and keeps open for the call; the
+        // lease, if granted, is released at once, so no writer ever waits on it.
+        let taken = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+        if taken == 0 {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+            return Some(false);
+        }
+        let refused = std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+        refused.then_some(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
+/// Makes the calling thread (one of a compilation's) yield to the workers when the cores are contended: nice 10 on Linux, nothing elsewhere.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id; a failure only leaves
+    // the priority as it was.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
+/// A file's size and modification time, hashed.
+fn stamp_hash(m: &std::fs::Metadata) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (m.len(), m.modified().ok()).hash(&mut h);
     h.finish()
 }
 
@@ -363,55 +508,6 @@ fn log_loaded(loaded: &LoadedRule, replaced: bool, started: Instant) {
     );
 }
 
-/// Per-file debounce: a file is due once it has been quiet for `quiet`, or has kept
-/// changing for [`MAX_DEBOUNCE_WAIT`].
-struct Debouncer {
-    quiet: Duration,
-    // path -> (first change, last change)
-    pending: HashMap<PathBuf, (Instant, Instant)>,
-}
-
-impl Debouncer {
-    fn new(quiet: Duration) -> Self {
-        Debouncer {
-            quiet,
-            pending: HashMap::new(),
-        }
-    }
-
-    fn touch(&mut self, path: PathBuf, now: Instant) {
-        self.pending
-            .entry(path)
-            .and_modify(|(_, last)| *last = now)
-            .or_insert((now, now));
-    }
-
-    fn due_at(&self, first: Instant, last: Instant) -> Instant {
-        (last + self.quiet).min(first + MAX_DEBOUNCE_WAIT)
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.pending
-            .values()
-            .map(|&(first, last)| self.due_at(first, last))
-            .min()
-    }
-
-    fn take_due(&mut self, now: Instant) -> Vec<PathBuf> {
-        let mut due: Vec<PathBuf> = self
-            .pending
-            .iter()
-            .filter(|(_, (first, last))| self.due_at(*first, *last) <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        due.sort();
-        for p in &due {
-            self.pending.remove(p);
-        }
-        due
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,32 +526,15 @@ mod tests {
         assert_eq!(c("/elsewhere/a.wasm"), None);
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
-    fn debounce_waits_for_quiet() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut d = Debouncer::new(ms(50));
-        let p = PathBuf::from("/r/a.wasm");
-        d.touch(p.clone(), t0);
-        d.touch(p.clone(), t0 + ms(30));
-        assert!(
-            d.take_due(t0 + ms(60)).is_empty(),
-            "30 ms after the last change"
-        );
-        assert_eq!(d.next_deadline(), Some(t0 + ms(80)));
-        assert_eq!(d.take_due(t0 + ms(80)), vec![p.clone()]);
-        assert_eq!(d.next_deadline(), None);
-    }
-
-    #[test]
-    fn debounce_gives_up_waiting_on_busy_files() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut d = Debouncer::new(ms(50));
-        let p = PathBuf::from("/r/a.wasm");
-        for i in 0..100 {
-            d.touch(p.clone(), t0 + ms(i * 30));
-        }
-        assert_eq!(d.next_deadline(), Some(t0 + MAX_DEBOUNCE_WAIT));
+    fn a_file_open_for_writing_has_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.wasm");
+        let writer = std::fs::File::create(&path).unwrap();
+        let reader = std::fs::File::open(&path).unwrap();
+        assert_eq!(has_writer(&reader), Some(true));
+        drop(writer);
+        assert_eq!(has_writer(&reader), Some(false));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 
 use crate::actions::{MqttAction, Publish};
-use crate::source::mqtt::{MqttConfig, MqttProtocol};
+use crate::source::mqtt::{MqttConfig, MqttProtocol, transport};
 
 /// How long a batch's publishes may take to be confirmed before the connection is
 /// dropped and they are sent again.
@@ -131,6 +131,10 @@ fn connect(cfg: &MqttConfig) -> Conn {
             if let Some(u) = &cfg.username {
                 o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
             }
+            // The same transport as the source's connection (TLS for mqtts://).
+            if let Some(t) = transport(cfg) {
+                o.set_transport(t);
+            }
             let (c, l) = rumqttc::AsyncClient::new(o, CHUNK);
             Conn::V4(c, Box::new(l))
         }
@@ -141,6 +145,9 @@ fn connect(cfg: &MqttConfig) -> Conn {
                 .set_max_packet_size(Some(cfg.max_packet_size));
             if let Some(u) = &cfg.username {
                 o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
+            }
+            if let Some(t) = transport(cfg) {
+                o.set_transport(t);
             }
             let (c, l) = rumqttc::v5::AsyncClient::new(o, CHUNK);
             Conn::V5(c, Box::new(l))

@@ -1,7 +1,8 @@
 //! `[redis]`: where to write, as whom, and how much per pipeline. The section as written
 //! ([`RawRedis`]), its defaults and checks, and the validated [`RedisConfig`] the writer
 //! takes, which turns into the client's connection settings and, for logs, a URL without
-//! the password. The spill's own section (`[redis.spill]`) is in `sink/spill/config.rs`.
+//! the password; TLS (`rediss://`) files are read and checked here too (`tls.rs`), so a
+//! bad one is named at startup. The spill's own section (`[redis.spill]`) is in `sink/spill/config.rs`.
 
 use std::path::PathBuf;
 
@@ -10,13 +11,15 @@ use serde::Deserialize;
 
 use crate::config::check::positive;
 use crate::sink::spill::{RawSpill, SpillConfig};
+use crate::tls::{ClientTls, TlsFiles};
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// Where to write commands. Its `Debug` shows no password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user[:password]@]host[:port][/db]` or `unix:///path`.
+    /// `redis://[user[:password]@]host[:port][/db]`, `rediss://` (TLS) or
+    /// `unix:///path`.
     pub url: String,
     /// The ACL user, over the URL's.
     pub username: Option<String>,
@@ -26,6 +29,10 @@ pub struct RedisConfig {
     pub max_pipeline: usize,
     /// The on-disk spill for QoS 0 batches while Redis is unreachable; `None` is off.
     pub spill: Option<SpillConfig>,
+    /// The TLS files (`tls_ca_file`, `tls_cert_file`, `tls_key_file`).
+    pub tls_files: TlsFiles,
+    /// TLS, read from `tls_files` once the URL is final ([`RedisConfig::load_tls`]).
+    pub tls: Option<ClientTls>,
 }
 
 /// `[redis]` as written.
@@ -38,6 +45,9 @@ pub(crate) struct RawRedis {
     password_file: Option<PathBuf>,
     max_pipeline: Option<usize>,
     spill: Option<RawSpill>,
+    tls_ca_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 impl RawRedis {
@@ -56,7 +66,14 @@ impl RawRedis {
                 })?),
                 (None, None) => None,
             };
+        let tls_files = TlsFiles {
+            ca_file: self.tls_ca_file,
+            cert_file: self.tls_cert_file,
+            key_file: self.tls_key_file,
+        };
         Ok(RedisConfig {
+            tls: None,
+            tls_files,
             url,
             username: self.username,
             password,
@@ -77,6 +94,60 @@ fn read_password(file: &std::path::Path) -> anyhow::Result<String> {
 }
 
 impl RedisConfig {
+    /// Points the writer at `url` (`--redis-url`).
+    ///
+    /// # Errors
+    ///
+    /// As [`check_redis_url`].
+    pub(crate) fn set_url(&mut self, url: &str) -> anyhow::Result<()> {
+        check_redis_url(url)?;
+        self.url = url.to_owned();
+        Ok(())
+    }
+
+    /// Reads the TLS files for a `rediss://` URL (once the command line had its say);
+    /// TLS files with another URL are a mistake worth naming.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientTls::load`], and when TLS files are set for a plain URL.
+    pub(crate) fn load_tls(&mut self) -> anyhow::Result<()> {
+        self.tls = None;
+        if self.url.starts_with("rediss://") {
+            self.tls = Some(ClientTls::load(&self.tls_files, "redis")?);
+        } else if self.tls_files.any() {
+            bail!(
+                "redis.tls_*_file is set but {:?} is not a rediss:// URL",
+                self.display_url()
+            );
+        }
+        Ok(())
+    }
+
+    /// The client for these settings: [`RedisConfig::connection_info`], over TLS with
+    /// the configured CA (else the system's) and client certificate for `rediss://`.
+    ///
+    /// # Errors
+    ///
+    /// When the URL does not parse (checked when the config was built).
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        let info = self.connection_info()?;
+        let Some(tls) = &self.tls else {
+            return redis::Client::open(info);
+        };
+        // redis-rs builds its rustls configuration from the process default provider.
+        crate::tls::provider();
+        let certificates = redis::TlsCertificates {
+            client_tls: tls.client_pem.clone().map(|(client_cert, client_key)| {
+                redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
+            }),
+            root_cert: tls.ca_pem.clone(),
+        };
+        redis::Client::build_with_tls(info, certificates)
+    }
     /// The client's connection settings: the URL's, with `username` and `password` over
     /// them, and without the `CLIENT SETINFO` the client would send on connecting (a
     /// Redis user limited to wasmrule's commands may not run it; docs/security.md).
@@ -143,8 +214,22 @@ impl std::fmt::Debug for RedisConfig {
 ///
 /// When it has another scheme or the client cannot parse it.
 pub(crate) fn check_redis_url(url: &str) -> anyhow::Result<()> {
-    if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-        bail!("{url:?}: expected redis://host:port[/db] or unix:///path (TLS is not built in)");
+    if !["redis://", "rediss://", "unix://"]
+        .iter()
+        .any(|s| url.starts_with(s))
+    {
+        bail!(
+            "{:?}: expected redis://host:port[/db], rediss://host:port[/db] (TLS) or \
+             unix:///path",
+            redact_url(url)
+        );
+    }
+    if url.starts_with("rediss://") && url.contains("#insecure") {
+        bail!(
+            "{:?}: #insecure would turn certificate checks off; give the server's CA in \
+             redis.tls_ca_file instead",
+            redact_url(url)
+        );
     }
     if let Err(e) = redis::Client::open(url) {
         bail!("{:?}: {e}", redact_url(url));
@@ -160,6 +245,8 @@ pub(crate) fn redact_url(url: &str) -> String {
         password: None,
         max_pipeline: 1,
         spill: None,
+        tls_files: TlsFiles::default(),
+        tls: None,
     }
     .display_url()
 }
@@ -216,6 +303,8 @@ mod tests {
             format!("{missing:#}").contains("redis.password_file"),
             "{missing:#}"
         );
+        let insecure = check_redis_url("rediss://h:6380/#insecure").unwrap_err();
+        assert!(format!("{insecure:#}").contains("redis.tls_ca_file"));
         let bad = check_redis_url("redis://u:pw5@[bad").unwrap_err();
         assert!(!format!("{bad:#}").contains("pw5"), "{bad:#}");
     }

@@ -34,7 +34,7 @@ use outage::SpillingWriter;
 use writer::{IDLE_CHECK, Writer};
 
 pub use config::{DEFAULT_REDIS_URL, RedisConfig};
-pub(crate) use config::{RawRedis, check_redis_url, redact_url};
+pub(crate) use config::{RawRedis, redact_url};
 
 /// With the spill on, batches that must wait in memory (QoS 1/2 ones, and any the
 /// spill cannot take) may hold this many pipelines' worth of commands and messages

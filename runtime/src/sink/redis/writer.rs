@@ -371,7 +371,7 @@ impl Writer {
 
 /// One connection attempt, bounded by the connect and response timeouts.
 pub(crate) async fn connect(config: &RedisConfig) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(config.connection_info()?)?;
+    let client = config.client()?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));

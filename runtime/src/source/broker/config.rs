@@ -1,16 +1,20 @@
-//! `[broker]`: the embedded broker's listener and limits. The section as written
+//! `[broker]`: the embedded broker's listeners and limits. The section as written
 //! ([`RawBroker`]), its defaults (in [`BrokerConfig::new`]) and checks, and the
-//! validated [`BrokerConfig`] that `Broker::start` (`mod.rs`) takes.
+//! validated [`BrokerConfig`] that `Broker::start` (`mod.rs`) takes. The TLS listener's
+//! files ([`BrokerTls`]) are checked once the command line had its say
+//! ([`BrokerConfig::check_tls`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::acl::Acl;
+use super::auth::Passwords;
 use crate::config::check::{check_qos, positive};
+use crate::tls;
 
 pub const DEFAULT_BROKER_ADDR: &str = "127.0.0.1:1883";
 
@@ -35,6 +39,32 @@ pub struct BrokerConfig {
     /// Longest session expiry a client may ask for (MQTT 5), and the expiry of MQTT
     /// 3.1.1 sessions with clean_session = false.
     pub session_expiry: Duration,
+    /// A second listener, with TLS.
+    pub tls: Option<BrokerTls>,
+    /// Users and their password hashes (`password_file`); `None` checks no password.
+    pub passwords: Option<std::sync::Arc<Passwords>>,
+    /// Whether a client without a username may connect: by default yes without a
+    /// password file, no with one.
+    pub allow_anonymous: bool,
+    /// Where sessions (subscriptions, queued and in-flight QoS 1/2 messages) are kept
+    /// across restarts; `None` keeps them in memory only.
+    pub session_dir: Option<PathBuf>,
+}
+
+/// The embedded broker's TLS listener: its address, certificate and key, and the CA
+/// whose client certificates it requires, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerTls {
+    /// TCP address of the TLS listener (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// PEM file of the broker's certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of its private key.
+    pub key_file: Option<PathBuf>,
+    /// PEM file of the CAs whose client certificates are accepted. When set, a client
+    /// must present one, and its certificate's common name (CN) is its username, for
+    /// the ACL and in events, whatever the CONNECT packet says.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -49,7 +79,37 @@ impl BrokerConfig {
             max_mqueue_len: 1000,
             max_connections: 100_000,
             session_expiry: Duration::from_secs(2 * 3600),
+            tls: None,
+            passwords: None,
+            allow_anonymous: true,
+            session_dir: None,
         }
+    }
+
+    /// Checks the TLS listener's files: readable, a certificate chain, a private key
+    /// that is the certificate's, a client CA file with certificates.
+    ///
+    /// # Errors
+    ///
+    /// Naming the key (`broker.tls_cert_file`, ...) and the file.
+    pub(crate) fn check_tls(&self) -> anyhow::Result<()> {
+        let Some(t) = &self.tls else { return Ok(()) };
+        let (Some(cert_file), Some(key_file)) = (&t.cert_file, &t.key_file) else {
+            bail!(
+                "the embedded broker's TLS listener ({}) needs broker.tls_cert_file and \
+                 broker.tls_key_file (--embedded-broker-cert, --embedded-broker-key)",
+                t.listen
+            );
+        };
+        let client_ca = t
+            .client_ca_file
+            .as_deref()
+            .map(|f| (f, "broker.tls_client_ca_file"));
+        tls::check_server_files(
+            (cert_file, "broker.tls_cert_file"),
+            (key_file, "broker.tls_key_file"),
+            client_ca,
+        )
     }
 }
 
@@ -65,6 +125,13 @@ pub(crate) struct RawBroker {
     max_mqueue_len: Option<usize>,
     max_connections: Option<usize>,
     session_expiry_secs: Option<u64>,
+    tls_listen: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    allow_anonymous: Option<bool>,
+    session_dir: Option<PathBuf>,
 }
 
 impl RawBroker {
@@ -94,6 +161,27 @@ impl RawBroker {
         }
         if let Some(v) = b.session_expiry_secs {
             c.session_expiry = Duration::from_secs(v);
+        }
+        if let Some(file) = &b.password_file {
+            c.passwords = Some(std::sync::Arc::new(Passwords::from_file(file)?));
+        }
+        c.allow_anonymous = b.allow_anonymous.unwrap_or(c.passwords.is_none());
+        c.session_dir = b.session_dir;
+        match b.tls_listen {
+            Some(addr) => {
+                c.tls = Some(BrokerTls {
+                    listen: parse_listen_addr(&addr).context("tls_listen")?,
+                    cert_file: b.tls_cert_file,
+                    key_file: b.tls_key_file,
+                    client_ca_file: b.tls_client_ca_file,
+                })
+            }
+            None if b.tls_cert_file.is_some() || b.tls_client_ca_file.is_some() => {
+                bail!(
+                    "tls_cert_file and tls_client_ca_file need tls_listen (the TLS listener's address)"
+                )
+            }
+            None => {}
         }
         Ok(c)
     }

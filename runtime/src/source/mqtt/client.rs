@@ -1,7 +1,7 @@
 //! The rumqttc client and event loop behind one protocol-independent face: MQTT 3.1.1
 //! or 5 is chosen here and nowhere else. [`connect`] builds both from the config;
 //! [`EventLoop::poll`] turns packets into [`Polled`]; [`Client`] sends subscriptions,
-//! acknowledgements and DISCONNECT.
+//! acknowledgements and DISCONNECT. TLS (`mqtts://`) is rumqttc's rustls transport.
 
 use super::config::{MqttConfig, MqttProtocol};
 use super::subscriptions::SubRequest;
@@ -50,6 +50,9 @@ pub(super) fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
             if let Some(u) = &cfg.username {
                 o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
             }
+            if let Some(t) = transport(cfg) {
+                o.set_transport(t);
+            }
             let (c, l) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
             (Client::V4(c), EventLoop::V4(Box::new(l)))
         }
@@ -66,10 +69,22 @@ pub(super) fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
             if let Some(u) = &cfg.username {
                 o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
             }
+            if let Some(t) = transport(cfg) {
+                o.set_transport(t);
+            }
             let (c, l) = rumqttc::v5::AsyncClient::new(o, REQUEST_CAPACITY);
             (Client::V5(c), EventLoop::V5(Box::new(l)))
         }
     }
+}
+
+/// TLS for `mqtts://`: rustls with the configuration checked when the config was built
+/// (`tls.rs`); the server name checked and sent (SNI) is the URL's host.
+pub(crate) fn transport(cfg: &MqttConfig) -> Option<rumqttc::Transport> {
+    let tls = cfg.tls.as_ref()?;
+    Some(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls.config.clone()),
+    ))
 }
 
 fn qos4(q: u8) -> rumqttc::QoS {

@@ -1,7 +1,8 @@
 //! `[mqtt]`: where and how to connect to an MQTT broker. The section as written
 //! ([`RawMqtt`]), its defaults and checks, and the validated [`MqttConfig`] the
-//! connection uses; also the `mqtt://` URL grammar, which `--mqtt-url` and
-//! `wasmrule simulate` share.
+//! connection uses; also the `mqtt://` / `mqtts://` URL grammar, which `--mqtt-url` and
+//! `wasmrule simulate` (plain `mqtt://` only) share. TLS files are read and checked
+//! here, when the config is built (`tls.rs`).
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::config::check::{check_qos, positive};
+use crate::tls::{ClientTls, TlsFiles};
 
 pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
 
@@ -44,6 +46,12 @@ pub struct MqttConfig {
     /// The broker is EMQX: turn its client-event topics into broker events
     /// (`emqx.rs`, docs/events.md).
     pub emqx_events: bool,
+    /// The TLS files (`tls_ca_file`, `tls_cert_file`, `tls_key_file`).
+    pub tls_files: TlsFiles,
+    /// The URL is `mqtts://` or `ssl://`.
+    pub tls_url: bool,
+    /// TLS, read from `tls_files` once the URL is final ([`MqttConfig::load_tls`]).
+    pub tls: Option<ClientTls>,
 }
 
 /// `[mqtt]` as written.
@@ -62,6 +70,9 @@ pub(crate) struct RawMqtt {
     session_expiry_secs: Option<u32>,
     inflight: Option<u16>,
     emqx_events: Option<bool>,
+    tls_ca_file: Option<std::path::PathBuf>,
+    tls_cert_file: Option<std::path::PathBuf>,
+    tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl RawMqtt {
@@ -70,7 +81,12 @@ impl RawMqtt {
     pub(crate) fn build(self, id_chosen: bool) -> anyhow::Result<MqttConfig> {
         let m = self;
         let url = m.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
-        let (host, port, url_user, url_pass) = parse_mqtt_url(url).context("mqtt.url")?;
+        let u = parse_url(url).context("mqtt.url")?;
+        let tls_files = TlsFiles {
+            ca_file: m.tls_ca_file,
+            cert_file: m.tls_cert_file,
+            key_file: m.tls_key_file,
+        };
         let protocol = match m.protocol.as_deref().unwrap_or("5") {
             "5" | "5.0" => MqttProtocol::V5,
             "3.1.1" | "4" => MqttProtocol::V311,
@@ -88,11 +104,14 @@ impl RawMqtt {
             bail!("mqtt.keep_alive_secs: {keep_alive} is outside 5..=65535");
         }
         Ok(MqttConfig {
-            host,
-            port,
+            tls_url: u.tls,
+            tls: None,
+            tls_files,
+            host: u.host,
+            port: u.port,
             client_id,
-            username: m.username.or(url_user),
-            password: m.password.or(url_pass),
+            username: m.username.or(u.user),
+            password: m.password.or(u.password),
             protocol,
             qos: check_qos(m.qos.unwrap_or(1)).context("mqtt.qos")?,
             keep_alive: Duration::from_secs(keep_alive),
@@ -116,12 +135,35 @@ impl MqttConfig {
     ///
     /// As [`parse_mqtt_url`].
     pub(crate) fn set_url(&mut self, url: &str) -> anyhow::Result<()> {
-        let (host, port, user, pass) = parse_mqtt_url(url)?;
-        self.host = host;
-        self.port = port;
-        if user.is_some() {
-            self.username = user;
-            self.password = pass;
+        let u = parse_url(url)?;
+        self.tls_url = u.tls;
+        self.host = u.host;
+        self.port = u.port;
+        if u.user.is_some() {
+            self.username = u.user;
+            self.password = u.password;
+        }
+        Ok(())
+    }
+}
+
+impl MqttConfig {
+    /// Reads the TLS files for an `mqtts://` URL (once the command line had its say);
+    /// TLS files with an `mqtt://` URL are a mistake worth naming.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientTls::load`], and when TLS files are set for a plain URL.
+    pub(crate) fn load_tls(&mut self) -> anyhow::Result<()> {
+        self.tls = None;
+        if self.tls_url {
+            self.tls = Some(ClientTls::load(&self.tls_files, "mqtt")?);
+        } else if self.tls_files.any() {
+            bail!(
+                "mqtt.tls_*_file is set but the broker URL is not mqtts:// (mqtt://{}:{})",
+                self.host,
+                self.port
+            );
         }
         Ok(())
     }
@@ -141,22 +183,46 @@ pub(crate) fn check_client_id(id: &str) -> anyhow::Result<String> {
 
 type MqttUrlParts = (String, u16, Option<String>, Option<String>);
 
-/// Parses `mqtt://[user[:password]@]host[:port]` (`tcp://` also accepted).
+/// Parses a plain `mqtt://[user[:password]@]host[:port]` (`tcp://` also accepted), for
+/// clients without TLS (`wasmrule simulate`).
 ///
 /// # Errors
 ///
 /// When the scheme is not `mqtt`/`tcp`, the host is missing, or the port is invalid.
 pub fn parse_mqtt_url(url: &str) -> anyhow::Result<MqttUrlParts> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        bail!("{url:?}: expected mqtt://host:port");
-    };
-    match scheme {
-        "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" | "ws" | "wss" => {
-            bail!("{url:?}: {scheme}:// is not supported by this build; use mqtt://")
-        }
-        _ => bail!("{url:?}: unknown scheme {scheme:?}; expected mqtt://host:port"),
+    let u = parse_url(url)?;
+    if u.tls {
+        bail!("{url:?}: TLS is only for `wasmrule run`; use mqtt://");
     }
+    Ok((u.host, u.port, u.user, u.password))
+}
+
+/// An MQTT URL, taken apart.
+struct MqttUrl {
+    /// `mqtts://` or `ssl://`.
+    tls: bool,
+    host: String,
+    /// 1883 by default, 8883 with TLS.
+    port: u16,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+/// Parses `mqtt://` or `mqtts://[user[:password]@]host[:port]` (`tcp://`, `ssl://`).
+fn parse_url(url: &str) -> anyhow::Result<MqttUrl> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!("{url:?}: expected mqtt://host:port or mqtts://host:port");
+    };
+    let tls = match scheme {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        "ws" | "wss" => {
+            bail!("{url:?}: MQTT over WebSocket is not supported; use mqtt:// or mqtts://")
+        }
+        _ => bail!(
+            "{url:?}: unknown scheme {scheme:?}; expected mqtt://host:port or mqtts://host:port"
+        ),
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
         bail!("{url:?}: an MQTT URL has no path or query");
@@ -187,13 +253,20 @@ pub fn parse_mqtt_url(url: &str) -> anyhow::Result<MqttUrlParts> {
         bail!("{url:?}: no host");
     }
     let port = match port {
+        None if tls => 8883,
         None => 1883,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
             _ => bail!("{url:?}: port {p:?} is not a number in 1..=65535"),
         },
     };
-    Ok((host.to_owned(), port, user, pass))
+    Ok(MqttUrl {
+        tls,
+        host: host.to_owned(),
+        port,
+        user,
+        password: pass,
+    })
 }
 
 #[cfg(test)]
@@ -219,5 +292,12 @@ mod tests {
         ] {
             assert!(parse_mqtt_url(bad).is_err(), "{bad}");
         }
+        let u = parse_url("mqtts://broker.example").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (true, "broker.example", 8883)
+        );
+        let u = parse_url("ssl://h:9").unwrap();
+        assert_eq!((u.tls, u.port), (true, 9));
     }
 }

@@ -49,6 +49,7 @@ use client::{EventLoop, Polled};
 use follower::{Follower, Requester, lock};
 use subscriptions::{SubRequest, SubTable};
 
+pub(crate) use client::transport;
 pub use config::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
 pub(crate) use config::{RawMqtt, check_client_id};
 

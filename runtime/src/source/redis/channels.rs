@@ -51,7 +51,7 @@ impl Channels {
 
     /// Subscribes and forwards messages until shutdown (`Ok`) or a lost connection.
     async fn serve(&mut self, mut want: Vec<RedisTrigger>) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.config.connection_info()?)?;
+        let client = self.config.client()?;
         let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
         for t in &want {
             sink.subscribe(&t.key[..]).await?;

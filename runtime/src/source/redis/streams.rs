@@ -72,7 +72,7 @@ impl Streams {
     }
 
     async fn connect(&self, response_timeout: Duration) -> anyhow::Result<MultiplexedConnection> {
-        let client = redis::Client::open(self.config.connection_info()?)?;
+        let client = self.config.client()?;
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(response_timeout));

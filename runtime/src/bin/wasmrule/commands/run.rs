@@ -20,7 +20,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref(), &args.overrides)?;
     let rt = async_runtime()?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         tracing::info!(
             mqtt = %source_name(&config),
             redis = %config.redis.display_url(),
@@ -29,7 +29,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "wasmrule starting"
         );
         wasmrule::run(config, shutdown_signal()).await
-    })?;
+    });
+    // `run` has written, acknowledged and stored all it will; a blocking task that
+    // never ends (the embedded broker's session store keeps one) must not keep the
+    // process alive, as dropping the runtime would.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
