@@ -113,7 +113,7 @@ impl Runtime {
         let (actions, embedded) = match &config.broker {
             Some(_) => (ActionSink::Embedded(embedded_actions.clone()), true),
             None => (
-                ActionSink::Client(Publisher::new(config.mqtt.clone())),
+                ActionSink::Client(Box::new(Publisher::new(config.mqtt.clone()))),
                 false,
             ),
         };

@@ -84,7 +84,7 @@ impl ActionQueue {
 /// Where MQTT actions go.
 pub enum ActionSink {
     /// A client connection to the external broker.
-    Client(Publisher),
+    Client(Box<Publisher>),
     /// The embedded broker, in process.
     Embedded(EmbeddedActions),
 }
