@@ -85,28 +85,6 @@ impl Drop for Subscriber {
     }
 }
 
-/// Publishes `payload` on `topic` every 100 ms until `check` holds: wasmrule has
-/// subscribed and serves (messages published before its subscription are not for it).
-async fn publish_until<T>(
-    publisher: &Publisher,
-    topic: &str,
-    payload: &str,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        publisher.publish(topic, payload).await;
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Some(v) = check() {
-                return v;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-    }
-}
-
 /// A deterministic sequence of readings: `devices` devices, `n` readings in all, with
 /// jumps large and small and repeats, in the order they are published.
 fn readings(devices: usize, n: usize) -> Vec<(String, String)> {
@@ -186,6 +164,7 @@ async fn threshold_alerts_are_exactly_the_models_through_mosquitto_and_redis() {
         &publisher,
         "readings/warmup",
         "1",
+        WAIT,
         "the rule serving",
         || conn.get::<_, Option<String>>("last:warmup").ok().flatten(),
     )
@@ -295,19 +274,7 @@ async fn a_redis_channel_message_becomes_a_device_command_through_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_channel_message_becomes_a_device_command_through_the_embedded_broker() {
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    install(&dist("downlink"), dir.path(), "downlink.wasm");
-    let mut config = wasmrule::Config::with_overrides(&wasmrule::Overrides {
-        redis_url: Some(redis.url()),
-        rules_dir: Some(dir.path().to_owned()),
-        http_addr: Some("off".into()),
-        ..Default::default()
-    })
-    .unwrap();
-    config.runtime.workers = 2;
-    config.rules.cache_dir = None;
-    config.broker = Some(BrokerConfig::new("127.0.0.1:0".parse().unwrap()));
-    let rt = Runtime::start(config).await.unwrap();
+    let (rt, _dir) = embedded(&redis, &["downlink"]).await;
     let port = rt.broker_addr.unwrap().port();
     let device = Subscriber::connect(port, "devices/d1/cmd").await;
     subscribed_to_channel(&redis, "downlink").await;
@@ -426,6 +393,7 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
         &publisher,
         "acme/probe/get",
         "x",
+        WAIT,
         "the rule serving",
         || {
             redis
@@ -623,6 +591,7 @@ async fn a_read_while_redis_is_down_is_unavailable_to_the_rule_and_nothing_is_lo
         &publisher,
         "acme/probe/get",
         "x",
+        WAIT,
         "the rule serving",
         || {
             redis

@@ -66,26 +66,15 @@ impl Env {
     }
 }
 
-/// Publishes `payload` to `topic` every 100 ms until `check` holds: the first publishes
-/// may precede the rule's subscription.
+/// [`support::publish_until`] within 2 s.
 async fn publish_until<T>(
     publisher: &Publisher,
     topic: &str,
     payload: &str,
     what: &str,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + SECS2;
-    loop {
-        publisher.publish(topic, payload).await;
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Some(v) = check() {
-                return v;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "within 2 s: {what}");
-    }
+    support::publish_until(publisher, topic, payload, SECS2, what, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,6 +357,33 @@ pub async fn eventually<T>(
     }
 }
 
+/// Publishes `payload` on `topic` (QoS 1) every 100 ms until `check` holds, or panics
+/// after `timeout` with `what`: until wasmrule has subscribed and serves (messages
+/// published before its subscription are not for it).
+pub async fn publish_until<T>(
+    publisher: &Publisher,
+    topic: &str,
+    payload: &str,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        publisher.publish(topic, payload).await;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(v) = check() {
+                return v;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+    }
+}
+
 /// The body of `GET path` from wasmrule's health endpoint at `127.0.0.1:port`, or
 /// `None` if it does not answer.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
