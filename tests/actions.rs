@@ -363,6 +363,25 @@ async fn a_redis_stream_loses_no_command_when_wasmrule_is_killed_mid_stream() {
     wasmrule.terminate(Duration::from_secs(10));
 }
 
+/// Waits until tenant-probe serves: its `get` probe has recorded something.
+async fn probe_serving(publisher: &Publisher, redis: &Redis) {
+    publish_until(
+        publisher,
+        "acme/probe/get",
+        "x",
+        WAIT,
+        "the rule serving",
+        || {
+            redis
+                .conn()
+                .get::<_, Option<String>>("acme:probe:get")
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
     let (redis, mqtt) = (Redis::start(), Mosquitto::start());
@@ -389,21 +408,7 @@ async fn a_tenant_cannot_read_publish_or_subscribe_beyond_its_own() {
     // A subscriber to everything, on the broker's side of things.
     let everything = Subscriber::connect(mqtt.port, "#").await;
     let publisher = Publisher::connect(&mqtt).await;
-    publish_until(
-        &publisher,
-        "acme/probe/get",
-        "x",
-        WAIT,
-        "the rule serving",
-        || {
-            redis
-                .conn()
-                .get::<_, Option<String>>("acme:probe:get")
-                .ok()
-                .flatten()
-        },
-    )
-    .await;
+    probe_serving(&publisher, &redis).await;
     for probe in [
         "scan",
         "hashtag",
@@ -587,21 +592,7 @@ async fn a_read_while_redis_is_down_is_unavailable_to_the_rule_and_nothing_is_lo
         .await
         .unwrap();
     let publisher = Publisher::connect(&mqtt).await;
-    publish_until(
-        &publisher,
-        "acme/probe/get",
-        "x",
-        WAIT,
-        "the rule serving",
-        || {
-            redis
-                .conn()
-                .get::<_, Option<String>>("acme:probe:get")
-                .ok()
-                .flatten()
-        },
-    )
-    .await;
+    probe_serving(&publisher, &redis).await;
     let _: () = redis.conn().del("acme:probe:get").unwrap();
     redis.kill();
     let ran = wasmrule::Metrics::get(&rt.metrics.invocations);
