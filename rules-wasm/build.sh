@@ -122,8 +122,11 @@ fi
 # Rust: the crates in rules-wasm/*/Cargo.toml -> dist/<rule>.wasm
 # ---------------------------------------------------------------------------------------
 if want rust; then
+    # The EMQX 4 backend pack's rules are in emqx4-backend/ beside the library they
+    # share (which is no rule: no cdylib).
     crates=()
-    for manifest in "$here"/*/Cargo.toml; do
+    for manifest in "$here"/*/Cargo.toml "$here"/emqx4-backend/*/Cargo.toml; do
+        grep -q cdylib "$manifest" || continue
         crates+=("$(basename "$(dirname "$manifest")")")
     done
 

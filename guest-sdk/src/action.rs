@@ -132,6 +132,9 @@ pub struct Deliver {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    /// MQTT 5 user properties, in order (a host from before they existed refuses a
+    /// delivery that has any).
+    pub properties: Vec<(String, String)>,
 }
 
 /// Delivers `payload` on `topic` to the session of `client` only (embedded broker;
@@ -147,10 +150,18 @@ pub fn deliver(
         payload: payload.as_ref().to_vec(),
         qos: 0,
         retain: false,
+        properties: Vec::new(),
     }
 }
 
 impl Deliver {
+    /// Adds an MQTT 5 user property (the client sees it over MQTT 5; the broker's
+    /// events about the message see it either way).
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
     /// The QoS, 0 or 1.
     pub fn qos(mut self, qos: u8) -> Self {
         self.qos = qos;
@@ -221,6 +232,12 @@ impl fmt::Display for Action {
                 f.write_str(" ")?;
                 write_quoted(f, d.topic.as_bytes())?;
                 write!(f, " qos={} retain={}", d.qos, u8::from(d.retain))?;
+                for (k, v) in &d.properties {
+                    f.write_str(" prop:")?;
+                    write_quoted(f, k.as_bytes())?;
+                    f.write_str("=")?;
+                    write_quoted(f, v.as_bytes())?;
+                }
                 write_payload(f, &d.payload)
             }
         }

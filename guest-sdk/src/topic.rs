@@ -19,6 +19,16 @@
 /// ```
 pub use wasmrule_topic::is_valid_filter;
 
+/// Whether `topic` matches `filter` with MQTT's rules (`+` one level, `#` the rest,
+/// no wildcard first level for `$` topics); `wasmrule-topic`'s, as the runtime's.
+///
+/// ```
+/// use wasmrule_guest::topic::matches;
+/// assert!(matches("sensors/+/temp", "sensors/hall/temp"));
+/// assert!(!matches("#", "$SYS/uptime"));
+/// ```
+pub use wasmrule_topic::matches;
+
 #[cfg(test)]
 mod tests {
     use super::is_valid_filter;

@@ -63,7 +63,7 @@ impl MqttAction {
 /// MQTT PUBLISH <topic> qos=<0|1> retain=<0|1> [prop:<key>=<value> ...] payload=<payload>
 /// MQTT SUBSCRIBE <client> <filter> qos=<0|1>
 /// MQTT UNSUBSCRIBE <client> <filter>
-/// MQTT DELIVER <client> <topic> qos=<0|1> retain=<0|1> payload=<payload>
+/// MQTT DELIVER <client> <topic> qos=<0|1> retain=<0|1> [prop:<key>=<value> ...] payload=<payload>
 /// ```
 ///
 /// Topics, filters, client ids and property keys and values are written as `redis-cli`
@@ -81,7 +81,7 @@ impl fmt::Display for MqttAction {
             MqttAction::Publish(p) => {
                 f.write_str("MQTT PUBLISH")?;
                 word(f, p.topic.as_bytes())?;
-                message(f, p, true)
+                message(f, p)
             }
             MqttAction::Subscribe {
                 client,
@@ -102,22 +102,20 @@ impl fmt::Display for MqttAction {
                 f.write_str("MQTT DELIVER")?;
                 word(f, client.as_bytes())?;
                 word(f, m.topic.as_bytes())?;
-                message(f, m, false)
+                message(f, m)
             }
         }
     }
 }
 
 /// ` qos=.. retain=.. [prop:k=v ...] payload=..` of a message.
-fn message(f: &mut fmt::Formatter<'_>, p: &Publish, props: bool) -> fmt::Result {
+fn message(f: &mut fmt::Formatter<'_>, p: &Publish) -> fmt::Result {
     write!(f, " qos={} retain={}", p.qos, u8::from(p.retain))?;
-    if props {
-        for (k, v) in &p.properties {
-            f.write_str(" prop:")?;
-            write_cli_arg(f, k.as_bytes())?;
-            f.write_str("=")?;
-            write_cli_arg(f, v.as_bytes())?;
-        }
+    for (k, v) in &p.properties {
+        f.write_str(" prop:")?;
+        write_cli_arg(f, k.as_bytes())?;
+        f.write_str("=")?;
+        write_cli_arg(f, v.as_bytes())?;
     }
     f.write_str(" payload=")?;
     match std::str::from_utf8(&p.payload) {

@@ -46,14 +46,16 @@ pub struct Message {
     /// Set when this is not a message but a broker event; `topic` is then the event
     /// topic rules ask for (`$events/client_disconnected`).
     pub event: Option<Box<BrokerEvent>>,
+    /// The message id the source gave it (the embedded broker, so that the events of
+    /// its delivery carry the same one); `None`: made from `received_at` and `seq`.
+    pub msgid: Option<String>,
 }
 
 impl Message {
     /// A message received now, with a fresh sequence number.
     pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>, qos: u8, retain: bool) -> Self {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
         Message {
-            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            seq: next_seq(),
             topic: topic.into(),
             payload: payload.into(),
             qos,
@@ -64,6 +66,16 @@ impl Message {
             properties: None,
             tracked: false,
             event: None,
+            msgid: None,
+        }
+    }
+
+    /// The `msgid` of this message (`message.publish`): [`msgid`] of its receipt,
+    /// unless the source named one.
+    pub fn msgid(&self) -> String {
+        match &self.msgid {
+            Some(id) => id.clone(),
+            None => msgid(self.received_at, self.seq),
         }
     }
 
@@ -75,12 +87,61 @@ impl Message {
     }
 }
 
+/// The next message sequence number of this process (every [`Message`] takes one).
+pub fn next_seq() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The MQTT 5 user property that carries a message's `msgid` through the embedded
+/// broker to the events of its delivery (`message.delivered`, `message.acked`).
+pub const MSGID_PROPERTY: &str = "wasmrule-msgid";
+
+/// A message id: 32 uppercase hex digits, the receipt time in milliseconds (12), the
+/// process's message counter (10), then a tag drawn once per process (10). Unique across
+/// processes and restarts, and ordered by receipt time as text (within one process, by
+/// receipt order), so that stored messages sort in publish order by id.
+pub fn msgid(received_at_ms: u64, seq: u64) -> String {
+    MsgId {
+        received_at_ms,
+        seq,
+    }
+    .to_string()
+}
+
+/// [`msgid`], written without an allocation of its own.
+struct MsgId {
+    received_at_ms: u64,
+    seq: u64,
+}
+
+impl std::fmt::Display for MsgId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let tag = *TAG.get_or_init(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            // Mixed so that two processes started in the same nanosecond still differ.
+            (nanos ^ (u64::from(std::process::id()) << 24)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        });
+        write!(
+            f,
+            "{:012X}{:010X}{:010X}",
+            self.received_at_ms & 0xFFFF_FFFF_FFFF,
+            self.seq & 0xFF_FFFF_FFFF,
+            tag >> 24
+        )
+    }
+}
+
 /// The kinds of broker events, under EMQX's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
     ClientConnected,
     ClientDisconnected,
     ClientCheckAuthzComplete,
+    SessionCreated,
     SessionSubscribed,
     SessionUnsubscribed,
     MessageDelivered,
@@ -94,10 +155,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::ClientConnected,
         EventKind::ClientDisconnected,
         EventKind::ClientCheckAuthzComplete,
+        EventKind::SessionCreated,
         EventKind::SessionSubscribed,
         EventKind::SessionUnsubscribed,
         EventKind::MessageDelivered,
@@ -112,6 +174,7 @@ impl EventKind {
             EventKind::ClientConnected => "client.connected",
             EventKind::ClientDisconnected => "client.disconnected",
             EventKind::ClientCheckAuthzComplete => "client.check_authz_complete",
+            EventKind::SessionCreated => "session.created",
             EventKind::SessionSubscribed => "session.subscribed",
             EventKind::SessionUnsubscribed => "session.unsubscribed",
             EventKind::MessageDelivered => "message.delivered",
@@ -129,6 +192,7 @@ impl EventKind {
             EventKind::ClientConnected => "$events/client_connected",
             EventKind::ClientDisconnected => "$events/client_disconnected",
             EventKind::ClientCheckAuthzComplete => "$events/client_check_authz_complete",
+            EventKind::SessionCreated => "$events/session_created",
             EventKind::SessionSubscribed => "$events/session_subscribed",
             EventKind::SessionUnsubscribed => "$events/session_unsubscribed",
             EventKind::MessageDelivered => "$events/message_delivered",
@@ -254,9 +318,19 @@ impl EventEncoder {
         // Writing to a Vec cannot fail; the results below are infallible.
         let _ = write!(
             out,
-            "{{\"event\":\"message.publish\",\"id\":\"{:016X}{:016X}\"",
+            "{{\"event\":\"message.publish\",\"id\":\"{:016X}{:016X}\",\"msgid\":",
             self.id_base, m.seq
         );
+        match &m.msgid {
+            Some(id) => json_str(out, id),
+            None => {
+                let id = MsgId {
+                    received_at_ms: m.received_at,
+                    seq: m.seq,
+                };
+                let _ = write!(out, "\"{id}\"");
+            }
+        }
         if let Some(c) = &m.clientid {
             out.extend_from_slice(b",\"clientid\":");
             json_str(out, c);

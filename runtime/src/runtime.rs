@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::ops::http;
 use crate::ops::metrics::{self, Metrics};
 use crate::rules::engine::{self, Engine};
-use crate::rules::reload::Reloader;
+use crate::rules::reload::{EventSource, Reloader};
 use crate::rules::ruleset::Rules;
 use crate::sink::mqtt::{ActionSink, EmbeddedActions, Publisher};
 use crate::sink::redis as redis_sink;
@@ -332,13 +332,19 @@ async fn load_rules(
     metrics: &Arc<Metrics>,
     token: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let events = match (&config.broker, config.mqtt.emqx_events) {
+        (Some(_), _) => EventSource::EmbeddedBroker,
+        (None, true) => EventSource::Emqx,
+        (None, false) => EventSource::PlainBroker,
+    };
     let mut reloader = Reloader::new(
         engine,
         config.rules.clone(),
         config.tenants.clone(),
         rules.clone(),
         metrics.clone(),
-    );
+    )
+    .with_event_source(events);
     reloader.scan().await?;
     tracing::info!(
         rules = rules.snapshot().len(),

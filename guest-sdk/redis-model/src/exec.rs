@@ -5,6 +5,7 @@
 //! arguments fits. Sorted sets are `sorted.rs`, stream ranges `stream.rs`; the rest,
 //! and the helpers they share, are here.
 
+mod sort;
 mod sorted;
 mod stream;
 
@@ -166,12 +167,13 @@ pub(crate) fn run(db: &Store, args: &[&[u8]]) -> R {
                 .unwrap_or(0);
             Ok(Reply::Int(i64::from((byte >> (7 - offset % 8)) & 1)))
         }
+        b"SORT_RO" => sort::sort_ro(db, a),
         // `check` let only the read set through.
         _ => Err(Failure::NotAllowed),
     }
 }
 
-fn bulk(b: impl AsRef<[u8]>) -> Reply {
+pub(super) fn bulk(b: impl AsRef<[u8]>) -> Reply {
     Reply::Bulk(b.as_ref().to_vec())
 }
 
@@ -183,7 +185,7 @@ fn list_of<'a>(items: impl IntoIterator<Item = &'a Vec<u8>>) -> Reply {
     Reply::Array(items.into_iter().map(bulk).collect())
 }
 
-fn int(arg: &[u8]) -> Result<i64, Failure> {
+pub(super) fn int(arg: &[u8]) -> Result<i64, Failure> {
     core::str::from_utf8(arg)
         .ok()
         .and_then(|s| s.parse().ok())

@@ -53,6 +53,7 @@ pub const READ_SET: &[(&str, i32, Keys)] = &[
     ("XLEN", 2, Keys::First),
     ("PFCOUNT", -2, Keys::All),
     ("GETBIT", 3, Keys::First),
+    ("SORT_RO", -2, Keys::First),
 ];
 
 /// The arity and key positions of `name` (any case), if it is in the read set.

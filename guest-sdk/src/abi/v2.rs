@@ -12,6 +12,7 @@
 //!   kind 2 subscribe   str clientid, str filter, u8 qos
 //!   kind 3 unsubscribe str clientid, str filter
 //!   kind 4 deliver     str clientid, str topic, str payload, u8 qos, u8 retain
+//!   kind 5 deliver     as kind 4, then u32 n, n (str, str): with user properties
 //! ```
 //!
 //! All integers are little-endian; `str` is `u32 len` and the bytes.
@@ -29,6 +30,9 @@ pub const KIND_PUBLISH: u8 = 1;
 pub const KIND_SUBSCRIBE: u8 = 2;
 pub const KIND_UNSUBSCRIBE: u8 = 3;
 pub const KIND_DELIVER: u8 = 4;
+/// A deliver with MQTT 5 user properties; written only when there are any, so that a
+/// rule without them runs on hosts that predate the kind.
+pub const KIND_DELIVER_PROPS: u8 = 5;
 
 /// Reply type tags.
 pub const REPLY_NIL: u8 = 0;
@@ -203,12 +207,20 @@ pub fn encode_action(action: &Action, out: &mut Vec<u8>) {
             put_str(out, filter.as_bytes());
         }
         Action::Deliver(d) => {
-            out.push(KIND_DELIVER);
+            let props = !d.properties.is_empty();
+            out.push(if props { KIND_DELIVER_PROPS } else { KIND_DELIVER });
             put_str(out, d.client.as_bytes());
             put_str(out, d.topic.as_bytes());
             put_str(out, &d.payload);
             out.push(d.qos);
             out.push(u8::from(d.retain));
+            if props {
+                put_u32(out, d.properties.len());
+                for (k, v) in &d.properties {
+                    put_str(out, k.as_bytes());
+                    put_str(out, v.as_bytes());
+                }
+            }
         }
     }
 }
@@ -255,7 +267,8 @@ pub fn decode_result(buf: &[u8]) -> Result<Vec<Action>, RuleError> {
 
 fn read_action(r: &mut Reader<'_>) -> Option<Action> {
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
-    Some(match r.u8()? {
+    let kind = r.u8()?;
+    Some(match kind {
         KIND_REDIS => {
             let argc = r.u32()?;
             let (name, rest) = (0..argc)
@@ -283,14 +296,19 @@ fn read_action(r: &mut Reader<'_>) -> Option<Action> {
         }
         KIND_SUBSCRIBE => crate::action::subscribe(text(r.str()?)?, text(r.str()?)?, r.u8()?),
         KIND_UNSUBSCRIBE => crate::action::unsubscribe(text(r.str()?)?, text(r.str()?)?),
-        KIND_DELIVER => {
+        KIND_DELIVER | KIND_DELIVER_PROPS => {
             let (client, topic) = (text(r.str()?)?, text(r.str()?)?);
             let payload = r.str()?;
             let (qos, retain) = (r.u8()?, r.u8()? != 0);
-            crate::action::deliver(client, topic, payload)
+            let mut d = crate::action::deliver(client, topic, payload)
                 .qos(qos)
-                .retain(retain)
-                .into()
+                .retain(retain);
+            if kind == KIND_DELIVER_PROPS {
+                for _ in 0..r.u32()? {
+                    d = d.property(text(r.str()?)?, text(r.str()?)?);
+                }
+            }
+            d.into()
         }
         _ => return None,
     })

@@ -29,6 +29,7 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::event::EventKind;
 use crate::ops::metrics::Metrics;
 use crate::rules::RulesConfig;
 use crate::rules::debounce::{Change, Debouncer};
@@ -89,6 +90,62 @@ pub struct Reloader {
     seen: HashMap<PathBuf, u64>,
     // Tenant -> slot (`LoadedRule::tenant_slot`), handed out in order of first load.
     tenant_slots: HashMap<String, usize>,
+    // Which broker events the source produces: a rule naming one it never will is
+    // refused.
+    events: EventSource,
+}
+
+/// Where broker events (`$events/...`) come from, which decides the ones rules may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// The embedded broker: every kind.
+    EmbeddedBroker,
+    /// An external EMQX (`mqtt.emqx_events`): the kinds EMQX publishes on topics.
+    Emqx,
+    /// Any other MQTT broker: none.
+    PlainBroker,
+}
+
+impl EventSource {
+    /// Whether events of `kind` can ever arrive.
+    pub fn produces(self, kind: EventKind) -> bool {
+        match self {
+            EventSource::EmbeddedBroker => true,
+            EventSource::Emqx => !crate::source::mqtt::emqx::filters(kind).is_empty(),
+            EventSource::PlainBroker => false,
+        }
+    }
+
+    /// Refuses a rule filter that names one event kind (no wildcard) this source never
+    /// produces: such a rule would load and never run, or, as a part of a rule pack
+    /// that needs the embedded broker, half work. `$events/#` loads and gets what
+    /// there is.
+    ///
+    /// # Errors
+    ///
+    /// Naming the filter, why, and what would produce it.
+    pub fn check_filter(self, filter: &str) -> Result<(), String> {
+        let Some(kind) = EventKind::from_topic(filter) else {
+            return Ok(());
+        };
+        if self.produces(kind) {
+            return Ok(());
+        }
+        Err(match self {
+            EventSource::Emqx => format!(
+                "filter {filter:?}: EMQX publishes no {} events on a topic (docs/events.md), \
+                 so with mqtt.emqx_events the rule would never run; only the embedded broker \
+                 (--embedded-broker) produces them",
+                kind.name()
+            ),
+            _ => format!(
+                "filter {filter:?}: {} events come only from the embedded broker \
+                 (--embedded-broker) or, for some kinds, an EMQX (mqtt.emqx_events); this \
+                 wasmrule reads a plain MQTT broker, so the rule would never run",
+                kind.name()
+            ),
+        })
+    }
 }
 
 impl Reloader {
@@ -109,7 +166,15 @@ impl Reloader {
             generations: HashMap::new(),
             seen: HashMap::new(),
             tenant_slots: HashMap::new(),
+            events: EventSource::EmbeddedBroker,
         }
+    }
+
+    /// Refuses rules that name broker events `events` never produces (by default,
+    /// every kind is accepted).
+    pub fn with_event_source(mut self, events: EventSource) -> Self {
+        self.events = events;
+        self
     }
 
     /// Loads every rule file in the directory (and in tenant subdirectories).
@@ -240,7 +305,10 @@ impl Reloader {
             rule.manifest()
                 .filters
                 .iter()
-                .try_for_each(|f| policy.check_filter(f))
+                .try_for_each(|f| {
+                    policy.check_filter(f)?;
+                    self.events.check_filter(f)
+                })
                 .map(|()| rule)
         });
         let rule = match checked {

@@ -293,11 +293,57 @@ impl TenantPolicy {
             return Err(ReadCode::BadRequest);
         }
         let mark = out.mark();
-        let r = self.push_namespaced(spec, args.iter().copied(), args.len(), out);
-        r.map_err(|_| {
-            out.truncate(mark);
-            ReadCode::BadRequest
-        })
+        let r = if spec.name == "SORT_RO" {
+            self.push_sort(args, out)
+        } else {
+            self.push_namespaced(spec, args.iter().copied(), args.len(), out)
+                .map_err(|_| ReadCode::BadRequest)
+        };
+        r.inspect_err(|_| out.truncate(mark))
+    }
+
+    /// `SORT_RO key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC]
+    /// [ALPHA]`, with the key and every pattern in the tenant's namespace: a pattern
+    /// names keys (`msg:*->payload` is the field `payload` of `msg:<element>`), so it is
+    /// prefixed like one; `GET #` (the element itself) is not a key. Any other word is
+    /// refused, so nothing (`STORE`) can slip through.
+    fn push_sort(&self, args: &[&[u8]], out: &mut Commands) -> Result<(), ReadCode> {
+        use crate::tenancy::read_table::SORT_PATTERN_OPTIONS;
+        let key = |arg: &[u8], out: &mut Commands| {
+            if arg.len() > MAX_KEY_LEN {
+                return Err(ReadCode::BadRequest);
+            }
+            out.push_prefixed_arg(&self.key_prefix, arg);
+            Ok(())
+        };
+        out.begin_command();
+        out.push_arg(b"SORT_RO");
+        key(args[1], out)?;
+        let mut rest = args[2..].iter();
+        while let Some(word) = rest.next() {
+            out.push_arg(word);
+            if SORT_PATTERN_OPTIONS
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(word))
+            {
+                let pattern = rest.next().ok_or(ReadCode::BadRequest)?;
+                if word.eq_ignore_ascii_case(b"GET") && *pattern == b"#" {
+                    out.push_arg(pattern);
+                } else {
+                    key(pattern, out)?;
+                }
+            } else if word.eq_ignore_ascii_case(b"LIMIT") {
+                for _ in 0..2 {
+                    out.push_arg(rest.next().ok_or(ReadCode::BadRequest)?);
+                }
+            } else if !["ASC", "DESC", "ALPHA"]
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(word))
+            {
+                return Err(ReadCode::BadRequest);
+            }
+        }
+        Ok(())
     }
 
     /// Checks every MQTT action of one invocation; one refused action refuses them all.
@@ -468,6 +514,34 @@ mod tests {
         let mut out = Commands::new();
         p.apply(&input, &mut out)?;
         Ok(out.iter().map(|c| c.to_string()).collect())
+    }
+
+    fn read(p: &TenantPolicy, args: &[&[u8]]) -> Result<String, ReadCode> {
+        let mut out = Commands::new();
+        p.apply_read(args, &mut out)?;
+        Ok(out.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "))
+    }
+
+    #[test]
+    fn sort_ro_patterns_are_in_the_namespace() {
+        let p = policy("acme:", DEFAULT_ALLOWED);
+        let cmd: &[&[u8]] = &[
+            b"sort_ro", b"ids", b"BY", b"nosort", b"LIMIT", b"0", b"10", b"GET", b"#", b"get",
+            b"m:*->payload", b"DESC", b"ALPHA",
+        ];
+        assert_eq!(
+            read(&p, cmd).unwrap(),
+            "SORT_RO acme:ids BY acme:nosort LIMIT 0 10 GET # get acme:m:*->payload DESC ALPHA"
+        );
+        // STORE would write; an option without its argument is malformed.
+        for bad in [
+            &[&b"SORT_RO"[..], b"ids", b"STORE", b"out"][..],
+            &[b"SORT_RO", b"ids", b"GET"],
+            &[b"SORT_RO", b"ids", b"LIMIT", b"0"],
+        ] {
+            assert_eq!(read(&p, bad), Err(ReadCode::BadRequest), "{bad:?}");
+        }
+        assert_eq!(read(&p, &[b"SORT", b"ids"]), Err(ReadCode::NotAllowed));
     }
 
     #[test]

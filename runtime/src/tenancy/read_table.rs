@@ -1,7 +1,8 @@
 //! The read set of rule ABI v2 (`docs/abi.md`, "The read set"): the read-only Redis
 //! commands a rule may run inside an invocation, with where their keys are, in the same
 //! terms as the write table (`command_table.rs`). Nothing here enumerates or matches
-//! keys (no `KEYS`, `SCAN`, `SORT`, patterns) or blocks. Applying it is `policy.rs`,
+//! keys (no `KEYS`, `SCAN`, `SORT`) or blocks; `SORT_RO`'s `BY` and `GET` patterns
+//! name keys, and the policy namespaces them like keys (`policy.rs`). Applying it is `policy.rs`,
 //! [`TenantPolicy::apply_read`](crate::tenancy::policy::TenantPolicy::apply_read).
 
 use crate::tenancy::command_table::CommandSpec;
@@ -61,7 +62,13 @@ pub const READ_SPECS: &[CommandSpec] = &[
     read("XREVRANGE", -4, 1),
     read("XLEN", 2, 1),
     read("PFCOUNT", -2, -1),
+    // One read for many keys: a list, set or sorted set of ids, and for each id the
+    // string or hash fields its `GET` patterns name (stored messages, docs/abi.md).
+    read("SORT_RO", -2, 1),
 ];
+
+/// `SORT_RO`'s options whose argument is a key pattern.
+pub(crate) const SORT_PATTERN_OPTIONS: [&str; 2] = ["BY", "GET"];
 
 /// The read spec of command `name`, in any case.
 pub(crate) fn find_read_spec(name: &[u8]) -> Option<&'static CommandSpec> {

@@ -336,6 +336,8 @@ const ACTION_PUBLISH: u8 = 1;
 const ACTION_SUBSCRIBE: u8 = 2;
 const ACTION_UNSUBSCRIBE: u8 = 3;
 const ACTION_DELIVER: u8 = 4;
+/// `deliver` with MQTT 5 user properties (kind 4 has none).
+const ACTION_DELIVER_PROPS: u8 = 5;
 /// Most MQTT 5 user properties on one publish.
 const MAX_PROPERTIES: usize = 64;
 
@@ -415,11 +417,16 @@ fn decode_v2_into(
                 let filter = text(field("filter")?, i, "filter")?;
                 actions.push(MqttAction::Unsubscribe { client, filter });
             }
-            ACTION_DELIVER => {
+            ACTION_DELIVER | ACTION_DELIVER_PROPS => {
                 let client = text(field("client id")?, i, "client id")?;
                 let topic = text(field("topic")?, i, "topic")?;
                 let payload = field("payload")?.to_vec();
                 let (qos, retain) = take_qos_retain(&mut rest, i)?;
+                let properties = if kind == ACTION_DELIVER_PROPS {
+                    take_properties(&mut rest, i)?
+                } else {
+                    Vec::new()
+                };
                 actions.push(MqttAction::Deliver {
                     client,
                     message: Publish {
@@ -427,13 +434,13 @@ fn decode_v2_into(
                         payload,
                         qos,
                         retain,
-                        properties: Vec::new(),
+                        properties,
                     },
                 });
             }
             k => {
                 return Err(RuleError::Abi(format!(
-                    "action {i} has kind {k}; kinds are 0 (redis) to 4 (deliver)"
+                    "action {i} has kind {k}; kinds are 0 (redis) to 5 (deliver with properties)"
                 )));
             }
         }

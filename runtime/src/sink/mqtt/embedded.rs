@@ -86,7 +86,16 @@ fn message(p: &Publish) -> rmqtt::types::Publish {
         topic: ByteString::from(p.topic.as_str()),
         packet_id: None,
         payload: bytes::Bytes::from(p.payload.clone()),
-        properties: None,
+        // User properties reach MQTT 5 subscribers, and the broker's events about the
+        // message (a `wasmrule-msgid` one names its `msgid`).
+        properties: (!p.properties.is_empty()).then(|| rmqtt::codec::v5::PublishProperties {
+            user_properties: p
+                .properties
+                .iter()
+                .map(|(k, v)| (ByteString::from(k.as_str()), ByteString::from(v.as_str())))
+                .collect(),
+            ..Default::default()
+        }),
     };
     let mut m = rmqtt::types::Publish::from(codec);
     m.create_time = Some(chrono_ms());

@@ -49,6 +49,23 @@ pub struct BrokerConfig {
     /// Where sessions (subscriptions, queued and in-flight QoS 1/2 messages) are kept
     /// across restarts; `None` keeps them in memory only.
     pub session_dir: Option<PathBuf>,
+    /// Who keeps retained messages.
+    pub retained: Retained,
+    /// Most retained messages kept in memory (`Retained::Memory`); a retained publish to
+    /// a new topic beyond it is routed but not retained.
+    pub max_retained_messages: usize,
+}
+
+/// Who keeps the embedded broker's retained messages (`broker.retained`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retained {
+    /// The broker, in memory (`"memory"`, the default): a retained publish is delivered
+    /// to every later matching subscriber; lost at a restart.
+    Memory,
+    /// Rules (`"rules"`): the broker still takes retained publishes (and tells clients
+    /// it does) but keeps none; rules store them and deliver them to new subscribers,
+    /// as the EMQX 4 backend pack does in Redis (docs/emqx4-backend.md).
+    Rules,
 }
 
 /// The embedded broker's TLS listener: its address, certificate and key, and the CA
@@ -83,6 +100,8 @@ impl BrokerConfig {
             passwords: None,
             allow_anonymous: true,
             session_dir: None,
+            retained: Retained::Memory,
+            max_retained_messages: 1_000_000,
         }
     }
 
@@ -132,6 +151,8 @@ pub(crate) struct RawBroker {
     password_file: Option<PathBuf>,
     allow_anonymous: Option<bool>,
     session_dir: Option<PathBuf>,
+    retained: Option<String>,
+    max_retained_messages: Option<usize>,
 }
 
 impl RawBroker {
@@ -167,6 +188,17 @@ impl RawBroker {
         }
         c.allow_anonymous = b.allow_anonymous.unwrap_or(c.passwords.is_none());
         c.session_dir = b.session_dir;
+        c.retained = match b.retained.as_deref() {
+            None | Some("memory") => Retained::Memory,
+            Some("rules") => Retained::Rules,
+            Some(other) => bail!(
+                "retained = {other:?}: expected \"memory\" (the broker keeps them) or \"rules\" \
+                 (rules keep them, as the EMQX 4 backend pack does)"
+            ),
+        };
+        if let Some(v) = b.max_retained_messages {
+            c.max_retained_messages = positive(v, "max_retained_messages")?;
+        }
         match b.tls_listen {
             Some(addr) => {
                 c.tls = Some(BrokerTls {

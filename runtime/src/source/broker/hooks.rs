@@ -26,12 +26,17 @@ use tokio::sync::mpsc;
 
 use super::acl::{Acl, Action, Client};
 use super::reason;
-use crate::event::{BrokerEvent, EventKind, Message, PublishProperties, now_ms, payload_fields};
+use crate::event::{
+    BrokerEvent, EventKind, MSGID_PROPERTY, Message, PublishProperties, msgid, next_seq, now_ms,
+    payload_fields,
+};
 use crate::ops::metrics::Metrics;
 use crate::rules::ruleset::{RuleSet, Rules};
 
 /// The hooks wasmrule listens to.
-pub(super) const TYPES: [Type; 10] = [
+pub(super) const TYPES: [Type; 12] = [
+    Type::MessagePublish,
+    Type::SessionCreated,
     Type::ClientConnected,
     Type::ClientDisconnected,
     Type::ClientSubscribeCheckAcl,
@@ -60,6 +65,9 @@ struct Inner {
     tx: mpsc::Sender<Message>,
     metrics: Arc<Metrics>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// (client id, filter) of SUBSCRIBEs whose filter the session already had, from the
+    /// ACL check (before the broker replaces it) to `session.subscribed` (`is_new`).
+    resubscribed: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// The hook handler (cheap to clone: one per registered hook type).
@@ -84,12 +92,23 @@ impl EventHooks {
                 tx,
                 metrics,
                 pending: Mutex::new(HashMap::new()),
+                resubscribed: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
 
     fn wants(&self, topic: &str) -> bool {
         self.inner.rules.load().wants(topic)
+    }
+
+    fn resubscribed(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        // As for `pending`: single operations.
+        self.inner
+            .resubscribed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
@@ -159,6 +178,7 @@ impl EventHooks {
             return;
         }
         let mut m = Message::new(topic, p.payload.clone(), p.qos.value(), p.retain);
+        m.msgid = msgid_of(p);
         m.clientid = Some(s.id.client_id.to_string());
         m.username = s.id.username.as_ref().map(|u| u.to_string());
         m.received_at = received_at;
@@ -172,6 +192,8 @@ impl EventHooks {
                 user_properties: props
                     .user_properties
                     .iter()
+                    // The broker's own, not the publisher's (`msgid` instead).
+                    .filter(|(k, _)| k != MSGID_PROPERTY)
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             };
@@ -179,6 +201,17 @@ impl EventHooks {
         });
         self.send(m).await;
     }
+}
+
+/// The message id the broker gave `p` (`MessagePublish` hook), if it gave one.
+fn msgid_of(p: &Publish) -> Option<String> {
+    p.properties.as_ref().and_then(|props| {
+        props
+            .user_properties
+            .iter()
+            .rfind(|(k, _)| k == MSGID_PROPERTY)
+            .map(|(_, v)| v.to_string())
+    })
 }
 
 /// `clientid`, `username` and `peerhost` of a client.
@@ -225,6 +258,12 @@ impl Handler for EventHooks {
     /// only observes and passes the accumulated result on.
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
+            Parameter::MessagePublish(_, _, p) => {
+                if let Some(p) = self.tag_msgid(p) {
+                    return (true, Some(HookResult::Publish(p)));
+                }
+            }
+            Parameter::SessionCreated(s) => self.session_created(s).await,
             Parameter::MessagePublishCheckAcl(s, p) => return self.publish_check_acl(s, p).await,
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
                 return self.subscribe_check_acl(s, sub).await;
@@ -280,9 +319,49 @@ impl EventHooks {
         (false, Some(HookResult::PublishAclResult(result)))
     }
 
+    /// When some rule wants the events of a message's delivery, gives the message its id
+    /// as a user property, so that `message.delivered` and `message.acked` carry the
+    /// id `message.publish` had (and a stored message keeps it); a property of that
+    /// name from the publisher is replaced. `None`: nothing to change.
+    fn tag_msgid(&self, p: &Publish) -> Option<Publish> {
+        let set = self.inner.rules.snapshot();
+        if !set.wants(EventKind::MessageAcked.topic())
+            && !set.wants(EventKind::MessageDelivered.topic())
+        {
+            return None;
+        }
+        let at = p
+            .create_time
+            .filter(|t| *t > 0)
+            .map_or_else(now_ms, |t| t as u64);
+        let mut p = p.clone();
+        let props = p.properties.get_or_insert_with(Default::default);
+        props.user_properties.retain(|(k, _)| k != MSGID_PROPERTY);
+        props
+            .user_properties
+            .push((MSGID_PROPERTY.into(), msgid(at, next_seq()).into()));
+        Some(p)
+    }
+
+    /// `session.created`: a client's session is new (not resumed).
+    async fn session_created(&self, s: &Session) {
+        if self.wants(EventKind::SessionCreated.topic()) {
+            let mut f = who(&s.id);
+            f.insert("created_at".into(), now_ms().into());
+            self.emit(EventKind::SessionCreated, f).await;
+        }
+    }
+
     /// Decides a SUBSCRIBE by the ACL.
     async fn subscribe_check_acl(&self, s: &Session, sub: &Subscribe) -> ReturnType {
         let set = self.inner.rules.snapshot();
+        if set.wants(EventKind::SessionSubscribed.topic())
+            && let Ok(subs) = s.subscriptions().await
+            && subs.read().await.contains_key(&sub.topic_filter)
+        {
+            self.resubscribed()
+                .insert((s.id.client_id.to_string(), sub.topic_filter.to_string()));
+        }
         let result = if self
             .authorize(&set, s, Action::Subscribe, &sub.topic_filter)
             .await
@@ -337,10 +416,13 @@ impl EventHooks {
     /// `session.subscribed`.
     async fn session_subscribed(&self, s: &Session, sub: &Subscribe) {
         Metrics::add(&self.inner.metrics.broker_subscriptions, 1);
+        let key = (s.id.client_id.to_string(), sub.topic_filter.to_string());
+        let is_new = !self.resubscribed().remove(&key);
         if self.wants(EventKind::SessionSubscribed.topic()) {
             let mut f = who(&s.id);
-            f.insert("topic".into(), sub.topic_filter.to_string().into());
+            f.insert("topic".into(), key.1.into());
             f.insert("qos".into(), sub.opts.qos_value().into());
+            f.insert("is_new".into(), is_new.into());
             self.emit(EventKind::SessionSubscribed, f).await;
         }
     }
@@ -360,6 +442,9 @@ impl EventHooks {
             let mut f = who(&s.id);
             from_fields(from, &mut f);
             message_fields(p, &mut f);
+            if let Some(id) = msgid_of(p) {
+                f.insert("msgid".into(), id.into());
+            }
             self.emit(kind, f).await;
         }
     }

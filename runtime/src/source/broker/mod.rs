@@ -19,14 +19,17 @@
 //! (subscriptions, queued and in-flight QoS 1/2 messages) in a sled database there and
 //! restores them at start; without it they live in memory and end with the process.
 //!
-//! Not here: retained messages (rmqtt keeps them only with its retainer plugin) and
-//! clustering.
+//! Retained messages are kept in memory (`retain.rs`), or by rules with
+//! `broker.retained = "rules"`.
+//!
+//! Not here: clustering.
 
 pub mod acl;
 mod auth;
 mod config;
 mod hooks;
 pub mod reason;
+mod retain;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -45,7 +48,7 @@ use crate::ops::metrics::Metrics;
 use crate::rules::ruleset::Rules;
 
 pub use acl::Acl;
-pub use config::{BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR};
+pub use config::{BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR, Retained};
 pub(crate) use config::{RawBroker, parse_listen_addr};
 
 /// Events waiting between the hooks and the dispatcher.
@@ -80,6 +83,8 @@ pub struct Broker {
     session_store: bool,
     server: tokio::task::JoinHandle<()>,
     forwarder: tokio::task::JoinHandle<()>,
+    /// Sweeps expired retained messages.
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Broker {
@@ -122,6 +127,18 @@ impl Broker {
             scx = scx.plugins_config_map_add(SESSION_PLUGIN, session_store_config(dir)?);
         }
         let scx = scx.build().await;
+        let retained = retain::RetainStore::new(config.retained, config.max_retained_messages);
+        *scx.extends.retain_mut().await = Box::new(retained.clone());
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(retain::SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                let n = retained.sweep().await;
+                if n > 0 {
+                    tracing::debug!(expired = n, "retained messages expired");
+                }
+            }
+        });
 
         let (tx, rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
         let handler = hooks::EventHooks::new(
@@ -199,6 +216,7 @@ impl Broker {
             session_store: config.session_dir.is_some(),
             server,
             forwarder,
+            sweeper,
         })
     }
 
@@ -221,6 +239,7 @@ impl Broker {
     /// cancelled), then stops accepting connections.
     pub async fn stop(self) {
         let _ = self.forwarder.await;
+        self.sweeper.abort();
         self.server.abort();
         let _ = self.server.await;
         if self.session_store {

@@ -63,6 +63,7 @@ pub fn filters(kind: EventKind) -> &'static [&'static str] {
         EventKind::MessageAcked => &["$event/message_acked"],
         EventKind::MessageDropped => &["$event/message_dropped"],
         EventKind::ClientCheckAuthzComplete
+        | EventKind::SessionCreated
         | EventKind::DeliveryDropped
         | EventKind::RedisMessage
         | EventKind::RedisStream => &[],
@@ -173,6 +174,15 @@ fn fields(
         }
     }
     f.entry("username").or_insert(Value::Null);
+    // EMQX's message id is the message's, not the event's: `msgid`, as in EMQX 4's
+    // backend templates (`${msgid}`); `id` is the event's own.
+    if matches!(
+        kind,
+        EventKind::MessageDelivered | EventKind::MessageAcked | EventKind::MessageDropped
+    ) && let Some(id) = f.remove("id")
+    {
+        f.entry("msgid").or_insert(id);
+    }
     if let Some(ts) = f.remove("ts").filter(Value::is_u64) {
         f.entry("timestamp").or_insert(ts);
     }
@@ -305,6 +315,7 @@ mod tests {
                 "timestamp",
             ],
             EventKind::ClientCheckAuthzComplete
+            | EventKind::SessionCreated
             | EventKind::DeliveryDropped
             | EventKind::RedisMessage
             | EventKind::RedisStream => &[],
