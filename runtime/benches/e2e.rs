@@ -25,7 +25,9 @@
 //! 7. throughput with the embedded broker (`--embedded-broker`): publish -> wasmrule's
 //!    own broker -> rule -> Redis, against the same broker-only baseline;
 //! 8. rules that read (ABI v2, `reads`): `store-last-message` as v1, as v2 without a
-//!    read (`bench-v2-noread`) and with one `HGET` per event (`bench-v2-read`).
+//!    read (`bench-v2-noread`) and with one `HGET` per event (`bench-v2-read`);
+//! 9. the EMQX 4 backend pack's message store (`emqx4`): `emqx4-messages` (a hash, its
+//!    expiry, the topic index and its expiry per message) beside `store-last-message`.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -100,6 +102,32 @@ fn main() {
                 m[1].1 / m[0].1,
                 m[2].0 / m[1].0,
                 m[2].1 / m[1].1
+            );
+        }
+
+        // 9. The EMQX 4 backend's message store beside the seed rule.
+        if enabled("emqx4") {
+            let rules = ["store-last-message", "emqx4-messages"];
+            let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); rules.len()];
+            for _ in 0..if quick { 1 } else { 3 } {
+                for (i, r) in rules.iter().enumerate() {
+                    results[i].push(through_wasmrule_with(r, &payloads).await);
+                }
+            }
+            let m: Vec<(f64, f64)> = results
+                .iter_mut()
+                .map(|v| {
+                    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    v[v.len() / 2]
+                })
+                .collect();
+            for (r, (rate, cpu)) in rules.iter().zip(&m) {
+                println!("emqx4: {r:<20} {rate:>9.0} msg/s  wasmrule CPU {cpu:.2} us/msg");
+            }
+            println!(
+                "emqx4: emqx4-messages / store-last-message: rate {:.2}, CPU {:.2}",
+                m[1].0 / m[0].0,
+                m[1].1 / m[0].1
             );
         }
 

@@ -458,7 +458,10 @@ pub fn complete_event(input: &[u8], node: &str) -> anyhow::Result<Vec<u8>> {
     obj.entry("payload_encoding").or_insert(json!("utf8"));
     obj.entry("timestamp").or_insert(json!(now));
     let ts = obj["timestamp"].clone();
+    let at = ts.as_u64().unwrap_or(now);
     obj.entry("publish_received_at").or_insert(ts);
+    obj.entry("msgid")
+        .or_insert_with(|| json!(msgid(at, next_seq())));
     obj.entry("node").or_insert(json!(node));
     Ok(serde_json::to_vec(&v)?)
 }

@@ -70,7 +70,7 @@ pub use crate::sink::redis::{DEFAULT_REDIS_URL, RedisConfig};
 #[doc(hidden)]
 pub use crate::sink::spill::{Backlog, SpillLog};
 pub use crate::sink::spill::{DEFAULT_SPILL_MAX_BYTES, DEFAULT_SPILL_SEGMENT_BYTES, SpillConfig};
-pub use crate::source::broker::{Acl, BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR};
+pub use crate::source::broker::{Acl, BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR, Retained};
 pub use crate::source::mqtt::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
 pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed};
 pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};

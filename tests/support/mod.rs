@@ -318,6 +318,14 @@ impl Publisher {
         self.publish_qos(topic, payload, 1).await;
     }
 
+    /// Publishes a retained message with QoS 1.
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, payload.into())
+            .await
+            .expect("publish queued");
+    }
+
     /// Publishes with QoS `qos` (0, 1 or 2).
     pub async fn publish_qos(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: u8) {
         let qos = match qos {

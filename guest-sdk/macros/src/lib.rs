@@ -23,6 +23,10 @@ use syn::{Expr, ExprArray, ExprLit, ItemFn, Lit, LitStr, MetaNameValue, Token};
 /// - `filters = ["topic/+", "$events/client_disconnected", ...]` (required): the MQTT
 ///   topic filters and event topics the rule receives.
 /// - `name = "my-rule"` (optional): defaults to the crate name.
+/// - `needs = ["embedded-broker"]` (optional): what the rule needs of the runtime; a
+///   runtime that lacks it refuses the rule at load, naming it (`embedded-broker`: the
+///   rule's subscribe, unsubscribe or deliver actions, or its events, need wasmrule to
+///   be the broker).
 ///
 /// For v1, `R` is `Vec<Command>`, `Command`, `Option<Command>`, `()`, or a `Result` of
 /// one of those with an error that implements `Display` (`IntoOutput`); for v2, the
@@ -38,7 +42,11 @@ pub fn rule(attr: TokenStream, item: TokenStream) -> TokenStream {
 struct Args {
     name: String,
     filters: Vec<String>,
+    needs: Vec<String>,
 }
+
+/// What a rule may say it needs (`needs = [..]`), as the runtime knows them.
+const NEEDS: [&str; 1] = ["embedded-broker"];
 
 fn expand(
     attr: proc_macro2::TokenStream,
@@ -128,6 +136,7 @@ fn parse_args(attr: proc_macro2::TokenStream) -> syn::Result<Args> {
     let list = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr.clone())?;
     let mut name = None;
     let mut filters = None;
+    let mut needs = Vec::new();
     for nv in &list {
         let key = nv
             .path
@@ -151,10 +160,12 @@ fn parse_args(attr: proc_macro2::TokenStream) -> syn::Result<Args> {
                 name = Some(v);
             }
             "filters" => filters = Some(parse_filters(&nv.value)?),
+            "needs" => needs = parse_needs(&nv.value)?,
             _ => {
                 return Err(syn::Error::new(
                     nv.path.span(),
-                    "unknown argument; #[rule] takes `filters = [..]` and `name = \"..\"`",
+                    "unknown argument; #[rule] takes `filters = [..]`, `name = \"..\"` and \
+                     `needs = [..]`",
                 ));
             }
         }
@@ -169,7 +180,34 @@ fn parse_args(attr: proc_macro2::TokenStream) -> syn::Result<Args> {
         Some(n) => n,
         None => std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| "rule".to_owned()),
     };
-    Ok(Args { name, filters })
+    Ok(Args {
+        name,
+        filters,
+        needs,
+    })
+}
+
+fn parse_needs(value: &Expr) -> syn::Result<Vec<String>> {
+    let Expr::Array(ExprArray { elems, .. }) = value else {
+        return Err(syn::Error::new(
+            value.span(),
+            "`needs` is an array of string literals: [\"embedded-broker\"]",
+        ));
+    };
+    elems
+        .iter()
+        .map(|e| {
+            let s = string_lit(e)?;
+            let v = s.value();
+            if !NEEDS.contains(&v.as_str()) {
+                return Err(syn::Error::new(
+                    s.span(),
+                    format!("`{v}` is not something a rule can need; known: {NEEDS:?}"),
+                ));
+            }
+            Ok(v)
+        })
+        .collect()
 }
 
 fn parse_filters(value: &Expr) -> syn::Result<Vec<String>> {
@@ -228,7 +266,18 @@ fn manifest_json(args: &Args) -> String {
         }
         push_json_str(&mut s, f);
     }
-    s.push_str("],\"sdk\":\"wasmrule-guest-rust/");
+    s.push(']');
+    if !args.needs.is_empty() {
+        s.push_str(",\"needs\":[");
+        for (i, n) in args.needs.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            push_json_str(&mut s, n);
+        }
+        s.push(']');
+    }
+    s.push_str(",\"sdk\":\"wasmrule-guest-rust/");
     s.push_str(env!("CARGO_PKG_VERSION"));
     s.push_str("\"}");
     s
@@ -266,9 +315,10 @@ mod tests {
         let m = manifest_json(&Args {
             name: "r".into(),
             filters: vec!["a/\"b".into()],
+            needs: vec!["embedded-broker".into()],
         });
         assert!(m.starts_with(r#"{"name":"r","version":"#), "{m}");
-        assert!(m.contains(r#""filters":["a/\"b"]"#), "{m}");
+        assert!(m.contains(r#""filters":["a/\"b"],"needs":["embedded-broker"]"#), "{m}");
     }
 
     #[test]
@@ -285,6 +335,7 @@ mod tests {
         assert!(err(quote!(filters = ["a/#/b"])).contains("not a valid MQTT topic filter"));
         assert!(err(quote!(filters = ["a"], name = "bad name")).contains("rule name"));
         assert!(err(quote!(filters = ["a"], nmae = "x")).contains("unknown argument"));
+        assert!(err(quote!(filters = ["a"], needs = ["a-gpu"])).contains("not something"));
         let asyncfn = quote!(
             async fn f(e: &Event) {}
         );

@@ -77,13 +77,13 @@ fn cmd(name: &str) -> Command {
 // Client state: mqtt:client:<clientid>, mqtt:node:<node>
 // ---------------------------------------------------------------------------------
 
-/// `client.connected`: `HMSET mqtt:client:<clientid> state 1 online_at <ts> offline_at
+/// `client.connected`: `HSET mqtt:client:<clientid> state 1 online_at <ts> offline_at
 /// undefined`, and the client joins `mqtt:node:<node>`.
 pub fn on_client_connected(e: &Event) -> Result<Vec<Action>, RuleError> {
     let id = clientid(e)?;
     let ts = seconds(e);
     Ok(vec![
-        cmd("HMSET")
+        cmd("HSET")
             .arg(client_key(id))
             .arg("state")
             .arg("1")
@@ -110,7 +110,7 @@ pub fn on_client_disconnected(e: &Event) -> Result<Vec<Action>, RuleError> {
         return Ok(Vec::new());
     }
     Ok(vec![
-        cmd("HMSET")
+        cmd("HSET")
             .arg(client_key(id))
             .arg("state")
             .arg("0")
@@ -134,9 +134,9 @@ fn msgid<'e>(e: &'e Event) -> Cow<'e, str> {
     }
 }
 
-/// `HMSET <key> id from qos topic retain payload ts`, the plugin's message hash.
+/// `HSET <key> id from qos topic retain payload ts`, the plugin's message hash.
 fn message_hash(key: String, e: &Event, id: &str, payload: &[u8]) -> Command {
-    cmd("HMSET")
+    cmd("HSET")
         .arg(key)
         .arg("id")
         .arg(id)
@@ -155,7 +155,7 @@ fn message_hash(key: String, e: &Event, id: &str, payload: &[u8]) -> Command {
 }
 
 /// Every `message.publish`: the message is stored for `expired_time`
-/// (`HMSET mqtt:msg:<msgid> ...`, `EXPIRE`) and indexed under its topic
+/// (`HSET mqtt:msg:<msgid> ...`, `EXPIRE`) and indexed under its topic
 /// (`ZADD mqtt:msg:<topic> <ms> <msgid>`). The score is the publish time in
 /// milliseconds and ids sort by publish time, so the index is in publish order (EMQX 4
 /// gave every member the score 1, ordering by id text). A retained publish with an
@@ -183,7 +183,7 @@ pub fn on_message_publish(e: &Event) -> Result<Vec<Action>, RuleError> {
     ])
 }
 
-/// A retained `message.publish` with a payload: `HMSET mqtt:retain:<topic> ...` for
+/// A retained `message.publish` with a payload: `HSET mqtt:retain:<topic> ...` for
 /// `expired_time`, and the topic joins `mqtt:retained` (the set the retain lookup reads
 /// for wildcard filters; not a key of the plugin's).
 pub fn on_message_retain(e: &Event) -> Result<Vec<Action>, RuleError> {

@@ -50,6 +50,10 @@ pub struct Overrides {
     /// PEM private key of the embedded broker's TLS listener.
     #[arg(long, env = "WASMRULE_EMBEDDED_BROKER_KEY", value_name = "FILE")]
     pub embedded_broker_key: Option<PathBuf>,
+    /// Who keeps the embedded broker's retained messages: "memory" (the broker) or
+    /// "rules" (the EMQX 4 backend pack keeps them in Redis; docs/emqx4-backend.md).
+    #[arg(long, env = "WASMRULE_BROKER_RETAINED", value_name = "MODE")]
+    pub broker_retained: Option<String>,
     /// ACL file of the embedded broker (docs/broker.md).
     #[arg(long = "acl", env = "WASMRULE_ACL", value_name = "FILE")]
     pub acl_file: Option<PathBuf>,

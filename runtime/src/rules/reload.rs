@@ -116,6 +116,32 @@ impl EventSource {
         }
     }
 
+    /// Refuses a rule that needs what this source is not (`needs` in its manifest).
+    ///
+    /// # Errors
+    ///
+    /// Naming the need, and what provides it.
+    pub fn check_needs(self, needs: &[String]) -> Result<(), String> {
+        for need in needs {
+            match need.as_str() {
+                "embedded-broker" if self == EventSource::EmbeddedBroker => {}
+                "embedded-broker" => {
+                    return Err("the rule needs the embedded broker (its manifest says \
+                         needs: [\"embedded-broker\"]: it subscribes, unsubscribes or \
+                         delivers to clients); run wasmrule with --embedded-broker"
+                        .to_owned());
+                }
+                other => {
+                    return Err(format!(
+                        "the rule needs {other:?}, which this wasmrule does not provide \
+                         (known: \"embedded-broker\")"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a rule filter that names one event kind (no wildcard) this source never
     /// produces: such a rule would load and never run, or, as a part of a rule pack
     /// that needs the embedded broker, half work. `$events/#` loads and gets what
@@ -309,6 +335,7 @@ impl Reloader {
                     policy.check_filter(f)?;
                     self.events.check_filter(f)
                 })
+                .and_then(|()| self.events.check_needs(&rule.manifest().needs))
                 .map(|()| rule)
         });
         let rule = match checked {

@@ -6,7 +6,7 @@
 use emqx4_backend as backend;
 use wasmrule_guest::{Action, Context, Event, RuleError, rule};
 
-#[rule(filters = ["$redis/channel/mqtt_channel"])]
+#[rule(filters = ["$redis/channel/mqtt_channel"], needs = ["embedded-broker"])]
 pub fn emqx4_channel(event: &Event, _ctx: &mut Context) -> Result<Vec<Action>, RuleError> {
     backend::on_channel_message(event)
 }

@@ -6,7 +6,7 @@
 use emqx4_backend as backend;
 use wasmrule_guest::{Action, Context, Event, RuleError, rule};
 
-#[rule(filters = ["$events/session_created", "$events/session_subscribed", "$events/session_unsubscribed", "$events/message_acked"])]
+#[rule(filters = ["$events/session_created", "$events/session_subscribed", "$events/session_unsubscribed", "$events/message_acked"], needs = ["embedded-broker"])]
 pub fn emqx4_sessions(event: &Event, ctx: &mut Context) -> Result<Vec<Action>, RuleError> {
     let queue = wasmrule_guest::topic::matches("queue/#", event.topic());
     let pubsub = wasmrule_guest::topic::matches("pubsub/#", event.topic());

@@ -60,6 +60,10 @@ pub struct Manifest {
     /// Which SDK built the module, if it says.
     #[serde(default)]
     pub sdk: Option<String>,
+    /// What the rule needs of the runtime (`embedded-broker`); a runtime without it
+    /// refuses the rule at load (`rules/reload.rs`).
+    #[serde(default)]
+    pub needs: Vec<String>,
 }
 
 /// Checks the module's version marker, imports and exports against its ABI, and

@@ -74,6 +74,22 @@ fn id(scx: &ServerContext, client: &str) -> Id {
     Id::new(scx.node.id(), 0, None, None, ByteString::from(client), None)
 }
 
+/// The session entry of connected client `client`, under the session's own id: rmqtt's
+/// router keys a subscription by the whole id (addresses, creation time), so one made
+/// or removed under an id built from the client id alone would not be the client's
+/// (an unsubscribe would leave the route, a client's own UNSUBSCRIBE would miss ours).
+async fn session_entry(
+    scx: &ServerContext,
+    client: &str,
+) -> Result<Box<dyn rmqtt::shared::Entry>, Taken> {
+    let shared = scx.extends.shared().await;
+    let session = shared
+        .entry(id(scx, client))
+        .session()
+        .ok_or_else(|| Taken::Refused(format!("client {client:?} has no session")))?;
+    Ok(shared.entry(session.id.clone()))
+}
+
 fn message(p: &Publish) -> rmqtt::types::Publish {
     let codec = rmqtt::codec::types::Publish {
         dup: false,
@@ -115,11 +131,7 @@ async fn take(scx: &ServerContext, a: &MqttAction) -> Result<(), Taken> {
             .await
             .map_err(|e| Taken::Retry(anyhow!("{e}"))),
         MqttAction::Deliver { client, message: p } => {
-            let shared = scx.extends.shared().await;
-            let entry = shared.entry(id(scx, client));
-            if !entry.exist() {
-                return Err(Taken::Refused(format!("client {client:?} has no session")));
-            }
+            let entry = session_entry(scx, client).await?;
             entry
                 .publish(from, message(p))
                 .await
@@ -137,8 +149,7 @@ async fn take(scx: &ServerContext, a: &MqttAction) -> Result<(), Taken> {
             };
             let sub = Subscribe::from_v3(&ByteString::from(filter.as_str()), qos, false, false)
                 .map_err(|e| Taken::Refused(format!("filter {filter:?}: {e}")))?;
-            let shared = scx.extends.shared().await;
-            let entry = shared.entry(id(scx, client));
+            let entry = session_entry(scx, client).await?;
             entry
                 .subscribe(&sub)
                 .await
@@ -148,8 +159,7 @@ async fn take(scx: &ServerContext, a: &MqttAction) -> Result<(), Taken> {
         MqttAction::Unsubscribe { client, filter } => {
             let unsub = Unsubscribe::from(&ByteString::from(filter.as_str()), false, false)
                 .map_err(|e| Taken::Refused(format!("filter {filter:?}: {e}")))?;
-            let shared = scx.extends.shared().await;
-            let entry = shared.entry(id(scx, client));
+            let entry = session_entry(scx, client).await?;
             entry
                 .unsubscribe(&unsub)
                 .await

@@ -56,6 +56,24 @@ pub struct BrokerConfig {
     pub max_retained_messages: usize,
 }
 
+impl Retained {
+    /// `"memory"` or `"rules"`.
+    ///
+    /// # Errors
+    ///
+    /// Naming the value and what is expected.
+    pub fn parse(s: &str) -> anyhow::Result<Retained> {
+        match s {
+            "memory" => Ok(Retained::Memory),
+            "rules" => Ok(Retained::Rules),
+            other => bail!(
+                "{other:?}: expected \"memory\" (the broker keeps retained messages) or \
+                 \"rules\" (rules keep them, as the EMQX 4 backend pack does in Redis)"
+            ),
+        }
+    }
+}
+
 /// Who keeps the embedded broker's retained messages (`broker.retained`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retained {
@@ -188,14 +206,9 @@ impl RawBroker {
         }
         c.allow_anonymous = b.allow_anonymous.unwrap_or(c.passwords.is_none());
         c.session_dir = b.session_dir;
-        c.retained = match b.retained.as_deref() {
-            None | Some("memory") => Retained::Memory,
-            Some("rules") => Retained::Rules,
-            Some(other) => bail!(
-                "retained = {other:?}: expected \"memory\" (the broker keeps them) or \"rules\" \
-                 (rules keep them, as the EMQX 4 backend pack does)"
-            ),
-        };
+        if let Some(r) = &b.retained {
+            c.retained = Retained::parse(r).context("retained")?;
+        }
         if let Some(v) = b.max_retained_messages {
             c.max_retained_messages = positive(v, "max_retained_messages")?;
         }
