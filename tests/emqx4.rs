@@ -43,6 +43,8 @@ struct Got {
 struct Client {
     client: AsyncClient,
     got: Arc<Mutex<Vec<Got>>>,
+    /// PUBACKs received: QoS 1 publishes the broker has taken (routed).
+    pubacks: Arc<std::sync::atomic::AtomicUsize>,
     subacks: tokio::sync::mpsc::UnboundedReceiver<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,12 +64,17 @@ impl Client {
         let (connack_tx, connack_rx) = tokio::sync::oneshot::channel();
         let (suback_tx, subacks) = tokio::sync::mpsc::unbounded_channel();
         let sink = got.clone();
+        let pubacks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acked = pubacks.clone();
         let task = tokio::spawn(async move {
             let mut connack = Some(connack_tx);
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connack.take().map(|tx| tx.send(()));
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_) | Packet::UnsubAck(_))) => {
                         let _ = suback_tx.send(());
@@ -92,6 +99,7 @@ impl Client {
         Client {
             client,
             got,
+            pubacks,
             subacks,
             task,
         }
@@ -113,6 +121,16 @@ impl Client {
             .publish(topic, QoS::AtLeastOnce, retain, payload.to_owned())
             .await
             .unwrap();
+    }
+
+    /// Waits until the broker has acknowledged `n` publishes in all: taken them and
+    /// queued them for offline sessions. (A reconnect racing the routing of a message
+    /// to its persistent session can reorder or lose it in rmqtt 0.24; docs/broker.md.)
+    async fn published(&self, n: usize) {
+        eventually(WAIT, "the broker's PUBACKs", || {
+            (self.pubacks.load(std::sync::atomic::Ordering::Relaxed) >= n).then_some(())
+        })
+        .await;
     }
 
     fn got(&self) -> Vec<Got> {
@@ -159,6 +177,15 @@ async fn embedded(redis: &Redis, dir: &Path, rules: &[&str], retained: Retained)
 
 fn port(rt: &Runtime) -> u16 {
     rt.broker_addr.unwrap().port()
+}
+
+/// Waits until the broker has seen `id` go (its state in `mqtt:client:<id>` is 0), so
+/// that what is published next is for its session, not the closing connection.
+async fn gone(redis: &Redis, id: &str) {
+    eventually(WAIT, "the client's disconnect", || {
+        (redis.hget(&format!("mqtt:client:{id}"), "state").as_deref() == Some("0")).then_some(())
+    })
+    .await;
 }
 
 fn zcard(redis: &Redis, key: &str) -> usize {
@@ -317,9 +344,11 @@ async fn queue_messages_reach_one_subscriber_in_publish_order() {
         let mut c = Client::connect(port, &id, persistent).await;
         c.subscribe(topic).await;
         c.disconnect().await;
+        gone(&redis, &id).await;
         for p in numbers(1000) {
             publisher.publish(topic, &p, false).await;
         }
+        publisher.published(if persistent { 1000 } else { 2001 }).await;
         let key = format!("mqtt:msg:{topic}");
         eventually(WAIT, "1,000 messages stored", || {
             (zcard(&redis, &key) == 1000).then_some(())
@@ -369,10 +398,12 @@ async fn pubsub_subscribers_resume_from_their_own_cursors() {
         let mut c = Client::connect(port1, id, true).await;
         c.subscribe(topic).await;
         c.disconnect().await;
+        gone(&redis, id).await;
     }
     for p in numbers(300) {
         publisher.publish(topic, &p, false).await;
     }
+    publisher.published(300).await;
     for id in ["p1", "p2"] {
         let mut c = Client::connect(port1, id, true).await;
         c.subscribe(topic).await;
@@ -399,6 +430,7 @@ async fn pubsub_subscribers_resume_from_their_own_cursors() {
     // p1 leaves; 200 more reach p2 live.
     let p2 = subs.pop().unwrap();
     subs.pop().unwrap().disconnect().await;
+    gone(&redis, "p1").await;
     let more: Vec<String> = (300..500).map(|i| i.to_string()).collect();
     for p in &more {
         publisher.publish(topic, p, false).await;
@@ -570,3 +602,4 @@ async fn with_an_external_broker_what_can_work_works() {
     assert_eq!(retained["payload"], "running");
     rt.stop().await;
 }
+

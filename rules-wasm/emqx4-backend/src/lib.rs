@@ -341,11 +341,19 @@ fn id_time(id: &str) -> Option<u64> {
     u64::from_str_radix(id.get(..12)?, 16).ok()
 }
 
-/// Whether a stored message was published by the time of the subscription: later ones
-/// reach the subscriber live.
+/// Whether a stored message was published before the subscription: later ones reach
+/// the subscriber live. The embedded broker says where that is (`first_msgid`: ids from
+/// it on were routed to the subscription); otherwise the subscription's time in ms.
 fn before(e: &Event) -> impl Fn(&str) -> bool {
+    let first = match e.get("first_msgid") {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    };
     let at = e.timestamp();
-    move |id: &str| id_time(id).is_none_or(|t| t <= at)
+    move |id: &str| match &first {
+        Some(first) => id < first.as_str(),
+        None => id_time(id).is_none_or(|t| t <= at),
+    }
 }
 
 /// `session.subscribed` to a `queue/#` topic: its stored messages are delivered to the

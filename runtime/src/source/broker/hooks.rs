@@ -423,6 +423,9 @@ impl EventHooks {
             f.insert("topic".into(), key.1.into());
             f.insert("qos".into(), sub.opts.qos_value().into());
             f.insert("is_new".into(), is_new.into());
+            // Every message routed after this point has a higher id: what a rule may
+            // fetch for the subscriber is what came before it.
+            f.insert("first_msgid".into(), msgid(now_ms(), next_seq()).into());
             self.emit(EventKind::SessionSubscribed, f).await;
         }
     }
