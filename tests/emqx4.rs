@@ -570,7 +570,7 @@ async fn the_broker_keeps_retained_messages_without_the_pack() {
 
 /// With mosquitto, the parts that work with any broker fill Redis (stored and retained
 /// messages), and the parts that need the embedded broker are refused at load, saying
-/// so.
+/// so; with EMQX's client events (`--emqx-events`), client state fills too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_external_broker_what_can_work_works() {
     let redis = Redis::start();
@@ -579,8 +579,7 @@ async fn with_an_external_broker_what_can_work_works() {
     for r in PACK {
         install(&dist(r), dir.path(), &format!("{r}.wasm"));
     }
-    let config = config(&redis, &mqtt, dir.path());
-    let rt = Runtime::start(config).await.unwrap();
+    let rt = Runtime::start(config(&redis, &mqtt, dir.path())).await.unwrap();
     let loaded: Vec<String> = rt.rules.snapshot().iter().map(|r| r.id.to_string()).collect();
     assert_eq!(loaded, ["emqx4-messages"], "only the message store loads");
     assert_eq!(wasmrule::Metrics::get(&rt.metrics.load_errors), 4);
@@ -600,6 +599,36 @@ async fn with_an_external_broker_what_can_work_works() {
     })
     .await;
     assert_eq!(retained["payload"], "running");
+    rt.stop().await;
+
+    // With EMQX's client events (mosquitto plays EMQX: fixtures of EMQX's event
+    // messages are published to it; its `$event/...` form, since mosquitto refuses
+    // client publishes to `$SYS`; tests/emqx.rs bridges those), client state fills too.
+    let mut emqx = config(&redis, &mqtt, dir.path());
+    emqx.mqtt.emqx_events = true;
+    let rt = Runtime::start(emqx).await.unwrap();
+    let mut loaded: Vec<String> = rt.rules.snapshot().iter().map(|r| r.id.to_string()).collect();
+    loaded.sort();
+    assert_eq!(loaded, ["emqx4-clients", "emqx4-messages"]);
+    let fixture = |name: &str| -> (String, String) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/emqx-fixtures").join(name);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        (v["topic"].as_str().unwrap().to_owned(), v["payload"].to_string())
+    };
+    let (topic, payload) = fixture("event-client-connected.json");
+    let client: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let key = format!("mqtt:client:{}", client["clientid"].as_str().unwrap());
+    publish_until(&publisher, &topic, &payload, WAIT, "client state from EMQX's events", || {
+        (redis.hget(&key, "state").as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    let (topic, payload) = fixture("event-client-disconnected.json");
+    publish_until(&publisher, &topic, &payload, WAIT, "offline from EMQX's events", || {
+        (redis.hget(&key, "state").as_deref() == Some("0")).then_some(())
+    })
+    .await;
+    assert_ne!(redis.hget(&key, "offline_at").as_deref(), Some("undefined"));
     rt.stop().await;
 }
 
