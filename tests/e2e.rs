@@ -1025,7 +1025,13 @@ async fn every_language_leaves_the_same_redis_state_as_rust() {
                 &format!("{rule}.wasm"),
             );
         }
-        tenants.push_str(&format!("[tenants.{tenant}]\ntopics = [\"#\"]\n"));
+        // Unmetered: under a tenant's CPU share (10% by default) a busy worker sheds
+        // the over-share tenant's events to its dead letters, and the Python rules are
+        // always the over-share ones; this test is about equal state, not fairness
+        // (tests/hostile.rs is).
+        tenants.push_str(&format!(
+            "[tenants.{tenant}]\ntopics = [\"#\"]\ncpu_share_percent = 100\n"
+        ));
     }
     // A Python component's event takes about 2 ms of CPU (a fresh instance of an 18 MB
     // component), but its first events after loading fault the component's pages in
@@ -1300,7 +1306,13 @@ async fn every_language_s_threshold_alert_reads_writes_and_alerts_alike() {
         std::fs::create_dir(&dir).unwrap();
         let module = dist(&format!("threshold-alert{suffix}"));
         install(&module, &dir, "threshold-alert.wasm");
-        tenants.push_str(&format!("[tenants.{tenant}]\ntopics = [\"#\"]\n"));
+        // Unmetered: under a tenant's CPU share (10% by default) a busy worker sheds
+        // the over-share tenant's events to its dead letters, and the Python rules are
+        // always the over-share ones; this test is about equal state, not fairness
+        // (tests/hostile.rs is).
+        tenants.push_str(&format!(
+            "[tenants.{tenant}]\ntopics = [\"#\"]\ncpu_share_percent = 100\n"
+        ));
     }
     let parsed =
         wasmrule::Config::from_toml(&format!("[limits]\ntimeout_ms = 1000\n{tenants}")).unwrap();
