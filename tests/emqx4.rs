@@ -212,7 +212,10 @@ async fn the_seeds_examples_hold() {
     .await;
     assert_eq!(state["offline_at"], "undefined");
     let online_at: u64 = state["online_at"].parse().unwrap();
-    assert!(online_at > 1_600_000_000 && online_at < 10_000_000_000, "seconds: {online_at}");
+    assert!(
+        online_at > 1_600_000_000 && online_at < 10_000_000_000,
+        "seconds: {online_at}"
+    );
     let node: Vec<String> = redis.conn().keys("mqtt:node:*").unwrap();
     assert_eq!(node.len(), 1, "{node:?}");
     assert_eq!(
@@ -223,7 +226,9 @@ async fn the_seeds_examples_hold() {
     // The business server subscribes `test` to topic1 and topic2 over mqtt_channel.
     let mut conn = redis.conn();
     for (topic, qos) in [("topic1", "1"), ("topic2", "2")] {
-        let msg = format!(r#"{{"type": "subscribe", "topic": "{topic}", "clientid": "test", "qos": "{qos}"}}"#);
+        let msg = format!(
+            r#"{{"type": "subscribe", "topic": "{topic}", "clientid": "test", "qos": "{qos}"}}"#
+        );
         eventually(WAIT, "the SUB reaches mqtt:sub:test", || {
             let _: i64 = conn.publish("mqtt_channel", &msg).unwrap();
             std::thread::sleep(Duration::from_millis(50));
@@ -245,7 +250,9 @@ async fn the_seeds_examples_hold() {
         let p = publisher.client.clone();
         let payload = format!("hello-{n}");
         tokio::spawn(async move {
-            let _ = p.publish("topic1", QoS::AtLeastOnce, false, payload.clone()).await;
+            let _ = p
+                .publish("topic1", QoS::AtLeastOnce, false, payload.clone())
+                .await;
             let _ = p.publish("topic2", QoS::AtLeastOnce, false, payload).await;
         });
         std::thread::sleep(Duration::from_millis(50));
@@ -254,7 +261,9 @@ async fn the_seeds_examples_hold() {
     .await;
 
     // A malformed message changes nothing, and is a dead letter naming why.
-    let _: i64 = conn.publish("mqtt_channel", "{\"type\": subscribe").unwrap();
+    let _: i64 = conn
+        .publish("mqtt_channel", "{\"type\": subscribe")
+        .unwrap();
     let reason = eventually(WAIT, "a dead letter for the malformed SUB", || {
         let entries: Vec<(String, std::collections::HashMap<String, String>)> =
             redis::cmd("XRANGE")
@@ -280,8 +289,12 @@ async fn the_seeds_examples_hold() {
     loop {
         probe += 1;
         let (before1, before2) = (test.payloads("topic1").len(), test.payloads("topic2").len());
-        publisher.publish("topic1", &format!("probe-{probe}"), false).await;
-        publisher.publish("topic2", &format!("marker-{probe}"), false).await;
+        publisher
+            .publish("topic1", &format!("probe-{probe}"), false)
+            .await;
+        publisher
+            .publish("topic2", &format!("marker-{probe}"), false)
+            .await;
         eventually(WAIT, "the topic2 marker", || {
             (test.payloads("topic2").len() > before2).then_some(())
         })
@@ -306,7 +319,10 @@ async fn the_seeds_examples_hold() {
     .await;
     let mut fields: Vec<&str> = retained.keys().map(String::as_str).collect();
     fields.sort_unstable();
-    assert_eq!(fields, ["from", "id", "payload", "qos", "retain", "topic", "ts"]);
+    assert_eq!(
+        fields,
+        ["from", "id", "payload", "qos", "retain", "topic", "ts"]
+    );
     assert_eq!(retained["from"], "publisher");
     assert_eq!(retained["payload"], "Hello world!");
     assert_eq!(retained["retain"], "true");
@@ -348,7 +364,9 @@ async fn queue_messages_reach_one_subscriber_in_publish_order() {
         for p in numbers(1000) {
             publisher.publish(topic, &p, false).await;
         }
-        publisher.published(if persistent { 1000 } else { 2001 }).await;
+        publisher
+            .published(if persistent { 1000 } else { 2001 })
+            .await;
         let key = format!("mqtt:msg:{topic}");
         eventually(WAIT, "1,000 messages stored", || {
             (zcard(&redis, &key) == 1000).then_some(())
@@ -361,9 +379,16 @@ async fn queue_messages_reach_one_subscriber_in_publish_order() {
             (c.payloads(topic).len() >= 1000 && zcard(&redis, &key) == 0).then_some(())
         })
         .await;
-        assert_eq!(c.payloads(topic), numbers(1000), "{topic}: exactly once, in order");
+        assert_eq!(
+            c.payloads(topic),
+            numbers(1000),
+            "{topic}: exactly once, in order"
+        );
         let hashes: Vec<String> = redis.conn().keys("mqtt:msg:0*").unwrap();
-        assert!(hashes.is_empty(), "acknowledged messages removed: {hashes:?}");
+        assert!(
+            hashes.is_empty(),
+            "acknowledged messages removed: {hashes:?}"
+        );
 
         // Nothing is stored for a second subscriber: it gets only what comes live.
         let mut second = Client::connect(port, &format!("{id}-2"), false).await;
@@ -413,16 +438,19 @@ async fn pubsub_subscribers_resume_from_their_own_cursors() {
         let ids: Vec<String> = redis.conn().zrange("mqtt:msg:pubsub/b", -1, -1).ok()?;
         ids.into_iter().next()
     };
-    let cursor = |id: &str| -> Option<String> {
-        redis.conn().get(format!("mqtt:acked:{id}:{topic}")).ok()
-    };
-    eventually(WAIT, "both got 300 and their cursors are at the last", || {
-        let l = last(&redis)?;
-        (subs.iter().all(|c| c.payloads(topic).len() >= 300)
-            && cursor("p1").as_ref() == Some(&l)
-            && cursor("p2").as_ref() == Some(&l))
-        .then_some(())
-    })
+    let cursor =
+        |id: &str| -> Option<String> { redis.conn().get(format!("mqtt:acked:{id}:{topic}")).ok() };
+    eventually(
+        WAIT,
+        "both got 300 and their cursors are at the last",
+        || {
+            let l = last(&redis)?;
+            (subs.iter().all(|c| c.payloads(topic).len() >= 300)
+                && cursor("p1").as_ref() == Some(&l)
+                && cursor("p2").as_ref() == Some(&l))
+            .then_some(())
+        },
+    )
     .await;
     for c in &subs {
         assert_eq!(c.payloads(topic), numbers(300));
@@ -535,7 +563,9 @@ async fn the_broker_keeps_retained_messages_without_the_pack() {
     publisher.publish("home/hall/temp", "18", true).await;
     publisher.publish("home/hall/temp", "", true).await;
     publisher.publish("home/cellar/temp", "12", true).await;
-    publisher.publish("home/cellar/temp", "not retained", false).await;
+    publisher
+        .publish("home/cellar/temp", "not retained", false)
+        .await;
     eventually(WAIT, "the publisher's messages all taken", || {
         publisher
             .payloads("home/cellar/temp")
@@ -579,14 +609,26 @@ async fn with_an_external_broker_what_can_work_works() {
     for r in PACK {
         install(&dist(r), dir.path(), &format!("{r}.wasm"));
     }
-    let rt = Runtime::start(config(&redis, &mqtt, dir.path())).await.unwrap();
-    let loaded: Vec<String> = rt.rules.snapshot().iter().map(|r| r.id.to_string()).collect();
+    let rt = Runtime::start(config(&redis, &mqtt, dir.path()))
+        .await
+        .unwrap();
+    let loaded: Vec<String> = rt
+        .rules
+        .snapshot()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
     assert_eq!(loaded, ["emqx4-messages"], "only the message store loads");
     assert_eq!(wasmrule::Metrics::get(&rt.metrics.load_errors), 4);
     let publisher = Publisher::connect(&mqtt).await;
-    publish_until(&publisher, "plant/line-1", "42", WAIT, "a stored message", || {
-        (zcard(&redis, "mqtt:msg:plant/line-1") > 0).then_some(())
-    })
+    publish_until(
+        &publisher,
+        "plant/line-1",
+        "42",
+        WAIT,
+        "a stored message",
+        || (zcard(&redis, "mqtt:msg:plant/line-1") > 0).then_some(()),
+    )
     .await;
     let id: Vec<String> = redis.conn().zrange("mqtt:msg:plant/line-1", 0, 0).unwrap();
     let stored = redis.hgetall(&format!("mqtt:msg:{}", id[0]));
@@ -607,28 +649,47 @@ async fn with_an_external_broker_what_can_work_works() {
     let mut emqx = config(&redis, &mqtt, dir.path());
     emqx.mqtt.emqx_events = true;
     let rt = Runtime::start(emqx).await.unwrap();
-    let mut loaded: Vec<String> = rt.rules.snapshot().iter().map(|r| r.id.to_string()).collect();
+    let mut loaded: Vec<String> = rt
+        .rules
+        .snapshot()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
     loaded.sort();
     assert_eq!(loaded, ["emqx4-clients", "emqx4-messages"]);
     let fixture = |name: &str| -> (String, String) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/emqx-fixtures").join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/emqx-fixtures")
+            .join(name);
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        (v["topic"].as_str().unwrap().to_owned(), v["payload"].to_string())
+        (
+            v["topic"].as_str().unwrap().to_owned(),
+            v["payload"].to_string(),
+        )
     };
     let (topic, payload) = fixture("event-client-connected.json");
     let client: serde_json::Value = serde_json::from_str(&payload).unwrap();
     let key = format!("mqtt:client:{}", client["clientid"].as_str().unwrap());
-    publish_until(&publisher, &topic, &payload, WAIT, "client state from EMQX's events", || {
-        (redis.hget(&key, "state").as_deref() == Some("1")).then_some(())
-    })
+    publish_until(
+        &publisher,
+        &topic,
+        &payload,
+        WAIT,
+        "client state from EMQX's events",
+        || (redis.hget(&key, "state").as_deref() == Some("1")).then_some(()),
+    )
     .await;
     let (topic, payload) = fixture("event-client-disconnected.json");
-    publish_until(&publisher, &topic, &payload, WAIT, "offline from EMQX's events", || {
-        (redis.hget(&key, "state").as_deref() == Some("0")).then_some(())
-    })
+    publish_until(
+        &publisher,
+        &topic,
+        &payload,
+        WAIT,
+        "offline from EMQX's events",
+        || (redis.hget(&key, "state").as_deref() == Some("0")).then_some(()),
+    )
     .await;
     assert_ne!(redis.hget(&key, "offline_at").as_deref(), Some("undefined"));
     rt.stop().await;
 }
-

@@ -499,6 +499,35 @@ pub fn routing_topic(event: &[u8]) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_sort_by_receipt_and_are_in_the_event() {
+        let ids: Vec<String> = [
+            (1_700_000_000_000, 9),
+            (1_700_000_000_000, 10),
+            (1_700_000_000_001, 3),
+        ]
+        .iter()
+        .map(|&(at, seq)| msgid(at, seq))
+        .collect();
+        assert!(
+            ids.iter()
+                .all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids, "text order is receipt order");
+        assert_eq!(&ids[0][22..], &ids[2][22..], "one tag per process");
+        let mut m = Message::new("t", "p", 0, false);
+        let mut out = Vec::new();
+        EventEncoder::new("n").publish_event(&m, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["msgid"], m.msgid().as_str());
+        m.msgid = Some("0".repeat(32));
+        EventEncoder::new("n").publish_event(&m, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["msgid"], "0".repeat(32));
+    }
     use serde_json::Value;
 
     fn encode(m: &Message) -> Value {

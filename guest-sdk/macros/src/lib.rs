@@ -318,7 +318,10 @@ mod tests {
             needs: vec!["embedded-broker".into()],
         });
         assert!(m.starts_with(r#"{"name":"r","version":"#), "{m}");
-        assert!(m.contains(r#""filters":["a/\"b"],"needs":["embedded-broker"]"#), "{m}");
+        assert!(
+            m.contains(r#""filters":["a/\"b"],"needs":["embedded-broker"]"#),
+            "{m}"
+        );
     }
 
     #[test]

@@ -208,7 +208,11 @@ pub fn encode_action(action: &Action, out: &mut Vec<u8>) {
         }
         Action::Deliver(d) => {
             let props = !d.properties.is_empty();
-            out.push(if props { KIND_DELIVER_PROPS } else { KIND_DELIVER });
+            out.push(if props {
+                KIND_DELIVER_PROPS
+            } else {
+                KIND_DELIVER
+            });
             put_str(out, d.client.as_bytes());
             put_str(out, d.topic.as_bytes());
             put_str(out, &d.payload);

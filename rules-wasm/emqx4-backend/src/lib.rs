@@ -51,7 +51,10 @@ const fn parse_or(s: Option<&str>, default: u64) -> u64 {
     let mut n: u64 = 0;
     let mut i = 0;
     while i < b.len() {
-        assert!(b[i].is_ascii_digit(), "EMQX4_* build settings are whole numbers");
+        assert!(
+            b[i].is_ascii_digit(),
+            "EMQX4_* build settings are whole numbers"
+        );
         n = n * 10 + (b[i] - b'0') as u64;
         i += 1;
     }
@@ -179,7 +182,10 @@ pub fn on_message_publish(e: &Event) -> Result<Vec<Action>, RuleError> {
             .arg(id.as_ref())
             .into(),
         // The index outlives none of its messages by more than `expired_time`.
-        cmd("EXPIRE").arg(topic_key(e.topic())).arg(EXPIRED_TIME).into(),
+        cmd("EXPIRE")
+            .arg(topic_key(e.topic()))
+            .arg(EXPIRED_TIME)
+            .into(),
     ])
 }
 
@@ -371,10 +377,7 @@ pub fn on_message_fetch_for_queue(e: &Event, ctx: &mut Context) -> Result<Vec<Ac
 /// `session.subscribed` to a `pubsub/#` topic: the stored messages after the client's
 /// cursor `mqtt:acked:<clientid>:<topic>` are delivered (one-to-many: each subscriber
 /// has its own cursor).
-pub fn on_message_fetch_for_pubsub(
-    e: &Event,
-    ctx: &mut Context,
-) -> Result<Vec<Action>, RuleError> {
+pub fn on_message_fetch_for_pubsub(e: &Event, ctx: &mut Context) -> Result<Vec<Action>, RuleError> {
     let id = clientid(e)?;
     let topic = e.topic();
     if resubscribed(e) || layout::has_wildcard(topic) {
@@ -410,7 +413,10 @@ pub fn on_message_acked_for_queue(e: &Event) -> Result<Vec<Action>, RuleError> {
         return Ok(Vec::new());
     };
     Ok(vec![
-        cmd("ZREM").arg(topic_key(e.topic())).arg(id.as_str()).into(),
+        cmd("ZREM")
+            .arg(topic_key(e.topic()))
+            .arg(id.as_str())
+            .into(),
         cmd("DEL").arg(msg_key(&id)).into(),
     ])
 }

@@ -79,8 +79,12 @@ fn client_state_is_the_seeds_hash() {
     run(&mut redis, on_client_connected(&event(on)));
     assert_eq!(
         hash(&mut redis, "mqtt:client:test"),
-        [("state", "1"), ("online_at", "1481685802"), ("offline_at", "undefined")]
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        [
+            ("state", "1"),
+            ("online_at", "1481685802"),
+            ("offline_at", "undefined")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
     assert_eq!(
         hash(&mut redis, "mqtt:node:emqx@127.0.0.1"),
@@ -90,8 +94,12 @@ fn client_state_is_the_seeds_hash() {
     run(&mut redis, on_client_disconnected(&event(off)));
     assert_eq!(
         hash(&mut redis, "mqtt:client:test"),
-        [("state", "0"), ("online_at", "1481685802"), ("offline_at", "1481685924")]
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        [
+            ("state", "0"),
+            ("online_at", "1481685802"),
+            ("offline_at", "1481685924")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
     assert!(hash(&mut redis, "mqtt:node:emqx@127.0.0.1").is_empty());
     // Taken over by a new connection: still online.
@@ -108,12 +116,20 @@ fn messages_are_stored_in_publish_order_and_retained_ones_kept() {
     publish(&mut redis, "t/1", &a, 1_700_000_000_000, "first", false);
     let h = hash(&mut redis, &format!("mqtt:msg:{a}"));
     let names: Vec<&str> = h.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(names, ["id", "from", "qos", "topic", "retain", "payload", "ts"]);
+    assert_eq!(
+        names,
+        ["id", "from", "qos", "topic", "retain", "payload", "ts"]
+    );
     assert_eq!(h[5].1, "first");
     assert_eq!(h[6].1, "1700000000");
     // Same millisecond: the id decides, and ids count up.
     let order = redis.context().zrange("mqtt:msg:t/1", 0, -1).unwrap();
-    let order: Vec<&str> = order.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let order: Vec<&str> = order
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(order, [a.as_str(), b.as_str()]);
     assert!(redis.context().pttl(format!("mqtt:msg:{a}")).unwrap() > 0);
 
@@ -133,7 +149,14 @@ fn a_queue_is_fetched_in_order_once_and_an_ack_removes_for_everyone() {
     let mut redis = FakeRedis::new();
     let ids: Vec<String> = (0..5).map(|i| id(1_000 + i, i)).collect();
     for (i, m) in ids.iter().enumerate() {
-        publish(&mut redis, "queue/a", m, 1_000 + i as u64, &format!("m{i}"), false);
+        publish(
+            &mut redis,
+            "queue/a",
+            m,
+            1_000 + i as u64,
+            &format!("m{i}"),
+            false,
+        );
     }
     // Published after the subscription: comes live, not fetched.
     publish(&mut redis, "queue/a", &id(9_000, 9), 9_000, "late", false);
@@ -153,7 +176,10 @@ fn a_queue_is_fetched_in_order_once_and_an_ack_removes_for_everyone() {
     let again = subscribed("c1", "queue/a", 2_000, false);
     assert!(with_reads(&mut redis, on_message_fetch_for_queue, &again).is_empty());
     for m in &ids {
-        run(&mut redis, on_message_acked_for_queue(&event(&acked("c1", "queue/a", m))));
+        run(
+            &mut redis,
+            on_message_acked_for_queue(&event(&acked("c1", "queue/a", m))),
+        );
     }
     let other = subscribed("c2", "queue/a", 2_000, true);
     assert!(with_reads(&mut redis, on_message_fetch_for_queue, &other).is_empty());
@@ -165,9 +191,19 @@ fn pubsub_subscribers_each_get_what_follows_their_own_cursor() {
     let mut redis = FakeRedis::new();
     let ids: Vec<String> = (0..4).map(|i| id(1_000 + i, i)).collect();
     for (i, m) in ids.iter().enumerate() {
-        publish(&mut redis, "pubsub/b", m, 1_000 + i as u64, &format!("m{i}"), false);
+        publish(
+            &mut redis,
+            "pubsub/b",
+            m,
+            1_000 + i as u64,
+            &format!("m{i}"),
+            false,
+        );
     }
-    run(&mut redis, on_message_acked_for_pubsub(&event(&acked("c1", "pubsub/b", &ids[1]))));
+    run(
+        &mut redis,
+        on_message_acked_for_pubsub(&event(&acked("c1", "pubsub/b", &ids[1]))),
+    );
     let fetch = |redis: &mut FakeRedis, client: &str| {
         let e = subscribed(client, "pubsub/b", 5_000, true);
         with_reads(redis, on_message_fetch_for_pubsub, &e)
@@ -178,7 +214,10 @@ fn pubsub_subscribers_each_get_what_follows_their_own_cursor() {
     assert_eq!(fetch(&mut redis, "c2").len(), 4);
     // Unsubscribing forgets the cursor.
     let unsub = r#"{"event":"session.unsubscribed","id":"U","clientid":"c1","topic":"pubsub/b","timestamp":1,"node":"n"}"#;
-    assert_eq!(run(&mut redis, on_session_unsubscribed(&event(unsub))), ["DEL mqtt:acked:c1:pubsub/b"]);
+    assert_eq!(
+        run(&mut redis, on_session_unsubscribed(&event(unsub))),
+        ["DEL mqtt:acked:c1:pubsub/b"]
+    );
     assert_eq!(fetch(&mut redis, "c1").len(), 4);
 }
 
@@ -194,7 +233,10 @@ fn sub_and_unsub_over_the_channel() {
     let sub = msg(r#"{"type": "subscribe", "topic": "topic0", "clientid": "test", "qos": "0"}"#);
     assert_eq!(
         run(&mut redis, on_channel_message(&event(&sub))),
-        ["HSET mqtt:sub:test topic0 0", "MQTT SUBSCRIBE test topic0 qos=0"]
+        [
+            "HSET mqtt:sub:test topic0 0",
+            "MQTT SUBSCRIBE test topic0 qos=0"
+        ]
     );
     let unsub = msg(r#"{"type": "unsubscribe", "topic": "topic0", "clientid": "test"}"#);
     assert_eq!(
@@ -203,15 +245,22 @@ fn sub_and_unsub_over_the_channel() {
     );
     for (bad, says) in [
         ("{not json", "not a SUB/UNSUB message"),
-        (r#"{"type":"subscribe","topic":"a/#/b","clientid":"c"}"#, "not a topic filter"),
-        (r#"{"type":"subscribe","topic":"a","clientid":"c","qos":"7"}"#, "not 0, 1 or 2"),
+        (
+            r#"{"type":"subscribe","topic":"a/#/b","clientid":"c"}"#,
+            "not a topic filter",
+        ),
+        (
+            r#"{"type":"subscribe","topic":"a","clientid":"c","qos":"7"}"#,
+            "not 0, 1 or 2",
+        ),
         (r#"{"type":"move","topic":"a","clientid":"c"}"#, "neither"),
     ] {
         let err = on_channel_message(&event(&msg(bad))).unwrap_err();
         assert!(err.message().contains(says), "{bad}: {}", err.message());
     }
     // The session lookup subscribes what the hash lists.
-    let created = r#"{"event":"session.created","id":"C","clientid":"test","timestamp":1,"node":"n"}"#;
+    let created =
+        r#"{"event":"session.created","id":"C","clientid":"test","timestamp":1,"node":"n"}"#;
     run(&mut redis, on_channel_message(&event(&sub)));
     assert_eq!(
         with_reads(&mut redis, on_subscribe_lookup, created),

@@ -201,7 +201,9 @@ impl Config {
         self.apply_broker_tls_overrides(o)?;
         if let Some(mode) = &o.broker_retained {
             let Some(broker) = self.broker.as_mut() else {
-                bail!("--broker-retained: the embedded broker is not on; add --embedded-broker ADDR");
+                bail!(
+                    "--broker-retained: the embedded broker is not on; add --embedded-broker ADDR"
+                );
             };
             broker.retained =
                 crate::source::broker::Retained::parse(mode).context("--broker-retained")?;

@@ -519,15 +519,30 @@ mod tests {
     fn read(p: &TenantPolicy, args: &[&[u8]]) -> Result<String, ReadCode> {
         let mut out = Commands::new();
         p.apply_read(args, &mut out)?;
-        Ok(out.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "))
+        Ok(out
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 
     #[test]
     fn sort_ro_patterns_are_in_the_namespace() {
         let p = policy("acme:", DEFAULT_ALLOWED);
         let cmd: &[&[u8]] = &[
-            b"sort_ro", b"ids", b"BY", b"nosort", b"LIMIT", b"0", b"10", b"GET", b"#", b"get",
-            b"m:*->payload", b"DESC", b"ALPHA",
+            b"sort_ro",
+            b"ids",
+            b"BY",
+            b"nosort",
+            b"LIMIT",
+            b"0",
+            b"10",
+            b"GET",
+            b"#",
+            b"get",
+            b"m:*->payload",
+            b"DESC",
+            b"ALPHA",
         ];
         assert_eq!(
             read(&p, cmd).unwrap(),

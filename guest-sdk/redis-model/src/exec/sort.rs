@@ -161,14 +161,20 @@ mod tests {
         let mut db = Store::new();
         for (score, id) in [(3.0, "c"), (1.0, "a"), (2.0, "b")] {
             db.zadd("z", score, id);
-            db.hset(alloc::format!("m:{id}"), "payload", alloc::format!("p-{id}"));
+            db.hset(
+                alloc::format!("m:{id}"),
+                "payload",
+                alloc::format!("p-{id}"),
+            );
         }
         db.rpush("l", "10").rpush("l", "2").rpush("l", "33");
         db
     }
 
     fn texts(r: Reply) -> Vec<Option<alloc::string::String>> {
-        let Reply::Array(items) = r else { panic!("{r:?}") };
+        let Reply::Array(items) = r else {
+            panic!("{r:?}")
+        };
         items
             .into_iter()
             .map(|i| match i {
@@ -184,7 +190,15 @@ mod tests {
         let db = store();
         let r = sort_ro(
             &db,
-            &[b"z", b"BY", b"nosort", b"GET", b"#", b"GET", b"m:*->payload"],
+            &[
+                b"z",
+                b"BY",
+                b"nosort",
+                b"GET",
+                b"#",
+                b"GET",
+                b"m:*->payload",
+            ],
         )
         .unwrap();
         let want = ["a", "p-a", "b", "p-b", "c", "p-c"].map(|s| Some(s.into()));
@@ -194,7 +208,11 @@ mod tests {
     #[test]
     fn limit_desc_numeric_and_alpha() {
         let db = store();
-        let r = sort_ro(&db, &[b"z", b"BY", b"nosort", b"LIMIT", b"1", b"5", b"DESC"]).unwrap();
+        let r = sort_ro(
+            &db,
+            &[b"z", b"BY", b"nosort", b"LIMIT", b"1", b"5", b"DESC"],
+        )
+        .unwrap();
         assert_eq!(texts(r), [Some("b".into()), Some("a".into())]);
         let r = sort_ro(&db, &[b"l"]).unwrap();
         assert_eq!(texts(r), ["2", "10", "33"].map(|s| Some(s.into())));
@@ -202,7 +220,14 @@ mod tests {
         assert_eq!(texts(r), ["10", "2", "33"].map(|s| Some(s.into())));
         let r = sort_ro(&db, &[b"l", b"GET", b"missing:*"]).unwrap();
         assert_eq!(texts(r), [None, None, None]);
-        assert_eq!(sort_ro(&db, &[b"z"]), Err(Failure::RedisError), "non-numeric");
-        assert_eq!(sort_ro(&db, &[b"z", b"LIMIT", b"1"]), Err(Failure::RedisError));
+        assert_eq!(
+            sort_ro(&db, &[b"z"]),
+            Err(Failure::RedisError),
+            "non-numeric"
+        );
+        assert_eq!(
+            sort_ro(&db, &[b"z", b"LIMIT", b"1"]),
+            Err(Failure::RedisError)
+        );
     }
 }

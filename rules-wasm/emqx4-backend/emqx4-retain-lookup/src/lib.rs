@@ -7,9 +7,6 @@ use emqx4_backend as backend;
 use wasmrule_guest::{Action, Context, Event, RuleError, rule};
 
 #[rule(filters = ["$events/session_subscribed"], needs = ["embedded-broker"])]
-pub fn emqx4_retain_lookup(
-    event: &Event,
-    ctx: &mut Context,
-) -> Result<Vec<Action>, RuleError> {
+pub fn emqx4_retain_lookup(event: &Event, ctx: &mut Context) -> Result<Vec<Action>, RuleError> {
     backend::on_retain_lookup(event, ctx)
 }

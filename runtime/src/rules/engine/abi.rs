@@ -635,6 +635,45 @@ mod tests {
         }
     }
 
+    /// Kind 5 is a deliver with user properties; kind 4 one without; kind 6 is none.
+    #[test]
+    fn deliveries_with_and_without_properties() {
+        let s = |b: &mut Vec<u8>, v: &[u8]| {
+            b.extend((v.len() as u32).to_le_bytes());
+            b.extend(v);
+        };
+        let mut buf = vec![TAG_OK];
+        buf.extend(2u32.to_le_bytes());
+        for kind in [ACTION_DELIVER, ACTION_DELIVER_PROPS] {
+            buf.push(kind);
+            s(&mut buf, b"dev-1");
+            s(&mut buf, b"queue/a");
+            s(&mut buf, b"hi");
+            buf.extend([1, 0]);
+        }
+        buf.extend(1u32.to_le_bytes());
+        s(&mut buf, b"wasmrule-msgid");
+        s(&mut buf, b"0123");
+        let (mut out, mut actions) = (Commands::new(), Vec::new());
+        decode_result_v2(&buf, LIMITS, &mut out, &mut actions).unwrap();
+        let shown: Vec<String> = actions.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "MQTT DELIVER dev-1 queue/a qos=1 retain=0 payload=hi",
+                "MQTT DELIVER dev-1 queue/a qos=1 retain=0 prop:wasmrule-msgid=0123 payload=hi",
+            ]
+        );
+        let mut bad = vec![TAG_OK];
+        bad.extend(1u32.to_le_bytes());
+        bad.push(6);
+        let err = decode_result_v2(&bad, LIMITS, &mut out, &mut actions).unwrap_err();
+        assert!(
+            err.to_string().contains("kinds are 0 (redis) to 5"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn rule_errors_carry_the_message() {
         let mut out = Commands::new();

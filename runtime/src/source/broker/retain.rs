@@ -95,7 +95,9 @@ impl RetainStorage for RetainStore {
             }
             return Ok(());
         }
-        self.inner.full_logged.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .full_logged
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.inner
             .tree
             .set_with_timeout(topic, retain, expiry_interval)
