@@ -486,7 +486,10 @@ mod tests {
         });
         assert!(format!("{:#}", bad.unwrap_err()).contains("--share-group"));
         let e = err("[mqtt]\nshare_group = \"g\"\n[broker]\nlisten = \"127.0.0.1:0\"");
-        assert!(e.contains("share_group") && e.contains("embedded broker"), "{e}");
+        assert!(
+            e.contains("share_group") && e.contains("embedded broker"),
+            "{e}"
+        );
     }
 
     #[test]
