@@ -755,3 +755,370 @@ async fn sentinel_failover_under_a_qos1_stream_loses_nothing() {
     assert_eq!(seen, N + 1, "{}", wasmrule.log());
     drop(sentinels);
 }
+
+/// In cluster mode a v2 rule's reads are answered from the master that holds the key,
+/// after the writes queued before them; and while the whole cluster stops answering,
+/// QoS 0 batches go to the spill and are replayed through the per-master pipelines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_reads_and_spill() {
+    let cluster = Cluster::start();
+    let mqtt = Mosquitto::start();
+    let client = cluster.client();
+
+    // Reads: bench-v2-read writes a device's temperature only when HGET shows a
+    // different one.
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, http) = single_instance(&mqtt, &cluster.url(), "bench-v2-read", "", dir.path());
+    let publisher = Publisher::connect(&mqtt).await;
+    let temp = |c: &redis::cluster::ClusterClient| -> Option<String> {
+        let mut con = c.get_connection().ok()?;
+        redis::cmd("HGET")
+            .arg("emqx_messages")
+            .arg("dev-1")
+            .query(&mut con)
+            .ok()?
+    };
+    let body = |t: u32| format!(r#"{{"clientId":"dev-1","temp":{t}}}"#);
+    publish_until(
+        &publisher,
+        "store-last-message/dev-1",
+        &body(20),
+        Duration::from_secs(30),
+        "the first temperature written",
+        || (temp(&client)? == "20").then_some(()),
+    )
+    .await;
+    let written = || metric(http, "wasmrule_commands_written_total").unwrap_or(0);
+    let received = || metric(http, "wasmrule_messages_received_total").unwrap_or(0);
+    let before = written();
+    let got = received();
+    // The same temperature again: the read sees it, nothing is written.
+    for _ in 0..10 {
+        publisher
+            .publish("store-last-message/dev-1", body(20))
+            .await;
+    }
+    eventually(Duration::from_secs(30), "the repeats handled", || {
+        (received() >= got + 10).then_some(())
+    })
+    .await;
+    // A new one is written.
+    publisher
+        .publish("store-last-message/dev-1", body(21))
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the new temperature written",
+        || (temp(&client)? == "21").then_some(()),
+    )
+    .await;
+    assert_eq!(
+        written(),
+        before + 1,
+        "only the changed temperature is written: the reads saw the cluster's value\n{}",
+        reader.log()
+    );
+    drop(reader);
+
+    // The spill: every master stops answering (SIGSTOP) under a QoS 0 stream.
+    const N: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    let (wasmrule, http) = single_instance(
+        &mqtt,
+        &cluster.url(),
+        "seq-order",
+        &format!("[redis.spill]\ndir = {:?}", spill.display().to_string()),
+        dir.path(),
+    );
+    let seen = |c: &redis::cluster::ClusterClient| -> Option<u64> {
+        let mut con = c.get_connection().ok()?;
+        redis::cmd("BITCOUNT")
+            .arg("order:seen")
+            .query(&mut con)
+            .ok()
+    };
+    publish_until(
+        &publisher,
+        "order/warmup",
+        "0",
+        Duration::from_secs(30),
+        "wasmrule writes to the cluster",
+        || (seen(&client)? >= 1).then_some(()),
+    )
+    .await;
+    for n in &cluster.nodes {
+        signal(n.child.id(), "STOP");
+    }
+    for i in 1..=N {
+        publisher
+            .publish_qos(&format!("order/{}", i % 100), i.to_string(), 0)
+            .await;
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    eventually(Duration::from_secs(60), "batches in the spill", || {
+        (metric(http, "wasmrule_spill_batches_total")? > 0).then_some(())
+    })
+    .await;
+    for n in &cluster.nodes {
+        signal(n.child.id(), "CONT");
+    }
+    eventually(
+        Duration::from_secs(120),
+        "every message in the cluster",
+        || (seen(&client)? > N).then_some(()),
+    )
+    .await;
+    let spilled = metric(http, "wasmrule_spill_batches_total").unwrap();
+    let replayed = metric(http, "wasmrule_spill_replayed_batches_total").unwrap();
+    eprintln!("spill in cluster mode: {spilled} batches spilled, {replayed} replayed");
+    assert!(replayed > 0, "{}", wasmrule.log());
+}
+
+// ---- The embedded broker ----
+
+/// A rumqttc subscriber on `port` counting what it receives on `filter`.
+async fn counting_subscriber(
+    port: u16,
+    client_id: &str,
+    filter: &str,
+) -> (
+    rumqttc::AsyncClient,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<()>,
+) {
+    let o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 100);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    client
+        .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    (client, count, task)
+}
+
+/// The embedded broker routes `$share/<group>/<filter>` from its own clients: each
+/// message to one member of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_shares_among_its_clients() {
+    const N: u64 = 200;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::copy(dist("seq-counter"), rules.join("seq-counter.wasm")).unwrap();
+    let port = free_port();
+    let args: Vec<String> = [
+        "--embedded-broker",
+        &format!("127.0.0.1:{port}"),
+        "--redis-url",
+        &redis.url(),
+        "--rules-dir",
+        rules.to_str().unwrap(),
+        "--http-addr",
+        "off",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let broker = WasmruleProcess::start(&args, &dir.path().join("wasmrule.log"));
+    eventually(
+        Duration::from_secs(10),
+        "the embedded broker listens",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    )
+    .await;
+    let (_a, a, ta) = counting_subscriber(port, "share-a", "$share/g/seq/#").await;
+    let (_b, b, tb) = counting_subscriber(port, "share-b", "$share/g/seq/#").await;
+    let o = rumqttc::MqttOptions::new("share-pub", "127.0.0.1", port);
+    let (publisher, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
+    let tp = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let total = || {
+        a.load(std::sync::atomic::Ordering::Relaxed) + b.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Until both subscriptions exist: every warm-up message reaches one of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while total() == 0 {
+        publisher
+            .publish("seq/warmup", rumqttc::QoS::AtLeastOnce, false, "0")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(tokio::time::Instant::now() < deadline, "{}", broker.log());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (a0, b0) = (
+        a.load(std::sync::atomic::Ordering::Relaxed),
+        b.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    for i in 1..=N {
+        publisher
+            .publish(
+                format!("seq/{i}"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                i.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every message to one member",
+        || (total() >= a0 + b0 + N).then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (da, db) = (
+        a.load(std::sync::atomic::Ordering::Relaxed) - a0,
+        b.load(std::sync::atomic::Ordering::Relaxed) - b0,
+    );
+    eprintln!("embedded broker share group: {da} and {db} of {N}");
+    assert_eq!(da + db, N, "each message to exactly one member");
+    assert!(da > 0 && db > 0, "both members got a share: {da}, {db}");
+    for t in [ta, tb, tp] {
+        t.abort();
+    }
+}
+
+// ---- Benchmark (run by hand: cargo test --test scale scale_bench -- --ignored) ----
+
+/// CPU seconds (user + system) the process `pid` used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th,
+    // stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    // SC_CLK_TCK is 100 on Linux.
+    ticks as f64 / 100.0
+}
+
+/// One run: `instances` members of a share group writing `seq-counter` to
+/// `redis_url`; `n` QoS 1 messages as fast as the publisher goes. Returns (msg/s,
+/// CPU µs per message over all instances).
+async fn bench_run(
+    instances: usize,
+    redis_url: &str,
+    check: &dyn Fn() -> Option<u64>,
+    n: u64,
+) -> (f64, f64) {
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::copy(dist("seq-order"), rules.join("seq-order.wasm")).unwrap();
+    let config = dir.path().join("wasmrule.toml");
+    std::fs::write(&config, format!("[mqtt]\ninflight = {INFLIGHT}\n")).unwrap();
+    let members: Vec<Member> = (0..instances)
+        .map(|i| {
+            let http = free_port();
+            let mut args: Vec<String> = [
+                "--config",
+                config.to_str().unwrap(),
+                "--mqtt-url",
+                &mqtt.url(),
+                "--redis-url",
+                redis_url,
+                "--rules-dir",
+                rules.to_str().unwrap(),
+                "--client-id",
+                &format!("bench-{i}"),
+                "--qos",
+                "1",
+                "--http-addr",
+                &format!("127.0.0.1:{http}"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if instances > 1 {
+                args.extend(["--share-group".to_string(), GROUP.to_string()]);
+            }
+            Member {
+                process: WasmruleProcess::start(&args, &dir.path().join(format!("w{i}.log"))),
+                http,
+            }
+        })
+        .collect();
+    let publisher = Publisher::connect(&mqtt).await;
+    publish_until(
+        &publisher,
+        "order/warmup",
+        "0",
+        Duration::from_secs(30),
+        "every member serves",
+        || members.iter().all(|m| m.received() > 0).then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu0: f64 = members.iter().map(|m| cpu_seconds(m.process.pid())).sum();
+    let started = std::time::Instant::now();
+    for i in 1..=n {
+        publisher
+            .publish(&format!("order/{}", i % 1000), i.to_string())
+            .await;
+    }
+    eventually(Duration::from_secs(300), "the benchmark's messages", || {
+        (check()? > n).then_some(())
+    })
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu: f64 = members
+        .iter()
+        .map(|m| cpu_seconds(m.process.pid()))
+        .sum::<f64>()
+        - cpu0;
+    (n as f64 / secs, cpu * 1e6 / n as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand"]
+async fn scale_bench() {
+    const N: u64 = 30_000;
+    let bits = |url: String| {
+        move || -> Option<u64> {
+            let mut c = redis::Client::open(url.as_str())
+                .ok()?
+                .get_connection()
+                .ok()?;
+            redis::cmd("BITCOUNT").arg("order:seen").query(&mut c).ok()
+        }
+    };
+    let r1 = Redis::start();
+    let (one, one_cpu) = bench_run(1, &r1.url(), &bits(r1.url()), N).await;
+    let r3 = Redis::start();
+    let (three, three_cpu) = bench_run(3, &r3.url(), &bits(r3.url()), N).await;
+    let cluster = Cluster::start();
+    let client = cluster.client();
+    let cluster_bits = || -> Option<u64> {
+        let mut c = client.get_connection().ok()?;
+        redis::cmd("BITCOUNT").arg("order:seen").query(&mut c).ok()
+    };
+    let (clu, clu_cpu) = bench_run(1, &cluster.url(), &cluster_bits, N).await;
+    eprintln!(
+        "binary {}\n{N} QoS 1 messages, seq-order (2 commands a message):\n\
+         1 instance, single Redis:  {one:.0} msg/s, {one_cpu:.0} us CPU a message\n\
+         3 instances, single Redis: {three:.0} msg/s, {three_cpu:.0} us CPU a message (all three)\n\
+         1 instance, 3-master cluster: {clu:.0} msg/s, {clu_cpu:.0} us CPU a message",
+        wasmrule_bin().display()
+    );
+}

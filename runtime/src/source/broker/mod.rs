@@ -27,6 +27,7 @@ mod auth;
 mod config;
 mod hooks;
 pub mod reason;
+mod shared;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -122,6 +123,8 @@ impl Broker {
             scx = scx.plugins_config_map_add(SESSION_PLUGIN, session_store_config(dir)?);
         }
         let scx = scx.build().await;
+        // `$share/<group>/<filter>` from the broker's clients (shared.rs).
+        *scx.extends.shared_subscription_mut().await = Box::new(shared::RoundRobin::default());
 
         let (tx, rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
         let handler = hooks::EventHooks::new(
