@@ -1087,13 +1087,14 @@ async fn bench_run(
         .map(|m| cpu_seconds(m.process.pid()))
         .sum::<f64>()
         - cpu0;
+    eprintln!("  {instances} instance(s): {n} messages in {secs:.2} s, {cpu:.2} CPU-s in wasmrule");
     (n as f64 / secs, cpu * 1e6 / n as f64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run by hand"]
 async fn scale_bench() {
-    const N: u64 = 30_000;
+    const N: u64 = 100_000;
     let bits = |url: String| {
         move || -> Option<u64> {
             let mut c = redis::Client::open(url.as_str())
