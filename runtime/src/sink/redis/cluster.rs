@@ -399,6 +399,9 @@ mod tests {
         assert_eq!(slot_number(b"foo"), 12182);
         assert_eq!(slot_number(b"{foo}:bar"), 12182);
         assert_eq!(slot_number(b"123456789"), 12739);
+        // A tenant's key prefix with a hash tag pins all its keys to one slot.
+        assert_eq!(slot_number(b"{acme}:device:1"), slot_number(b"{acme}:x"));
+        assert_ne!(slot_number(b"acme:device:1"), slot_number(b"acme:x"));
         let mut c = redis::cmd("HSET");
         c.arg("device:1").arg("f").arg("v");
         assert_eq!(first_key(&c), Some(&b"device:1"[..]));

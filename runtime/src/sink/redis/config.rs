@@ -142,7 +142,7 @@ impl RedisConfig {
             (None, RedisMode::Single) => RedisMode::Single,
             // A plain URL in cluster mode: the one seed node.
             (None, RedisMode::Cluster { .. }) => RedisMode::Cluster {
-                nodes: vec![url.clone()],
+                nodes: node_urls(vec![url.clone()], &url)?,
             },
             (None, RedisMode::Sentinel { .. }) => bail!(
                 "with redis.mode = \"sentinel\" give the sentinels as \
@@ -438,7 +438,7 @@ fn build_mode(
             }),
             // The URL's server is the one seed.
             (None, None) => Ok(RedisMode::Cluster {
-                nodes: vec![url.to_owned()],
+                nodes: node_urls(vec![url.to_owned()], url).context("redis.url")?,
             }),
         },
         _ if n => bail!("redis.nodes is for redis.mode = \"cluster\""),
@@ -625,6 +625,7 @@ mod tests {
         assert!(e("url = \"redis+sentinel://h:1\"").contains("name the master"));
         assert!(e("url = \"redis+cluster://u:p@h:1\"").contains("redis.username"));
         assert!(e("mode = \"cluster\"\nnodes = [\"rediss://h:1\"]").contains("TLS"));
+        assert!(e("mode = \"cluster\"\nurl = \"unix:///tmp/r.sock\"").contains("TLS"));
 
         let mut c = redis("mode = \"cluster\"\nnodes = [\"h:1\"]").unwrap();
         c.set_url("redis://h:2").unwrap();
