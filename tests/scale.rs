@@ -197,11 +197,14 @@ async fn three_instances_share_a_qos1_stream_and_survive_a_kill() {
     let (_, warm_writes) = counts(&group.redis).unwrap();
 
     let started = std::time::Instant::now();
-    stream(&publisher, 1, N / 2, TOPICS, 50).await;
+    // The kill falls in the middle of a burst (between the pauses every 50
+    // messages), while the instance has messages in flight.
+    let kill_at = N / 2 + 25;
+    stream(&publisher, 1, kill_at, TOPICS, 50).await;
     let before_kill = group.members[1].received();
     group.members[1].process.kill();
-    eprintln!("message {}: SIGKILL instance 1", N / 2);
-    stream(&publisher, N / 2 + 1, N / 2 + N / 10, TOPICS, 50).await;
+    eprintln!("message {kill_at}: SIGKILL instance 1");
+    stream(&publisher, kill_at + 1, N / 2 + N / 10, TOPICS, 50).await;
     group.members[1].process.restart();
     eprintln!("message {}: instance 1 started again", N / 2 + N / 10);
     stream(&publisher, N / 2 + N / 10 + 1, N, TOPICS, 50).await;
