@@ -7,6 +7,9 @@
 #     redis-server, mosquitto    real servers for the integration tests (started by the
 #                                tests on free loopback ports; the packages' services
 #                                are not used)
+#     redis-tools                redis-cli: tests/scale.rs creates and reshards a Redis
+#                                Cluster with it (redis-server --sentinel is the
+#                                sentinel)
 #     mosquitto-clients          the quickstart and examples/hot-reload.sh
 #     prometheus                 a real Prometheus scraping wasmrule, evaluating every
 #                                query of examples/grafana/wasmrule.json
@@ -42,7 +45,7 @@ fi
 
 # Each apt package, and the command that shows it is installed.
 apt_missing=()
-for pair in redis-server:redis-server mosquitto:mosquitto mosquitto-clients:mosquitto_pub \
+for pair in redis-server:redis-server redis-tools:redis-cli mosquitto:mosquitto mosquitto-clients:mosquitto_pub \
     wabt:wat2wasm clang:clang lld:wasm-ld prometheus:prometheus chromium:chromium; do
     has "${pair#*:}" || apt_missing+=("${pair%%:*}")
 done

@@ -33,7 +33,7 @@ use crate::sink::redis::{RawRedis, RedisConfig};
 use crate::source::broker::{
     Acl, BrokerConfig, BrokerTls, DEFAULT_BROKER_ADDR, RawBroker, parse_listen_addr,
 };
-use crate::source::mqtt::{MqttConfig, RawMqtt, check_client_id};
+use crate::source::mqtt::{MqttConfig, RawMqtt, check_client_id, check_share_group};
 use crate::tenancy::{RawTenant, Tenants};
 
 /// The validated configuration.
@@ -165,6 +165,9 @@ impl Config {
         if let Some(id) = &o.client_id {
             self.mqtt.client_id = check_client_id(id).context("--client-id")?;
         }
+        if let Some(group) = &o.share_group {
+            self.mqtt.share_group = Some(check_share_group(group).context("--share-group")?);
+        }
         if let Some(qos) = o.qos {
             self.mqtt.qos = check_qos(qos).context("--qos")?;
         }
@@ -259,6 +262,13 @@ impl Config {
             bail!(
                 "mqtt.emqx_events (--emqx-events) reads client events from an external EMQX \
                  (--mqtt-url); the embedded broker gives them itself: drop one of the two"
+            );
+        }
+        if self.mqtt.share_group.is_some() && self.broker.is_some() {
+            bail!(
+                "mqtt.share_group (--share-group) splits an external broker's messages among \
+                 wasmrule instances (--mqtt-url); with the embedded broker wasmrule is the \
+                 broker and takes every message itself: drop one of the two"
             );
         }
         Ok(())
@@ -463,6 +473,32 @@ mod tests {
         );
         assert!(err("[tenants.acme]\ncpu_share_percent = 101").contains("1..=100"));
         assert!(err("[tenants.acme]\ncpu_window_ms = 5").contains("cpu_window_ms"));
+    }
+
+    #[test]
+    fn share_group_from_file_flag_or_env_checked() {
+        let c = Config::from_toml("[mqtt]\nshare_group = \"wasmrule\"").unwrap();
+        assert_eq!(c.mqtt.share_group.as_deref(), Some("wasmrule"));
+        assert_eq!(Config::from_toml("").unwrap().mqtt.share_group, None);
+        assert!(err("[mqtt]\nshare_group = \"a/b\"").contains("mqtt.share_group"));
+        assert!(err("[mqtt]\nshare_group = \"\"").contains("mqtt.share_group"));
+        let mut c = Config::from_toml("").unwrap();
+        c.apply_overrides(&Overrides {
+            share_group: Some("g2".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.mqtt.share_group.as_deref(), Some("g2"));
+        let bad = c.apply_overrides(&Overrides {
+            share_group: Some("g+".into()),
+            ..Overrides::default()
+        });
+        assert!(format!("{:#}", bad.unwrap_err()).contains("--share-group"));
+        let e = err("[mqtt]\nshare_group = \"g\"\n[broker]\nlisten = \"127.0.0.1:0\"");
+        assert!(
+            e.contains("share_group") && e.contains("embedded broker"),
+            "{e}"
+        );
     }
 
     #[test]

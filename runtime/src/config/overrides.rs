@@ -26,6 +26,10 @@ pub struct Overrides {
     /// MQTT client id (default: wasmrule-<pid>).
     #[arg(long, env = "WASMRULE_CLIENT_ID")]
     pub client_id: Option<String>,
+    /// Subscribe as $share/<GROUP>/<filter>: the broker splits the messages among the
+    /// wasmrule instances of the group, each with its own client id (docs/scaling.md).
+    #[arg(long, env = "WASMRULE_SHARE_GROUP", value_name = "GROUP")]
+    pub share_group: Option<String>,
     /// QoS of wasmrule's subscriptions.
     #[arg(long, env = "WASMRULE_QOS")]
     pub qos: Option<u8>,

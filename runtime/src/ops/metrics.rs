@@ -132,6 +132,16 @@ pub(super) const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
         |m| &m.redis_pipelines,
     ),
     (
+        "redis_flushes",
+        "flushes sent to Redis: one pipeline each, or one per master in a cluster",
+        |m| &m.redis_flushes,
+    ),
+    (
+        "redis_redirects",
+        "Redis Cluster MOVED and ASK replies followed",
+        |m| &m.redis_redirects,
+    ),
+    (
         "redis_reconnects",
         "connections to Redis made after one was lost or refused",
         |m| &m.redis_reconnects,
@@ -214,6 +224,10 @@ pub struct Metrics {
     pub bytes_received: AtomicU64,
     /// Pipelines sent to Redis.
     pub redis_pipelines: AtomicU64,
+    /// Flushes sent to Redis (one pipeline, or one per cluster master).
+    pub redis_flushes: AtomicU64,
+    /// Redis Cluster redirects (`MOVED`, `ASK`) followed.
+    pub redis_redirects: AtomicU64,
     /// Connections to Redis made after one was lost or could not be made.
     pub redis_reconnects: AtomicU64,
     /// Replies "not now" (`LOADING`, `BUSY`, ...) to commands, sent again.
@@ -279,6 +293,8 @@ impl Default for Metrics {
             emqx_events_malformed: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             redis_pipelines: AtomicU64::new(0),
+            redis_flushes: AtomicU64::new(0),
+            redis_redirects: AtomicU64::new(0),
             redis_reconnects: AtomicU64::new(0),
             redis_busy: AtomicU64::new(0),
             broker_connections: AtomicU64::new(0),

@@ -1,10 +1,12 @@
 //! Writes rules' commands to Redis in pipelines, in the order workers queued them.
 //!
-//! One task owns one multiplexed connection and keeps one pipeline in flight: it takes
+//! One task owns one connection (`connection.rs`: a server, the master the sentinels
+//! name, or a Redis Cluster, `cluster.rs`) and keeps one flush in flight: it takes
 //! every batch already queued (up to `max_pipeline` commands), sends them as one
-//! pipeline, checks each reply, and only then takes more. A lost connection or a reply
-//! timeout sends the same pipeline again after reconnecting (with backoff), so nothing
-//! is dropped; commands that had already been applied are applied twice
+//! pipeline (in a cluster, one per master, concurrently), checks each reply, and only
+//! then takes more. A lost connection or a reply timeout sends the unconfirmed
+//! commands again after reconnecting (with backoff), so nothing is dropped; commands
+//! that had already been applied are applied twice
 //! (at-least-once, see docs/delivery.md). Replies Redis gives while it cannot serve
 //! (`LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`) are retried the same way. Any other
 //! error reply (`WRONGTYPE`, wrong arguments) is the command's fault: it is logged with
@@ -17,7 +19,9 @@
 //! `config.rs` is the `[redis]` section. Not here: the spill's files (`sink/spill/`),
 //! what the commands are (`dispatch/`), acknowledging to the broker (`ack.rs`, `source/`).
 
+mod cluster;
 mod config;
+mod connection;
 mod outage;
 mod writer;
 

@@ -5,19 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 use tokio::sync::mpsc;
 
 use super::config::RedisConfig;
+use super::connection::Conn;
+pub(crate) use super::connection::connect;
 use crate::ack::Completions;
 use crate::ops::metrics::Metrics;
 use crate::rules::engine::{ReadCode, Reply};
 use crate::sink::batch::{ReadRequest, WriteBatch};
 use crate::sink::mqtt::ActionQueue;
 
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often an idle writer checks its connection (PING), for `/readyz`.
@@ -39,7 +38,7 @@ pub(crate) fn commands_of(batches: &[&WriteBatch]) -> Vec<(usize, usize)> {
 /// One connection to Redis and what to do with it.
 pub(crate) struct Writer {
     config: RedisConfig,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     metrics: Arc<Metrics>,
     /// Where v2 rules' MQTT actions go, once their batch's writes are confirmed.
     actions: Option<ActionQueue>,
@@ -152,10 +151,9 @@ impl Writer {
                     .for_each(|r| r.answer(Err(ReadCode::Unavailable)));
                 return Err(Lost);
             };
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
+            let mut cmds = Vec::with_capacity(todo.len() + reads.len());
             for &(b, c) in todo.iter() {
-                pipe.add_command(cmd_of(
+                cmds.push(cmd_of(
                     batches[b]
                         .commands
                         .get(c)
@@ -164,58 +162,95 @@ impl Writer {
                 ));
             }
             for r in &reads {
-                pipe.add_command(cmd_of(
+                cmds.push(cmd_of(
                     r.command.iter().next().into_iter().flat_map(|c| c.args()),
                 ));
             }
-            Metrics::add(&self.metrics.redis_pipelines, 1);
-            self.metrics
-                .redis_pipeline_commands
-                .observe(todo.len() as u64);
+            // redis.wait_replicas: the flush counts as confirmed only once that many
+            // replicas have it too (WAIT, after every command), so a master's death
+            // cannot take confirmed writes with it.
+            let wait = self.config.wait_replicas.filter(|_| !todo.is_empty());
+            if let Some((replicas, timeout)) = wait {
+                let mut w = redis::cmd("WAIT");
+                w.arg(replicas).arg(timeout.as_millis() as u64);
+                cmds.push(w);
+            }
             let sent = std::time::Instant::now();
-            let replied = pipe.query_async::<Vec<Value>>(conn).await;
+            let mut replies = conn.query(cmds, &self.metrics).await;
+            let replicated = match wait {
+                None => true,
+                Some((replicas, _)) => match replies.values.pop().flatten() {
+                    Some(Value::Int(n)) => n >= i64::from(replicas),
+                    _ => false,
+                },
+            };
             self.metrics
                 .redis_write_seconds
                 .observe_duration(sent.elapsed());
-            match replied {
-                Ok(replies) => {
-                    let (writes, read_replies) = replies.split_at(todo.len().min(replies.len()));
-                    for (r, v) in reads.drain(..).zip(read_replies.iter().cloned()) {
-                        r.answer(reply_of(v));
+            let mut values = replies.values.into_iter();
+            // In order: commands to send again, busy ones (transient replies) among them.
+            let mut again = Vec::new();
+            let mut busy = 0u64;
+            // A master that became a replica (a failover): reconnect to find the new one.
+            let mut demoted = false;
+            for &(b, c) in todo.iter() {
+                match values.next().flatten() {
+                    None => again.push((b, c)),
+                    Some(Value::ServerError(e)) if e.code() == "READONLY" => {
+                        demoted = true;
+                        again.push((b, c));
                     }
-                    let mut retry = Vec::new();
-                    for (&(b, c), reply) in todo.iter().zip(writes) {
-                        match reply {
-                            Value::ServerError(e) if is_transient(e.code()) => retry.push((b, c)),
-                            Value::ServerError(e) => self.report(batches[b], c, e),
-                            _ => Metrics::add(&self.metrics.commands_written, 1),
-                        }
+                    Some(Value::ServerError(e)) if is_transient(e.code()) => {
+                        busy += 1;
+                        again.push((b, c));
                     }
-                    if !retry.is_empty() {
-                        Metrics::add(&self.metrics.redis_busy, retry.len() as u64);
-                        tracing::warn!(
-                            commands = retry.len(),
-                            "Redis is not ready (loading or busy); retrying in {backoff:?}"
-                        );
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    Some(Value::ServerError(e)) => self.report(batches[b], c, &e),
+                    Some(_) if !replicated => {
+                        busy += 1;
+                        again.push((b, c));
                     }
-                    *todo = retry;
-                }
-                Err(e) => {
-                    reads
-                        .drain(..)
-                        .for_each(|r| r.answer(Err(ReadCode::Unavailable)));
-                    tracing::warn!(
-                        commands = todo.len(),
-                        "Redis write failed: {e}; the pipeline is sent again once reconnected"
-                    );
-                    Metrics::add(&self.metrics.redis_retries, 1);
-                    Metrics::set(&self.metrics.redis_connected, false);
-                    self.conn = None;
-                    return Err(Lost);
+                    Some(_) => Metrics::add(&self.metrics.commands_written, 1),
                 }
             }
+            for r in reads.drain(..) {
+                match values.next().flatten() {
+                    Some(v) => r.answer(reply_of(v)),
+                    None => r.answer(Err(ReadCode::Unavailable)),
+                }
+            }
+            if replies.error.is_some() || demoted {
+                let why = match &replies.error {
+                    Some(e) => e.to_string(),
+                    None => "the server is now a replica (READONLY)".to_owned(),
+                };
+                tracing::warn!(
+                    commands = again.len(),
+                    "Redis write failed: {why}; the unconfirmed commands are sent again once reconnected"
+                );
+                Metrics::add(&self.metrics.redis_retries, 1);
+                Metrics::set(&self.metrics.redis_connected, false);
+                self.conn = None;
+                *todo = again;
+                return Err(Lost);
+            }
+            if busy > 0 {
+                Metrics::add(&self.metrics.redis_busy, busy);
+                if replicated {
+                    tracing::warn!(
+                        commands = busy,
+                        "Redis is not ready (loading or busy); retrying in {backoff:?}"
+                    );
+                } else {
+                    tracing::warn!(
+                        commands = busy,
+                        "fewer replicas than redis.wait_replicas confirmed the writes; \
+                         sending them again in {backoff:?}"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            *todo = again;
         }
         self.observe_latency(batches);
         Ok(())
@@ -290,7 +325,7 @@ impl Writer {
     pub(crate) async fn check(&mut self) {
         match &mut self.conn {
             Some(c) => {
-                if redis::cmd("PING").query_async::<()>(c).await.is_err() {
+                if c.ping().await.is_err() {
                     self.conn = None;
                     Metrics::set(&self.metrics.redis_connected, false);
                 }
@@ -325,7 +360,7 @@ impl Writer {
     }
 
     /// A connection made elsewhere, after `attempts` failed ones.
-    pub(crate) fn connected(&mut self, conn: MultiplexedConnection, attempts: u32) {
+    pub(crate) fn connected(&mut self, conn: Conn, attempts: u32) {
         if attempts > 0 {
             tracing::info!("connected to Redis after {attempts} failed attempts");
         } else {
@@ -367,17 +402,6 @@ impl Writer {
             }
         }
     }
-}
-
-/// One connection attempt, bounded by the connect and response timeouts.
-pub(crate) async fn connect(config: &RedisConfig) -> redis::RedisResult<MultiplexedConnection> {
-    let client = config.client()?;
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
 }
 
 /// A Redis command from its arguments, the name first.

@@ -30,6 +30,7 @@ mod config;
 mod hooks;
 pub mod reason;
 mod retain;
+mod shared;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -139,6 +140,8 @@ impl Broker {
                 }
             }
         });
+        // `$share/<group>/<filter>` from the broker's clients (shared.rs).
+        *scx.extends.shared_subscription_mut().await = Box::new(shared::RoundRobin::default());
 
         let (tx, rx) = mpsc::channel::<Message>(EVENT_CHANNEL);
         let handler = hooks::EventHooks::new(

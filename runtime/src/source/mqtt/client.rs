@@ -121,6 +121,9 @@ impl Client {
                 let f = Filter {
                     path: filter.clone(),
                     qos: qos5(qos),
+                    // Must stay false: No Local on a shared subscription
+                    // (`$share/...`, mqtt.share_group) is a protocol error (MQTT 5
+                    // section 3.8.3.1), and wasmrule publishes nothing it subscribes to.
                     nolocal: false,
                     preserve_retain: true,
                     retain_forward_rule: RetainForwardRule::Never,

@@ -51,7 +51,7 @@ use subscriptions::{SubRequest, SubTable};
 
 pub(crate) use client::transport;
 pub use config::{DEFAULT_MQTT_URL, MqttConfig, MqttProtocol, parse_mqtt_url};
-pub(crate) use config::{RawMqtt, check_client_id};
+pub(crate) use config::{RawMqtt, check_client_id, check_share_group};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -79,7 +79,10 @@ pub struct SourceParts {
 /// writes. Returns after `drained` (or, if never connected, soon after `shutdown`).
 pub async fn run(cfg: MqttConfig, parts: SourceParts) {
     let (client, eventloop) = client::connect(&cfg);
-    let table = Arc::new(Mutex::new(SubTable::new(cfg.protocol == MqttProtocol::V5)));
+    let table = Arc::new(Mutex::new(SubTable::new(
+        cfg.protocol == MqttProtocol::V5,
+        cfg.share_group.clone(),
+    )));
     let (req_tx, req_rx) = mpsc::unbounded_channel::<SubRequest>();
     let mut requester = Requester {
         client: client.clone(),

@@ -11,6 +11,17 @@
 //! duplicates. Partially overlapping rule filters (`a/+` and `+/b`) are handled the
 //! same way. MQTT 3.1.1 has no identifiers: there every copy is kept (docs/events.md).
 //!
+//! With a share group (`mqtt.share_group`) every filter is subscribed as
+//! `$share/<group>/<filter>`; messages still arrive with their real topic and the table
+//! keeps matching the plain filters. Each shared subscription hands a message to one
+//! member of the group, so with overlapping filters the copies may reach different
+//! instances, and each instance decides alone. The copy to keep is then the one of the
+//! matching filter that sorts first as a string, not the one of the lowest identifier:
+//! identifiers are given per instance in the order its rules loaded, so two instances
+//! may number the same filters differently and each drop the copy the other dropped
+//! too. The string order is the same everywhere (while rule changes reach the
+//! instances at different moments, a message may be kept twice, never dropped by all).
+//!
 //! This file is pure bookkeeping; `follower.rs` sends the requests it returns.
 
 use std::collections::VecDeque;
@@ -36,9 +47,12 @@ struct Entry {
 #[derive(Debug)]
 pub struct SubTable {
     use_ids: bool,
+    /// Subscribe as `$share/<group>/<filter>`.
+    share_group: Option<String>,
     next_id: usize,
     entries: Vec<Entry>,
-    index: TopicIndex<usize>,
+    /// Per filter, the rank its copies are kept by (lowest first) and its identifier.
+    index: TopicIndex<(Rank, usize)>,
     // Unsubscribes requested but not yet given a packet id, oldest first.
     unsub_unsent: VecDeque<String>,
     // Unsubscribes sent, by packet id.
@@ -46,10 +60,11 @@ pub struct SubTable {
 }
 
 impl SubTable {
-    /// A table for MQTT 5 (`use_ids`) or 3.1.1.
-    pub fn new(use_ids: bool) -> Self {
+    /// A table for MQTT 5 (`use_ids`) or 3.1.1, in `share_group` if given.
+    pub fn new(use_ids: bool, share_group: Option<String>) -> Self {
         SubTable {
             use_ids,
+            share_group,
             next_id: 1,
             entries: Vec::new(),
             index: TopicIndex::new(),
@@ -72,7 +87,7 @@ impl SubTable {
     pub fn set_desired(&mut self, desired: &[String]) -> Vec<SubRequest> {
         let mut subs = Vec::new();
         let mut unsubs = Vec::new();
-        let use_ids = self.use_ids;
+        let (use_ids, share) = (self.use_ids, self.share_group.as_deref());
         for f in desired {
             match self.entries.iter_mut().find(|e| &e.filter == f) {
                 Some(e) if e.wanted => {}
@@ -82,7 +97,7 @@ impl SubTable {
                     e.wanted = true;
                     e.id = self.next_id;
                     self.next_id += 1;
-                    subs.push(subscribe_request(use_ids, f, e.id));
+                    subs.push(subscribe_request(use_ids, share, f, e.id));
                 }
                 None => {
                     let id = self.next_id;
@@ -92,7 +107,7 @@ impl SubTable {
                         id,
                         wanted: true,
                     });
-                    subs.push(subscribe_request(use_ids, f, id));
+                    subs.push(subscribe_request(use_ids, share, f, id));
                 }
             }
         }
@@ -100,7 +115,7 @@ impl SubTable {
             if e.wanted && !desired.contains(&e.filter) {
                 e.wanted = false;
                 unsubs.push(SubRequest::Unsubscribe {
-                    filter: e.filter.clone(),
+                    filter: wire_filter(share, &e.filter),
                 });
                 self.unsub_unsent.push_back(e.filter.clone());
             }
@@ -125,7 +140,7 @@ impl SubTable {
         self.reindex();
         self.entries
             .iter()
-            .map(|e| subscribe_request(self.use_ids, &e.filter, e.id))
+            .map(|e| subscribe_request(self.use_ids, self.share_group.as_deref(), &e.filter, e.id))
             .collect()
     }
 
@@ -148,7 +163,11 @@ impl SubTable {
     fn reindex(&mut self) {
         let mut index = TopicIndex::new();
         for e in &self.entries {
-            index.insert(&e.filter, e.id);
+            let rank = match self.share_group {
+                Some(_) => Rank::Filter(e.filter.clone()),
+                None => Rank::Id(e.id),
+            };
+            index.insert(&e.filter, (rank, e.id));
         }
         self.index = index;
     }
@@ -159,12 +178,12 @@ impl SubTable {
         if ids.is_empty() {
             return true;
         }
-        let mut lowest: Option<usize> = None;
-        self.index.for_each_match(topic, |&id| {
-            lowest = Some(lowest.map_or(id, |l| l.min(id)));
+        let mut lowest: Option<&(Rank, usize)> = None;
+        self.index.for_each_match(topic, |r| {
+            lowest = Some(lowest.map_or(r, |l| l.min(r)));
         });
         match lowest {
-            Some(l) => ids.contains(&l),
+            Some((_, id)) => ids.contains(id),
             // From a subscription we no longer know (an old session): keep it; rules
             // decide whether anything wants it.
             None => true,
@@ -172,10 +191,27 @@ impl SubTable {
     }
 }
 
-fn subscribe_request(use_ids: bool, filter: &str, id: usize) -> SubRequest {
+/// Which of the matching subscriptions' copies to keep: the lowest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    /// The oldest subscription (one instance).
+    Id(usize),
+    /// The filter that sorts first (a share group: module docs).
+    Filter(String),
+}
+
+fn subscribe_request(use_ids: bool, share: Option<&str>, filter: &str, id: usize) -> SubRequest {
     SubRequest::Subscribe {
-        filter: filter.to_owned(),
+        filter: wire_filter(share, filter),
         id: use_ids.then_some(id),
+    }
+}
+
+/// The filter as sent to the broker.
+fn wire_filter(share: Option<&str>, filter: &str) -> String {
+    match share {
+        Some(group) => format!("$share/{group}/{filter}"),
+        None => filter.to_owned(),
     }
 }
 
@@ -189,7 +225,7 @@ mod tests {
 
     #[test]
     fn subscribes_before_unsubscribing() {
-        let mut t = SubTable::new(true);
+        let mut t = SubTable::new(true, None);
         let r = t.set_desired(&s(&["store-last-message/+"]));
         assert_eq!(
             r,
@@ -216,7 +252,7 @@ mod tests {
 
     #[test]
     fn overlapping_copies_are_handled_once() {
-        let mut t = SubTable::new(true);
+        let mut t = SubTable::new(true, None);
         t.set_desired(&s(&["store-last-message/+"]));
         t.set_desired(&s(&["#"]));
         let topic = "store-last-message/d1";
@@ -235,7 +271,7 @@ mod tests {
 
     #[test]
     fn partial_overlap_keeps_one_copy() {
-        let mut t = SubTable::new(true);
+        let mut t = SubTable::new(true, None);
         t.set_desired(&s(&["a/+", "+/b"]));
         let kept = [&[1][..], &[2]]
             .iter()
@@ -248,7 +284,7 @@ mod tests {
 
     #[test]
     fn reconnect_resubscribes_with_same_ids() {
-        let mut t = SubTable::new(true);
+        let mut t = SubTable::new(true, None);
         t.set_desired(&s(&["a/#", "b"]));
         t.set_desired(&s(&["a/#"]));
         let r = t.on_connected();
@@ -265,7 +301,7 @@ mod tests {
 
     #[test]
     fn rewanted_filter_gets_a_new_id() {
-        let mut t = SubTable::new(true);
+        let mut t = SubTable::new(true, None);
         t.set_desired(&s(&["a"]));
         t.set_desired(&s(&[]));
         let r = t.set_desired(&s(&["a"]));
@@ -281,7 +317,7 @@ mod tests {
 
     #[test]
     fn mqtt311_has_no_ids() {
-        let mut t = SubTable::new(false);
+        let mut t = SubTable::new(false, None);
         let r = t.set_desired(&s(&["a"]));
         assert_eq!(
             r,
@@ -293,5 +329,67 @@ mod tests {
         t.set_desired(&s(&["b"]));
         assert_eq!(t.wanted(), vec!["b"]);
         assert!(t.should_handle("a", &[]));
+    }
+
+    #[test]
+    fn share_group_subscribes_shared_and_matches_plain() {
+        let g = Some("wasmrule".to_string());
+        let mut t = SubTable::new(true, g.clone());
+        let r = t.set_desired(&s(&["seq/#"]));
+        assert_eq!(
+            r,
+            vec![SubRequest::Subscribe {
+                filter: "$share/wasmrule/seq/#".into(),
+                id: Some(1)
+            }]
+        );
+        // Messages arrive with their real topic.
+        assert!(t.should_handle("seq/1", &[1]));
+        assert_eq!(
+            t.on_connected(),
+            vec![SubRequest::Subscribe {
+                filter: "$share/wasmrule/seq/#".into(),
+                id: Some(1)
+            }]
+        );
+        let r = t.set_desired(&s(&[]));
+        assert_eq!(
+            r,
+            vec![SubRequest::Unsubscribe {
+                filter: "$share/wasmrule/seq/#".into()
+            }]
+        );
+        let mut t = SubTable::new(false, g);
+        let r = t.set_desired(&s(&["a/+"]));
+        assert_eq!(
+            r,
+            vec![SubRequest::Subscribe {
+                filter: "$share/wasmrule/a/+".into(),
+                id: None
+            }]
+        );
+        assert!(t.should_handle("a/b", &[]));
+    }
+
+    /// Two instances that numbered the same overlapping filters differently: every
+    /// way the broker may hand out the two copies, exactly one is kept.
+    #[test]
+    fn share_group_keeps_one_copy_across_instances() {
+        let g = || Some("g".to_string());
+        let mut a = SubTable::new(true, g());
+        a.set_desired(&s(&["a/+", "+/b"]));
+        let mut b = SubTable::new(true, g());
+        b.set_desired(&s(&["+/b"]));
+        b.set_desired(&s(&["+/b", "a/+"]));
+        // ids: a has a/+ = 1, +/b = 2; b has +/b = 1, a/+ = 2 (b's first was reused).
+        let id = |t: &SubTable, f: &str| t.entries.iter().find(|e| e.filter == f).unwrap().id;
+        assert_ne!(id(&a, "a/+"), id(&b, "a/+"));
+        for (via_plus_b, via_a_plus) in [(&a, &a), (&a, &b), (&b, &a), (&b, &b)] {
+            let kept = [
+                via_plus_b.should_handle("a/b", &[id(via_plus_b, "+/b")]),
+                via_a_plus.should_handle("a/b", &[id(via_a_plus, "a/+")]),
+            ];
+            assert_eq!(kept.iter().filter(|k| **k).count(), 1, "{kept:?}");
+        }
     }
 }
