@@ -793,7 +793,12 @@ async fn cluster_reads_and_spill() {
     .await;
     let written = || metric(http, "wasmrule_commands_written_total").unwrap_or(0);
     let received = || metric(http, "wasmrule_messages_received_total").unwrap_or(0);
-    let before = written();
+    // The counter follows the write's confirmation, a moment after Redis shows it.
+    let before = eventually(Duration::from_secs(30), "the first write counted", || {
+        let n = written();
+        (n >= 1).then_some(n)
+    })
+    .await;
     let got = received();
     // The same temperature again: the read sees it, nothing is written.
     for _ in 0..10 {
@@ -814,6 +819,10 @@ async fn cluster_reads_and_spill() {
         "the new temperature written",
         || (temp(&client)? == "21").then_some(()),
     )
+    .await;
+    eventually(Duration::from_secs(30), "the new write counted", || {
+        (written() > before).then_some(())
+    })
     .await;
     assert_eq!(
         written(),
