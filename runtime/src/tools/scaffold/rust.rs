@@ -83,6 +83,10 @@ const SDK_RUST: &[(&str, &str)] = &[
         include_str!("../../../../guest-sdk/redis-model/src/exec.rs"),
     ),
     (
+        "wasmrule-redis-model/src/exec/sort.rs",
+        include_str!("../../../../guest-sdk/redis-model/src/exec/sort.rs"),
+    ),
+    (
         "wasmrule-redis-model/src/exec/sorted.rs",
         include_str!("../../../../guest-sdk/redis-model/src/exec/sorted.rs"),
     ),
