@@ -122,7 +122,13 @@ impl Warm {
             }
             tables.push((t, elements));
         }
-        let image = Image::of(memory.data(&store));
+        let image = match Image::settle(memory.data_mut(&mut store), plan.data.as_deref()) {
+            Ok(image) => image,
+            Err(e) => {
+                let e = RuleError::Abi(format!("snapshot of a warm instance: {e}"));
+                return Err((e.into(), store));
+            }
+        };
         Ok(Warm {
             size: memory.data_size(&store),
             store,
@@ -175,6 +181,71 @@ struct Image {
 const ZERO: u32 = u32::MAX;
 
 impl Image {
+    /// Snapshots `memory` right after instantiation and leaves as few of its pages
+    /// mapped as it can, since every mapped page costs the per-event scan a look-up
+    /// (the kernel checks whether it is a file page): the pages that differ from what
+    /// an untouched mapping reads as (`dirty_pages`; written by a start function, or
+    /// left by the pool slot's last user) are saved, the whole memory is given back
+    /// (`MADV_DONTNEED`: the image file's pages and zeros again), and the saved pages
+    /// that differ from that are written back. Only pages data segments initialise
+    /// (`data`, byte ranges; `None`: all) and the saved ones are read.
+    fn settle(memory: &mut [u8], data: Option<&[std::ops::Range<u64>]>) -> std::io::Result<Image> {
+        let p = host_page_size();
+        let n = memory.len() / p;
+        let (base, len) = (memory.as_ptr() as usize, n * p);
+        let mut saved: Vec<(usize, Vec<u8>)> = Vec::new();
+        dirty_pages(base, len, |start, end| {
+            for page in start / p..end.div_ceil(p) {
+                saved.push((page, memory[page * p..(page + 1) * p].to_vec()));
+            }
+        })?;
+        // SAFETY: `memory` is this instance's linear memory, a private mapping the
+        // pool made (image file or anonymous): DONTNEED returns its pages to the
+        // mapping's contents, which is what the instance reads from now on; the
+        // pages that must differ are written back below.
+        if unsafe { libc::madvise(base as *mut libc::c_void, len, libc::MADV_DONTNEED) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut read = vec![data.is_none(); n];
+        for r in data.unwrap_or(&[]) {
+            let (a, b) = (r.start as usize / p, (r.end as usize).div_ceil(p).min(n));
+            read.iter_mut().take(b).skip(a).for_each(|x| *x = true);
+        }
+        let mut image = Image {
+            page: p,
+            pages: vec![ZERO; n],
+            data: Vec::new(),
+        };
+        let mut saved = saved.into_iter().peekable();
+        for page in 0..n {
+            let want = match saved.peek() {
+                Some((i, _)) if *i == page => saved.next().map(|(_, c)| c),
+                _ => None,
+            };
+            let range = page * p..(page + 1) * p;
+            let content: &[u8] = match (&want, read[page]) {
+                (Some(w), _) => {
+                    // Back to what it held, if DONTNEED changed it.
+                    if !read[page] && w.iter().all(|b| *b == 0) {
+                        continue;
+                    }
+                    if memory[range.clone()] != w[..] {
+                        memory[range.clone()].copy_from_slice(w);
+                    }
+                    w
+                }
+                (None, true) => &memory[range.clone()],
+                (None, false) => continue,
+            };
+            if content.iter().any(|b| *b != 0) {
+                image.pages[page] = (image.data.len() / p) as u32;
+                image.data.extend_from_slice(content);
+            }
+        }
+        Ok(image)
+    }
+
+    #[cfg(test)]
     fn of(memory: &[u8]) -> Image {
         let page = host_page_size();
         let mut pages = Vec::with_capacity(memory.len() / page);

@@ -37,6 +37,9 @@ pub(super) struct Plan {
     pub(super) globals: Vec<String>,
     /// Export names of the tables it defines, when its code can write a table.
     pub(super) tables: Vec<String>,
+    /// Byte ranges of memory its active data segments initialise; `None` when an
+    /// offset is not a constant (then all of memory counts as initialised).
+    pub(super) data: Option<Vec<std::ops::Range<u64>>>,
 }
 
 /// The bytes to compile and, if the module's instances can be reset in place, how; else
@@ -84,6 +87,7 @@ fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
     let mut writes_tables = false;
     let mut exported: Vec<(String, ExternalKind, u32)> = Vec::new();
     let mut export_section = None;
+    let mut data: Option<Vec<std::ops::Range<u64>>> = Some(Vec::new());
     let mut prev_end = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| format!("unreadable module: {e}"))?;
@@ -164,6 +168,24 @@ fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
                     }
                 }
             }
+            Payload::DataSection(reader) => {
+                for segment in reader {
+                    let segment = segment.map_err(|e| e.to_string())?;
+                    if let wasmparser::DataKind::Active { offset_expr, .. } = segment.kind {
+                        let mut ops = offset_expr.get_operators_reader();
+                        let at = match (ops.read(), ops.read()) {
+                            (Ok(Operator::I32Const { value }), Ok(Operator::End)) => {
+                                Some(value as u32 as u64)
+                            }
+                            _ => None,
+                        };
+                        match (at, data.as_mut()) {
+                            (Some(at), Some(d)) => d.push(at..at + segment.data.len() as u64),
+                            _ => data = None,
+                        }
+                    }
+                }
+            }
             Payload::TagSection(_) => return Err("defines exception tags".into()),
             _ => {}
         }
@@ -174,7 +196,10 @@ fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
             "already exports a name starting with `{RESET_PREFIX}`"
         ));
     }
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        data,
+        ..Plan::default()
+    };
     for (index, mutable) in globals {
         if mutable {
             let name = format!("{RESET_PREFIX}global_{index}");

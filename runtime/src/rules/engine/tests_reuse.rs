@@ -427,3 +427,47 @@ fn swapped_dirty_pages_are_restored_in_warm_instances() {
     assert_eq!(rule.reuse_counts(), (6, 0));
     assert!(reuse::test_hooks::SWAPPED_SEEN.load(Ordering::Relaxed) > 0);
 }
+
+/// The state a warm instance returns to is the one after its start function ran: what
+/// the start function wrote (in a page no data segment covers, and over a data
+/// segment) and the global it set are there on every event, and what events change is
+/// not.
+#[test]
+fn the_reset_returns_to_the_state_after_the_start_function() {
+    let fields = r#"(memory (export "memory") 2)
+      (data (i32.const 70000) "orig")
+      (global $g (mut i32) (i32.const 1))
+      (func $start
+        (i32.store (i32.const 50000) (i32.const 0x5eed))
+        (i32.store (i32.const 70000) (i32.const 0x600d))
+        (global.set $g (i32.const 2)))
+      (start $start)"#;
+    let checks = [
+        flag(
+            0,
+            "(i32.ne (i32.load (i32.const 50000)) (i32.const 0x5eed))",
+        ),
+        flag(
+            1,
+            "(i32.ne (i32.load (i32.const 70000)) (i32.const 0x600d))",
+        ),
+        flag(2, "(i32.ne (global.get $g) (i32.const 2))"),
+        flag(3, "(i32.load (i32.const 90000))"),
+    ]
+    .concat();
+    let plant = "(i32.store (i32.const 50000) (i32.const 0))
+        (i32.store (i32.const 70000) (i32.const 0))
+        (i32.store (i32.const 90000) (i32.const 1))
+        (global.set $g (i32.const 3))";
+    let rule = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&module(
+            fields,
+            &format!("{checks} {REPORT} {plant} {RETURN}"),
+        ))
+        .unwrap();
+    for i in 0..4 {
+        assert_eq!(invoke(&rule, b"{}").unwrap(), CLEAN, "event {i}");
+    }
+    assert_eq!(rule.reuse_counts(), (4, 0));
+}
