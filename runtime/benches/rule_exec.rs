@@ -40,6 +40,11 @@ fn main() {
     });
     let engine = Engine::new(Limits::default(), 4).expect("engine");
     let rule = engine.compile(&bytes).expect("rule compiles");
+    // The same rule in a fresh instance per event (no warm instance reset in place).
+    let fresh_engine = Engine::new(Limits::default(), 4)
+        .expect("engine")
+        .fresh_instances();
+    let fresh_rule = fresh_engine.compile(&bytes).expect("rule compiles");
     // The same rule with fuel metering instead of the epoch deadline.
     let fuel_engine = Engine::with_fuel(Limits::default(), 4, 10_000_000).expect("engine");
     let fuel_rule = fuel_engine.compile(&bytes).expect("rule compiles");
@@ -89,6 +94,11 @@ fn main() {
         out2.clear();
         rule.invoke(black_box(&event), &mut out2).unwrap();
     };
+    let mut out5 = Commands::new();
+    let wasm_fresh = || {
+        out5.clear();
+        fresh_rule.invoke(black_box(&event), &mut out5).unwrap();
+    };
     let mut out3 = Commands::new();
     let wasm_fuel = || {
         out3.clear();
@@ -123,7 +133,8 @@ fn main() {
     type Variant<'a> = (&'static str, Box<dyn FnMut() + 'a>);
     let mut variants: Vec<Variant> = vec![
         ("native (same rule crate)", Box::new(native)),
-        ("wasm (fresh instance per event)", Box::new(wasm)),
+        ("wasm (warm instance, reset)", Box::new(wasm)),
+        ("wasm (fresh instance per event)", Box::new(wasm_fresh)),
         ("event JSON encoding only", Box::new(encode)),
         ("wasm, fuel instead of epoch", Box::new(wasm_fuel)),
         ("wasm ABI v2, no read", Box::new(wasm_v2)),
@@ -149,11 +160,17 @@ fn main() {
     for ((name, _), r) in variants.iter().zip(&medians) {
         println!("{name:<36} {r:>14.0} {:>12.3}", 1e6 / r);
     }
-    if medians.len() == 5 {
+    if medians.len() == 6 {
         println!("ratio wasm/native: {:.3}", medians[1] / medians[0]);
-        println!("ratio fuel/epoch: {:.3}", medians[3] / medians[1]);
-        println!("ratio v2 (no read)/v1: {:.3}", medians[4] / medians[1]);
+        println!("ratio wasm fresh/native: {:.3}", medians[2] / medians[0]);
+        println!("ratio fuel/epoch: {:.3}", medians[4] / medians[1]);
+        println!("ratio v2 (no read)/v1: {:.3}", medians[5] / medians[1]);
     }
+    println!(
+        "warm instances: store-last-message reused {} times, dropped {}",
+        rule.reuse_counts().0,
+        rule.reuse_counts().1
+    );
     spin_until_stopped(&engine, if quick { 3 } else { 50 });
 }
 

@@ -1,9 +1,13 @@
 //! Core-module rules (ABI v1 and v2, `abi.rs`): pre-linking, reading the manifest, and
-//! one invocation: allocate in the guest, copy the event in, call, decode the result.
+//! one invocation: allocate in the guest, copy the event in, call, decode the result;
+//! in a fresh instance, or in a warm one that is reset afterwards (`reuse.rs`).
 
-use wasmtime::{InstancePre, Module, ModuleExport, Store};
+use wasmtime::{InstancePre, Memory, Module, ModuleExport, Store, TypedFunc};
 
-use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, RuleError, abi};
+use super::host::{ReadState, RedisReads};
+use super::reuse::{Entry, Pool, Reservation, Warm};
+use super::reuse_plan::Plan;
+use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, RuleError, WARM_INSTANCES, abi};
 use crate::actions::MqttAction;
 use crate::commands::Commands;
 
@@ -20,6 +24,26 @@ pub(super) struct CoreParts {
     exports: Exports,
     /// The ABI version, 1 or 2.
     pub(super) abi: u32,
+    /// How to reset an instance in place; `None`: fresh instances only.
+    plan: Option<Plan>,
+    pool: Pool,
+}
+
+impl CoreParts {
+    /// Events run in a warm instance that was then reset, and warm instances dropped
+    /// after an event.
+    pub(super) fn reuse_counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.pool.reused.load(Relaxed),
+            self.pool.discarded.load(Relaxed),
+        )
+    }
+
+    /// Whether this module's instances are reset in place (else: fresh per event).
+    pub(super) fn resettable(&self) -> bool {
+        self.plan.is_some()
+    }
 }
 
 /// Where one invocation's output goes.
@@ -29,7 +53,11 @@ pub(super) struct Output<'a> {
 }
 
 /// Checks `module` against the ABI and pre-links it.
-pub(super) fn prepare(engine: &Engine, module: &Module) -> Result<CoreParts, LoadError> {
+pub(super) fn prepare(
+    engine: &Engine,
+    module: &Module,
+    plan: Option<Plan>,
+) -> Result<CoreParts, LoadError> {
     let abi = abi::check_module(module)?;
     let pre = engine
         .inner
@@ -47,7 +75,13 @@ pub(super) fn prepare(engine: &Engine, module: &Module) -> Result<CoreParts, Loa
         alloc: export(abi::EXPORT_ALLOC)?,
         on_event: export(abi::EXPORT_ON_EVENT)?,
     };
-    Ok(CoreParts { pre, exports, abi })
+    Ok(CoreParts {
+        pre,
+        exports,
+        abi,
+        plan,
+        pool: Pool::default(),
+    })
 }
 
 fn instantiate(
@@ -99,6 +133,19 @@ pub(super) fn read_manifest(parts: &CoreParts, store: &mut Store<Ctx>) -> Result
     Ok(manifest.to_vec())
 }
 
+type EntryPoints = (TypedFunc<i32, i32>, TypedFunc<(i32, i32), i64>);
+
+fn entry_points(
+    parts: &CoreParts,
+    instance: &wasmtime::Instance,
+    store: &mut Store<Ctx>,
+) -> Result<EntryPoints, Failure> {
+    let alloc = func(instance, store, &parts.exports.alloc)?.typed::<i32, i32>(&*store)?;
+    let on_event =
+        func(instance, store, &parts.exports.on_event)?.typed::<(i32, i32), i64>(&*store)?;
+    Ok((alloc, on_event))
+}
+
 /// One event in a fresh instance; appends the decoded commands and actions to `output`.
 pub(super) fn invoke(
     parts: &CoreParts,
@@ -109,10 +156,134 @@ pub(super) fn invoke(
     max_args: usize,
 ) -> Result<usize, Failure> {
     let (instance, memory) = instantiate(parts, store)?;
-    let alloc = func(&instance, store, &parts.exports.alloc)?.typed::<i32, i32>(&*store)?;
-    let on_event =
-        func(&instance, store, &parts.exports.on_event)?.typed::<(i32, i32), i64>(&*store)?;
+    let (alloc, on_event) = entry_points(parts, &instance, store)?;
+    call(
+        parts.abi, store, memory, alloc, on_event, event, output, limits, max_args,
+    )
+}
 
+/// A warm instance for the next event: an idle one, or room for a new one.
+pub(super) enum Slot {
+    Idle(Box<Warm>),
+    New(Reservation),
+}
+
+/// A warm instance for `parts`, if it is reset in place and there is one or room for
+/// one; `None`: run the event in a fresh instance.
+pub(super) fn take_warm(engine: &Engine, parts: &CoreParts) -> Option<Slot> {
+    if !engine.inner.reuse || parts.plan.is_none() || !parts.pool.worth_it() {
+        return None;
+    }
+    if let Some(w) = parts.pool.take() {
+        return Some(Slot::Idle(Box::new(w)));
+    }
+    Reservation::take(&engine.inner.warm, WARM_INSTANCES as usize).map(Slot::New)
+}
+
+/// One event in a warm instance (`take_warm`), which is reset and kept if the event
+/// succeeded and dropped otherwise. Takes the reads port back from the store as the
+/// fresh path does.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn invoke_warm(
+    engine: &Engine,
+    parts: &CoreParts,
+    slot: Slot,
+    event: &[u8],
+    output: Output<'_>,
+    limits: &InvokeLimits,
+    state: ReadState,
+    reads: &mut Option<Box<dyn RedisReads>>,
+) -> Result<usize, RuleError> {
+    let max_args = engine.inner.limits.max_args;
+    let mut warm = match slot {
+        Slot::Idle(mut w) => {
+            *w.store.data_mut() = engine.ctx(limits, false, state);
+            engine.arm(&mut w.store);
+            w
+        }
+        Slot::New(reservation) => {
+            let store = engine.new_store(limits, false, state);
+            match new_warm(parts, store, reservation) {
+                Ok(w) => Box::new(w),
+                Err((f, mut store)) => {
+                    let e = engine.classify(f, &store, limits);
+                    if let Some(port) = store.data_mut().reads.port.take() {
+                        *reads = Some(port);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let w = &mut *warm;
+    let r = call(
+        parts.abi,
+        &mut w.store,
+        w.memory,
+        w.alloc.clone(),
+        w.on_event.clone(),
+        event,
+        output,
+        limits,
+        max_args,
+    );
+    let r = r.map_err(|f| engine.classify(f, &w.store, limits));
+    if let Some(port) = w.store.data_mut().reads.port.take() {
+        *reads = Some(port);
+    }
+    if r.is_ok() && w.reset().is_ok() {
+        parts.pool.put(*warm);
+    } else {
+        parts.pool.discard(*warm);
+    }
+    r
+}
+
+/// Instantiates `parts` in `store` and snapshots it as a warm instance; on failure the
+/// store comes back for classifying the failure.
+fn new_warm(
+    parts: &CoreParts,
+    mut store: Store<Ctx>,
+    reservation: Reservation,
+) -> Result<Warm, (Failure, Store<Ctx>)> {
+    let Some(plan) = parts.plan.as_ref() else {
+        return Err((RuleError::Abi("no reset plan".into()).into(), store));
+    };
+    let (instance, memory) = match instantiate(parts, &mut store) {
+        Ok(x) => x,
+        Err(f) => return Err((f, store)),
+    };
+    let (alloc, on_event) = match entry_points(parts, &instance, &mut store) {
+        Ok(x) => x,
+        Err(f) => return Err((f, store)),
+    };
+    Warm::new(
+        store,
+        Entry {
+            instance,
+            memory,
+            alloc,
+            on_event,
+        },
+        plan,
+        reservation,
+    )
+}
+
+/// Allocates in the guest, copies `event` in, calls `wasmrule_on_event` and decodes
+/// the result into `output`.
+#[allow(clippy::too_many_arguments)]
+fn call(
+    abi_version: u32,
+    store: &mut Store<Ctx>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    on_event: TypedFunc<(i32, i32), i64>,
+    event: &[u8],
+    output: Output<'_>,
+    limits: &InvokeLimits,
+    max_args: usize,
+) -> Result<usize, Failure> {
     let len =
         u32::try_from(event.len()).map_err(|_| RuleError::Abi("event larger than 4 GiB".into()))?;
     let ptr = alloc.call(&mut *store, len as i32)? as u32;
@@ -138,7 +309,7 @@ pub(super) fn invoke(
         max_commands: limits.max_commands,
         max_args,
     };
-    Ok(match parts.abi {
+    Ok(match abi_version {
         1 => abi::decode_result(buf, output_limits, output.out)?,
         _ => abi::decode_result_v2(buf, output_limits, output.out, output.actions)?,
     })

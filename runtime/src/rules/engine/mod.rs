@@ -3,14 +3,16 @@
 //! One [`Engine`] per process holds the wasmtime engine (pooling allocator, epoch
 //! interruption, stack cap) and an epoch ticker thread. [`Engine::compile`] turns module
 //! bytes into a [`Rule`]: validated, checked against the ABI (`abi.rs`), pre-linked
-//! (`InstancePre`) and with its manifest read. [`Rule::invoke`] runs one event in a fresh
-//! instance under the configured limits, so no event can see another's state, and
+//! (`InstancePre`) and with its manifest read. [`Rule::invoke`] runs one event under the
+//! configured limits in an instance that is fresh or reset to its state right after
+//! instantiation (core modules, `reuse.rs`), so no event can see another's state, and
 //! decodes the commands.
 //!
 //! Beside it: `limits.rs` (what an invocation may use), `error.rs` (why a load or an
 //! invocation failed), `deadline.rs` (the CPU-time deadline), `declared.rs` (declared
 //! memories and tables against the limits), `abi.rs` and `component.rs` (the two rule
-//! ABIs), `core.rs`, `stack.rs` and `cache.rs`.
+//! ABIs), `core.rs`, `reuse.rs` and `reuse_plan.rs` (warm core instances and their reset),
+//! `stack.rs` and `cache.rs`.
 //!
 //! This module does not know about MQTT, Redis or files; `reload.rs` decides what to
 //! compile and `dispatch.rs` what to invoke.
@@ -25,9 +27,12 @@ mod declared;
 mod error;
 mod host;
 mod limits;
+mod reuse;
+mod reuse_plan;
 mod stack;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use wasmtime::{
@@ -58,6 +63,10 @@ const COMPONENT_MEMORIES: u32 = 4;
 /// Memory per pooled slot that is reset in place rather than returned to the kernel
 /// (see `Engine::new`); covers a typical Rust rule's stack, data and heap.
 const KEEP_RESIDENT: usize = 1 << 20;
+/// Warm core instances (`reuse.rs`) the engine keeps at most, over all rules: each holds
+/// a pooled instance, memory and table slot beyond those for concurrent invocations.
+/// Past it, rules run in fresh instances.
+pub const WARM_INSTANCES: u32 = 512;
 
 /// The wasmtime engine and the limits every rule runs under. Cheap to clone.
 #[derive(Clone)]
@@ -75,6 +84,10 @@ struct Inner {
     // Fuel per invocation instead of the epoch deadline (measured in benches only; see
     // docs/security.md for why the runtime uses the deadline).
     fuel: Option<u64>,
+    /// Whether core instances are kept and reset in place (`reuse.rs`).
+    reuse: bool,
+    /// Live warm instances, engine-wide; at most [`WARM_INSTANCES`].
+    warm: Arc<AtomicUsize>,
 }
 
 impl Engine {
@@ -107,37 +120,12 @@ impl Engine {
                 MAX_WASM_STACK >> 10
             );
         }
-        let mut pool = PoolingAllocationConfig::new();
-        // A component (Python, JavaScript) holds several core instances, each with its
-        // memory and table: room for that many per concurrent invocation.
-        pool.total_component_instances(max_instances)
-            .max_core_instances_per_component(COMPONENT_CORE_INSTANCES)
-            .max_memories_per_component(COMPONENT_CORE_INSTANCES)
-            .max_tables_per_component(COMPONENT_CORE_INSTANCES)
-            .total_core_instances(max_instances * COMPONENT_CORE_INSTANCES)
-            .total_memories(max_instances * COMPONENT_MEMORIES)
-            .total_tables(max_instances * COMPONENT_MEMORIES)
-            .max_memories_per_module(1)
-            .max_tables_per_module(1)
-            .max_memory_size(limits.max_memory)
-            .table_elements(limits.max_table_elements)
-            // Reset a used slot by restoring only the pages the guest dirtied (Linux
-            // PAGEMAP_SCAN) instead of unmapping them: no madvise, hence no TLB
-            // shootdown across cores per event, and no page faults on the next one.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT)
-            .pagemap_scan(wasmtime::Enabled::Auto);
-        let mut cfg = wasmtime::Config::new();
-        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(fuel.is_none())
-            .consume_fuel(fuel.is_some())
-            .max_wasm_stack(limits.max_wasm_stack)
-            .wasm_multi_memory(true)
-            .wasm_memory64(false)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            // Native-to-wasm address maps only improve trap backtraces; without them a
-            // loaded rule takes less memory.
-            .generate_address_map(false);
+        let pagemap = if swap_active() {
+            wasmtime::Enabled::No
+        } else {
+            wasmtime::Enabled::Auto
+        };
+        let cfg = wasmtime_config(&limits, max_instances, fuel, pagemap);
         let wasmtime = wasmtime::Engine::new(&cfg)?;
         if fuel.is_none() {
             spawn_ticker(&wasmtime)?;
@@ -151,8 +139,30 @@ impl Engine {
                 defaults: InvokeLimits::from(&limits),
                 limits,
                 fuel,
+                reuse: reuse::available(),
+                warm: Arc::new(AtomicUsize::new(0)),
             }),
         })
+    }
+
+    /// The same engine (without a compiled-code cache), but every core-module event
+    /// runs in a fresh instance instead of a warm one reset in place: for comparing the
+    /// two (benches, fuzzing). Rules compiled before keep the engine they were
+    /// compiled with.
+    pub fn fresh_instances(self) -> Engine {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| arc.copy());
+        Engine {
+            inner: Arc::new(Inner {
+                reuse: false,
+                ..inner
+            }),
+        }
+    }
+
+    /// Whether core-module events run in warm instances reset in place (`reuse.rs`):
+    /// false on kernels without `PAGEMAP_SCAN` and after [`Engine::fresh_instances`].
+    pub fn reuses_instances(&self) -> bool {
+        self.inner.reuse
     }
 
     /// The limits rules run under.
@@ -163,15 +173,7 @@ impl Engine {
     /// Uses `cache` for compiled code: a restart, or an identical file dropped in again,
     /// loads from it instead of compiling.
     pub fn with_cache(self, cache: cache::Cache) -> Engine {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
-            wasmtime: arc.wasmtime.clone(),
-            linker: arc.linker.clone(),
-            component_linker: arc.component_linker.clone(),
-            cache: None,
-            limits: arc.limits.clone(),
-            defaults: arc.defaults.clone(),
-            fuel: arc.fuel,
-        });
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| arc.copy());
         Engine {
             inner: Arc::new(Inner {
                 cache: Some(cache),
@@ -191,9 +193,15 @@ impl Engine {
         let kind = sniff(bytes)?;
         declared::check(bytes, &self.inner.limits)?;
         let w = &self.inner.wasmtime;
+        // Core modules are compiled with the exports their reset needs (`reuse_plan.rs`);
+        // the tag keeps cache entries of modules compiled before that apart.
         let tag = match kind {
-            Kind::Module => "module",
+            Kind::Module => "module+reset-exports-1",
             Kind::Component => "component",
+        };
+        let instrumented = match kind {
+            Kind::Module => Some(reuse_plan::instrument(bytes)),
+            Kind::Component => None,
         };
         let key = self.inner.cache.as_ref().map(|c| c.key(w, tag, bytes));
         let cached = match (&self.inner.cache, &key) {
@@ -209,7 +217,10 @@ impl Engine {
                 unsafe { wasmtime::component::Component::deserialize(w, &c) }
                     .map(Compiled::Component)
             }
-            (Kind::Module, None) => Module::from_binary(w, bytes).map(Compiled::Module),
+            (Kind::Module, None) => {
+                let b = instrumented.as_ref().map_or(bytes, |i| &i.bytes);
+                Module::from_binary(w, b).map(Compiled::Module)
+            }
             (Kind::Component, None) => {
                 wasmtime::component::Component::from_binary(w, bytes).map(Compiled::Component)
             }
@@ -226,7 +237,8 @@ impl Engine {
         }
         // The manifest read runs guest code (the start function, the manifest export):
         // on a thread whose stack is known to be big enough, whatever thread compiles.
-        let (kind, manifest) = on_guest_stack(|| self.prepare(compiled))
+        let plan = instrumented.and_then(|i| i.plan.ok());
+        let (kind, manifest) = on_guest_stack(|| self.prepare(compiled, plan))
             .map_err(|e| LoadError::Thread(e.to_string()))??;
         Ok(Rule {
             engine: self.clone(),
@@ -237,10 +249,14 @@ impl Engine {
         })
     }
 
-    fn prepare(&self, compiled: Compiled) -> Result<(RuleKind, Manifest), LoadError> {
+    fn prepare(
+        &self,
+        compiled: Compiled,
+        plan: Option<reuse_plan::Plan>,
+    ) -> Result<(RuleKind, Manifest), LoadError> {
         Ok(match compiled {
             Compiled::Module(m) => {
-                let parts = core::prepare(self, &m)?;
+                let parts = core::prepare(self, &m, plan)?;
                 let raw = self.read_core_manifest(&parts).map_err(LoadError::Start)?;
                 (RuleKind::Core(parts), abi::parse_manifest(&raw)?)
             }
@@ -284,36 +300,46 @@ impl Engine {
         })
     }
 
-    fn new_store(&self, limits: &InvokeLimits, component: bool, reads: ReadState) -> Store<Ctx> {
+    /// The store data of one invocation.
+    fn ctx(&self, limits: &InvokeLimits, component: bool, reads: ReadState) -> Ctx {
         let inner = &self.inner;
-        let mut store = Store::new(
-            &inner.wasmtime,
-            Ctx {
-                max_memory: limits.max_memory.min(inner.limits.max_memory),
-                max_table_elements: inner.limits.max_table_elements,
-                max_instances: if component {
-                    COMPONENT_CORE_INSTANCES as usize
-                } else {
-                    1
-                },
-                memory_refused: None,
-                deadline: Deadline::new(limits.timeout),
-                reads,
+        Ctx {
+            max_memory: limits.max_memory.min(inner.limits.max_memory),
+            max_table_elements: inner.limits.max_table_elements,
+            max_instances: if component {
+                COMPONENT_CORE_INSTANCES as usize
+            } else {
+                1
             },
-        );
+            memory_refused: None,
+            deadline: Deadline::new(limits.timeout),
+            reads,
+        }
+    }
+
+    fn new_store(&self, limits: &InvokeLimits, component: bool, reads: ReadState) -> Store<Ctx> {
+        let mut store = Store::new(&self.inner.wasmtime, self.ctx(limits, component, reads));
         store.limiter(|ctx| ctx);
-        if let Some(fuel) = inner.fuel {
+        if self.inner.fuel.is_none() {
+            store.epoch_deadline_callback(|mut ctx| {
+                Ok(deadline::at_deadline(&mut ctx.data_mut().deadline))
+            });
+        }
+        self.arm(&mut store);
+        store
+    }
+
+    /// Gives `store` a whole invocation's fuel, or its first epoch deadline; done again
+    /// before each event a warm store runs.
+    fn arm(&self, store: &mut Store<Ctx>) {
+        if let Some(fuel) = self.inner.fuel {
             // Only fails when fuel is not enabled, which `with_fuel` guarantees it is.
             let _ = store.set_fuel(fuel);
-            return store;
+            return;
         }
         // The first check at the next tick; only an invocation that lasts that long
         // reads a clock (`deadline.rs`).
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            Ok(deadline::at_deadline(&mut ctx.data_mut().deadline))
-        });
-        store
     }
 
     fn classify(&self, failure: Failure, store: &Store<Ctx>, limits: &InvokeLimits) -> RuleError {
@@ -340,6 +366,87 @@ impl Engine {
             Some(t) => RuleError::Trap(t.to_string()),
             None => RuleError::Trap(format!("{e:#}")),
         }
+    }
+}
+
+impl Inner {
+    /// A copy sharing the wasmtime engine, without the cache.
+    fn copy(&self) -> Inner {
+        Inner {
+            wasmtime: self.wasmtime.clone(),
+            linker: self.linker.clone(),
+            component_linker: self.component_linker.clone(),
+            cache: None,
+            limits: self.limits.clone(),
+            defaults: self.defaults.clone(),
+            fuel: self.fuel,
+            reuse: self.reuse,
+            warm: self.warm.clone(),
+        }
+    }
+}
+
+/// wasmtime's configuration (see `Engine::build`).
+fn wasmtime_config(
+    limits: &Limits,
+    max_instances: u32,
+    fuel: Option<u64>,
+    pagemap: wasmtime::Enabled,
+) -> wasmtime::Config {
+    let pool = pooling(limits, max_instances, pagemap);
+    let mut cfg = wasmtime::Config::new();
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(fuel.is_none())
+        .consume_fuel(fuel.is_some())
+        .max_wasm_stack(limits.max_wasm_stack)
+        .wasm_multi_memory(true)
+        .wasm_memory64(false)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed)
+        // Native-to-wasm address maps only improve trap backtraces; without them a
+        // loaded rule takes less memory.
+        .generate_address_map(false);
+    cfg
+}
+
+/// The pooling allocator's configuration for `max_instances` concurrent invocations
+/// (and the warm instances) under `limits`.
+fn pooling(
+    limits: &Limits,
+    max_instances: u32,
+    pagemap: wasmtime::Enabled,
+) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    // A component (Python, JavaScript) holds several core instances, each with its
+    // memory and table: room for that many per concurrent invocation.
+    // Plus one instance, memory and table for each warm core instance.
+    pool.total_component_instances(max_instances)
+        .max_core_instances_per_component(COMPONENT_CORE_INSTANCES)
+        .max_memories_per_component(COMPONENT_CORE_INSTANCES)
+        .max_tables_per_component(COMPONENT_CORE_INSTANCES)
+        .total_core_instances(max_instances * COMPONENT_CORE_INSTANCES + WARM_INSTANCES)
+        .total_memories(max_instances * COMPONENT_MEMORIES + WARM_INSTANCES)
+        .total_tables(max_instances * COMPONENT_MEMORIES + WARM_INSTANCES)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .max_memory_size(limits.max_memory)
+        .table_elements(limits.max_table_elements)
+        // Reset a used slot by restoring only the pages the guest dirtied (Linux
+        // PAGEMAP_SCAN) instead of unmapping them: no madvise, hence no TLB
+        // shootdown across cores per event, and no page faults on the next one.
+        // Not with swap on: wasmtime 48's scan skips a dirty page that is swapped
+        // out, and the slot's next instance would read it (docs/security.md).
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .pagemap_scan(pagemap);
+    pool
+}
+
+/// Whether the kernel has a swap area on (`/proc/swaps` lists one, or cannot be read):
+/// then wasmtime's own `PAGEMAP_SCAN` reset is off (see `Engine::build`).
+fn swap_active() -> bool {
+    match std::fs::read_to_string("/proc/swaps") {
+        Ok(s) => s.lines().skip(1).any(|l| !l.trim().is_empty()),
+        Err(_) => true,
     }
 }
 
@@ -558,6 +665,26 @@ impl Rule {
         self.from_cache
     }
 
+    /// For a core module: events that ran in a warm instance which was then reset in
+    /// place, and warm instances dropped after an event (a failure, memory or a table
+    /// that grew). `(0, 0)` for components and modules that run fresh per event.
+    pub fn reuse_counts(&self) -> (usize, usize) {
+        match &self.kind {
+            RuleKind::Core(parts) => parts.reuse_counts(),
+            RuleKind::Component(_) => (0, 0),
+        }
+    }
+
+    /// Whether this rule's instances can be reset in place (a core module without
+    /// segment drops, `reuse_plan.rs`); whether they are also depends on the engine
+    /// ([`Engine::reuses_instances`]).
+    pub fn resettable(&self) -> bool {
+        match &self.kind {
+            RuleKind::Core(parts) => parts.resettable(),
+            RuleKind::Component(_) => false,
+        }
+    }
+
     /// Runs the rule on one event (JSON bytes) in a fresh instance and appends the
     /// commands it returns to `out`. On error nothing is appended.
     ///
@@ -621,6 +748,12 @@ impl Rule {
                 } else {
                     ReadState::default()
                 };
+                if let Some(slot) = core::take_warm(engine, parts) {
+                    let output = core::Output { out, actions };
+                    return core::invoke_warm(
+                        engine, parts, slot, event, output, limits, state, reads,
+                    );
+                }
                 let mut store = engine.new_store(limits, false, state);
                 let output = core::Output { out, actions };
                 let r = core::invoke(parts, &mut store, event, output, limits, max_args);
@@ -651,5 +784,7 @@ impl Rule {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reuse;
 #[cfg(test)]
 mod tests_v2;

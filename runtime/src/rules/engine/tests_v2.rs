@@ -304,3 +304,29 @@ fn v2_actions_decode_and_malformed_ones_leave_nothing() {
         assert_eq!((out.len(), actions.len()), (1, 3), "partial output kept");
     }
 }
+
+/// A v2 rule in a warm instance: every event reads through the port it is given, gets
+/// its own reply (not the last event's), and the port comes back each time.
+#[test]
+fn a_warm_v2_rule_reads_on_every_event() {
+    let engine = engine_with(ReadBudget::default());
+    let rule = engine.compile(&reader(IMPORTS)).unwrap();
+    for i in 0..5 {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let reply = Reply::Bulk(format!("reply {i}").into_bytes());
+        let mut port: Option<Box<dyn RedisReads>> = Some(Box::new(Fake {
+            reply: Ok(reply.clone()),
+            seen: seen.clone(),
+        }));
+        assert_eq!(published(&rule, &mut port), encoded(&reply), "event {i}");
+        assert!(port.is_some(), "the port is given back, event {i}");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+    // Without a port the read is `unavailable`, also in the warm instance that had one.
+    let mut none = None;
+    assert_eq!(
+        published(&rule, &mut none),
+        ReadCode::Unavailable.code().to_le_bytes()
+    );
+    assert_eq!(rule.reuse_counts(), (6, 0));
+}
