@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use wasmrule::Commands;
 use wasmrule::engine::{Engine, Limits};
 
-const MANIFEST: &str = r#"{"name":"f","filters":["#"]}"#;
+const MANIFEST: &str = r##"{"name":"f","filters":["#"]}"##;
 
 #[derive(Debug, Arbitrary)]
 enum Op {
