@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use wasmrule::Commands;
 use wasmrule::engine::{Engine, Limits};
 
-const MANIFEST: &str = r#"{"name":"f","filters":["#"]}"#;
+const MANIFEST: &str = r##"{"name":"f","filters":["#"]}"##;
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -53,8 +53,13 @@ fn engines() -> &'static (Engine, Engine) {
     static E: OnceLock<(Engine, Engine)> = OnceLock::new();
     E.get_or_init(|| {
         let warm = Engine::new(Limits::default(), 4).expect("engine");
-        assert!(warm.reuses_instances(), "PAGEMAP_SCAN is needed (Linux 6.7+)");
-        let fresh = Engine::new(Limits::default(), 4).expect("engine").fresh_instances();
+        assert!(
+            warm.reuses_instances(),
+            "PAGEMAP_SCAN is needed (Linux 6.7+)"
+        );
+        let fresh = Engine::new(Limits::default(), 4)
+            .expect("engine")
+            .fresh_instances();
         (warm, fresh)
     })
 }
@@ -110,7 +115,11 @@ fn module(c: &Case) -> String {
     let elems: Vec<u8> = c.elems.iter().take(table as usize).map(|e| e % 4).collect();
     if !elems.is_empty() {
         let names: Vec<String> = elems.iter().map(|e| format!("$f{e}")).collect();
-        let _ = writeln!(m, "  (elem (table $t) (i32.const 0) func {})", names.join(" "));
+        let _ = writeln!(
+            m,
+            "  (elem (table $t) (i32.const 0) func {})",
+            names.join(" ")
+        );
     }
     if c.passive_elem {
         let _ = writeln!(m, "  (elem $e func $f3 $f2)");
@@ -122,7 +131,10 @@ fn module(c: &Case) -> String {
             String::new()
         };
         let ty = if *wide { "i64" } else { "i32" };
-        let _ = writeln!(m, "  (global $g{i} {export} (mut {ty}) ({ty}.const {init}))");
+        let _ = writeln!(
+            m,
+            "  (global $g{i} {export} (mut {ty}) ({ty}.const {init}))"
+        );
     }
     // Observe: hash memory (size and every byte), globals, table (size and what each
     // element calls), and the passive segments (memory.init / table.init trap if they
@@ -217,9 +229,7 @@ fn module(c: &Case) -> String {
                 } else {
                     format!("(ref.func $f{})", func % 4)
                 };
-                format!(
-                    "(table.set $t (i32.rem_u (i32.const {index}) (table.size $t)) {v})"
-                )
+                format!("(table.set $t (i32.rem_u (i32.const {index}) (table.size $t)) {v})")
             }
             Op::TableGrow { by } => format!(
                 "(drop (table.grow $t (ref.func $f1) (i32.const {})))",
@@ -252,7 +262,11 @@ fn module(c: &Case) -> String {
 fn run(rule: &wasmrule::engine::Rule, event: &[u8]) -> String {
     let mut out = Commands::new();
     match rule.invoke(event, &mut out) {
-        Ok(_) => out.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(";"),
+        Ok(_) => out
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(";"),
         Err(e) => format!("error: {e}"),
     }
 }

@@ -148,7 +148,7 @@ impl Warm {
             return Err(Discard::MemoryGrew);
         }
         for (g, v) in &self.globals {
-            g.set(&mut self.store, v.clone())
+            g.set(&mut self.store, *v)
                 .map_err(|e| Discard::Restore(format!("global: {e}")))?;
         }
         for (t, elements) in &self.tables {
@@ -217,16 +217,16 @@ impl Image {
             data: Vec::new(),
         };
         let mut saved = saved.into_iter().peekable();
-        for page in 0..n {
+        for (page, &covered) in read.iter().enumerate() {
             let want = match saved.peek() {
                 Some((i, _)) if *i == page => saved.next().map(|(_, c)| c),
                 _ => None,
             };
             let range = page * p..(page + 1) * p;
-            let content: &[u8] = match (&want, read[page]) {
+            let content: &[u8] = match (&want, covered) {
                 (Some(w), _) => {
                     // Back to what it held, if DONTNEED changed it.
-                    if !read[page] && w.iter().all(|b| *b == 0) {
+                    if !covered && w.iter().all(|b| *b == 0) {
                         continue;
                     }
                     if memory[range.clone()] != w[..] {
