@@ -498,22 +498,7 @@ async fn cluster_takes_a_stream_exactly_once_through_a_reshard() {
     let (wasmrule, http) = single_instance(&mqtt, &cluster.url(), "seq-order", "", dir.path());
     let publisher = Publisher::connect(&mqtt).await;
     let client = cluster.client();
-    let seen = |c: &redis::cluster::ClusterClient| -> Option<u64> {
-        let mut con = c.get_connection().ok()?;
-        redis::cmd("BITCOUNT")
-            .arg("order:seen")
-            .query(&mut con)
-            .ok()
-    };
-    publish_until(
-        &publisher,
-        "order/warmup",
-        "0",
-        Duration::from_secs(30),
-        "wasmrule writes to the cluster",
-        || (seen(&client)? >= 1).then_some(()),
-    )
-    .await;
+    warm_up_cluster(&publisher, &client).await;
 
     let from = cluster.node_id(0);
     let to = cluster.node_id(1);
@@ -843,22 +828,7 @@ async fn cluster_reads_and_spill() {
         &format!("[redis.spill]\ndir = {:?}", spill.display().to_string()),
         dir.path(),
     );
-    let seen = |c: &redis::cluster::ClusterClient| -> Option<u64> {
-        let mut con = c.get_connection().ok()?;
-        redis::cmd("BITCOUNT")
-            .arg("order:seen")
-            .query(&mut con)
-            .ok()
-    };
-    publish_until(
-        &publisher,
-        "order/warmup",
-        "0",
-        Duration::from_secs(30),
-        "wasmrule writes to the cluster",
-        || (seen(&client)? >= 1).then_some(()),
-    )
-    .await;
+    warm_up_cluster(&publisher, &client).await;
     for n in &cluster.nodes {
         signal(n.child.id(), "STOP");
     }
@@ -1134,4 +1104,26 @@ async fn scale_bench() {
          1 instance, 3-master cluster: {clu:.0} msg/s, {clu_cpu:.0} us CPU a message",
         wasmrule_bin().display()
     );
+}
+
+/// Sequence numbers `seq-order` has marked seen in the cluster (`BITCOUNT order:seen`).
+fn seen(c: &redis::cluster::ClusterClient) -> Option<u64> {
+    let mut con = c.get_connection().ok()?;
+    redis::cmd("BITCOUNT")
+        .arg("order:seen")
+        .query(&mut con)
+        .ok()
+}
+
+/// Publishes until wasmrule's `seq-order` writes reach the cluster.
+async fn warm_up_cluster(publisher: &Publisher, client: &redis::cluster::ClusterClient) {
+    publish_until(
+        publisher,
+        "order/warmup",
+        "0",
+        Duration::from_secs(30),
+        "wasmrule writes to the cluster",
+        || (seen(client)? >= 1).then_some(()),
+    )
+    .await;
 }
