@@ -1,10 +1,11 @@
 //! The allocator rules get on wasm32 (feature `bump-alloc`, on by default).
 //!
-//! The runtime gives every event a fresh instance, so memory never needs to be given
+//! The runtime starts every event from the instance's state after instantiation (a
+//! fresh instance, or a warm one reset in place), so memory never needs to be given
 //! back: a bump allocator over the module's initial memory is the fastest possible
 //! allocator, and, unlike Rust's default one, it does not call `memory.grow` on the
-//! first allocation. Growing memory is what makes resetting an instance expensive for
-//! the host (see docs/performance.md), so a rule whose allocations fit in its initial
+//! first allocation. Growing memory makes the host discard a warm instance instead of
+//! resetting it (see docs/performance.md), so a rule whose allocations fit in its initial
 //! memory (1 MiB with this workspace's `.cargo/config.toml`) never grows it.
 //!
 //! Freeing the most recent allocation, and growing it in place, are supported, which
