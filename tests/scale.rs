@@ -293,14 +293,7 @@ impl Node {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("cannot start redis-server");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, "redis-server");
         child
     }
 
@@ -611,14 +604,7 @@ fn sentinel(master_port: u16) -> Sentinel {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("cannot start redis-server --sentinel");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sentinel did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(port, "sentinel");
     Sentinel {
         child,
         port,
@@ -1126,4 +1112,16 @@ async fn warm_up_cluster(publisher: &Publisher, client: &redis::cluster::Cluster
         || (seen(client)? >= 1).then_some(()),
     )
     .await;
+}
+
+/// Waits (10 s at most) until something listens on 127.0.0.1:`port`.
+fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
