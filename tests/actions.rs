@@ -15,7 +15,7 @@ use redis::Commands as _;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use support::*;
-use wasmrule::{BrokerConfig, Runtime};
+use wasmrule::Runtime;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -503,16 +503,7 @@ async fn embedded(redis: &Redis, rules: &[&str]) -> (Runtime, tempfile::TempDir)
     for r in rules {
         install(&dist(r), dir.path(), &format!("{r}.wasm"));
     }
-    let mut config = wasmrule::Config::with_overrides(&wasmrule::Overrides {
-        redis_url: Some(redis.url()),
-        rules_dir: Some(dir.path().to_owned()),
-        http_addr: Some("off".into()),
-        ..Default::default()
-    })
-    .unwrap();
-    config.runtime.workers = 2;
-    config.rules.cache_dir = None;
-    config.broker = Some(BrokerConfig::new("127.0.0.1:0".parse().unwrap()));
+    let config = embedded_config(redis, dir.path());
     (Runtime::start(config).await.unwrap(), dir)
 }
 

@@ -17,7 +17,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use support::*;
-use wasmrule::{BrokerConfig, Retained, Runtime};
+use wasmrule::{Retained, Runtime};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -158,18 +158,10 @@ async fn embedded(redis: &Redis, dir: &Path, rules: &[&str], retained: Retained)
     for r in rules {
         install(&dist(r), dir, &format!("{r}.wasm"));
     }
-    let mut config = wasmrule::Config::with_overrides(&wasmrule::Overrides {
-        redis_url: Some(redis.url()),
-        rules_dir: Some(dir.to_owned()),
-        http_addr: Some("off".into()),
-        ..Default::default()
-    })
-    .unwrap();
-    config.runtime.workers = 2;
-    config.rules.cache_dir = None;
-    let mut broker = BrokerConfig::new("127.0.0.1:0".parse().unwrap());
-    broker.retained = retained;
-    config.broker = Some(broker);
+    let mut config = embedded_config(redis, dir);
+    if let Some(broker) = config.broker.as_mut() {
+        broker.retained = retained;
+    }
     let rt = Runtime::start(config).await.unwrap();
     assert_eq!(rt.rules.snapshot().len(), rules.len(), "every rule loaded");
     rt

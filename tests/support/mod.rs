@@ -283,6 +283,22 @@ pub fn config(redis: &Redis, mqtt: &Mosquitto, rules_dir: &Path) -> Config {
     c
 }
 
+/// A runtime config for wasmrule as the broker: the embedded broker on a free port,
+/// `redis`, the rules in `rules_dir`, no HTTP endpoint, two workers, no compile cache.
+pub fn embedded_config(redis: &Redis, rules_dir: &Path) -> Config {
+    let mut c = Config::with_overrides(&Overrides {
+        redis_url: Some(redis.url()),
+        rules_dir: Some(rules_dir.to_owned()),
+        http_addr: Some("off".into()),
+        ..Overrides::default()
+    })
+    .unwrap();
+    c.runtime.workers = 2;
+    c.rules.cache_dir = None;
+    c.broker = Some(wasmrule::BrokerConfig::new("127.0.0.1:0".parse().unwrap()));
+    c
+}
+
 /// A connected MQTT 3.1.1 publisher (rumqttc), with its event loop polled in the
 /// background.
 pub struct Publisher {
