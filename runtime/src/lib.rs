@@ -44,6 +44,7 @@ mod config;
 mod dispatch;
 mod event;
 mod ops;
+mod record;
 mod rules;
 mod runtime;
 mod sink;

@@ -17,6 +17,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::commands::Commands;
 use crate::ops::metrics::Metrics;
+use crate::record::ReadEntry;
 use crate::rules::engine::{ReadCode, RedisReads, Reply};
 use crate::sink::batch::{ReadRequest, WriteBatch};
 use crate::tenancy::policy::TenantPolicy;
@@ -32,6 +33,9 @@ pub(super) struct SinkReads {
     pub(super) policy: Option<Arc<TenantPolicy>>,
     /// The worker's pending batch while a v2 rule runs.
     pub(super) batch: WriteBatch,
+    /// When set, every read is appended here with its result, as the rule asked for it
+    /// (a recording, or a canary that must see the same replies).
+    pub(super) log: Option<Vec<ReadEntry>>,
 }
 
 impl SinkReads {
@@ -41,12 +45,31 @@ impl SinkReads {
             metrics,
             policy: None,
             batch: WriteBatch::default(),
+            log: None,
         }
     }
 }
 
 impl RedisReads for SinkReads {
     fn read(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+        max_reply: usize,
+    ) -> Result<Reply, ReadCode> {
+        let reply = self.read_redis(args, timeout, max_reply);
+        if let Some(log) = &mut self.log {
+            log.push(ReadEntry {
+                request: args.iter().map(|a| a.to_vec()).collect(),
+                reply: reply.clone(),
+            });
+        }
+        reply
+    }
+}
+
+impl SinkReads {
+    fn read_redis(
         &mut self,
         args: &[&[u8]],
         timeout: Duration,
