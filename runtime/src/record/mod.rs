@@ -12,8 +12,12 @@
 //!
 //! Does not run rules (`dispatch/`, `tools/replay.rs`).
 
+pub mod config;
 pub mod diff;
+pub mod format;
 pub mod reads;
+pub mod reader;
+pub mod writer;
 
 use crate::actions::MqttAction;
 use crate::commands::Commands;
