@@ -60,6 +60,8 @@ pub struct Runtime {
     redis_events: tokio::task::JoinHandle<()>,
     sink: tokio::task::JoinHandle<()>,
     http: Option<tokio::task::JoinHandle<()>>,
+    // The recorder thread, when recording: joined after the workers.
+    recorder: Option<crate::record::writer::RecorderThread>,
 }
 
 /// Where events come from.
@@ -95,6 +97,14 @@ impl Runtime {
         let workers = config.runtime.workers;
         let engine = start_engine(&config)?;
         let metrics = Arc::new(Metrics::default());
+        let recorder = config
+            .record
+            .as_ref()
+            .map(|c| {
+                crate::record::writer::Recorder::start(c, metrics.record.clone())
+                    .with_context(|| format!("cannot record into {}", c.dir.display()))
+            })
+            .transpose()?;
         let rules = Arc::new(Rules::new());
         let token = CancellationToken::new();
 
@@ -131,12 +141,15 @@ impl Runtime {
                 queue: config.runtime.queue,
                 node: &config.runtime.node,
                 embedded_broker: embedded,
+                recorder: recorder.as_ref().map(|(r, _)| r.clone()),
             },
             rules.clone(),
             sink_tx,
             metrics.clone(),
         )
         .context("cannot start worker threads")?;
+        // The workers hold the only recorders now: the recorder thread ends after them.
+        let recorder = recorder.map(|(_, thread)| thread);
         let redis_events = tokio::spawn(redis_source::run(redis_source::RedisSourceParts {
             config: config.redis.clone(),
             wanted: rules.wanted(),
@@ -193,6 +206,7 @@ impl Runtime {
             redis_events,
             sink,
             http,
+            recorder,
         })
     }
 
@@ -211,6 +225,7 @@ impl Runtime {
             sink,
             http,
             shutdown_timeout,
+            recorder,
             ..
         } = self;
         token.cancel();
@@ -219,7 +234,13 @@ impl Runtime {
             let _ = redis_events.await;
             // The source drops the dispatcher; workers drain their queues and exit,
             // which closes the writer's channel; the writer finishes and ends.
-            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                workers.join();
+                if let Some(r) = recorder {
+                    r.join();
+                }
+            })
+            .await;
             let _ = sink.await;
         };
         let in_time = tokio::time::timeout(shutdown_timeout, finish).await.is_ok();

@@ -48,6 +48,8 @@ pub struct Config {
     pub limits: Limits,
     pub runtime: RuntimeConfig,
     pub tenants: Tenants,
+    /// Recording of events and what rules made of them (`[record]`, `--record`).
+    pub record: Option<crate::record::config::RecordConfig>,
 }
 
 /// The file as written: one section per stage.
@@ -67,6 +69,8 @@ struct RawConfig {
     runtime: runtime::RawRuntime,
     #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
+    #[serde(default)]
+    record: crate::record::config::RawRecord,
 }
 
 impl Config {
@@ -129,6 +133,7 @@ impl Config {
         let limits = raw.limits.build()?;
         let runtime = raw.runtime.build()?;
         let tenants = Tenants::from_raw(raw.tenants, &limits)?;
+        let record = raw.record.build(o.record.clone())?;
         let broker = raw
             .broker
             .map(RawBroker::build)
@@ -142,6 +147,7 @@ impl Config {
             limits,
             runtime,
             tenants,
+            record,
         };
         config.apply_overrides(o)?;
         Ok(config)

@@ -65,6 +65,10 @@ pub struct Overrides {
     /// $event/...) into the events rules ask for with $events/... (docs/events.md).
     #[arg(long, env = "WASMRULE_EMQX_EVENTS", action = ArgAction::SetTrue, value_parser = on_or_unset())]
     pub emqx_events: OnOrUnset,
+    /// Record every event the rules get, with the reads they made and what they
+    /// returned, into this directory (bounded by record.max_bytes; docs/replay.md).
+    #[arg(long, env = "WASMRULE_RECORD", value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 /// A switch that can only be turned on from the command line: given, it is

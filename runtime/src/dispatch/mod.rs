@@ -25,6 +25,7 @@
 
 mod dead_letter;
 mod reads;
+mod tap;
 mod worker;
 
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct WorkerSetup<'a> {
     /// Whether MQTT actions go to the embedded broker (which also takes subscribe,
     /// unsubscribe and deliver) rather than to an external one (publish only).
     pub embedded_broker: bool,
+    /// Where workers record what rules see and do (`--record`), if anywhere.
+    pub recorder: Option<crate::record::writer::Recorder>,
 }
 
 pub fn start(

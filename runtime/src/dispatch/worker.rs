@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::WorkerSetup;
 use super::dead_letter::{FailureLog, dead_letter};
 use super::reads::SinkReads;
+use super::tap::Tap;
 use crate::actions::MqttAction;
 use crate::commands::Commands;
 use crate::event::{EventEncoder, Message};
@@ -62,6 +63,8 @@ pub(super) struct Worker {
     // The thread's CPU clock and the wall clock at the first metered invocation of the
     // current round, if there was one.
     round: Option<(Duration, Instant)>,
+    // The recording, when `--record` is on.
+    tap: Option<Tap>,
 }
 
 impl Worker {
@@ -90,6 +93,7 @@ impl Worker {
             waiting: Waiting::default(),
             tenants_of: Vec::new(),
             round: None,
+            tap: setup.recorder.clone().map(Tap::new),
         }
     }
 
@@ -182,15 +186,23 @@ impl Worker {
         // Encoded at the first invocation: an event that every matching rule sheds or
         // skips is never encoded.
         let mut encoded = false;
+        if let Some(tap) = &mut self.tap {
+            // A recording keeps every matched event, run or not.
+            self.encoder.publish_event(m, &mut self.event);
+            encoded = true;
+            tap.begin(m, &self.event);
+        }
         let matched = std::mem::take(&mut self.matched);
         let now = Instant::now();
         for &i in &matched {
             let loaded = set.at(i);
             loaded.meters.matched.inc();
             if !self.in_service(loaded, now) {
+                self.tap_skipped(loaded, "quarantined");
                 continue;
             }
             let Ok(start) = self.admit(loaded, m, batch) else {
+                self.tap_skipped(loaded, OverBudget::KIND);
                 continue;
             };
             if !encoded {
@@ -200,6 +212,16 @@ impl Worker {
             self.run_rule(loaded, m, start, batch, now);
         }
         self.matched = matched;
+        if let Some(tap) = &mut self.tap {
+            tap.finish();
+        }
+    }
+
+    /// Records that `loaded` was not run on the event (`kind`: why).
+    fn tap_skipped(&mut self, loaded: &LoadedRule, kind: &str) {
+        if let Some(tap) = &mut self.tap {
+            tap.invocation(loaded, &Commands::new(), &[], Some(kind));
+        }
     }
 
     /// Whether `loaded` is out of quarantine (counting a skip if not).
@@ -286,6 +308,10 @@ impl Worker {
                     .apply(&self.scratch, &mut batch.commands)
                     .map_err(|e| (e.kind(), e.to_string()))
             });
+        if let Some(tap) = &mut self.tap {
+            let error = outcome.as_ref().err().map(|(kind, _)| *kind);
+            tap.invocation(loaded, &self.scratch, &self.actions, error);
+        }
         match outcome {
             Ok(()) => {
                 loaded.meters.ok.inc();
@@ -344,9 +370,13 @@ impl Worker {
         loaded: &Arc<LoadedRule>,
         batch: &mut WriteBatch,
     ) -> Result<usize, RuleError> {
+        let recording = self.tap.is_some();
         let port = self.port();
         port.policy = Some(loaded.policy.clone());
         port.batch = std::mem::take(batch);
+        if recording {
+            port.log = Some(Vec::new());
+        }
         let r = loaded.rule.invoke_actions(
             &self.event,
             &mut self.scratch,
@@ -357,6 +387,11 @@ impl Worker {
         let port = self.port();
         *batch = std::mem::take(&mut port.batch);
         port.policy = None;
+        if let Some(log) = port.log.take()
+            && let Some(tap) = &mut self.tap
+        {
+            tap.reads = log;
+        }
         r
     }
 

@@ -23,6 +23,19 @@ use crate::ack::AckTracker;
 /// encoder adds) and help text, in `/metrics` order.
 #[allow(clippy::type_complexity)]
 pub(super) const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
+    ("record_events", "events written to the recording (--record)", |m| {
+        &m.record.events
+    }),
+    (
+        "record_bytes",
+        "bytes written to the recording, record headers included",
+        |m| &m.record.bytes,
+    ),
+    (
+        "record_lost",
+        "events not recorded because the recorder fell behind or could not write",
+        |m| &m.record.lost,
+    ),
     ("messages_received", "MQTT messages handed to rules", |m| {
         &m.messages_received
     }),
@@ -191,6 +204,8 @@ pub struct Metrics {
     pub quarantined_skips: AtomicU64,
     /// Events written to a tenant's dead-letter stream.
     pub dead_letters: AtomicU64,
+    /// What the recorder wrote and lost (`--record`, `record/writer.rs`).
+    pub record: std::sync::Arc<crate::record::writer::RecordStats>,
     /// Batches of QoS 0 messages written to the spill while Redis was unreachable.
     pub spill_batches: AtomicU64,
     /// Bytes of batches written to the spill (encoded, without record headers).
@@ -278,6 +293,7 @@ impl Default for Metrics {
             redis_connected: AtomicBool::new(false),
             quarantined_skips: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
+            record: std::sync::Arc::default(),
             spill_batches: AtomicU64::new(0),
             spill_bytes: AtomicU64::new(0),
             spill_replayed: AtomicU64::new(0),
