@@ -27,6 +27,8 @@
 //! - `ops/`: `metrics.rs`, `rule_metrics.rs`, `histogram.rs`, `exposition.rs`
 //!   (`/metrics`), `status.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`, the web
 //!   console).
+//! - `record/`: recordings of events and what rules made of them (`--record`), read
+//!   back by `tools/replay.rs`; the output diff canaries use too.
 //! - `tools/`: `rule_test.rs`, `scaffold.rs`, `demo.rs`, `simulate/` (the offline and
 //!   demo commands); `offline.rs`, the tenant `eval` and `test` run a rule as.
 //! - `event.rs`, `commands.rs`, `actions.rs`, `topic.rs` (over the shared `wasmrule-topic` grammar),
@@ -44,7 +46,7 @@ mod config;
 mod dispatch;
 mod event;
 mod ops;
-mod record;
+pub mod record;
 mod rules;
 mod runtime;
 mod sink;
@@ -77,7 +79,7 @@ pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed}
 pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
 pub use crate::tls::{ClientTls, TlsFiles};
-pub use crate::tools::{demo, fixture_redis, offline, rule_test, scaffold, simulate, status};
+pub use crate::tools::{demo, fixture_redis, offline, record as capture, replay, rule_test, scaffold, simulate, status};
 pub use crate::topic::{matches as topic_matches, validate_filter};
 
 /// EMQX's event topics -> events, for the EMQX fixture tests.

@@ -8,6 +8,8 @@
 pub mod demo;
 pub mod fixture_redis;
 pub mod offline;
+pub mod record;
+pub mod replay;
 pub mod rule_test;
 pub mod scaffold;
 pub mod simulate;

@@ -6,6 +6,8 @@ mod check;
 mod demo;
 mod eval;
 mod new;
+mod record;
+mod replay;
 mod run;
 mod shared;
 mod simulate;
@@ -39,6 +41,12 @@ pub enum Command {
     Simulate(simulate::Args),
     /// Run one rule on one event, offline, and print the commands it returns.
     Eval(eval::Args),
+    /// Record a broker's messages into a recording, without running rules, to replay
+    /// later.
+    Record(record::Args),
+    /// Run recorded events through a rules directory: compare what the rules return
+    /// with the recording (--dry-run), or write it to Redis (--redis-url).
+    Replay(replay::Args),
     /// Summarise a running wasmrule (rules, tenants, rates, errors) from its HTTP
     /// endpoint.
     Status(status::Args),
@@ -66,6 +74,8 @@ impl Command {
             Command::Test(args) => on_guest_stack(move || test::run(&args)),
             Command::New(args) => new::run(&args),
             Command::Status(args) => status::run(&args),
+            Command::Record(args) => record::run(&args),
+            Command::Replay(args) => on_guest_stack(move || replay::run(&args)),
         }
     }
 }

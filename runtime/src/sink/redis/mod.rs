@@ -24,6 +24,7 @@ mod config;
 mod connection;
 mod outage;
 mod writer;
+pub(crate) use writer::{cmd_of, reply_of};
 
 use std::sync::Arc;
 

@@ -405,7 +405,7 @@ impl Writer {
 }
 
 /// A Redis command from its arguments, the name first.
-fn cmd_of<'a>(args: impl Iterator<Item = &'a [u8]>) -> redis::Cmd {
+pub(crate) fn cmd_of<'a>(args: impl Iterator<Item = &'a [u8]>) -> redis::Cmd {
     let mut cmd = redis::Cmd::new();
     for arg in args {
         cmd.arg(arg);
@@ -415,7 +415,7 @@ fn cmd_of<'a>(args: impl Iterator<Item = &'a [u8]>) -> redis::Cmd {
 
 /// A Redis value as a rule sees it (`docs/abi.md`, "The reply"): maps flattened to
 /// field, value, ...; doubles and big numbers as their text; booleans as 0 or 1.
-fn reply_of(v: Value) -> Result<Reply, ReadCode> {
+pub(crate) fn reply_of(v: Value) -> Result<Reply, ReadCode> {
     Ok(match v {
         Value::Nil => Reply::Nil,
         Value::Int(i) => Reply::Int(i),

@@ -26,6 +26,7 @@
 //! skipped.
 
 mod acker;
+pub mod capture;
 mod client;
 mod config;
 pub mod emqx;
