@@ -79,7 +79,9 @@ pub use crate::tenancy::command_table::{DEFAULT_ALLOWED, SPECS, resolve_allowed}
 pub use crate::tenancy::policy::{InvokeLimits, Quarantine, TenantPolicy};
 pub use crate::tenancy::{DEFAULT_CPU_SHARE_PERCENT, DEFAULT_CPU_WINDOW, Tenants};
 pub use crate::tls::{ClientTls, TlsFiles};
-pub use crate::tools::{demo, fixture_redis, offline, record as capture, replay, rule_test, scaffold, simulate, status};
+pub use crate::tools::{
+    demo, fixture_redis, offline, record as capture, replay, rule_test, scaffold, simulate, status,
+};
 pub use crate::topic::{matches as topic_matches, validate_filter};
 
 /// EMQX's event topics -> events, for the EMQX fixture tests.

@@ -23,9 +23,11 @@ use crate::ack::AckTracker;
 /// encoder adds) and help text, in `/metrics` order.
 #[allow(clippy::type_complexity)]
 pub(super) const COUNTERS: &[(&str, &str, fn(&Metrics) -> &AtomicU64)] = &[
-    ("record_events", "events written to the recording (--record)", |m| {
-        &m.record.events
-    }),
+    (
+        "record_events",
+        "events written to the recording (--record)",
+        |m| &m.record.events,
+    ),
     (
         "record_bytes",
         "bytes written to the recording, record headers included",

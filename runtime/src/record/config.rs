@@ -43,7 +43,10 @@ pub(crate) struct RawRecord {
 
 impl RawRecord {
     /// The recording, if `dir` is set; bounds checked.
-    pub(crate) fn build(self, dir_override: Option<PathBuf>) -> anyhow::Result<Option<RecordConfig>> {
+    pub(crate) fn build(
+        self,
+        dir_override: Option<PathBuf>,
+    ) -> anyhow::Result<Option<RecordConfig>> {
         let Some(dir) = dir_override.or(self.dir) else {
             return Ok(None);
         };

@@ -92,7 +92,11 @@ mod tests {
     #[test]
     fn changes_are_named_by_command_and_position() {
         let a = out(&[&["HSET", "k", "t", "21.37"], &["INCR", "n"]]);
-        let b = out(&[&["hset", "k", "t", "21.4"], &["INCR", "n"], &["SET", "x", "1"]]);
+        let b = out(&[
+            &["hset", "k", "t", "21.4"],
+            &["INCR", "n"],
+            &["SET", "x", "1"],
+        ]);
         let c = compare(&a, &b);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].name, "HSET");

@@ -47,7 +47,10 @@ const GAP: u8 = 2;
 pub enum Record {
     Event(EventRecord),
     /// Events the recorder dropped here because it could not keep up.
-    Gap { time_ms: u64, lost: u64 },
+    Gap {
+        time_ms: u64,
+        lost: u64,
+    },
 }
 
 /// An event and what each rule made of it.
@@ -264,7 +267,9 @@ impl<'a> Decoder<'a> {
                     }
                     Ok(reply)
                 }
-                1 => Err(read_code(i32::from_le_bytes(self.take(4)?.try_into().ok()?))?),
+                1 => Err(read_code(i32::from_le_bytes(
+                    self.take(4)?.try_into().ok()?,
+                ))?),
                 _ => return None,
             };
             reads.push(ReadEntry { request, reply });
@@ -451,7 +456,10 @@ mod tests {
         let Some(Record::Event(ev)) = decode(&buf) else {
             panic!("not an event: {:?}", decode(&buf));
         };
-        assert_eq!((ev.time_ms, ev.topic.as_str()), (17, "store-last-message/d1"));
+        assert_eq!(
+            (ev.time_ms, ev.topic.as_str()),
+            (17, "store-last-message/d1")
+        );
         assert_eq!(ev.event, br#"{"a":1}"#);
         assert_eq!(ev.invocations[0].reads, reads);
         assert_eq!(ev.invocations[0].output.commands, commands);
@@ -462,7 +470,13 @@ mod tests {
 
         let mut gap = Vec::new();
         Encoder(&mut gap).gap(5, 12);
-        assert_eq!(decode(&gap), Some(Record::Gap { time_ms: 5, lost: 12 }));
+        assert_eq!(
+            decode(&gap),
+            Some(Record::Gap {
+                time_ms: 5,
+                lost: 12
+            })
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@
 pub mod config;
 pub mod diff;
 pub mod format;
-pub mod reads;
 pub mod reader;
+pub mod reads;
 pub mod writer;
 
 use crate::actions::MqttAction;

@@ -34,7 +34,10 @@ pub fn segments(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         } else if p.is_file() {
             out.push(p.clone());
         } else {
-            bail!("{}: no such recording directory or segment file", p.display());
+            bail!(
+                "{}: no such recording directory or segment file",
+                p.display()
+            );
         }
     }
     Ok(out)
@@ -72,7 +75,8 @@ fn read_segment(
     path: &Path,
     each: &mut impl FnMut(Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<Option<Damage>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut r = BufReader::with_capacity(256 * 1024, file);
     let mut magic = [0u8; 8];
     if r.read_exact(&mut magic).is_err() || &magic != SEGMENT_MAGIC {

@@ -117,7 +117,9 @@ fn write_loop(rx: Receiver<Vec<u8>>, mut segments: Segments, stats: &RecordStats
             Ok(()) => {
                 failed = false;
                 stats.events.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(frame_buf.len() as u64, Ordering::Relaxed);
+                stats
+                    .bytes
+                    .fetch_add(frame_buf.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -151,8 +153,9 @@ struct Segments {
 
 impl Segments {
     fn open(config: &RecordConfig) -> anyhow::Result<Segments> {
-        std::fs::create_dir_all(&config.dir)
-            .with_context(|| format!("cannot create recording directory {}", config.dir.display()))?;
+        std::fs::create_dir_all(&config.dir).with_context(|| {
+            format!("cannot create recording directory {}", config.dir.display())
+        })?;
         let mut closed = Vec::new();
         for entry in std::fs::read_dir(&config.dir)
             .with_context(|| format!("cannot read recording directory {}", config.dir.display()))?
@@ -188,8 +191,12 @@ impl Segments {
             self.begin()?;
         }
         let (id, file, size) = self.current.as_mut().expect("a segment was begun");
-        file.write_all(bytes)
-            .with_context(|| format!("cannot write {}", self.dir.join(segment_name(*id)).display()))?;
+        file.write_all(bytes).with_context(|| {
+            format!(
+                "cannot write {}",
+                self.dir.join(segment_name(*id)).display()
+            )
+        })?;
         *size += bytes.len() as u64;
         Ok(())
     }
@@ -236,8 +243,12 @@ impl Segments {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         if let Some((id, file, _)) = &mut self.current {
-            file.flush()
-                .with_context(|| format!("cannot write {}", self.dir.join(segment_name(*id)).display()))?;
+            file.flush().with_context(|| {
+                format!(
+                    "cannot write {}",
+                    self.dir.join(segment_name(*id)).display()
+                )
+            })?;
         }
         Ok(())
     }

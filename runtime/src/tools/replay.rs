@@ -24,8 +24,8 @@ use crate::config::{Config, Overrides};
 use crate::ops::metrics::Metrics;
 use crate::record::diff::{Change, compare};
 use crate::record::format::{EventRecord, Invocation, Record};
-use crate::record::reads::RecordedReads;
 use crate::record::reader::{Damage, read_all, segments};
+use crate::record::reads::RecordedReads;
 use crate::record::{Output, ReadEntry};
 use crate::rules::engine::{Engine, ReadCode, RedisReads, Reply, RuleError};
 use crate::rules::reload::classify;
@@ -190,7 +190,11 @@ impl Report {
             }
         );
         if self.skipped > 0 {
-            let _ = writeln!(s, "  {} events outside --from/--to not replayed", self.skipped);
+            let _ = writeln!(
+                s,
+                "  {} events outside --from/--to not replayed",
+                self.skipped
+            );
         }
         if self.lost > 0 {
             let _ = writeln!(
@@ -249,7 +253,11 @@ impl Report {
             );
         }
         if !self.dry_run {
-            let _ = writeln!(s, "\nwrote {} commands, {} refused by Redis", self.written, self.refused);
+            let _ = writeln!(
+                s,
+                "\nwrote {} commands, {} refused by Redis",
+                self.written, self.refused
+            );
         }
         if self.actions_not_taken > 0 {
             let _ = writeln!(
@@ -319,7 +327,14 @@ pub fn replay(engine: &Engine, opts: &ReplayOptions) -> anyhow::Result<Report> {
                 report.last_ms = Some(ev.time_ms);
                 set.matching(&ev.topic, &mut matched);
                 for &i in &matched {
-                    run_one(set.at(i), &ev, &mut ctx, &mut redis, opts.examples, &mut report)?;
+                    run_one(
+                        set.at(i),
+                        &ev,
+                        &mut ctx,
+                        &mut redis,
+                        opts.examples,
+                        &mut report,
+                    )?;
                 }
                 for inv in &ev.invocations {
                     if set.get(&inv.rule).is_none() {
@@ -475,8 +490,8 @@ fn invoke(
 /// The rules of `dir` (laid out as `wasmrule run`'s; canaries are not replayed), each
 /// under its tenant's policy, refused as `wasmrule run` would refuse them.
 fn load_rules(engine: &Engine, config: &Config, dir: &Path) -> anyhow::Result<RuleSet> {
-    let dir = std::fs::canonicalize(dir)
-        .with_context(|| format!("rules directory {}", dir.display()))?;
+    let dir =
+        std::fs::canonicalize(dir).with_context(|| format!("rules directory {}", dir.display()))?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&dir)
         .with_context(|| format!("cannot read rules directory {}", dir.display()))?
@@ -532,7 +547,10 @@ fn load_rules(engine: &Engine, config: &Config, dir: &Path) -> anyhow::Result<Ru
         }));
     }
     if set.is_empty() {
-        bail!("no rules in {} (NAME.wasm or TENANT/NAME.wasm)", dir.display());
+        bail!(
+            "no rules in {} (NAME.wasm or TENANT/NAME.wasm)",
+            dir.display()
+        );
     }
     Ok(set)
 }
@@ -549,8 +567,7 @@ struct LiveRedis {
 
 impl LiveRedis {
     fn connect(url: &str) -> anyhow::Result<LiveRedis> {
-        let client =
-            redis::Client::open(url).with_context(|| format!("--redis-url {url:?}"))?;
+        let client = redis::Client::open(url).with_context(|| format!("--redis-url {url:?}"))?;
         let conn = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .with_context(|| format!("cannot connect to Redis at {url}"))?;
@@ -622,7 +639,9 @@ impl RedisReads for LivePort {
         let cmd = cmd_of(command.iter().next().into_iter().flat_map(|c| c.args()));
         let value: redis::Value = match cmd.query(&mut self.redis.conn) {
             Ok(v) => v,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            {
                 return Err(ReadCode::RedisError);
             }
             Err(_) => return Err(ReadCode::Unavailable),
@@ -661,8 +680,15 @@ pub fn parse_time(s: &str) -> anyhow::Result<u64> {
     }
     // Hand-written: the two formats are all replay takes, and no date crate is in the
     // dependency tree.
-    let bad = || anyhow::anyhow!("{s:?} is not a time: give ms since the Unix epoch, or RFC 3339 in UTC like 2026-12-02T11:00:00Z");
-    let t = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00")).ok_or_else(bad)?;
+    let bad = || {
+        anyhow::anyhow!(
+            "{s:?} is not a time: give ms since the Unix epoch, or RFC 3339 in UTC like 2026-12-02T11:00:00Z"
+        )
+    };
+    let t = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix("+00:00"))
+        .ok_or_else(bad)?;
     let (date, time) = t.split_once('T').ok_or_else(bad)?;
     let num = |x: &str| x.parse::<u64>().map_err(|_| bad());
     let d: Vec<&str> = date.split('-').collect();

@@ -49,7 +49,11 @@ pub async fn capture(
             Ok(_) => {}
             Err(e) => {
                 if !std::mem::replace(&mut reported, true) {
-                    tracing::warn!("MQTT connection to {}:{}: {e}; reconnecting", cfg.host, cfg.port);
+                    tracing::warn!(
+                        "MQTT connection to {}:{}: {e}; reconnecting",
+                        cfg.host,
+                        cfg.port
+                    );
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
