@@ -81,10 +81,15 @@ mod tests {
         assert_eq!(build("", None).unwrap(), None);
         let c = build("max_bytes = 100000\nsegment_bytes = 5000", Some("/r")).unwrap();
         let c = c.unwrap();
-        assert_eq!((c.dir.to_str(), c.max_bytes, c.segment_bytes), (Some("/r"), 100_000, 5000));
+        assert_eq!(
+            (c.dir.to_str(), c.max_bytes, c.segment_bytes),
+            (Some("/r"), 100_000, 5000)
+        );
         let c = build("dir = \"/f\"", None).unwrap().unwrap();
         assert_eq!(c.max_bytes, DEFAULT_RECORD_MAX_BYTES);
-        let e = build("segment_bytes = 10", Some("/r")).unwrap_err().to_string();
+        let e = build("segment_bytes = 10", Some("/r"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("record.segment_bytes"), "{e}");
         let e = build("max_bytes = 8192\nsegment_bytes = 65536", Some("/r")).unwrap_err();
         assert!(e.to_string().contains("record.max_bytes"), "{e}");

@@ -432,7 +432,10 @@ fn invoke(
                     redis: live,
                     policy: policy.clone(),
                 }),
-                None => Box::new(RecordedReads::new(recorded_reads.clone(), None)),
+                None => Box::new(DryReads {
+                    policy: policy.clone(),
+                    recorded: RecordedReads::new(recorded_reads.clone(), None),
+                }),
             };
             let mut port = Some(port);
             let r = loaded.rule.invoke_actions(
@@ -446,8 +449,8 @@ fn invoke(
             match port.downcast::<LivePort>() {
                 Ok(live) => *redis = Some(live.redis),
                 Err(other) => {
-                    if let Ok(rec) = other.downcast::<RecordedReads>() {
-                        missed = rec.missed;
+                    if let Ok(dry) = other.downcast::<DryReads>() {
+                        missed = dry.recorded.missed;
                     }
                 }
             }
@@ -617,6 +620,29 @@ impl LiveRedis {
         if !std::mem::replace(&mut self.reported, true) {
             tracing::warn!("Redis refused a replayed command: {e} (further refusals are counted)");
         }
+    }
+}
+
+/// A dry run's reads: refused as the tenant's read policy refuses them when served,
+/// else answered from the recording.
+struct DryReads {
+    policy: Arc<TenantPolicy>,
+    recorded: RecordedReads,
+}
+
+impl RedisReads for DryReads {
+    fn read(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+        max_reply: usize,
+    ) -> Result<Reply, ReadCode> {
+        self.policy.apply_read(args, &mut Commands::new())?;
+        let reply = self.recorded.read(args, timeout, max_reply)?;
+        if reply.encoded_len() > max_reply {
+            return Err(ReadCode::OverBudget);
+        }
+        Ok(reply)
     }
 }
 
