@@ -79,6 +79,29 @@ fn dump(conn: &mut redis::Connection) -> BTreeMap<String, String> {
     out
 }
 
+/// `wasmrule run --record` of `rules` into `live`, its events from `source` (the flag
+/// and its value), logging beside the recording.
+fn recording_run(
+    source: [String; 2],
+    live: &Redis,
+    rules: &Path,
+    recording: &Path,
+    http: u16,
+) -> WasmruleProcess {
+    let mut args = source.to_vec();
+    args.extend([
+        "--redis-url".into(),
+        live.url(),
+        "--rules-dir".into(),
+        rules.display().to_string(),
+        "--record".into(),
+        recording.display().to_string(),
+        "--http-addr".into(),
+        format!("127.0.0.1:{http}"),
+    ]);
+    WasmruleProcess::start(&args, &recording.with_extension("log"))
+}
+
 fn rules_dir(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     for (built, name) in files {
@@ -130,20 +153,12 @@ async fn a_recorded_demo_replays_without_differences_shows_a_changed_rule_and_re
     let rules = rules_dir(&tmp.path().join("rules"), &demo);
     let recording = tmp.path().join("recording");
     let (broker, http) = (free_port(), free_port());
-    let mut run = WasmruleProcess::start(
-        &[
-            "--embedded-broker".into(),
-            format!("127.0.0.1:{broker}"),
-            "--redis-url".into(),
-            live.url(),
-            "--rules-dir".into(),
-            rules.display().to_string(),
-            "--record".into(),
-            recording.display().to_string(),
-            "--http-addr".into(),
-            format!("127.0.0.1:{http}"),
-        ],
-        &tmp.path().join("run.log"),
+    let mut run = recording_run(
+        ["--embedded-broker".into(), format!("127.0.0.1:{broker}")],
+        &live,
+        &rules,
+        &recording,
+        http,
     );
     eventually(WAIT, "wasmrule serving", || {
         metric(http, "wasmrule_rules").filter(|&n| n == 4)
@@ -393,20 +408,12 @@ async fn a_reading_rule_replays_from_its_recorded_reads() {
     );
     let recording = tmp.path().join("rec");
     let http = free_port();
-    let mut run = WasmruleProcess::start(
-        &[
-            "--mqtt-url".into(),
-            mqtt.url(),
-            "--redis-url".into(),
-            live.url(),
-            "--rules-dir".into(),
-            rules.display().to_string(),
-            "--record".into(),
-            recording.display().to_string(),
-            "--http-addr".into(),
-            format!("127.0.0.1:{http}"),
-        ],
-        &tmp.path().join("run.log"),
+    let mut run = recording_run(
+        ["--mqtt-url".into(), mqtt.url()],
+        &live,
+        &rules,
+        &recording,
+        http,
     );
     let publisher = Publisher::connect(&mqtt).await;
     // Until wasmrule has subscribed: the first reading of d0 lands.

@@ -267,7 +267,7 @@ impl<'a> Decoder<'a> {
                     }
                     Ok(reply)
                 }
-                1 => Err(read_code(i32::from_le_bytes(
+                1 => Err(ReadCode::from_code(i32::from_le_bytes(
                     self.take(4)?.try_into().ok()?,
                 ))?),
                 _ => return None,
@@ -339,21 +339,6 @@ impl<'a> Decoder<'a> {
             properties,
         })
     }
-}
-
-fn read_code(code: i32) -> Option<ReadCode> {
-    use ReadCode::*;
-    [
-        NotAllowed,
-        BadRequest,
-        OverBudget,
-        Unavailable,
-        RedisError,
-        NoReply,
-        ShortBuffer,
-    ]
-    .into_iter()
-    .find(|c| c.code() == code)
 }
 
 /// Decodes one record's payload; `None` when it is not a well-formed record.

@@ -162,6 +162,22 @@ impl ReadCode {
         }
     }
 
+    /// The code's [`ReadCode`], for reading one back (recordings, `record/format.rs`).
+    pub fn from_code(code: i32) -> Option<ReadCode> {
+        use ReadCode::*;
+        [
+            NotAllowed,
+            BadRequest,
+            OverBudget,
+            Unavailable,
+            RedisError,
+            NoReply,
+            ShortBuffer,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+
     /// The documented name, for logs and counting.
     pub fn name(self) -> &'static str {
         match self {
