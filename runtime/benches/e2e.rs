@@ -27,7 +27,9 @@
 //! 8. rules that read (ABI v2, `reads`): `store-last-message` as v1, as v2 without a
 //!    read (`bench-v2-noread`) and with one `HGET` per event (`bench-v2-read`);
 //! 9. the EMQX 4 backend pack's message store (`emqx4`): `emqx4-messages` (a hash, its
-//!    expiry, the topic index and its expiry per message) beside `store-last-message`.
+//!    expiry, the topic index and its expiry per message) beside `store-last-message`;
+//! 10. what recording costs (`record`): `store-last-message` with and without
+//!    `--record`.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -102,6 +104,31 @@ fn main() {
                 m[1].1 / m[0].1,
                 m[2].0 / m[1].0,
                 m[2].1 / m[1].1
+            );
+        }
+
+        // 10. What recording costs: store-last-message with and without --record,
+        // interleaved over three rounds.
+        if enabled("record") {
+            let mut results: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+            for _ in 0..if quick { 1 } else { 3 } {
+                for (i, record) in [false, true].into_iter().enumerate() {
+                    results[i]
+                        .push(through_wasmrule_recording("store-last-message", &payloads, record).await);
+                }
+            }
+            let median = |v: &mut Vec<(f64, f64)>| {
+                v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                v[v.len() / 2]
+            };
+            let m: Vec<(f64, f64)> = results.iter_mut().map(median).collect();
+            for (what, (rate, cpu)) in ["without --record", "with --record"].iter().zip(&m) {
+                println!("record: {what:<18} {rate:>9.0} msg/s  wasmrule CPU {cpu:.2} us/msg");
+            }
+            println!(
+                "record: with / without: rate {:.2}, CPU {:.2}",
+                m[1].0 / m[0].0,
+                m[1].1 / m[0].1
             );
         }
 
@@ -185,6 +212,17 @@ fn wasmrule_bin() -> std::path::PathBuf {
 }
 
 fn start_wasmrule(redis: &Redis, mqtt: &Mosquitto, dir: &Path, log: &Path) -> Child {
+    start_wasmrule_env(redis, mqtt, dir, log, &[])
+}
+
+/// [`start_wasmrule`] with environment variables for the child (`WASMRULE_RECORD`).
+fn start_wasmrule_env(
+    redis: &Redis,
+    mqtt: &Mosquitto,
+    dir: &Path,
+    log: &Path,
+    env: &[(&str, &Path)],
+) -> Child {
     // E2E_WRAP="perf record -g -o /tmp/w.data" profiles the wasmrule process.
     let wrap = std::env::var("E2E_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
@@ -209,6 +247,7 @@ fn start_wasmrule(redis: &Redis, mqtt: &Mosquitto, dir: &Path, log: &Path) -> Ch
     .arg(dir)
     .args(["--qos", "0"])
     .env("WASMRULE_LOG", "info")
+    .envs(env.iter().copied())
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log).unwrap())
     .spawn()
@@ -348,12 +387,30 @@ async fn through_wasmrule(payloads: &[(String, String)]) -> (f64, f64) {
 /// As [`through_wasmrule`], with rule `rule` from rules-wasm/dist (one that writes
 /// `HSET emqx_messages ...` per message).
 async fn through_wasmrule_with(rule: &str, payloads: &[(String, String)]) -> (f64, f64) {
+    through_wasmrule_recording(rule, payloads, false).await
+}
+
+/// [`through_wasmrule_with`], recording (`--record`) into a directory beside the rules
+/// when `record`.
+async fn through_wasmrule_recording(
+    rule: &str,
+    payloads: &[(String, String)],
+    record: bool,
+) -> (f64, f64) {
     let redis = Redis::start();
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(dist(rule), dir.path().join("slm.wasm")).unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::copy(dist(rule), rules.join("slm.wasm")).unwrap();
     let log = dir.path().join("wasmrule.log");
-    let mut child = start_wasmrule(&redis, &mqtt, dir.path(), &log);
+    let recording = dir.path().join("recording");
+    let env: &[(&str, &Path)] = if record {
+        &[("WASMRULE_RECORD", &recording)]
+    } else {
+        &[]
+    };
+    let mut child = start_wasmrule_env(&redis, &mqtt, &rules, &log, env);
     let (client, pub_task) = publisher(&mqtt).await;
     measure_through(&redis, &mut child, client, pub_task, &log, payloads).await
 }
