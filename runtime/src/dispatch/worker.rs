@@ -3,7 +3,8 @@
 //! service (`tenancy/quarantine.rs`) and within their tenant's CPU share, encodes the
 //! event once, invokes the rule (`rules/engine/`), checks its commands with the
 //! tenant's policy (`tenancy/policy.rs`) and gathers them into one batch for the Redis
-//! writer. What fails goes to `dead_letter.rs`.
+//! writer. What fails goes to `dead_letter.rs`. A rule with a canary has the canary
+//! run on the same event after it (`canary.rs`), its time charged like the rule's.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,12 +13,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::WorkerSetup;
+use super::canary::{CanaryRunner, LiveRun};
 use super::dead_letter::{FailureLog, dead_letter};
 use super::reads::SinkReads;
 use crate::actions::MqttAction;
 use crate::commands::Commands;
 use crate::event::{EventEncoder, Message};
 use crate::ops::metrics::Metrics;
+use crate::record::Output;
 use crate::rules::engine::{RedisReads, RuleError, thread_cpu_time};
 use crate::rules::ruleset::{LoadedRule, Rules};
 use crate::sink::batch::WriteBatch;
@@ -50,6 +53,8 @@ pub(super) struct Worker {
     // (publish only).
     embedded_broker: bool,
     failures: FailureLog,
+    // Scratch space of canaries (`canary.rs`).
+    canaries: CanaryRunner,
     // Each tenant's CPU time on this worker, for its CPU share.
     meters: TenantMeters,
     // Messages taken from `rx` and not yet handled, each with the mask of the tenants
@@ -85,6 +90,7 @@ impl Worker {
             actions: Vec::new(),
             embedded_broker: setup.embedded_broker,
             failures: FailureLog::default(),
+            canaries: CanaryRunner::default(),
             meters: TenantMeters::new(Instant::now()),
             ahead: VecDeque::with_capacity(LOOKAHEAD),
             waiting: Waiting::default(),
@@ -197,7 +203,7 @@ impl Worker {
                 self.encoder.publish_event(m, &mut self.event);
                 encoded = true;
             }
-            self.run_rule(loaded, m, start, batch, now);
+            self.run_rule(loaded, set.canary_at(i), m, start, batch, now);
         }
         self.matched = matched;
     }
@@ -255,10 +261,12 @@ impl Worker {
     }
 
     /// One invocation on the encoded event: charged to the tenant's meter if `start`,
-    /// its output checked by the tenant's policy into `batch`, or a failure.
+    /// its output checked by the tenant's policy into `batch`, or a failure; then the
+    /// rule's `canary`, if it has one, on the same event.
     fn run_rule(
         &mut self,
         loaded: &Arc<LoadedRule>,
+        canary: Option<&Arc<LoadedRule>>,
         m: &Message,
         start: Option<Instant>,
         batch: &mut WriteBatch,
@@ -268,6 +276,10 @@ impl Worker {
         Metrics::add(&self.metrics.invocations, 1);
         // A metered tenant's start is taken already: two clock reads either way.
         let began = start.unwrap_or_else(Instant::now);
+        let log_reads = canary.is_some() && loaded.rule.abi() >= 2;
+        if log_reads {
+            self.port().log = Some(Vec::new());
+        }
         let outcome = self
             .invoke(loaded, m, batch)
             .map_err(|e| (e.kind(), e.to_string()));
@@ -279,6 +291,26 @@ impl Worker {
             self.meters
                 .charge(loaded.tenant_slot, &policy.cpu, took, end);
         }
+        // What the canary is compared with: the output as the rule returned it.
+        let live = canary.map(|_| LiveRun {
+            rule: loaded,
+            output: match &outcome {
+                Ok(_) => Output {
+                    commands: self.scratch.clone(),
+                    actions: self.actions.clone(),
+                    error: None,
+                },
+                Err((kind, _)) => Output {
+                    error: Some((*kind).to_owned()),
+                    ..Output::default()
+                },
+            },
+            reads: if log_reads {
+                self.port().log.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        });
         let outcome = outcome
             .and_then(|_| self.check_actions(loaded))
             .and_then(|_| {
@@ -296,6 +328,30 @@ impl Worker {
                 batch.actions.append(&mut self.actions);
             }
             Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
+        }
+        if let (Some(canary), Some(live)) = (canary, live) {
+            self.run_canary(canary, m, live, start.is_some(), batch, now);
+        }
+    }
+
+    /// The canary's run after the live version's, its time charged to the tenant's
+    /// CPU share like the live version's (when the tenant has one).
+    fn run_canary(
+        &mut self,
+        canary: &Arc<LoadedRule>,
+        m: &Message,
+        live: LiveRun<'_>,
+        metered: bool,
+        batch: &mut WriteBatch,
+        now: Instant,
+    ) {
+        let took = self
+            .canaries
+            .run(canary, &self.encoder, &self.event, m, live, batch, now);
+        if let (Some(took), true) = (took, metered) {
+            let p = &canary.policy;
+            self.meters
+                .charge(canary.tenant_slot, &p.cpu, took, Instant::now());
         }
     }
 

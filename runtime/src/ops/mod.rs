@@ -11,5 +11,6 @@ pub mod exposition;
 pub mod histogram;
 pub mod http;
 pub mod metrics;
+pub mod canary_metrics;
 pub mod rule_metrics;
 pub mod status;
