@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod eval;
 mod new;
+mod promote;
 mod run;
 mod shared;
 mod simulate;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Summarise a running wasmrule (rules, tenants, rates, errors) from its HTTP
     /// endpoint.
     Status(status::Args),
+    /// Make a rule's canary (NAME.canary.wasm) its live version (NAME.wasm), by a
+    /// rename the running wasmrule swaps in without losing an event.
+    Promote(promote::Args),
 }
 
 impl Command {
@@ -66,6 +70,7 @@ impl Command {
             Command::Test(args) => on_guest_stack(move || test::run(&args)),
             Command::New(args) => new::run(&args),
             Command::Status(args) => status::run(&args),
+            Command::Promote(args) => on_guest_stack(move || promote::run(&args)),
         }
     }
 }
