@@ -59,8 +59,8 @@ impl CanaryRunner {
         m: &Message,
         live: LiveRun<'_>,
         batch: &mut WriteBatch,
-        now: Instant,
     ) -> Option<Duration> {
+        let now = Instant::now();
         // Only canaries are handed here; a live rule has no `canary` part.
         let state = canary.canary.as_deref()?;
         match canary.health.check(now) {
@@ -77,7 +77,7 @@ impl CanaryRunner {
                 canary.id
             ),
         }
-        let began = Instant::now();
+        let began = now;
         let result = self.invoke(canary, event, live.reads);
         let took = began.elapsed();
         canary.meters.invocation.observe_duration(took);
@@ -136,9 +136,13 @@ impl CanaryRunner {
         if canary.rule.abi() >= 2 {
             let mut port: Option<Box<dyn RedisReads>> =
                 Some(Box::new(RecordedReads::new(reads, None)));
-            canary
-                .rule
-                .invoke_actions(event, &mut self.scratch, &mut self.actions, limits, &mut port)
+            canary.rule.invoke_actions(
+                event,
+                &mut self.scratch,
+                &mut self.actions,
+                limits,
+                &mut port,
+            )
         } else {
             canary.rule.invoke_with(event, &mut self.scratch, limits)
         }

@@ -330,7 +330,7 @@ impl Worker {
             Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
         }
         if let (Some(canary), Some(live)) = (canary, live) {
-            self.run_canary(canary, m, live, start.is_some(), batch, now);
+            self.run_canary(canary, m, live, start.is_some(), batch);
         }
     }
 
@@ -343,11 +343,10 @@ impl Worker {
         live: LiveRun<'_>,
         metered: bool,
         batch: &mut WriteBatch,
-        now: Instant,
     ) {
         let took = self
             .canaries
-            .run(canary, &self.encoder, &self.event, m, live, batch, now);
+            .run(canary, &self.encoder, &self.event, m, live, batch);
         if let (Some(took), true) = (took, metered) {
             let p = &canary.policy;
             self.meters

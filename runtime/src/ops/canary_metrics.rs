@@ -156,12 +156,14 @@ impl CanaryMeters {
         self.failed[i]
             .get_or_init(|| {
                 let l = &self.labels;
-                self.families.failures.get_or_create_owned(&CanaryReasonLabels {
-                    tenant: l.tenant.clone(),
-                    rule: l.rule.clone(),
-                    version: l.version.clone(),
-                    reason: REASONS[i],
-                })
+                self.families
+                    .failures
+                    .get_or_create_owned(&CanaryReasonLabels {
+                        tenant: l.tenant.clone(),
+                        rule: l.rule.clone(),
+                        version: l.version.clone(),
+                        reason: REASONS[i],
+                    })
             })
             .inc();
     }
@@ -233,7 +235,9 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
         assert!(
-            text.contains(r#"wasmrule_canary_diffs_total{tenant="default",rule="r",version="2"} 1"#),
+            text.contains(
+                r#"wasmrule_canary_diffs_total{tenant="default",rule="r",version="2"} 1"#
+            ),
             "{text}"
         );
         assert_eq!(m.failures(), vec![("trap", 1)]);

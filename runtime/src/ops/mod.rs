@@ -7,10 +7,10 @@
 //!
 //! Owns counting and reporting; does not own deciding anything from the counts.
 
+pub mod canary_metrics;
 pub mod exposition;
 pub mod histogram;
 pub mod http;
 pub mod metrics;
-pub mod canary_metrics;
 pub mod rule_metrics;
 pub mod status;

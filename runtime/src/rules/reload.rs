@@ -395,8 +395,7 @@ impl Reloader {
                     version,
                     self.config.canary_samples_per_second,
                 ),
-                stream_key: [&policy.key_prefix[..], b"wasmrule:canary:", name.as_bytes()]
-                    .concat(),
+                stream_key: [&policy.key_prefix[..], b"wasmrule:canary:", name.as_bytes()].concat(),
                 stream_maxlen: self.config.canary_stream_maxlen.to_string(),
             })
         });

@@ -40,13 +40,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("canary {} does not load; not promoted", canary.display()))?;
     // The version being replaced, if the live file is there and loads.
     let old = load_rule(&engine, &live).ok();
-    std::fs::rename(&canary, &live).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            canary.display(),
-            live.display()
-        )
-    })?;
+    std::fs::rename(&canary, &live)
+        .with_context(|| format!("cannot rename {} to {}", canary.display(), live.display()))?;
     let version = |r: &wasmrule::engine::Rule| {
         r.manifest()
             .version
