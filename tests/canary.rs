@@ -406,3 +406,58 @@ async fn promote_under_load_loses_nothing() {
     );
     rt.stop().await;
 }
+
+/// An ABI v2 canary's reads are answered from the live version's: the same rule as
+/// live and canary (`bench-v2-read`: HGET the stored reading, HSET only a changed one)
+/// never differs, though half the readings repeat the stored one, and Redis gets only
+/// the live version's reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_canary_sees_the_live_versions_reads() {
+    const N: usize = 200;
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path();
+    install(&dist("bench-v2-read"), rules, "store-last-message.wasm");
+    install(
+        &dist("bench-v2-read"),
+        rules,
+        "store-last-message.canary.wasm",
+    );
+    let rt = Runtime::start(config_with_http(&redis, &mqtt, rules))
+        .await
+        .expect("runtime starts");
+    let http = port(&rt);
+    let id = "store-last-message";
+    let publisher = Publisher::connect(&mqtt).await;
+    serving_with_canary(&rt, &redis, &publisher, id).await;
+    let events = || series(http, "wasmrule_canary_events_total", id, "");
+    let e0 = events().unwrap();
+    // Each reading twice: the second time the stored one equals it and nothing is
+    // written.
+    for i in 0..N {
+        publisher
+            .publish(
+                &format!("store-last-message/dev-{}", i / 2 % 10),
+                format!(r#"{{"temp":{}}}"#, i / 2),
+            )
+            .await;
+    }
+    eventually(WAIT, "every reading compared", || {
+        (events()? >= e0 + N as u64).then_some(())
+    })
+    .await;
+    assert_eq!(series(http, "wasmrule_canary_diffs_total", id, ""), Some(0));
+    let status = rule_status(http, id).unwrap();
+    assert_eq!(
+        status["canary"]["failures"],
+        serde_json::json!({}),
+        "{status}"
+    );
+    // One read per live invocation, none for the canary.
+    assert_eq!(
+        Metrics::get(&rt.metrics.redis_reads),
+        status["invocations"].as_u64().unwrap()
+    );
+    rt.stop().await;
+}
