@@ -262,6 +262,10 @@ impl Reloader {
         files.extend(loaded);
         files.sort();
         files.dedup();
+        // Canaries after the rules, so that one whose rule is there is never reported
+        // idle for the moment between the two loads.
+        let dir = &self.config.dir;
+        files.sort_by_key(|p| classify(dir, p).is_some_and(|rp| rp.canary));
         for path in files {
             // A file still being written is left to the watcher: its close-write, or
             // its next change, brings it back.
