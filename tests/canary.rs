@@ -497,3 +497,60 @@ async fn a_v2_canary_sees_the_live_versions_reads() {
     );
     rt.stop().await;
 }
+
+/// The reloader's side: a canary file that does not load is refused under
+/// `<rule>.canary` and the rule serves on; a good one replaces it; a canary whose rule
+/// is gone is idle; deleting it unloads it. Never a rule of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_files_load_replace_and_unload_beside_their_rule() {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path();
+    install(
+        &dist("store-last-message"),
+        rules,
+        "store-last-message.wasm",
+    );
+    std::fs::write(rules.join("store-last-message.canary.wasm"), b"not wasm").unwrap();
+    let rt = Runtime::start(config_with_http(&redis, &mqtt, rules))
+        .await
+        .expect("runtime starts");
+    let http = port(&rt);
+    let id = "store-last-message";
+    let reason = eventually(WAIT, "the bad canary refused", || {
+        rt.rules.load_error("store-last-message.canary")
+    })
+    .await;
+    assert!(reason.contains("WebAssembly"), "{reason}");
+    assert!(rt.rules.snapshot().get(id).is_some());
+    assert!(rt.rules.snapshot().canary(id).is_none());
+    assert_eq!(rt.rules.load_error(id), None, "the rule itself loaded");
+
+    let tmp = rules.join(".canary.tmp");
+    std::fs::copy(dist("store-last-message-rounded"), &tmp).unwrap();
+    std::fs::rename(&tmp, rules.join("store-last-message.canary.wasm")).unwrap();
+    eventually(WAIT, "the good canary loads", || {
+        rt.rules.snapshot().canary(id).map(|_| ())
+    })
+    .await;
+    assert_eq!(rt.rules.load_error("store-last-message.canary"), None);
+    assert_eq!(rt.rules.snapshot().len(), 1);
+
+    std::fs::remove_file(rules.join("store-last-message.wasm")).unwrap();
+    let idle = eventually(WAIT, "the canary idle without its rule", || {
+        let s: serde_json::Value = serde_json::from_str(&http_get(http, "/api/status")?).ok()?;
+        let idle = s["idle_canaries"].as_array()?.first()?.clone();
+        s["rules"].as_array()?.is_empty().then_some(idle)
+    })
+    .await;
+    assert_eq!(idle["rule"], id);
+    assert_eq!(idle["state"], "idle");
+
+    std::fs::remove_file(rules.join("store-last-message.canary.wasm")).unwrap();
+    eventually(WAIT, "the canary unloaded", || {
+        rt.rules.snapshot().canary(id).is_none().then_some(())
+    })
+    .await;
+    rt.stop().await;
+}
