@@ -959,6 +959,13 @@ async fn every_metric_the_docs_name_is_on_metrics() {
         trap_rule("trap", "1.0.0", "fail/#"),
     )
     .unwrap();
+    // A canary that fails too: its series (docs/canary.md) exist once it is loaded, its
+    // failure reason's once it failed.
+    std::fs::write(
+        env.rules().join("trap.canary.wasm"),
+        trap_rule("trap", "1.0.1", "fail/#"),
+    )
+    .unwrap();
     let mut cfg = config(&env.redis, &env.mqtt, env.rules());
     cfg.runtime.http_addr = Some("127.0.0.1:0".parse().unwrap());
     let rt = Runtime::start(cfg).await.unwrap();
@@ -968,9 +975,9 @@ async fn every_metric_the_docs_name_is_on_metrics() {
         let _ = futures_util::FutureExt::now_or_never(publisher.publish("fail/x", "1"));
         let (status, metrics) = http_get(addr, "/metrics");
         assert_eq!(status, "HTTP/1.1 200 OK");
-        metrics
-            .contains("wasmrule_rule_failed_total{")
-            .then_some(metrics)
+        (metrics.contains("wasmrule_rule_failed_total{")
+            && metrics.contains("wasmrule_canary_failures_total{"))
+        .then_some(metrics)
     })
     .await;
     // A family's name (`# TYPE`: a histogram's, a counter's without `_total`) or a

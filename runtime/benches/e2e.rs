@@ -29,7 +29,7 @@
 //! 9. the EMQX 4 backend pack's message store (`emqx4`): `emqx4-messages` (a hash, its
 //!    expiry, the topic index and its expiry per message) beside `store-last-message`;
 //! 10. what recording costs (`record`): `store-last-message` with and without
-//!    `--record`.
+//!     `--record`.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;

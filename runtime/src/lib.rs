@@ -17,14 +17,15 @@
 //! - `source/broker/`: the embedded broker: `hooks.rs` (one method per hook), `acl.rs`,
 //!   `auth.rs` (the password file), `reason.rs`.
 //! - `dispatch/`: routing (`mod.rs`: a topic to its worker, per-topic order), the
-//!   worker's loop (`worker.rs`), dead letters (`dead_letter.rs`).
+//!   worker's loop (`worker.rs`), dead letters (`dead_letter.rs`), canaries run beside
+//!   their rule and compared (`canary.rs`).
 //! - `rules/`: `engine/` (wasmtime, the rule ABI), `ruleset.rs` (the serving set),
 //!   `reload.rs` (the directory watcher).
 //! - `tenancy/`: `policy.rs`, `command_table.rs`, `cpu_budget.rs`, `quarantine.rs`.
 //! - `sink/`: `batch.rs` (a worker's commands), `redis/` (`writer.rs`; `mod.rs` and
 //!   `outage.rs`, the loops without and with the spill), `spill/` (`format.rs`,
 //!   `log.rs`, `backlog.rs`, `sync.rs`).
-//! - `ops/`: `metrics.rs`, `rule_metrics.rs`, `histogram.rs`, `exposition.rs`
+//! - `ops/`: `metrics.rs`, `rule_metrics.rs`, `canary_metrics.rs`, `histogram.rs`, `exposition.rs`
 //!   (`/metrics`), `status.rs`, `http.rs` (`/healthz`, `/readyz`, `/metrics`, the web
 //!   console).
 //! - `record/`: recordings of events and what rules made of them (`--record`), read

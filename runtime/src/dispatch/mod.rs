@@ -23,6 +23,7 @@
 //! starved of CPU (the deadline's wall-clock backstop, `engine/deadline.rs`) is run
 //! again.
 
+mod canary;
 mod dead_letter;
 mod reads;
 mod tap;

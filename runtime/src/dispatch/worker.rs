@@ -3,7 +3,8 @@
 //! service (`tenancy/quarantine.rs`) and within their tenant's CPU share, encodes the
 //! event once, invokes the rule (`rules/engine/`), checks its commands with the
 //! tenant's policy (`tenancy/policy.rs`) and gathers them into one batch for the Redis
-//! writer. What fails goes to `dead_letter.rs`.
+//! writer. What fails goes to `dead_letter.rs`. A rule with a canary has the canary
+//! run on the same event after it (`canary.rs`), its time charged like the rule's.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::WorkerSetup;
+use super::canary::{CanaryRunner, LiveRun};
 use super::dead_letter::{FailureLog, dead_letter};
 use super::reads::SinkReads;
 use super::tap::Tap;
@@ -19,6 +21,7 @@ use crate::actions::MqttAction;
 use crate::commands::Commands;
 use crate::event::{EventEncoder, Message};
 use crate::ops::metrics::Metrics;
+use crate::record::Output;
 use crate::rules::engine::{RedisReads, RuleError, thread_cpu_time};
 use crate::rules::ruleset::{LoadedRule, Rules};
 use crate::sink::batch::WriteBatch;
@@ -51,6 +54,8 @@ pub(super) struct Worker {
     // (publish only).
     embedded_broker: bool,
     failures: FailureLog,
+    // Scratch space of canaries (`canary.rs`).
+    canaries: CanaryRunner,
     // Each tenant's CPU time on this worker, for its CPU share.
     meters: TenantMeters,
     // Messages taken from `rx` and not yet handled, each with the mask of the tenants
@@ -88,6 +93,7 @@ impl Worker {
             actions: Vec::new(),
             embedded_broker: setup.embedded_broker,
             failures: FailureLog::default(),
+            canaries: CanaryRunner::default(),
             meters: TenantMeters::new(Instant::now()),
             ahead: VecDeque::with_capacity(LOOKAHEAD),
             waiting: Waiting::default(),
@@ -209,7 +215,7 @@ impl Worker {
                 self.encoder.publish_event(m, &mut self.event);
                 encoded = true;
             }
-            self.run_rule(loaded, m, start, batch, now);
+            self.run_rule(loaded, set.canary_at(i), m, start, batch, now);
         }
         self.matched = matched;
         if let Some(tap) = &mut self.tap {
@@ -277,10 +283,12 @@ impl Worker {
     }
 
     /// One invocation on the encoded event: charged to the tenant's meter if `start`,
-    /// its output checked by the tenant's policy into `batch`, or a failure.
+    /// its output checked by the tenant's policy into `batch`, or a failure; then the
+    /// rule's `canary`, if it has one, on the same event.
     fn run_rule(
         &mut self,
         loaded: &Arc<LoadedRule>,
+        canary: Option<&Arc<LoadedRule>>,
         m: &Message,
         start: Option<Instant>,
         batch: &mut WriteBatch,
@@ -290,9 +298,17 @@ impl Worker {
         Metrics::add(&self.metrics.invocations, 1);
         // A metered tenant's start is taken already: two clock reads either way.
         let began = start.unwrap_or_else(Instant::now);
+        // The live version's reads, for its canary to be answered from and for the
+        // recording.
+        let log_reads = (canary.is_some() || self.tap.is_some()) && loaded.rule.abi() >= 2;
         let outcome = self
-            .invoke(loaded, m, batch)
+            .invoke(loaded, m, batch, log_reads)
             .map_err(|e| (e.kind(), e.to_string()));
+        let reads = if log_reads {
+            self.port().log.take().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let end = Instant::now();
         let took = end - began;
         loaded.meters.invocation.observe_duration(took);
@@ -301,6 +317,22 @@ impl Worker {
             self.meters
                 .charge(loaded.tenant_slot, &policy.cpu, took, end);
         }
+        // What the canary is compared with: the output as the rule returned it.
+        let live = canary.map(|_| LiveRun {
+            rule: loaded,
+            output: match &outcome {
+                Ok(_) => Output {
+                    commands: self.scratch.clone(),
+                    actions: self.actions.clone(),
+                    error: None,
+                },
+                Err((kind, _)) => Output {
+                    error: Some((*kind).to_owned()),
+                    ..Output::default()
+                },
+            },
+            reads: reads.clone(),
+        });
         let outcome = outcome
             .and_then(|_| self.check_actions(loaded))
             .and_then(|_| {
@@ -310,6 +342,7 @@ impl Worker {
             });
         if let Some(tap) = &mut self.tap {
             let error = outcome.as_ref().err().map(|(kind, _)| *kind);
+            tap.reads = reads;
             tap.invocation(loaded, &self.scratch, &self.actions, error);
         }
         match outcome {
@@ -323,6 +356,29 @@ impl Worker {
             }
             Err((kind, reason)) => self.failed(loaded, m, kind, &reason, batch, now),
         }
+        if let (Some(canary), Some(live)) = (canary, live) {
+            self.run_canary(canary, m, live, start.is_some(), batch);
+        }
+    }
+
+    /// The canary's run after the live version's, its time charged to the tenant's
+    /// CPU share like the live version's (when the tenant has one).
+    fn run_canary(
+        &mut self,
+        canary: &Arc<LoadedRule>,
+        m: &Message,
+        live: LiveRun<'_>,
+        metered: bool,
+        batch: &mut WriteBatch,
+    ) {
+        let took = self
+            .canaries
+            .run(canary, &self.encoder, &self.event, m, live, batch);
+        if let (Some(took), true) = (took, metered) {
+            let p = &canary.policy;
+            self.meters
+                .charge(canary.tenant_slot, &p.cpu, took, Instant::now());
+        }
     }
 
     /// Runs `loaded` on the encoded event into `scratch`. An invocation that the host
@@ -334,12 +390,13 @@ impl Worker {
         loaded: &Arc<LoadedRule>,
         m: &Message,
         batch: &mut WriteBatch,
+        log_reads: bool,
     ) -> Result<usize, RuleError> {
         loop {
             self.scratch.clear();
             self.actions.clear();
             let r = if loaded.rule.abi() >= 2 {
-                self.invoke_v2(loaded, batch)
+                self.invoke_v2(loaded, batch, log_reads)
             } else {
                 loaded
                     .rule
@@ -369,12 +426,13 @@ impl Worker {
         &mut self,
         loaded: &Arc<LoadedRule>,
         batch: &mut WriteBatch,
+        log_reads: bool,
     ) -> Result<usize, RuleError> {
-        let recording = self.tap.is_some();
         let port = self.port();
         port.policy = Some(loaded.policy.clone());
         port.batch = std::mem::take(batch);
-        if recording {
+        // Each attempt's own reads (a stalled attempt is run again).
+        if log_reads {
             port.log = Some(Vec::new());
         }
         let r = loaded.rule.invoke_actions(
@@ -387,11 +445,6 @@ impl Worker {
         let port = self.port();
         *batch = std::mem::take(&mut port.batch);
         port.policy = None;
-        if let Some(log) = port.log.take()
-            && let Some(tap) = &mut self.tap
-        {
-            tap.reads = log;
-        }
         r
     }
 

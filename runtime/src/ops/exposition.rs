@@ -32,6 +32,7 @@ impl Exposition {
     pub fn new(metrics: Arc<Metrics>, rules: Arc<Rules>) -> Exposition {
         let mut r = Registry::with_prefix("wasmrule");
         metrics.rules.register(&mut r);
+        metrics.canaries.register(&mut r);
         r.register(
             "redis_pipeline_commands",
             "commands per pipeline sent to Redis",

@@ -267,6 +267,8 @@ pub struct Metrics {
     pub broker_drops: prometheus_client::metrics::family::Family<DropLabels, Counter>,
     /// Per-rule and per-tenant series.
     pub rules: Arc<RuleFamilies>,
+    /// Canary series (`canary_metrics.rs`).
+    pub canaries: Arc<super::canary_metrics::CanaryFamilies>,
     // The source's acknowledgement tracker, for the acks pending (external broker).
     acks: OnceLock<Arc<AckTracker>>,
 }
@@ -323,6 +325,7 @@ impl Default for Metrics {
             message_latency_seconds: Histogram::seconds(),
             broker_drops: Default::default(),
             rules: Arc::default(),
+            canaries: Arc::default(),
             acks: OnceLock::new(),
         }
     }

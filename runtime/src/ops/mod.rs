@@ -7,6 +7,7 @@
 //!
 //! Owns counting and reporting; does not own deciding anything from the counts.
 
+pub mod canary_metrics;
 pub mod exposition;
 pub mod histogram;
 pub mod http;

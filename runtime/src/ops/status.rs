@@ -1,7 +1,8 @@
 //! `/api/status`: the state of a running wasmrule as JSON, for the web console
 //! (`console.html`) and `wasmrule status`: connections, totals, every serving rule
-//! (file, name, version, tenant, filters, state, counts, last error), the files that
-//! did not load, every tenant (share, sheds, quarantine, dead letters, time).
+//! (file, name, version, tenant, filters, state, counts, last error, its canary's
+//! comparison), the canaries without a live rule, the files that did not load, every
+//! tenant (share, sheds, quarantine, dead letters, time).
 //!
 //! Counters are totals since start; the console and `wasmrule status` turn two
 //! readings into rates. Does not own the numbers (`metrics.rs`, `rule_metrics.rs`).
@@ -11,8 +12,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::canary_metrics::DiffSample;
 use super::metrics::Metrics;
-use crate::rules::ruleset::Rules;
+use crate::rules::ruleset::{LoadedRule, Rules};
 
 /// The whole answer.
 #[derive(Debug, Serialize)]
@@ -22,6 +24,8 @@ pub struct Status {
     pub redis_connected: bool,
     pub totals: Totals,
     pub rules: Vec<RuleStatus>,
+    /// Canaries loaded with no live rule to shadow (idle).
+    pub idle_canaries: Vec<CanaryStatus>,
     /// Rule files whose latest content was refused, by rule id, with the reason.
     pub load_errors: BTreeMap<String, String>,
     pub tenants: Vec<TenantStatus>,
@@ -63,6 +67,58 @@ pub struct RuleStatus {
     pub invocation_seconds: f64,
     /// The reason and text of the last failure, if any.
     pub last_error: Option<(String, String)>,
+    /// The rule's canary, if one is loaded (docs/canary.md).
+    pub canary: Option<CanaryStatus>,
+}
+
+/// A canary version and how its output compares with the live version's.
+#[derive(Debug, Serialize)]
+pub struct CanaryStatus {
+    /// The id of the rule it shadows.
+    pub rule: String,
+    pub file: String,
+    pub version: String,
+    pub generation: u64,
+    /// `comparing`, `quarantined`, or `idle` (no live rule).
+    pub state: &'static str,
+    /// Events it ran on and was compared.
+    pub events: u64,
+    /// Events on which its output differed from the live version's.
+    pub diffs: u64,
+    /// `diffs` / `events` in percent (0 before the first event).
+    pub diff_rate_percent: f64,
+    pub failures: BTreeMap<&'static str, u64>,
+    /// The last differences, oldest first.
+    pub samples: Vec<DiffSample>,
+}
+
+impl CanaryStatus {
+    fn read(c: &LoadedRule, idle: bool, now: Instant) -> Option<CanaryStatus> {
+        let m = &c.canary.as_ref()?.meters;
+        let (events, diffs) = (m.events.get(), m.diffs.get());
+        Some(CanaryStatus {
+            rule: c.id.to_string(),
+            file: c.path.display().to_string(),
+            version: c.version().to_owned(),
+            generation: c.generation,
+            state: if idle {
+                "idle"
+            } else if c.health.is_quarantined(now) {
+                "quarantined"
+            } else {
+                "comparing"
+            },
+            events,
+            diffs,
+            diff_rate_percent: if events == 0 {
+                0.0
+            } else {
+                diffs as f64 * 100.0 / events as f64
+            },
+            failures: m.failures().into_iter().collect(),
+            samples: m.samples(),
+        })
+    }
 }
 
 /// One tenant with serving rules.
@@ -126,6 +182,9 @@ impl Status {
                 invocations: m.invocation.count(),
                 invocation_seconds: m.invocation.sum(),
                 last_error: m.last_error().map(|(k, e)| (k.to_owned(), e)),
+                canary: set
+                    .canary(&r.id)
+                    .and_then(|c| CanaryStatus::read(c, false, now)),
             });
             let t = tenants.entry(&r.tenant).or_insert_with(|| {
                 let (shed, dead_letters, cpu_seconds) = metrics.rules.tenant(&r.tenant);
@@ -148,6 +207,11 @@ impl Status {
             redis_connected: Metrics::is(&metrics.redis_connected),
             totals: Status::totals(metrics),
             rules: out,
+            idle_canaries: set
+                .canaries()
+                .filter(|c| set.get(&c.id).is_none())
+                .filter_map(|c| CanaryStatus::read(c, true, now))
+                .collect(),
             load_errors: rules.load_errors(),
             tenants: tenants.into_values().collect(),
         }

@@ -34,7 +34,18 @@ pub struct RulesConfig {
     pub max_file_bytes: u64,
     /// Longest a rule's compilation (and manifest read) may take before it is refused.
     pub compile_timeout: Duration,
+    /// Entries kept (about) in a canary's diff stream in Redis (`MAXLEN ~`).
+    pub canary_stream_maxlen: u64,
+    /// Differences a second, per canary, written to its diff stream; the others are
+    /// counted but not written.
+    pub canary_samples_per_second: u32,
 }
+
+/// Default `rules.canary_stream_maxlen`.
+pub const DEFAULT_CANARY_STREAM_MAXLEN: u64 = 1000;
+/// Default `rules.canary_samples_per_second`: a 100%-diff canary adds at most this many
+/// writes a second to Redis.
+pub const DEFAULT_CANARY_SAMPLES_PER_SECOND: u32 = 10;
 
 /// `[rules]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +56,8 @@ pub(crate) struct RawRules {
     cache_dir: Option<String>,
     max_file_bytes: Option<u64>,
     compile_timeout_ms: Option<u64>,
+    canary_stream_maxlen: Option<u64>,
+    canary_samples_per_second: Option<u32>,
 }
 
 impl RawRules {
@@ -68,6 +81,15 @@ impl RawRules {
                     .unwrap_or(DEFAULT_COMPILE_TIMEOUT.as_millis() as u64),
                 "rules.compile_timeout_ms",
             )?),
+            canary_stream_maxlen: positive(
+                self.canary_stream_maxlen
+                    .unwrap_or(DEFAULT_CANARY_STREAM_MAXLEN),
+                "rules.canary_stream_maxlen",
+            )?,
+            // 0 is allowed: differences are then counted and kept in memory only.
+            canary_samples_per_second: self
+                .canary_samples_per_second
+                .unwrap_or(DEFAULT_CANARY_SAMPLES_PER_SECOND),
         })
     }
 }

@@ -16,6 +16,11 @@
 //! Layout of the directory: `<dir>/<rule>.wasm` belongs to the default tenant,
 //! `<dir>/<tenant>/<rule>.wasm` to `<tenant>`. Hidden files and other extensions are
 //! ignored, so editors' temporary files and `cp x.wasm .x.tmp && mv` patterns work.
+//! `<rule>.canary.wasm` beside `<rule>.wasm` is that rule's canary (docs/canary.md): it
+//! is loaded, replaced and unloaded the same way and with the same checks, and
+//! published beside the live rule, never as a rule of its own. Renaming it over the
+//! live file (`wasmrule promote`) is two changes the watcher sees, one per path: the
+//! live rule replaced and the canary gone.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -34,15 +39,33 @@ use crate::ops::metrics::Metrics;
 use crate::rules::RulesConfig;
 use crate::rules::debounce::{Change, Debouncer};
 use crate::rules::engine::{Engine, Rule};
-use crate::rules::ruleset::{DEFAULT_TENANT, LoadedRule, Rules};
+use crate::rules::ruleset::{Canary, DEFAULT_TENANT, LoadedRule, Rules};
 use crate::tenancy::Tenants;
 use crate::tenancy::quarantine::RuleHealth;
 
 /// Where a rule file sits in the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RulePath {
+    /// The id of the rule (for a canary, of the rule it shadows).
     pub id: String,
     pub tenant: String,
+    /// Whether the file is `<rule>.canary.wasm`.
+    pub canary: bool,
+}
+
+/// A canary file's name ends with this before `.wasm`.
+pub const CANARY_SUFFIX: &str = ".canary";
+
+impl RulePath {
+    /// What generations and load errors are kept under: the id, or `<id>.canary`, so
+    /// that a rule and its canary do not share them.
+    pub fn key(&self) -> String {
+        if self.canary {
+            format!("{}{CANARY_SUFFIX}", self.id)
+        } else {
+            self.id.clone()
+        }
+    }
 }
 
 /// Maps a path under `dir` to its rule identity, or `None` for files that are not
@@ -65,6 +88,11 @@ pub fn classify(dir: &Path, path: &Path) -> Option<RulePath> {
     if !valid(stem) {
         return None;
     }
+    let (stem, canary) = match stem.strip_suffix(CANARY_SUFFIX) {
+        Some(live) if valid(live) => (live, true),
+        Some(_) => return None,
+        None => (stem, false),
+    };
     let id = if tenant == DEFAULT_TENANT && parts.len() == 1 {
         stem.to_owned()
     } else {
@@ -73,6 +101,7 @@ pub fn classify(dir: &Path, path: &Path) -> Option<RulePath> {
     Some(RulePath {
         id,
         tenant: tenant.to_owned(),
+        canary,
     })
 }
 
@@ -224,15 +253,19 @@ impl Reloader {
             }
         }
         // Files that vanished while nothing was watching (a rescan after overflow).
-        let loaded: Vec<PathBuf> = self
-            .rules
-            .snapshot()
+        let set = self.rules.snapshot();
+        let loaded: Vec<PathBuf> = set
             .iter()
+            .chain(set.canaries())
             .map(|r| r.path.clone())
             .collect();
         files.extend(loaded);
         files.sort();
         files.dedup();
+        // Canaries after the rules, so that one whose rule is there is never reported
+        // idle for the moment between the two loads.
+        let dir = &self.config.dir;
+        files.sort_by_key(|p| classify(dir, p).is_some_and(|rp| rp.canary));
         for path in files {
             // A file still being written is left to the watcher: its close-write, or
             // its next change, brings it back.
@@ -312,7 +345,11 @@ impl Reloader {
             return Synced::Done;
         };
         let current = self.rules.snapshot();
-        let previous = current.get(&rp.id);
+        let previous = if rp.canary {
+            current.canary(&rp.id)
+        } else {
+            current.get(&rp.id)
+        };
         let serving = previous.map(|p| (p.version().to_owned(), p.generation));
         let (bytes, hash) = match self.read_changed(path, &rp) {
             FileState::Unchanged => return Synced::Done,
@@ -347,13 +384,25 @@ impl Reloader {
         };
         let slots = self.tenant_slots.len();
         let tenant_slot = *self.tenant_slots.entry(rp.tenant.clone()).or_insert(slots);
-        let generation = self.generations.entry(rp.id.clone()).or_insert(0);
+        let generation = self.generations.entry(rp.key()).or_insert(0);
         *generation += 1;
-        let meters = self.metrics.rules.meters(
-            &rp.tenant,
-            &rp.id,
-            rule.manifest().version.as_deref().unwrap_or_default(),
-        );
+        let version = rule.manifest().version.as_deref().unwrap_or_default();
+        // A canary's own series (its time, mostly) are under `<id>.canary`, so that
+        // they never add to the live version's.
+        let meters = self.metrics.rules.meters(&rp.tenant, &rp.key(), version);
+        let canary = rp.canary.then(|| {
+            let name = rp.id.rsplit('/').next().unwrap_or(&rp.id);
+            Box::new(Canary {
+                meters: self.metrics.canaries.meters(
+                    &rp.tenant,
+                    &rp.id,
+                    version,
+                    self.config.canary_samples_per_second,
+                ),
+                stream_key: [&policy.key_prefix[..], b"wasmrule:canary:", name.as_bytes()].concat(),
+                stream_maxlen: self.config.canary_stream_maxlen.to_string(),
+            })
+        });
         let loaded = Arc::new(LoadedRule {
             id: rp.id.as_str().into(),
             tenant: rp.tenant.as_str().into(),
@@ -365,10 +414,24 @@ impl Reloader {
             policy,
             health: RuleHealth::new(),
             meters,
+            canary,
         });
         log_loaded(&loaded, previous.is_some(), started);
-        self.rules.set_load_error(&rp.id, None);
-        self.rules.swap(current.with(loaded));
+        self.rules.set_load_error(&rp.key(), None);
+        if rp.canary {
+            if current.get(&rp.id).is_none() {
+                tracing::warn!(
+                    rule = %rp.id,
+                    file = %path.display(),
+                    "canary of {} is loaded but idle: no rule {} is serving",
+                    rp.id,
+                    rp.id
+                );
+            }
+            self.rules.swap(current.with_canary(loaded));
+        } else {
+            self.rules.swap(current.with(loaded));
+        }
         self.metrics.rules_loaded.fetch_add(1, Ordering::Relaxed);
         Synced::Done
     }
@@ -417,8 +480,8 @@ impl Reloader {
     fn read_changed(&mut self, path: &Path, rp: &RulePath) -> FileState {
         let gone = |this: &mut Self| {
             this.seen.remove(path);
-            this.rules.set_load_error(&rp.id, None);
-            this.unload(&rp.id);
+            this.rules.set_load_error(&rp.key(), None);
+            this.unload(rp);
             FileState::Unchanged
         };
         let cannot_read = |e: std::io::Error| {
@@ -483,14 +546,29 @@ impl Reloader {
         tracing::error!(
             file = %path.display(),
             tenant = %rp.tenant,
-            "cannot load rule {}: {e}; {keeping}",
+            "cannot load {} {}: {e}; {keeping}",
+            if rp.canary { "canary" } else { "rule" },
             path.display()
         );
-        self.rules.set_load_error(&rp.id, Some(e));
+        self.rules.set_load_error(&rp.key(), Some(e));
     }
 
-    fn unload(&mut self, id: &str) {
+    fn unload(&mut self, rp: &RulePath) {
+        let id = rp.id.as_str();
         let current = self.rules.snapshot();
+        if rp.canary {
+            if let Some(old) = current.canary(id) {
+                tracing::info!(
+                    rule = %id,
+                    tenant = %old.tenant,
+                    version = old.version(),
+                    generation = old.generation,
+                    "unloaded canary of {id} (file removed or promoted)"
+                );
+                self.rules.swap(current.without_canary(id));
+            }
+            return;
+        }
         if let Some(old) = current.get(id) {
             tracing::info!(
                 rule = %id,
@@ -597,8 +675,9 @@ fn log_loaded(loaded: &LoadedRule, replaced: bool, started: Instant) {
         kind = loaded.rule.kind_name(),
         cached = loaded.rule.from_cache(),
         compile_ms = started.elapsed().as_millis() as u64,
-        "{} rule {}",
+        "{} {} {}",
         if replaced { "replaced" } else { "loaded" },
+        if loaded.canary.is_some() { "canary of" } else { "rule" },
         loaded.id,
     );
 }
@@ -619,6 +698,24 @@ mod tests {
         assert_eq!(c("/r/a/b/c.wasm"), None);
         assert_eq!(c("/r/a b.wasm"), None);
         assert_eq!(c("/elsewhere/a.wasm"), None);
+    }
+
+    #[test]
+    fn classifies_canaries_as_their_rule() {
+        let d = Path::new("/r");
+        let c = |p: &str| classify(d, Path::new(p)).map(|r| (r.id, r.tenant, r.canary));
+        assert_eq!(
+            c("/r/a.canary.wasm"),
+            Some(("a".into(), "default".into(), true))
+        );
+        assert_eq!(
+            c("/r/acme/a.canary.wasm"),
+            Some(("acme/a".into(), "acme".into(), true))
+        );
+        assert_eq!(c("/r/a.wasm").map(|r| r.2), Some(false));
+        assert_eq!(c("/r/.canary.wasm"), None);
+        let rp = classify(d, Path::new("/r/a.canary.wasm")).unwrap();
+        assert_eq!(rp.key(), "a.canary");
     }
 
     #[cfg(target_os = "linux")]

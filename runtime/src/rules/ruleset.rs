@@ -5,6 +5,11 @@
 //! versions that were current when it was dispatched: in-flight events finish on the old
 //! version, and no event is handled twice by a rule or by two versions of it.
 //!
+//! Canaries (`NAME.canary.wasm`, docs/canary.md) are held beside the live rules, keyed
+//! by the id of the rule they shadow: they match no topic themselves, and a worker finds
+//! a live rule's canary by the rule's position ([`RuleSet::canary_at`]), which is an
+//! empty-vector check while no canary is loaded.
+//!
 //! This file does not read files (`reload.rs`) or run rules (`dispatch.rs`).
 
 use std::collections::BTreeMap;
@@ -15,6 +20,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::event::EventKind;
+use crate::ops::canary_metrics::CanaryMeters;
 use crate::ops::rule_metrics::RuleMeters;
 use crate::rules::engine::Rule;
 use crate::tenancy::policy::TenantPolicy;
@@ -52,6 +58,20 @@ pub struct LoadedRule {
     pub health: RuleHealth,
     /// This version's `/metrics` series, resolved at load (`ops/rule_metrics.rs`).
     pub meters: RuleMeters,
+    /// Set when this version is a canary: what the comparison with the live version
+    /// counts and where its differences go.
+    pub canary: Option<Box<Canary>>,
+}
+
+/// What a canary version has that a live one has not.
+#[derive(Debug)]
+pub struct Canary {
+    /// Events compared, differences, failures, the last differences.
+    pub meters: CanaryMeters,
+    /// The tenant's diff stream for this rule: `<key prefix>wasmrule:canary:<rule>`.
+    pub stream_key: Vec<u8>,
+    /// `MAXLEN ~` of the stream, as the argument.
+    pub stream_maxlen: String,
 }
 
 impl LoadedRule {
@@ -67,13 +87,25 @@ pub struct RuleSet {
     by_id: BTreeMap<Arc<str>, Arc<LoadedRule>>,
     list: Vec<Arc<LoadedRule>>,
     index: TopicIndex<usize>,
+    // Canary versions by the id of the rule they shadow.
+    canaries: BTreeMap<Arc<str>, Arc<LoadedRule>>,
+    // Position in `list` -> that rule's canary; empty while there is no canary.
+    canary_of: Vec<Option<Arc<LoadedRule>>>,
     // Whether some rule's tenant has a CPU share below 100% (`cpu_budget.rs`).
     metered: bool,
 }
 
 impl RuleSet {
-    fn build(by_id: BTreeMap<Arc<str>, Arc<LoadedRule>>) -> RuleSet {
+    fn build(
+        by_id: BTreeMap<Arc<str>, Arc<LoadedRule>>,
+        canaries: BTreeMap<Arc<str>, Arc<LoadedRule>>,
+    ) -> RuleSet {
         let list: Vec<Arc<LoadedRule>> = by_id.values().cloned().collect();
+        let canary_of = if canaries.is_empty() {
+            Vec::new()
+        } else {
+            list.iter().map(|r| canaries.get(&r.id).cloned()).collect()
+        };
         let mut index = TopicIndex::new();
         for (i, r) in list.iter().enumerate() {
             for f in &r.rule.manifest().filters {
@@ -89,6 +121,8 @@ impl RuleSet {
             by_id,
             list,
             index,
+            canaries,
+            canary_of,
             metered,
         }
     }
@@ -192,18 +226,47 @@ impl RuleSet {
         }
     }
 
+    /// The canary of the rule at position `i` of [`RuleSet::matching`], if it has one.
+    pub fn canary_at(&self, i: usize) -> Option<&Arc<LoadedRule>> {
+        self.canary_of.get(i).and_then(Option::as_ref)
+    }
+
+    /// The canary shadowing rule `id`.
+    pub fn canary(&self, id: &str) -> Option<&Arc<LoadedRule>> {
+        self.canaries.get(id)
+    }
+
+    /// All canaries, ordered by the id of the rule they shadow.
+    pub fn canaries(&self) -> impl Iterator<Item = &Arc<LoadedRule>> {
+        self.canaries.values()
+    }
+
     /// A copy with `rule` added or replacing the rule with the same id.
     pub fn with(&self, rule: Arc<LoadedRule>) -> RuleSet {
         let mut by_id = self.by_id.clone();
         by_id.insert(rule.id.clone(), rule);
-        RuleSet::build(by_id)
+        RuleSet::build(by_id, self.canaries.clone())
     }
 
     /// A copy without the rule `id`.
     pub fn without(&self, id: &str) -> RuleSet {
         let mut by_id = self.by_id.clone();
         by_id.remove(id);
-        RuleSet::build(by_id)
+        RuleSet::build(by_id, self.canaries.clone())
+    }
+
+    /// A copy with `canary` shadowing the rule of its id (added or replacing).
+    pub fn with_canary(&self, canary: Arc<LoadedRule>) -> RuleSet {
+        let mut canaries = self.canaries.clone();
+        canaries.insert(canary.id.clone(), canary);
+        RuleSet::build(self.by_id.clone(), canaries)
+    }
+
+    /// A copy without the canary of rule `id`.
+    pub fn without_canary(&self, id: &str) -> RuleSet {
+        let mut canaries = self.canaries.clone();
+        canaries.remove(id);
+        RuleSet::build(self.by_id.clone(), canaries)
     }
 }
 

@@ -516,7 +516,7 @@ fn load_rules(engine: &Engine, config: &Config, dir: &Path) -> anyhow::Result<Ru
         let Some(rp) = classify(&dir, &path) else {
             continue;
         };
-        if rp.id.ends_with(".canary") {
+        if rp.canary {
             continue;
         }
         let bytes =
@@ -547,6 +547,7 @@ fn load_rules(engine: &Engine, config: &Config, dir: &Path) -> anyhow::Result<Ru
             policy,
             health: RuleHealth::new(),
             meters,
+            canary: None,
         }));
     }
     if set.is_empty() {

@@ -1,7 +1,7 @@
 //! `wasmrule status`: reads `/api/status` (`ops/status.rs`) of a running wasmrule twice,
 //! a second apart, and prints a terminal summary: connections, totals and rates, each
-//! tenant, each rule (state, rate, outcomes, mean invocation time, last error), the
-//! files that did not load.
+//! tenant, each rule (state, rate, outcomes, mean invocation time, last error, its
+//! canary's diff rate and last difference), the files that did not load.
 //!
 //! Does not compute anything the endpoint does not say, beyond the rates.
 
@@ -129,11 +129,62 @@ fn render(addr: SocketAddr, before: &Value, now: &Value) -> String {
             num(r, "commands"),
             mean,
         );
+        if let Some(c) = r["canary"].as_object() {
+            let _ = writeln!(s, "  {}", canary_line(c));
+        }
+    }
+    for c in now["idle_canaries"].as_array().into_iter().flatten() {
+        if let Some(c) = c.as_object() {
+            let rule = c.get("rule").and_then(Value::as_str).unwrap_or_default();
+            let _ = writeln!(s, "{rule}: {}", canary_line(c));
+        }
     }
     for (id, e) in now["load_errors"].as_object().into_iter().flatten() {
         let _ = writeln!(s, "not loaded: {id}: {}", e.as_str().unwrap_or_default());
     }
     s
+}
+
+/// A canary's state, version, comparison and last difference, on one line.
+fn canary_line(c: &serde_json::Map<String, Value>) -> String {
+    let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
+    let failed: u64 = c
+        .get("failures")
+        .and_then(Value::as_object)
+        .map_or(0, |f| f.values().filter_map(Value::as_u64).sum());
+    let mut line = format!(
+        "canary {} {}: {} compared, {} diffs ({:.1}%), {failed} failed",
+        text("version"),
+        text("state"),
+        n("events"),
+        n("diffs"),
+        c.get("diff_rate_percent")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0),
+    );
+    let last = c
+        .get("samples")
+        .and_then(Value::as_array)
+        .and_then(|s| s.last());
+    if let Some(d) = last {
+        let lines = |k: &str| {
+            d[k].as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let _ = write!(
+            line,
+            "; last: {}: live `{}`, canary `{}`",
+            d["topic"].as_str().unwrap_or_default(),
+            lines("live"),
+            lines("canary")
+        );
+    }
+    line
 }
 
 #[cfg(test)]
@@ -174,5 +225,21 @@ mod tests {
         assert!(text.contains("5.0us"), "{text}");
         assert!(text.contains("trap: unreachable"), "{text}");
         assert!(text.contains("not loaded: acme/bad: not wasm"), "{text}");
+    }
+
+    #[test]
+    fn renders_a_canary_under_its_rule() {
+        let c = serde_json::json!({
+            "rule": "r", "version": "2", "state": "comparing", "events": 200, "diffs": 20,
+            "diff_rate_percent": 10.0, "failures": {"trap": 1},
+            "samples": [{"topic": "t/d", "event_id": "1", "live": ["HSET h d 21.37"],
+                "canary": ["HSET h d 21.4"]}],
+        });
+        let line = canary_line(c.as_object().unwrap());
+        assert_eq!(
+            line,
+            "canary 2 comparing: 200 compared, 20 diffs (10.0%), 1 failed; last: t/d: \
+             live `HSET h d 21.37`, canary `HSET h d 21.4`"
+        );
     }
 }

@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod eval;
 mod new;
+mod promote;
 mod record;
 mod replay;
 mod run;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Summarise a running wasmrule (rules, tenants, rates, errors) from its HTTP
     /// endpoint.
     Status(status::Args),
+    /// Make a rule's canary (NAME.canary.wasm) its live version (NAME.wasm), by a
+    /// rename the running wasmrule swaps in without losing an event.
+    Promote(promote::Args),
 }
 
 impl Command {
@@ -76,6 +80,7 @@ impl Command {
             Command::Status(args) => status::run(&args),
             Command::Record(args) => record::run(&args),
             Command::Replay(args) => on_guest_stack(move || replay::run(&args)),
+            Command::Promote(args) => on_guest_stack(move || promote::run(&args)),
         }
     }
 }
