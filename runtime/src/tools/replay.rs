@@ -339,7 +339,9 @@ pub fn replay(engine: &Engine, opts: &ReplayOptions) -> anyhow::Result<Report> {
                 for inv in &ev.invocations {
                     if set.get(&inv.rule).is_none() {
                         *report.not_replayed.entry(inv.rule.clone()).or_default() += 1;
-                    } else if let Some(r) = report.rules.get_mut(&inv.rule) {
+                    } else if let Some(r) = report.rules.get_mut(&inv.rule)
+                        && !r.recorded_versions.contains(&inv.version)
+                    {
                         r.recorded_versions.insert(inv.version.clone());
                     }
                 }
@@ -372,7 +374,7 @@ fn run_one(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let recorded: Option<&Invocation> = ev.invocations.iter().find(|i| *i.rule == *loaded.id);
-    let reads: Vec<ReadEntry> = recorded.map(|i| i.reads.clone()).unwrap_or_default();
+    let reads: &[ReadEntry] = recorded.map_or(&[], |i| &i.reads);
     let (output, missed) = invoke(loaded, &ev.event, reads, ctx, redis)?;
     let rep = report
         .rules
@@ -409,6 +411,8 @@ fn run_one(
         let _ = loaded.policy.apply(&output.commands, &mut ctx.namespaced);
         redis.queue(&ctx.namespaced)?;
     }
+    // The output's buffers, for the next invocation.
+    (ctx.commands, ctx.actions) = (output.commands, output.actions);
     Ok(())
 }
 
@@ -417,7 +421,7 @@ fn run_one(
 fn invoke(
     loaded: &LoadedRule,
     event: &[u8],
-    recorded_reads: Vec<ReadEntry>,
+    recorded_reads: &[ReadEntry],
     ctx: &mut Run,
     redis: &mut Option<LiveRedis>,
 ) -> anyhow::Result<(Output, u32)> {
@@ -434,7 +438,7 @@ fn invoke(
                 }),
                 None => Box::new(DryReads {
                     policy: policy.clone(),
-                    recorded: RecordedReads::new(recorded_reads.clone(), None),
+                    recorded: RecordedReads::new(recorded_reads.to_vec(), None),
                 }),
             };
             let mut port = Some(port);
@@ -482,8 +486,8 @@ fn invoke(
             ..Output::default()
         },
         None => Output {
-            commands: ctx.commands.clone(),
-            actions: ctx.actions.clone(),
+            commands: std::mem::take(&mut ctx.commands),
+            actions: std::mem::take(&mut ctx.actions),
             error: None,
         },
     };
