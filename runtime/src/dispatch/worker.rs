@@ -126,6 +126,9 @@ impl Worker {
                 self.handle(&m, &mut batch);
             }
             self.settle_round();
+            if let Some(tap) = &mut self.tap {
+                tap.flush();
+            }
             if !batch.is_empty() && self.sink.blocking_send(std::mem::take(&mut batch)).is_err() {
                 tracing::error!("Redis writer stopped; worker exiting");
                 return;

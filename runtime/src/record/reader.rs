@@ -142,15 +142,18 @@ mod tests {
 
     use super::*;
     use crate::record::config::RecordConfig;
-    use crate::record::format::Encoder;
+    use crate::record::format::{Encoder, frame};
     use crate::record::writer::{RecordStats, Recorder};
 
-    fn event(i: u64) -> Vec<u8> {
+    /// Event `i`, framed, as a worker hands it over.
+    fn event(i: u64) -> (Vec<u8>, u64) {
         let mut b = Vec::new();
         let mut e = Encoder(&mut b);
         e.event(i, "t/1", format!("{{\"i\":{i}}}").as_bytes());
         e.invocations(0);
-        b
+        let mut framed = Vec::new();
+        frame(&b, &mut framed);
+        (framed, 1)
     }
 
     fn times(dir: &Path) -> (Vec<u64>, Vec<Damage>) {
@@ -174,7 +177,8 @@ mod tests {
         let (rec, thread) = Recorder::start(&config, Arc::default()).unwrap();
         for i in 0..1000 {
             // The queue holds all of them: nothing is lost.
-            rec.send(event(i));
+            let (chunk, n) = event(i);
+            rec.send(chunk, n);
         }
         drop(rec);
         thread.join();
@@ -192,7 +196,8 @@ mod tests {
         config.max_bytes = 3 * 4096;
         let (rec, thread) = Recorder::start(&config, Arc::default()).unwrap();
         for i in 0..2000 {
-            rec.send(event(i));
+            let (chunk, n) = event(i);
+            rec.send(chunk, n);
         }
         drop(rec);
         thread.join();
@@ -215,7 +220,8 @@ mod tests {
         let config = RecordConfig::new(dir.path());
         let (rec, thread) = Recorder::start(&config, Arc::new(RecordStats::default())).unwrap();
         for i in 0..10 {
-            rec.send(event(i));
+            let (chunk, n) = event(i);
+            rec.send(chunk, n);
         }
         drop(rec);
         thread.join();

@@ -1,8 +1,10 @@
 //! The recorder: a thread that appends the records workers hand it to the recording's
-//! segments, rotating and deleting by the configured bounds. Workers never wait for the
-//! disk: a record goes into a bounded queue, and one that does not fit is counted as
-//! lost and written as a gap record where it would have been, so a replay says how
-//! much of the traffic it did not see.
+//! segments, rotating and deleting by the configured bounds. Workers frame their records
+//! themselves and hand them over in chunks of whole records (a worker's round, at most
+//! about [`CHUNK`] bytes), so a record costs no queue operation or allocation of its
+//! own. Workers never wait for the disk: a chunk goes into a bounded queue, and one that
+//! does not fit is counted as lost and written as a gap record where it would have
+//! been, so a replay says how much of the traffic it did not see.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -18,8 +20,10 @@ use super::config::RecordConfig;
 use super::format::{Encoder, SEGMENT_MAGIC, frame, segment_id, segment_name};
 use crate::event::now_ms;
 
-/// Records waiting for the recorder thread.
-const QUEUE: usize = 16 * 1024;
+/// Chunks waiting for the recorder thread.
+const QUEUE: usize = 4096;
+/// A worker hands its chunk over at this size, or at the end of its round.
+pub const CHUNK: usize = 64 * 1024;
 /// How long written records may sit in the file's buffer while the queue is idle.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -37,7 +41,7 @@ pub struct RecordStats {
 /// The workers' side of the recorder: cloned into each worker.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<(Vec<u8>, u64)>,
     stats: Arc<RecordStats>,
 }
 
@@ -76,25 +80,25 @@ impl Recorder {
         Ok((Recorder { tx, stats }, RecorderThread { thread }))
     }
 
-    /// Hands one encoded record payload to the recorder; counts it lost when the queue
-    /// is full.
-    pub fn send(&self, payload: Vec<u8>) {
-        match self.tx.try_send(payload) {
+    /// Hands `chunk`, `events` whole framed records ([`frame`]), to the recorder;
+    /// counts them lost when the queue is full.
+    pub fn send(&self, chunk: Vec<u8>, events: u64) {
+        match self.tx.try_send((chunk, events)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                self.stats.lost.fetch_add(events, Ordering::Relaxed);
             }
         }
     }
 }
 
-fn write_loop(rx: Receiver<Vec<u8>>, mut segments: Segments, stats: &RecordStats) {
-    let mut frame_buf = Vec::new();
+fn write_loop(rx: Receiver<(Vec<u8>, u64)>, mut segments: Segments, stats: &RecordStats) {
+    let mut gap_buf = Vec::new();
     let mut lost_written = 0;
     let mut failed = false;
     loop {
-        let payload = match rx.recv_timeout(FLUSH_EVERY) {
-            Ok(p) => p,
+        let (chunk, events) = match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(c) => c,
             Err(RecvTimeoutError::Timeout) => {
                 if let Err(e) = segments.flush() {
                     report(&mut failed, &e);
@@ -103,26 +107,25 @@ fn write_loop(rx: Receiver<Vec<u8>>, mut segments: Segments, stats: &RecordStats
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        frame_buf.clear();
-        // Lost events are noted where they were lost, before the next one kept.
+        // Lost events are noted where they were lost, before the next ones kept.
         let lost = stats.lost.load(Ordering::Relaxed);
         if lost > lost_written {
             let mut gap = Vec::new();
             Encoder(&mut gap).gap(now_ms(), lost - lost_written);
-            frame(&gap, &mut frame_buf);
-            lost_written = lost;
+            gap_buf.clear();
+            frame(&gap, &mut gap_buf);
+            if segments.append(&gap_buf).is_ok() {
+                lost_written = lost;
+            }
         }
-        frame(&payload, &mut frame_buf);
-        match segments.append(&frame_buf) {
+        match segments.append(&chunk) {
             Ok(()) => {
                 failed = false;
-                stats.events.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .bytes
-                    .fetch_add(frame_buf.len() as u64, Ordering::Relaxed);
+                stats.events.fetch_add(events, Ordering::Relaxed);
+                stats.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
-                stats.lost.fetch_add(1, Ordering::Relaxed);
+                stats.lost.fetch_add(events, Ordering::Relaxed);
                 report(&mut failed, &e);
             }
         }

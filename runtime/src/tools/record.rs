@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::EventEncoder;
 use crate::record::config::RecordConfig;
-use crate::record::format::Encoder;
+use crate::record::format::{Encoder, frame};
 use crate::record::writer::{RecordStats, Recorder};
 use crate::source::mqtt::MqttConfig;
 use crate::source::mqtt::capture::capture;
@@ -48,7 +48,9 @@ pub async fn record_broker(
         let mut e = Encoder(&mut payload);
         e.event(m.received_at, &m.topic, &event);
         e.invocations(0);
-        recorder.send(payload);
+        let mut chunk = Vec::with_capacity(payload.len() + 8);
+        frame(&payload, &mut chunk);
+        recorder.send(chunk, 1);
         taken += 1;
         if count.is_some_and(|n| taken >= n) {
             stop.cancel();
