@@ -120,7 +120,7 @@ async fn a_canary_differing_on_ten_percent_shows_ten_percent_and_writes_nothing(
         "store-last-message.wasm",
     );
     install(
-        &dist("store-last-message-rounded"),
+        &dist("last-message-rounded"),
         rules,
         "store-last-message.canary.wasm",
     );
@@ -528,7 +528,7 @@ async fn canary_files_load_replace_and_unload_beside_their_rule() {
     assert_eq!(rt.rules.load_error(id), None, "the rule itself loaded");
 
     let tmp = rules.join(".canary.tmp");
-    std::fs::copy(dist("store-last-message-rounded"), &tmp).unwrap();
+    std::fs::copy(dist("last-message-rounded"), &tmp).unwrap();
     std::fs::rename(&tmp, rules.join("store-last-message.canary.wasm")).unwrap();
     eventually(WAIT, "the good canary loads", || {
         rt.rules.snapshot().canary(id).map(|_| ())

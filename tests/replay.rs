@@ -111,7 +111,7 @@ fn rules_dir(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 }
 
 /// The recorded output of `store-last-message` with temperatures rounded to one
-/// decimal, as `store-last-message-rounded` stores them: the number of recorded HSETs
+/// decimal, as `last-message-rounded` stores them: the number of recorded HSETs
 /// whose value that changes.
 fn hsets_rounding_changes(recording: &Path) -> u64 {
     let mut changed = 0;
@@ -250,7 +250,7 @@ async fn a_recorded_demo_replays_without_differences_shows_a_changed_rule_and_re
     let changed = rules_dir(
         &tmp.path().join("changed"),
         &[
-            ("store-last-message-rounded", "store-last-message.wasm"),
+            ("last-message-rounded", "store-last-message.wasm"),
             ("authz-stats", "authz-stats.wasm"),
             ("disconnect-reasons", "disconnect-reasons.wasm"),
             ("dropped-messages", "dropped-messages.wasm"),

@@ -1,8 +1,11 @@
-//! `store-last-message-rounded`: `store-last-message` changed on purpose, the way a
+//! `last-message-rounded`: `store-last-message` changed on purpose, the way a
 //! well-meant edit changes a rule: a numeric `temp` is stored rounded to one decimal
 //! (`21.37` becomes `21.4`) instead of as the device wrote it. Replay and canaries are
 //! shown with it (docs/replay.md): it writes the same as `store-last-message` for every
 //! reading that already had one decimal, and something else for the rest.
+//!
+//! Not named `store-last-message-*`: that prefix is another language's build of the
+//! same rule to the conformance suite (`guest-sdk/conformance/run.sh`).
 
 #[path = "../../store-last-message/src/reading.rs"]
 mod reading;
