@@ -9,7 +9,7 @@
 //! because every worker shares it. Does not compare outputs (`record/diff.rs`) or write
 //! the stream (`dispatch/canary.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::rule_metrics::{REASONS, RuleLabels};
+use super::rule_metrics::{Holders, REASONS, RuleLabels};
 
 /// Differences kept in memory per canary for the status JSON and the console.
 pub const SAMPLES_KEPT: usize = 5;
@@ -49,7 +49,7 @@ pub struct CanaryFamilies {
     events: Family<RuleLabels, Counter>,
     diffs: Family<RuleLabels, Counter>,
     failures: Family<CanaryReasonLabels, Counter>,
-    live: Mutex<HashMap<RuleLabels, usize>>,
+    live: Holders,
 }
 
 impl CanaryFamilies {
@@ -87,7 +87,7 @@ impl CanaryFamilies {
             rule: rule.to_owned(),
             version: version.to_owned(),
         };
-        *self.lock_live().entry(labels.clone()).or_insert(0) += 1;
+        self.live.hold(&labels);
         CanaryMeters {
             events: self.events.get_or_create_owned(&labels),
             diffs: self.diffs.get_or_create_owned(&labels),
@@ -101,31 +101,19 @@ impl CanaryFamilies {
         }
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<RuleLabels, usize>> {
-        // A count per label set: consistent after a panic elsewhere.
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn release(&self, labels: &RuleLabels) {
-        let mut live = self.lock_live();
-        let Some(n) = live.get_mut(labels) else {
-            return;
-        };
-        *n -= 1;
-        if *n > 0 {
-            return;
-        }
-        live.remove(labels);
-        self.events.remove(labels);
-        self.diffs.remove(labels);
-        for reason in REASONS {
-            self.failures.remove(&CanaryReasonLabels {
-                tenant: labels.tenant.clone(),
-                rule: labels.rule.clone(),
-                version: labels.version.clone(),
-                reason,
-            });
-        }
+        self.live.release(labels, || {
+            self.events.remove(labels);
+            self.diffs.remove(labels);
+            for reason in REASONS {
+                self.failures.remove(&CanaryReasonLabels {
+                    tenant: labels.tenant.clone(),
+                    rule: labels.rule.clone(),
+                    version: labels.version.clone(),
+                    reason,
+                });
+            }
+        });
     }
 }
 

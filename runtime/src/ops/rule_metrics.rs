@@ -103,7 +103,7 @@ pub struct RuleFamilies {
     tenant_shed: Family<TenantLabels, Counter>,
     tenant_dead_letters: Family<TenantLabels, Counter>,
     tenant_failures: Family<TenantKindLabels, Counter>,
-    live: Mutex<HashMap<RuleLabels, usize>>,
+    live: Holders,
 }
 
 impl Default for RuleFamilies {
@@ -118,7 +118,7 @@ impl Default for RuleFamilies {
             tenant_shed: Family::default(),
             tenant_dead_letters: Family::default(),
             tenant_failures: Family::default(),
-            live: Mutex::new(HashMap::new()),
+            live: Holders::default(),
         }
     }
 }
@@ -187,7 +187,7 @@ impl RuleFamilies {
         };
         // Under `live`, so that a drop of the previous holder of these labels cannot
         // remove the series between this count and the lookups below.
-        *self.lock_live().entry(labels.clone()).or_insert(0) += 1;
+        self.live.hold(&labels);
         RuleMeters {
             matched: self.matched.get_or_create_owned(&labels),
             ok: self.ok.get_or_create_owned(&labels),
@@ -237,32 +237,52 @@ impl RuleFamilies {
         )
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<RuleLabels, usize>> {
+    fn release(&self, labels: &RuleLabels) {
+        self.live.release(labels, || {
+            self.matched.remove(labels);
+            self.ok.remove(labels);
+            self.commands.remove(labels);
+            self.invocation.remove(labels);
+            for reason in REASONS {
+                self.failed.remove(&RuleReasonLabels {
+                    tenant: labels.tenant.clone(),
+                    rule: labels.rule.clone(),
+                    version: labels.version.clone(),
+                    reason,
+                });
+            }
+        });
+    }
+}
+
+/// How many loaded versions hold each label set's series, so that the series go with
+/// their last holder (rule and canary series alike).
+#[derive(Debug, Default)]
+pub(super) struct Holders(Mutex<HashMap<RuleLabels, usize>>);
+
+impl Holders {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RuleLabels, usize>> {
         // A count per label set: consistent after a panic elsewhere.
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn release(&self, labels: &RuleLabels) {
-        let mut live = self.lock_live();
-        let Some(n) = live.get_mut(labels) else {
+    /// One more holder of `labels`. Before the series are looked up, so that the
+    /// previous holder's drop cannot remove them in between.
+    pub(super) fn hold(&self, labels: &RuleLabels) {
+        *self.lock().entry(labels.clone()).or_insert(0) += 1;
+    }
+
+    /// One holder fewer; `remove` (the series' removal) runs, under the lock, when it
+    /// was the last.
+    pub(super) fn release(&self, labels: &RuleLabels, remove: impl FnOnce()) {
+        let mut held = self.lock();
+        let Some(n) = held.get_mut(labels) else {
             return;
         };
         *n -= 1;
-        if *n > 0 {
-            return;
-        }
-        live.remove(labels);
-        self.matched.remove(labels);
-        self.ok.remove(labels);
-        self.commands.remove(labels);
-        self.invocation.remove(labels);
-        for reason in REASONS {
-            self.failed.remove(&RuleReasonLabels {
-                tenant: labels.tenant.clone(),
-                rule: labels.rule.clone(),
-                version: labels.version.clone(),
-                reason,
-            });
+        if *n == 0 {
+            held.remove(labels);
+            remove();
         }
     }
 }
