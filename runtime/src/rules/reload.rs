@@ -556,29 +556,29 @@ impl Reloader {
     fn unload(&mut self, rp: &RulePath) {
         let id = rp.id.as_str();
         let current = self.rules.snapshot();
-        if rp.canary {
-            if let Some(old) = current.canary(id) {
-                tracing::info!(
-                    rule = %id,
-                    tenant = %old.tenant,
-                    version = old.version(),
-                    generation = old.generation,
-                    "unloaded canary of {id} (file removed or promoted)"
-                );
-                self.rules.swap(current.without_canary(id));
-            }
+        let old = if rp.canary {
+            current.canary(id)
+        } else {
+            current.get(id)
+        };
+        let Some(old) = old else {
             return;
-        }
-        if let Some(old) = current.get(id) {
-            tracing::info!(
-                rule = %id,
-                tenant = %old.tenant,
-                version = old.version(),
-                generation = old.generation,
-                "unloaded rule {id} (file removed)"
-            );
-            self.rules.swap(current.without(id));
-        }
+        };
+        tracing::info!(
+            rule = %id,
+            tenant = %old.tenant,
+            version = old.version(),
+            generation = old.generation,
+            "unloaded {} {id} ({})",
+            if rp.canary { "canary of" } else { "rule" },
+            if rp.canary { "file removed or promoted" } else { "file removed" }
+        );
+        let rest = if rp.canary {
+            current.without_canary(id)
+        } else {
+            current.without(id)
+        };
+        self.rules.swap(rest);
     }
 }
 
