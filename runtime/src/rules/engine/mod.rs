@@ -31,9 +31,12 @@ mod reuse;
 mod reuse_plan;
 mod stack;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use wasmtime::{
     InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, ResourceLimiter, Store,
@@ -88,6 +91,13 @@ struct Inner {
     reuse: bool,
     /// Live warm instances, engine-wide; at most [`WARM_INSTANCES`].
     warm: Arc<AtomicUsize>,
+    /// The compiled code of every rule alive, by a hash of its bytes: a rule whose
+    /// bytes are those of a rule already loaded (the same rule in several tenants'
+    /// directories, a file written again unchanged) shares that code instead of holding
+    /// a copy of its own (a core module's is about 200 KB, a Python component's tens of
+    /// MB). Only the code is shared: each rule has its own instances, manifest read and
+    /// warm pool.
+    live_code: Arc<Mutex<HashMap<[u8; 32], Weak<Compiled>>>>,
 }
 
 impl Engine {
@@ -141,6 +151,7 @@ impl Engine {
                 fuel,
                 reuse: reuse::available(),
                 warm: Arc::new(AtomicUsize::new(0)),
+                live_code: Arc::default(),
             }),
         })
     }
@@ -203,6 +214,16 @@ impl Engine {
             Kind::Module => Some(reuse_plan::instrument(bytes)),
             Kind::Component => None,
         };
+        let code_key: [u8; 32] = Sha256::new()
+            .chain_update(tag)
+            .chain_update([0])
+            .chain_update(bytes)
+            .finalize()
+            .into();
+        if let Some(code) = self.live_code(&code_key) {
+            let plan = instrumented.and_then(|i| i.plan.ok());
+            return self.finish(code, plan, bytes.len(), true);
+        }
         let key = self.inner.cache.as_ref().map(|c| c.key(w, tag, bytes));
         let cached = match (&self.inner.cache, &key) {
             (Some(c), Some(k)) => c.get(k),
@@ -235,23 +256,57 @@ impl Engine {
                 c.put(k, &bytes);
             }
         }
+        if !from_cache {
+            release_compiler_memory();
+        }
+        let code = Arc::new(compiled);
+        self.inner
+            .live_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(code_key, Arc::downgrade(&code));
+        let plan = instrumented.and_then(|i| i.plan.ok());
+        self.finish(code, plan, bytes.len(), from_cache)
+    }
+
+    /// The compiled code of a live rule with the key `key`, if there is one (and
+    /// forgets the keys of code no rule holds any more).
+    fn live_code(&self, key: &[u8; 32]) -> Option<Arc<Compiled>> {
+        let mut live = self
+            .inner
+            .live_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        live.retain(|_, code| code.strong_count() > 0);
+        live.get(key).and_then(Weak::upgrade)
+    }
+
+    /// Pre-links `code` and reads the rule's manifest: the part of a load that is the
+    /// rule's own even when its code is shared.
+    fn finish(
+        &self,
+        code: Arc<Compiled>,
+        plan: Option<reuse_plan::Plan>,
+        size: usize,
+        from_cache: bool,
+    ) -> Result<Rule, LoadError> {
         // The manifest read runs guest code (the start function, the manifest export):
         // on a thread whose stack is known to be big enough, whatever thread compiles.
-        let plan = instrumented.and_then(|i| i.plan.ok());
-        let (kind, manifest) = on_guest_stack(|| self.prepare(compiled, plan))
+        let (kind, manifest) = on_guest_stack(|| self.prepare(&code, plan))
             .map_err(|e| LoadError::Thread(e.to_string()))??;
         Ok(Rule {
             engine: self.clone(),
             kind,
             manifest,
-            size: bytes.len(),
+            size,
             from_cache,
+            code,
         })
     }
 
     fn prepare(
         &self,
-        compiled: Compiled,
+        compiled: &Compiled,
         plan: Option<reuse_plan::Plan>,
     ) -> Result<(RuleKind, Manifest), LoadError> {
         Ok(match compiled {
@@ -382,8 +437,22 @@ impl Inner {
             fuel: self.fuel,
             reuse: self.reuse,
             warm: self.warm.clone(),
+            live_code: self.live_code.clone(),
         }
     }
+}
+
+/// Gives the memory cranelift freed back to the system, on every thread of the rayon
+/// pool the compilation ran on (wasmtime's parallel compilation; `reload.rs` gives each
+/// compilation a pool of its own) and this one. mimalloc purges freed pages only when a
+/// thread calls into it again, and those threads go idle or exit, leaving their heaps
+/// behind: 100 distinct rules loaded one by one took 103 MB RSS, 77 MB with the pages
+/// purged (docs/performance.md, section 2). A no-op for another global allocator.
+fn release_compiler_memory() {
+    // SAFETY: mi_collect only walks and purges the calling thread's own heap.
+    rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(true) });
+    // SAFETY: as above, for this thread.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// wasmtime's configuration (see `Engine::build`).
@@ -405,6 +474,11 @@ fn wasmtime_config(
         // Native-to-wasm address maps only improve trap backtraces; without them a
         // loaded rule takes less memory.
         .generate_address_map(false);
+    // WASMRULE_PERF_MAP=1: name the rules' compiled functions in /tmp/perf-<pid>.map,
+    // so that `perf report` shows which function of a rule the time goes to.
+    if std::env::var_os("WASMRULE_PERF_MAP").is_some_and(|v| v == "1") {
+        cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     cfg
 }
 
@@ -553,6 +627,8 @@ pub struct Rule {
     manifest: Manifest,
     size: usize,
     from_cache: bool,
+    /// Holds the compiled code alive for others to share (`Inner::live_code`).
+    code: Arc<Compiled>,
 }
 
 impl std::fmt::Debug for Rule {
@@ -660,9 +736,15 @@ impl Rule {
         }
     }
 
-    /// Whether the compiled code came from the cache.
+    /// Whether the rule was loaded without compiling: from the cache, or sharing the
+    /// code of a live rule with the same bytes.
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+
+    /// Whether this rule and `other` run the same compiled code (`Inner::live_code`).
+    pub fn shares_code_with(&self, other: &Rule) -> bool {
+        Arc::ptr_eq(&self.code, &other.code)
     }
 
     /// For a core module: events that ran in a warm instance which was then reset in

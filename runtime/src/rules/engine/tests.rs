@@ -569,3 +569,36 @@ fn deep_recursion_at_load_never_depends_on_the_callers_stack() {
         "{err}"
     );
 }
+
+#[test]
+fn rules_with_the_same_bytes_share_their_code_while_one_is_alive() {
+    let engine = engine();
+    let bytes = Wat::default().build();
+    let other = Wat {
+        manifest: r#"{"name":"other","filters":["a/+"]}"#,
+        ..Wat::default()
+    }
+    .build();
+    let a = engine.compile(&bytes).unwrap();
+    assert!(!a.from_cache(), "the first load compiles");
+    let b = engine.compile(&bytes).unwrap();
+    let c = engine.compile(&other).unwrap();
+    assert!(a.shares_code_with(&b));
+    assert!(b.from_cache(), "the second load takes the first one's code");
+    assert!(!a.shares_code_with(&c));
+    // Each has its own instances: both run, and a warm instance of one is not the
+    // other's.
+    for _ in 0..3 {
+        assert_eq!(run(&a).unwrap(), ["INCR n"]);
+        assert_eq!(run(&b).unwrap(), ["INCR n"]);
+    }
+    if engine.reuses_instances() {
+        assert_eq!(a.reuse_counts().0, 3);
+        assert_eq!(b.reuse_counts().0, 3);
+    }
+    // Once no rule holds the code, the same bytes compile again.
+    drop((a, b));
+    let d = engine.compile(&bytes).unwrap();
+    assert!(!d.from_cache());
+    assert_eq!(run(&d).unwrap(), ["INCR n"]);
+}
