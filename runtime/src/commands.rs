@@ -146,7 +146,7 @@ pub struct CommandRef<'a> {
 
 impl<'a> CommandRef<'a> {
     /// Name and arguments in order.
-    pub fn args(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + use<'a> {
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + Clone + use<'a> {
         let all = self.all;
         all.args[self.args.start as usize..self.args.end as usize]
             .iter()

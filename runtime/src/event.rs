@@ -102,37 +102,40 @@ pub const MSGID_PROPERTY: &str = "wasmrule-msgid";
 /// processes and restarts, and ordered by receipt time as text (within one process, by
 /// receipt order), so that stored messages sort in publish order by id.
 pub fn msgid(received_at_ms: u64, seq: u64) -> String {
-    MsgId {
-        received_at_ms,
-        seq,
-    }
-    .to_string()
+    let mut out = Vec::with_capacity(32);
+    put_msgid(&mut out, received_at_ms, seq);
+    // Hex digits only.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// [`msgid`], written without an allocation of its own.
-struct MsgId {
-    received_at_ms: u64,
-    seq: u64,
+/// Appends [`msgid`] to `out`, without an allocation of its own.
+fn put_msgid(out: &mut Vec<u8>, received_at_ms: u64, seq: u64) {
+    static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let tag = *TAG.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // Mixed so that two processes started in the same nanosecond still differ.
+        (nanos ^ (u64::from(std::process::id()) << 24)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    });
+    put_hex(out, received_at_ms, 12);
+    put_hex(out, seq, 10);
+    put_hex(out, tag >> 24, 10);
 }
 
-impl std::fmt::Display for MsgId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        let tag = *TAG.get_or_init(|| {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            // Mixed so that two processes started in the same nanosecond still differ.
-            (nanos ^ (u64::from(std::process::id()) << 24)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        });
-        write!(
-            f,
-            "{:012X}{:010X}{:010X}",
-            self.received_at_ms & 0xFFFF_FFFF_FFFF,
-            self.seq & 0xFF_FFFF_FFFF,
-            tag >> 24
-        )
+/// Appends the low `digits` hex digits of `v`, uppercase, zero-padded. Hand-written:
+/// `write!` with `{:X}` went through `core::fmt` for every event, a visible share of
+/// the event encoding's time (docs/performance.md, section 2).
+fn put_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (4 * i)) & 0xF) as usize]);
     }
+}
+
+/// Appends `v` in decimal.
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// The kinds of broker events, under EMQX's names.
@@ -315,20 +318,16 @@ impl EventEncoder {
             out.push(b'}');
             return;
         }
-        // Writing to a Vec cannot fail; the results below are infallible.
-        let _ = write!(
-            out,
-            "{{\"event\":\"message.publish\",\"id\":\"{:016X}{:016X}\",\"msgid\":",
-            self.id_base, m.seq
-        );
+        out.extend_from_slice(b"{\"event\":\"message.publish\",\"id\":\"");
+        put_hex(out, self.id_base, 16);
+        put_hex(out, m.seq, 16);
+        out.extend_from_slice(b"\",\"msgid\":");
         match &m.msgid {
             Some(id) => json_str(out, id),
             None => {
-                let id = MsgId {
-                    received_at_ms: m.received_at,
-                    seq: m.seq,
-                };
-                let _ = write!(out, "\"{id}\"");
+                out.push(b'"');
+                put_msgid(out, m.received_at, m.seq);
+                out.push(b'"');
             }
         }
         if let Some(c) = &m.clientid {
@@ -341,7 +340,13 @@ impl EventEncoder {
         }
         out.extend_from_slice(b",\"topic\":");
         json_str(out, &m.topic);
-        let _ = write!(out, ",\"qos\":{},\"retain\":{}", m.qos, m.retain);
+        out.extend_from_slice(b",\"qos\":");
+        put_u64(out, m.qos.into());
+        out.extend_from_slice(if m.retain {
+            b",\"retain\":true"
+        } else {
+            b",\"retain\":false"
+        });
         out.extend_from_slice(b",\"payload\":");
         match std::str::from_utf8(&m.payload) {
             Ok(text) => {
@@ -356,11 +361,11 @@ impl EventEncoder {
                 out.extend_from_slice(b"\",\"payload_encoding\":\"base64\"");
             }
         }
-        let _ = write!(
-            out,
-            ",\"timestamp\":{t},\"publish_received_at\":{t},\"node\":",
-            t = m.received_at
-        );
+        out.extend_from_slice(b",\"timestamp\":");
+        put_u64(out, m.received_at);
+        out.extend_from_slice(b",\"publish_received_at\":");
+        put_u64(out, m.received_at);
+        out.extend_from_slice(b",\"node\":");
         json_str(out, &self.node);
         if let Some(p) = &m.properties {
             out.extend_from_slice(b",\"pub_props\":");
@@ -593,6 +598,30 @@ mod tests {
         ));
         assert_eq!(v["topic"], "a/\"b\"\n");
         assert_eq!(v["payload"], "line\nbreak\"\\");
+    }
+
+    #[test]
+    fn hand_written_numbers_match_format() {
+        for v in [0, 1, 0xAB, 0x1234_5678_9ABC_DEF0, u64::MAX] {
+            let mut out = Vec::new();
+            put_hex(&mut out, v, 16);
+            assert_eq!(out, format!("{v:016X}").as_bytes());
+            out.clear();
+            put_hex(&mut out, v, 10);
+            assert_eq!(out, format!("{:010X}", v & 0xFF_FFFF_FFFF).as_bytes());
+            out.clear();
+            put_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        let m = Message::new("t", "", 2, false);
+        let encoder = EventEncoder::new("n");
+        let mut out = Vec::new();
+        encoder.publish_event(&m, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], encoder.event_id(&m).as_str());
+        assert_eq!(v["qos"], 2);
+        assert_eq!(v["retain"], false);
+        assert_eq!(v["timestamp"], m.received_at);
     }
 
     #[test]

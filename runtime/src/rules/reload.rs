@@ -387,6 +387,7 @@ impl Reloader {
         let generation = self.generations.entry(rp.key()).or_insert(0);
         *generation += 1;
         let version = rule.manifest().version.as_deref().unwrap_or_default();
+        let version_shared: Arc<str> = version.into();
         // A canary's own series (its time, mostly) are under `<id>.canary`, so that
         // they never add to the live version's.
         let meters = self.metrics.rules.meters(&rp.tenant, &rp.key(), version);
@@ -415,6 +416,7 @@ impl Reloader {
             health: RuleHealth::new(),
             meters,
             canary,
+            version_shared,
         });
         log_loaded(&loaded, previous.is_some(), started);
         self.rules.set_load_error(&rp.key(), None);

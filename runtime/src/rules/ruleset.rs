@@ -61,6 +61,9 @@ pub struct LoadedRule {
     /// Set when this version is a canary: what the comparison with the live version
     /// counts and where its differences go.
     pub canary: Option<Box<Canary>>,
+    /// [`LoadedRule::version`], shared by every write batch entry that names this
+    /// version (one allocation per load instead of one per event).
+    pub version_shared: Arc<str>,
 }
 
 /// What a canary version has that a live one has not.

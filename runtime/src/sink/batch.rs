@@ -115,7 +115,7 @@ impl WriteBatch {
         self.origins.push(Origin {
             rule: rule.id.clone(),
             generation: rule.generation,
-            version: rule.version().into(),
+            version: rule.version_shared.clone(),
             topic: topic.to_owned(),
         });
     }

@@ -552,6 +552,7 @@ fn load_rules(engine: &Engine, config: &Config, dir: &Path) -> anyhow::Result<Ru
             health: RuleHealth::new(),
             meters,
             canary: None,
+            version_shared: version.as_str().into(),
         }));
     }
     if set.is_empty() {

@@ -404,9 +404,11 @@ impl Writer {
     }
 }
 
-/// A Redis command from its arguments, the name first.
-pub(crate) fn cmd_of<'a>(args: impl Iterator<Item = &'a [u8]>) -> redis::Cmd {
-    let mut cmd = redis::Cmd::new();
+/// A Redis command from its arguments, the name first. Sized up front: growing the
+/// command's buffers argument by argument cost several reallocations per command.
+pub(crate) fn cmd_of<'a>(args: impl Iterator<Item = &'a [u8]> + Clone) -> redis::Cmd {
+    let (count, bytes) = args.clone().fold((0, 0), |(n, b), a| (n + 1, b + a.len()));
+    let mut cmd = redis::Cmd::with_capacity(count, bytes);
     for arg in args {
         cmd.arg(arg);
     }
