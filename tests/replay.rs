@@ -171,10 +171,12 @@ async fn a_recorded_demo_replays_without_differences_shows_a_changed_rule_and_re
             "simulate",
             "--mqtt-url",
             &mqtt,
+            // Few enough that their errors stay under the quarantine threshold (20 a
+            // minute) however long the readings take on a slow machine.
             "--devices",
-            "5",
+            "2",
             "--interval",
-            "50",
+            "200",
         ])
         .args(["--abnormal", "0.3"])
         .stdout(Stdio::null())
@@ -238,11 +240,14 @@ async fn a_recorded_demo_replays_without_differences_shows_a_changed_rule_and_re
         );
         assert_eq!(rule["compared"], rule["invocations"], "{r}: {same:#}");
     }
+    // Every reading was compared, but those the live run did not handle: the
+    // misbehaving devices' errors can quarantine store-last-message on a slow machine,
+    // and the events it skipped then are not run again.
+    let slm = &same["rules"]["store-last-message"];
     assert!(
-        same["rules"]["store-last-message"]["compared"]
-            .as_u64()
-            .unwrap()
-            >= 50_000
+        slm["compared"].as_u64().unwrap() + slm["not_run_when_recorded"].as_u64().unwrap()
+            >= 50_000,
+        "{same:#}"
     );
 
     // store-last-message changed on purpose: exactly its HSETs whose rounded value

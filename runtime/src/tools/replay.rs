@@ -83,6 +83,9 @@ pub struct RuleReport {
     pub failures: BTreeMap<String, u64>,
     /// Reads the recording could not answer (a dry run only).
     pub reads_missed: u64,
+    /// Events whose recorded invocation did not run (`quarantined`, `cpu_budget`):
+    /// neither run again nor compared.
+    pub not_run_when_recorded: u64,
     pub examples: Vec<Example>,
 }
 
@@ -140,6 +143,7 @@ impl Report {
                     "version": r.version,
                     "recorded_versions": r.recorded_versions,
                     "invocations": r.invocations,
+                    "not_run_when_recorded": r.not_run_when_recorded,
                     "compared": r.compared,
                     "differing": r.differing,
                     "changes": r.changes,
@@ -226,6 +230,13 @@ impl Report {
             );
             for (name, n) in &r.changes {
                 let _ = writeln!(s, "  {name}: {n} changed");
+            }
+            if r.not_run_when_recorded > 0 {
+                let _ = writeln!(
+                    s,
+                    "  not run when recorded (quarantined or over the CPU share), not replayed: {}",
+                    r.not_run_when_recorded
+                );
             }
             for (kind, n) in &r.failures {
                 let _ = writeln!(s, "  failed ({kind}): {n}");
@@ -357,6 +368,9 @@ pub fn replay(engine: &Engine, opts: &ReplayOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Failure kinds that say a rule was not run at all when recorded.
+const NOT_RUN: [&str; 2] = ["quarantined", crate::tenancy::cpu_budget::OverBudget::KIND];
+
 /// Scratch space reused across invocations.
 #[derive(Default)]
 struct Run {
@@ -374,6 +388,24 @@ fn run_one(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let recorded: Option<&Invocation> = ev.invocations.iter().find(|i| *i.rule == *loaded.id);
+    // An invocation recorded as not run (the rule was quarantined, or its tenant over
+    // its CPU share) is not run again: replay reproduces what happened, so a rebuild
+    // writes what the live run wrote, and a dry run does not count the live run's
+    // shedding as a change of the rule.
+    if let Some(rec) = recorded
+        && rec
+            .output
+            .error
+            .as_deref()
+            .is_some_and(|k| NOT_RUN.contains(&k))
+    {
+        let rep = report
+            .rules
+            .get_mut(&*loaded.id)
+            .expect("every replayed rule has a report");
+        rep.not_run_when_recorded += 1;
+        return Ok(());
+    }
     let reads: &[ReadEntry] = recorded.map_or(&[], |i| &i.reads);
     let (output, missed) = invoke(loaded, &ev.event, reads, ctx, redis)?;
     let rep = report
