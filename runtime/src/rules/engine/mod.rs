@@ -311,12 +311,12 @@ impl Engine {
     ) -> Result<(RuleKind, Manifest), LoadError> {
         Ok(match compiled {
             Compiled::Module(m) => {
-                let parts = core::prepare(self, &m, plan)?;
+                let parts = core::prepare(self, m, plan)?;
                 let raw = self.read_core_manifest(&parts).map_err(LoadError::Start)?;
                 (RuleKind::Core(parts), abi::parse_manifest(&raw)?)
             }
             Compiled::Component(c) => {
-                let parts = component::prepare(self, &c)?;
+                let parts = component::prepare(self, c)?;
                 let manifest = self
                     .read_component_manifest(&parts)
                     .map_err(LoadError::Start)?;
