@@ -62,6 +62,8 @@ pub use crate::commands::Commands;
 pub use crate::config::{Config, DEFAULT_HTTP_ADDR, OnOrUnset, Overrides, RuntimeConfig};
 pub use crate::event::{EventEncoder, Message, PublishProperties, complete_event, routing_topic};
 pub use crate::ops::metrics::Metrics;
+/// Every kind [`Metrics::failures`] counts (the dead-letter kinds and `quarantined`).
+pub use crate::ops::rule_metrics::REASONS as FAILURE_KINDS;
 /// The WebAssembly engine, with its own API: [`engine::Engine`], [`engine::Rule`],
 /// [`engine::Limits`], the rule ABI ([`engine::abi`]) and the compiled-code cache.
 pub use crate::rules::engine;

@@ -591,6 +591,17 @@ impl WasmruleProcess {
     }
 }
 
+/// A child process killed when dropped, so a failing test leaves none behind (one that
+/// inherited the test's stderr would keep a piped `cargo test` waiting).
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for WasmruleProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
