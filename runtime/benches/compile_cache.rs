@@ -4,6 +4,8 @@
 //! again), plus what one event then costs (a fresh instance, as always).
 //!
 //! Run: `rules-wasm/build.sh && cargo bench -p wasmrule --bench compile_cache`
+//! (`ONLY=py` for one language; `EVENTS=20000` for a longer last column, to profile the
+//! events: docs/performance.md, section 3).
 //!
 //! Each round uses a new cache directory and new engines, so nothing is shared but the
 //! files on disk; the median of the rounds counts. A language whose module does not
@@ -44,21 +46,30 @@ fn main() -> ExitCode {
         ..Limits::default()
     };
     let event = demo_event();
+    let events_per_round = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(EVENTS);
 
-    println!("store-last-message, median of {rounds} rounds ({EVENTS} events for the last column)");
+    println!(
+        "store-last-message, median of {rounds} rounds ({events_per_round} events for the last column)"
+    );
     println!(
         "{:<10} {:<9} {:>10} {:>10} {:>10} {:>7} {:>9}",
         "language", "kind", "bytes", "cold ms", "cached ms", "ratio", "event ms"
     );
     let mut failed = 0;
     for (lang, suffix) in LANGS {
+        if std::env::var("ONLY").is_ok_and(|o| o != lang) {
+            continue;
+        }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
             "../rules-wasm/dist/store-last-message{suffix}.wasm"
         ));
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e}; run rules-wasm/build.sh first", path.display()));
         match catch_unwind(AssertUnwindSafe(|| {
-            measure(&bytes, &limits, &event, rounds)
+            measure(&bytes, &limits, &event, rounds, events_per_round)
         })) {
             Ok(Ok(m)) => println!(
                 "{lang:<10} {:<9} {:>10} {:>10.1} {:>10.1} {:>7.0} {:>9.2}",
@@ -95,7 +106,13 @@ struct Measured {
 
 /// Medians over `rounds` of a cold compile, a load from the cache it filled, and one
 /// event on the cached rule.
-fn measure(bytes: &[u8], limits: &Limits, event: &[u8], rounds: usize) -> Result<Measured, String> {
+fn measure(
+    bytes: &[u8],
+    limits: &Limits,
+    event: &[u8],
+    rounds: usize,
+    events_per_round: usize,
+) -> Result<Measured, String> {
     let (mut cold, mut cached, mut events) = (Vec::new(), Vec::new(), Vec::new());
     let mut kind = "";
     for _ in 0..rounds {
@@ -112,7 +129,7 @@ fn measure(bytes: &[u8], limits: &Limits, event: &[u8], rounds: usize) -> Result
         cached.push(t);
         kind = rule.kind_name();
         let mut out = Commands::new();
-        for _ in 0..EVENTS {
+        for _ in 0..events_per_round {
             out.clear();
             let t0 = Instant::now();
             rule.invoke(event, &mut out).map_err(|e| e.to_string())?;
