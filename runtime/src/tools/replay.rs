@@ -805,6 +805,70 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::format::{Encoder, SEGMENT_MAGIC, frame, segment_name};
+    use crate::{EventEncoder, Message};
+
+    /// A recording of three events for one rule: run (with the output the rule gives),
+    /// quarantined, and shed over the CPU share. The replay runs and compares the first
+    /// only, and counts the other two as not run when recorded.
+    #[test]
+    fn invocations_recorded_as_not_run_are_counted_not_run() {
+        let engine = Engine::new(crate::engine::Limits::default(), 2).unwrap();
+        let rules = tempfile::tempdir().unwrap();
+        let wat = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../rules-wasm/wat/store-last-message.wat"
+        );
+        let bytes = wat::parse_file(wat).unwrap();
+        std::fs::write(rules.path().join("store-last-message.wasm"), &bytes).unwrap();
+        let rule = engine.compile(&bytes).unwrap();
+
+        let mut event = Vec::new();
+        let m = Message::new(
+            "store-last-message/dev-1",
+            &b"{\"temp\":21.5}"[..],
+            0,
+            false,
+        );
+        EventEncoder::new("n").publish_event(&m, &mut event);
+        let mut commands = Commands::new();
+        rule.invoke(&event, &mut commands).unwrap();
+        assert_eq!(commands.len(), 1, "the rule writes one command");
+
+        let rec = tempfile::tempdir().unwrap();
+        let mut segment = SEGMENT_MAGIC.to_vec();
+        let kinds = [None, Some("quarantined"), Some("cpu_budget")];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let mut payload = Vec::new();
+            let mut e = Encoder(&mut payload);
+            e.event(1_000 + i as u64, &m.topic, &event);
+            e.invocations(1);
+            let none = Commands::new();
+            let out = if kind.is_none() { &commands } else { &none };
+            e.invocation("store-last-message", "1", &[], out, &[], kind);
+            frame(&payload, &mut segment);
+        }
+        std::fs::write(rec.path().join(segment_name(1)), &segment).unwrap();
+
+        let report = replay(
+            &engine,
+            &ReplayOptions {
+                files: vec![rec.path().to_owned()],
+                rules_dir: rules.path().to_owned(),
+                config: None,
+                redis_url: None,
+                from_ms: None,
+                to_ms: None,
+                examples: 3,
+            },
+        )
+        .unwrap();
+        let r = &report.rules["store-last-message"];
+        assert_eq!(report.events, 3);
+        assert_eq!(r.not_run_when_recorded, 2, "{r:?}");
+        assert_eq!((r.invocations, r.compared, r.differing), (1, 1, 0), "{r:?}");
+        assert!(r.failures.is_empty(), "{r:?}");
+    }
 
     #[test]
     fn times_parse_both_ways() {
