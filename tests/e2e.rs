@@ -1420,27 +1420,26 @@ async fn every_language_s_threshold_alert_reads_writes_and_alerts_alike() {
         r#"alerts/d1 {"device":"d1","previous":22.000001,"current":-5}"#,
         r#"alerts/d2 {"device":"d2","previous":0,"current":0.5}"#,
     ];
-    // Waited for by hand: on a timeout, the panic says what did come and each tenant's
-    // failed invocations, so a slow machine's failure can be read from CI's log.
-    // A minute: CI's machine is several times slower than a developer's, and each
-    // event of the Python and JavaScript rules runs in a fresh component instance.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let ours: Vec<String> = lines
-            .lock()
-            .unwrap()
-            .iter()
+    let ours = || -> Vec<String> {
+        let got = lines.lock().unwrap();
+        got.iter()
             .filter(|l| !l.starts_with("alerts/warm "))
             .cloned()
-            .collect();
-        if ours.len() >= alerts.len() * LANGS.len() {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let metrics = &rt.metrics;
+            .collect()
+    };
+    // A minute: CI's machine is several times slower than a developer's, and each event
+    // of the Python and JavaScript rules runs in a fresh component instance. On a
+    // timeout, the panic says what did come, each tenant's failed invocations and what
+    // it stored, so a slow machine's failure can be read from CI's log.
+    eventually_explained(
+        Duration::from_secs(60),
+        "every alert from every language",
+        || (ours().len() >= alerts.len() * LANGS.len()).then_some(()),
+        || {
             let failures: Vec<String> = LANGS
                 .iter()
                 .flat_map(|(t, _)| {
+                    let metrics = &rt.metrics;
                     wasmrule::FAILURE_KINDS
                         .iter()
                         .map(move |k| (t, k, metrics.failures(t, k)))
@@ -1452,15 +1451,15 @@ async fn every_language_s_threshold_alert_reads_writes_and_alerts_alike() {
                 .iter()
                 .map(|(t, _)| format!("{t}: d1={:?} d2={:?}", last(t, "d1"), last(t, "d2")))
                 .collect();
-            panic!(
-                "timed out after 60s waiting for every alert from every language: \
-                 {} of {} came: {ours:#?}\nfailures: {failures:?}\nstored: {stored:#?}",
-                ours.len(),
+            let got = ours();
+            format!(
+                "{} of {} came: {got:#?}\nfailures: {failures:?}\nstored: {stored:#?}",
+                got.len(),
                 alerts.len() * LANGS.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            )
+        },
+    )
+    .await;
     // The last readings' writes, acknowledged after the alerts were published.
     eventually(Duration::from_secs(20), "the last readings stored", || {
         LANGS

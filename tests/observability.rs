@@ -88,19 +88,9 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// A process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `wasmrule demo` with its own Redis and free ports, its output in files.
 struct Demo {
-    _proc: Proc,
+    _proc: ChildGuard,
     redis: Redis,
     http: u16,
     dir: tempfile::TempDir,
@@ -124,7 +114,7 @@ impl Demo {
             .spawn()
             .expect("cannot start wasmrule demo");
         let demo = Demo {
-            _proc: Proc(child),
+            _proc: ChildGuard(child),
             redis,
             http,
             dir,
@@ -197,7 +187,7 @@ fn check_datasource_variable(dash: &Value, plugin: &str) {
 
 /// A private Prometheus scraping `target` every second.
 struct Prometheus {
-    _proc: Proc,
+    _proc: ChildGuard,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -229,7 +219,7 @@ impl Prometheus {
             .spawn()
             .expect("cannot start prometheus");
         Prometheus {
-            _proc: Proc(child),
+            _proc: ChildGuard(child),
             port,
             _dir: dir,
         }

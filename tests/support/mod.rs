@@ -364,10 +364,16 @@ impl Drop for Publisher {
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with
 /// `what`.
-pub async fn eventually<T>(
+pub async fn eventually<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    eventually_explained(timeout, what, check, String::new).await
+}
+
+/// [`eventually`], with `explain()` (what was seen instead) in the panic.
+pub async fn eventually_explained<T>(
     timeout: Duration,
     what: &str,
     mut check: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
 ) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -375,7 +381,10 @@ pub async fn eventually<T>(
             return v;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
+            panic!(
+                "timed out after {timeout:?} waiting for: {what}\n{}",
+                explain()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
