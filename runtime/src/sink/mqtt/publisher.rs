@@ -142,6 +142,10 @@ fn connect(cfg: &MqttConfig) -> Conn {
             let mut o = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
             o.set_keep_alive(cfg.keep_alive)
                 .set_clean_start(true)
+                // Bounds the publishes in flight (the broker's Receive Maximum bounds
+                // them too); rumqttc allocates its table of them by this bound up
+                // front, 13 MB for its default of 65,535.
+                .set_outgoing_inflight_upper_limit(cfg.inflight)
                 .set_max_packet_size(Some(cfg.max_packet_size));
             if let Some(u) = &cfg.username {
                 o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));

@@ -62,6 +62,10 @@ pub(super) fn connect(cfg: &MqttConfig) -> (Client, EventLoop) {
                 .set_clean_start(cfg.clean_session)
                 .set_manual_acks(cfg.qos > 0)
                 .set_receive_maximum(Some(cfg.inflight))
+                // rumqttc sizes a table of outgoing publishes by this bound up front
+                // (65,536 entries, 13 MB, by default); this client only subscribes,
+                // and its packet ids cycle below the bound.
+                .set_outgoing_inflight_upper_limit(cfg.inflight)
                 .set_max_packet_size(Some(cfg.max_packet_size));
             if !cfg.clean_session {
                 o.set_session_expiry_interval(Some(cfg.session_expiry.as_secs() as u32));

@@ -110,9 +110,7 @@ pub async fn load(cfg: SimConfig, progress: bool) -> anyhow::Result<LoadSummary>
     for c in 0..conns {
         let share = count / conns + u64::from(c < count % conns);
         let id = format!("load-{c}");
-        let mut o = options(&cfg, &id);
-        o.set_outgoing_inflight_upper_limit(1000);
-        let (client, el) = AsyncClient::new(o, 10_000);
+        let (client, el) = AsyncClient::new(options(&cfg, &id), 10_000);
         let el = connected(el, &cfg).await?;
         drivers.push({
             let (id, stats, stop) = (id.clone(), stats.clone(), stop.clone());

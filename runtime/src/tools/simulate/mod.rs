@@ -151,6 +151,9 @@ fn reading(client_id: &str, started: Instant, rng: &mut Rng) -> String {
 fn options(cfg: &SimConfig, client_id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, &cfg.host, cfg.port);
     o.set_keep_alive(Duration::from_secs(30))
+        // rumqttc allocates its table of publishes in flight by this bound up front:
+        // 13 MB per simulated device at its default of 65,535.
+        .set_outgoing_inflight_upper_limit(1000)
         .set_max_packet_size(Some(MAX_INCOMING_PACKET));
     if let Some(u) = &cfg.username {
         o.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
