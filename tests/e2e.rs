@@ -1246,12 +1246,22 @@ fn new_assemblyscript_v2_rule_builds_and_passes_its_cases() {
     scaffold_round_trip_abi("assemblyscript", "2");
 }
 
-/// A restart loads rules from the compiled-code cache; a tampered entry is refused and
-/// the rule compiled again.
+/// A restart loads rules from the compiled-code cache (the entry's file mapped) and
+/// they serve; a tampered entry is refused and the rule compiled again. For a core
+/// module and for a component (loaded through another path of wasmtime's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_loads_rules_from_the_cache() {
+    restart_from_the_cache("store-last-message").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_loads_components_from_the_cache() {
+    restart_from_the_cache("store-last-message-component").await;
+}
+
+async fn restart_from_the_cache(rule: &str) {
     let env = Env::new();
-    install(&dist("store-last-message"), env.rules(), "slm.wasm");
+    install(&dist(rule), env.rules(), "slm.wasm");
     let cache = tempfile::tempdir().unwrap();
     let start = || {
         let mut cfg = config(&env.redis, &env.mqtt, env.rules());
@@ -1259,11 +1269,27 @@ async fn restart_loads_rules_from_the_cache() {
         Runtime::start(cfg)
     };
     let from_cache = |rt: &Runtime| rt.rules.snapshot().get("slm").unwrap().rule.from_cache();
+    let publisher = Publisher::connect(&env.mqtt).await;
+    let serves = |device: &'static str| {
+        let (publisher, redis) = (&publisher, &env.redis);
+        async move {
+            publish_until(
+                publisher,
+                &format!("store-last-message/{device}"),
+                r#"{"temp":5}"#,
+                &format!("{device} stored"),
+                || redis.hget("emqx_messages", device),
+            )
+            .await
+        }
+    };
     let rt = start().await.unwrap();
     assert!(!from_cache(&rt), "first load compiles");
+    serves("first").await;
     rt.stop().await;
     let rt = start().await.unwrap();
     assert!(from_cache(&rt), "restart loads from the cache");
+    serves("cached").await;
     rt.stop().await;
     for entry in std::fs::read_dir(cache.path().join("wasmrule")).unwrap() {
         let p = entry.unwrap().path();
@@ -1276,15 +1302,7 @@ async fn restart_loads_rules_from_the_cache() {
     }
     let rt = start().await.unwrap();
     assert!(!from_cache(&rt), "a tampered entry must not be loaded");
-    let publisher = Publisher::connect(&env.mqtt).await;
-    publish_until(
-        &publisher,
-        "store-last-message/d",
-        r#"{"temp":5}"#,
-        "recompiled rule serves",
-        || env.redis.hget("emqx_messages", "d"),
-    )
-    .await;
+    serves("recompiled").await;
     rt.stop().await;
 }
 

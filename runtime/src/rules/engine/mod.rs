@@ -230,21 +230,17 @@ impl Engine {
             _ => None,
         };
         let from_cache = cached.is_some();
-        let compiled = match (kind, cached) {
-            // SAFETY: `Cache::get` only returns bytes this runtime serialized itself
-            // with this engine configuration, verified by an HMAC (see cache.rs).
-            (Kind::Module, Some(c)) => unsafe { Module::deserialize(w, &c) }.map(Compiled::Module),
-            (Kind::Component, Some(c)) => {
-                unsafe { wasmtime::component::Component::deserialize(w, &c) }
-                    .map(Compiled::Component)
-            }
-            (Kind::Module, None) => {
-                let b = instrumented.as_ref().map_or(bytes, |i| &i.bytes);
-                Module::from_binary(w, b).map(Compiled::Module)
-            }
-            (Kind::Component, None) => {
-                wasmtime::component::Component::from_binary(w, bytes).map(Compiled::Component)
-            }
+        let mut compiled = match cached {
+            Some(entry) => load_entry(w, kind, entry),
+            None => match kind {
+                Kind::Module => {
+                    let b = instrumented.as_ref().map_or(bytes, |i| &i.bytes);
+                    Module::from_binary(w, b).map(Compiled::Module)
+                }
+                Kind::Component => {
+                    wasmtime::component::Component::from_binary(w, bytes).map(Compiled::Component)
+                }
+            },
         }
         .map_err(compile_error)?;
         if let (Some(c), Some(k), false) = (&self.inner.cache, &key, from_cache) {
@@ -252,8 +248,13 @@ impl Engine {
                 Compiled::Module(m) => m.serialize(),
                 Compiled::Component(c) => c.serialize(),
             };
-            if let Ok(bytes) = serialized {
-                c.put(k, &bytes);
+            // Serve from the entry just written, mapped, rather than from the compiler's
+            // copy in anonymous memory (cache.rs: what mapping saves).
+            if let Some(entry) = serialized.ok().and_then(|bytes| c.put(k, &bytes)) {
+                match load_entry(w, kind, entry) {
+                    Ok(mapped) => compiled = mapped,
+                    Err(e) => tracing::warn!("cannot map the cache entry just written: {e:#}"),
+                }
             }
         }
         if !from_cache {
@@ -563,6 +564,31 @@ fn compile_error(e: wasmtime::Error) -> LoadError {
     }
 }
 
+/// Loads a verified cache entry by mapping its file: compiled code and memory images
+/// are then file pages, resident only where used (cache.rs).
+fn load_entry(
+    w: &wasmtime::Engine,
+    kind: Kind,
+    mut entry: cache::Entry,
+) -> wasmtime::Result<Compiled> {
+    // SAFETY: an entry is an artifact this runtime serialized itself with this engine's
+    // configuration (the key covers it), verified by its HMAC through the same open
+    // file that is mapped; the runtime never writes an entry's file in place (entries
+    // are replaced by rename), so the mapping keeps the verified contents.
+    unsafe {
+        match kind {
+            Kind::Module => {
+                Module::deserialize_open_file(w, entry.into_file()).map(Compiled::Module)
+            }
+            Kind::Component => match entry.reopenable_path() {
+                Some(path) => wasmtime::component::Component::deserialize_file(w, &path),
+                None => wasmtime::component::Component::deserialize(w, entry.read_artifact()?),
+            }
+            .map(Compiled::Component),
+        }
+    }
+}
+
 /// Tells binary wasm from text, components and other files before compiling.
 fn sniff(bytes: &[u8]) -> Result<Kind, LoadError> {
     match bytes.get(..8) {
@@ -741,6 +767,15 @@ impl Rule {
     /// code of a live rule with the same bytes.
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+
+    /// The address of this rule's compiled image (tests: whether it is a file's mapping).
+    #[cfg(test)]
+    pub(crate) fn image_start(&self) -> usize {
+        match &*self.code {
+            Compiled::Module(m) => m.image_range().start as usize,
+            Compiled::Component(c) => c.image_range().start as usize,
+        }
     }
 
     /// Whether this rule and `other` run the same compiled code (`Inner::live_code`).

@@ -602,3 +602,45 @@ fn rules_with_the_same_bytes_share_their_code_while_one_is_alive() {
     assert!(!d.from_cache());
     assert_eq!(run(&d).unwrap(), ["INCR n"]);
 }
+
+/// The file mapped at `addr` in this process, if `addr` is in a file's mapping
+/// (`/proc/self/maps`); `None` for anonymous memory.
+fn mapped_file(addr: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let (a, b) = words.next()?.split_once('-')?;
+        let (a, b) = (
+            usize::from_str_radix(a, 16).ok()?,
+            usize::from_str_radix(b, 16).ok()?,
+        );
+        let inode = words.nth(3)?;
+        let path = words.next().unwrap_or_default();
+        (a <= addr && addr < b && inode != "0").then(|| path.to_owned())
+    })
+}
+
+#[test]
+fn code_put_in_the_cache_runs_from_the_entry_s_mapped_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = Wat::default().build();
+    let plain = engine().compile(&bytes).unwrap();
+    assert_eq!(
+        mapped_file(plain.image_start()),
+        None,
+        "no cache: anonymous memory"
+    );
+    let with_cache = || engine().with_cache(super::cache::Cache::open(dir.path()).unwrap());
+    let a = with_cache().compile(&bytes).unwrap();
+    assert!(!a.from_cache());
+    let file = mapped_file(a.image_start()).expect("compiled, then mapped from its entry");
+    assert!(file.ends_with(".bin"), "{file}");
+    assert_eq!(run(&a).unwrap(), ["INCR n"]);
+    // Another engine has no live code to share: it loads the entry.
+    let b = with_cache().compile(&bytes).unwrap();
+    assert!(b.from_cache());
+    assert_eq!(mapped_file(b.image_start()), Some(file));
+    for _ in 0..3 {
+        assert_eq!(run(&b).unwrap(), ["INCR n"]);
+    }
+}

@@ -172,6 +172,35 @@ fn a_warm_instance_keeps_no_trace_of_the_event_before() {
     );
 }
 
+/// The same with the code and memory image mapped from a compiled-code cache entry
+/// (cache.rs) instead of wasmtime's anonymous copy and memfd image: the pages of the
+/// image are then the cache file's, and the reset must tell them from written ones
+/// just the same.
+#[test]
+fn a_warm_instance_from_the_cache_keeps_no_trace_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_cache = || {
+        Engine::new(Limits::default(), 2)
+            .unwrap()
+            .with_cache(super::cache::Cache::open(dir.path()).unwrap())
+    };
+    let compiled = with_cache().compile(&every_place()).unwrap();
+    let loaded = with_cache().compile(&every_place()).unwrap();
+    assert!(!compiled.from_cache() && loaded.from_cache());
+    for rule in [compiled, loaded] {
+        assert!(rule.resettable());
+        for i in 0..6 {
+            let event: &[u8] = if i % 2 == 0 {
+                br#"{"topic":"a/b","payload":"a long event, longer than the next"}"#
+            } else {
+                b"{}"
+            };
+            assert_eq!(invoke(&rule, event).unwrap(), CLEAN, "event {i}");
+        }
+        assert_eq!(rule.reuse_counts(), (6, 0));
+    }
+}
+
 #[test]
 fn a_failed_event_discards_its_instance_and_the_next_sees_nothing() {
     let rule = Engine::new(Limits::default(), 2)
