@@ -42,6 +42,7 @@ pub struct MqttConfig {
     pub session_expiry: Duration,
     /// QoS 1/2 messages the broker may have in flight to wasmrule unacknowledged (MQTT 5
     /// Receive Maximum): the bound on work held in memory and on repeats after a crash.
+    /// MQTT 5 also: the bound on the actions' publishes in flight to the broker.
     pub inflight: u16,
     /// The broker is EMQX: turn its client-event topics into broker events
     /// (`emqx.rs`, docs/events.md).
