@@ -146,14 +146,15 @@ fi
 # ---------------------------------------------------------------------------------------
 # C: rules-wasm/c/<rule>.c with guest-sdk/c/wasmrule.h -> dist/<rule>-c.wasm
 #
-# No libc: -nostdlib, and the header supplies the allocator and memcpy. -Oz for size;
+# No libc: -nostdlib, and the header supplies the allocator and memcpy. -O2 for speed
+# (against -Oz: 2.6 against 3.0 us per store-last-message event, for 2-3 KB more);
 # -mbulk-memory makes copies memory.copy instructions. The exports are named in the
 # source (export_name attributes), so no --export flags.
 # ---------------------------------------------------------------------------------------
 if want c; then
     for src in "$here"/c/*.c; do
         rule=$(basename "$src" .c)
-        clang --target=wasm32 -nostdlib -ffreestanding -Oz -mbulk-memory \
+        clang --target=wasm32 -nostdlib -ffreestanding -O2 -mbulk-memory \
             -Wall -Wextra -Werror \
             -Wl,--no-entry -Wl,--strip-all \
             -I "$root/guest-sdk/c" -o "$dist/$rule-c.wasm" "$src"

@@ -126,6 +126,20 @@ fn main() {
             )
             .unwrap();
     };
+    // The same rule written in C with the C SDK (guest-sdk/c), warm: the SDK's JSON
+    // reader against serde_json's (no native twin; compare with the Rust rule's wasm).
+    let c_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules-wasm/dist/store-last-message-c.wasm");
+    let c_rule = engine
+        .compile(&std::fs::read(&c_path).expect("rules-wasm/dist/store-last-message-c.wasm"))
+        .expect("C rule compiles");
+    let mut out6 = Commands::new();
+    c_rule.invoke(&event, &mut out6).unwrap();
+    assert_eq!(out6, a, "the C rule writes what the Rust rule writes");
+    let wasm_c = || {
+        out6.clear();
+        c_rule.invoke(black_box(&event), &mut out6).unwrap();
+    };
     let mut enc_out = Vec::new();
     let encoder = EventEncoder::new("wasmrule@bench");
     let encode = || encoder.publish_event(black_box(&m), &mut enc_out);
@@ -138,6 +152,7 @@ fn main() {
         ("event JSON encoding only", Box::new(encode)),
         ("wasm, fuel instead of epoch", Box::new(wasm_fuel)),
         ("wasm ABI v2, no read", Box::new(wasm_v2)),
+        ("wasm, the rule in C (C SDK), warm", Box::new(wasm_c)),
     ];
     // `cargo bench --bench rule_exec -- wasm` runs only variants whose name contains
     // "wasm" (for profiling one of them).
@@ -160,7 +175,7 @@ fn main() {
     for ((name, _), r) in variants.iter().zip(&medians) {
         println!("{name:<36} {r:>14.0} {:>12.3}", 1e6 / r);
     }
-    if medians.len() == 6 {
+    if medians.len() == 7 {
         println!("ratio wasm/native: {:.3}", medians[1] / medians[0]);
         println!("ratio wasm fresh/native: {:.3}", medians[2] / medians[0]);
         println!("ratio fuel/epoch: {:.3}", medians[4] / medians[1]);

@@ -59,7 +59,7 @@ pub(super) fn c(name: &str, rule: String) -> Vec<(String, String)> {
 # Builds {name}.wasm with clang and lld (apt-get install -y clang lld); no libc.
 set -euo pipefail
 cd "$(dirname "$0")"
-clang --target=wasm32 -nostdlib -ffreestanding -Oz -mbulk-memory -Wall -Wextra -Werror \
+clang --target=wasm32 -nostdlib -ffreestanding -O2 -mbulk-memory -Wall -Wextra -Werror \
     -Wl,--no-entry -Wl,--strip-all -I . -o {name}.wasm {name}.c
 ls -l {name}.wasm
 "#
