@@ -180,9 +180,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The open file, for `Module::deserialize_open_file`.
-    pub fn into_file(self) -> fs::File {
-        self.file
+    /// The open file (another descriptor of it), for `Module::deserialize_open_file`.
+    pub fn try_clone_file(&self) -> std::io::Result<fs::File> {
+        self.file.try_clone()
     }
 
     /// A path that opens this same file (not whatever is at the entry's name now),

@@ -251,9 +251,10 @@ impl Engine {
             // Serve from the entry just written, mapped, rather than from the compiler's
             // copy in anonymous memory (cache.rs: what mapping saves).
             if let Some(entry) = serialized.ok().and_then(|bytes| c.put(k, &bytes)) {
-                match load_entry(w, kind, entry) {
+                match map_entry(w, kind, &entry) {
                     Ok(mapped) => compiled = mapped,
-                    Err(e) => tracing::warn!("cannot map the cache entry just written: {e:#}"),
+                    // `noexec` cache directory: keep the compiler's copy.
+                    Err(e) => tracing::debug!("cache entry just written not mapped: {e:#}"),
                 }
             }
         }
@@ -565,12 +566,43 @@ fn compile_error(e: wasmtime::Error) -> LoadError {
 }
 
 /// Loads a verified cache entry by mapping its file: compiled code and memory images
-/// are then file pages, resident only where used (cache.rs).
+/// are then file pages, resident only where used (cache.rs). Where the file cannot be
+/// mapped executable (a cache directory on a filesystem mounted `noexec`), the entry
+/// is read into memory instead, as before entries were mapped.
 fn load_entry(
     w: &wasmtime::Engine,
     kind: Kind,
     mut entry: cache::Entry,
 ) -> wasmtime::Result<Compiled> {
+    let mapped = map_entry(w, kind, &entry);
+    if let Err(e) = &mapped {
+        tracing::debug!("cache entry not mapped, read instead: {e:#}");
+    } else {
+        return mapped;
+    }
+    let bytes = entry.read_artifact()?;
+    // SAFETY: as in `map_entry`, for the same verified file's bytes.
+    unsafe {
+        match kind {
+            Kind::Module => Module::deserialize(w, &bytes).map(Compiled::Module),
+            Kind::Component => {
+                wasmtime::component::Component::deserialize(w, &bytes).map(Compiled::Component)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes `map_entry` fail on this thread, as on a `noexec` filesystem.
+    pub(super) static REFUSE_MAP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn map_entry(w: &wasmtime::Engine, kind: Kind, entry: &cache::Entry) -> wasmtime::Result<Compiled> {
+    #[cfg(test)]
+    if REFUSE_MAP.get() {
+        return Err(wasmtime::format_err!("mapping refused by the test"));
+    }
     // SAFETY: an entry is an artifact this runtime serialized itself with this engine's
     // configuration (the key covers it), verified by its HMAC through the same open
     // file that is mapped; the runtime never writes an entry's file in place (entries
@@ -578,13 +610,13 @@ fn load_entry(
     unsafe {
         match kind {
             Kind::Module => {
-                Module::deserialize_open_file(w, entry.into_file()).map(Compiled::Module)
+                Module::deserialize_open_file(w, entry.try_clone_file()?).map(Compiled::Module)
             }
             Kind::Component => match entry.reopenable_path() {
-                Some(path) => wasmtime::component::Component::deserialize_file(w, &path),
-                None => wasmtime::component::Component::deserialize(w, entry.read_artifact()?),
-            }
-            .map(Compiled::Component),
+                Some(path) => wasmtime::component::Component::deserialize_file(w, &path)
+                    .map(Compiled::Component),
+                None => Err(wasmtime::format_err!("no /proc/self/fd path to map")),
+            },
         }
     }
 }

@@ -644,3 +644,23 @@ fn code_put_in_the_cache_runs_from_the_entry_s_mapped_file() {
         assert_eq!(run(&b).unwrap(), ["INCR n"]);
     }
 }
+
+/// Where an entry cannot be mapped executable (a cache on a `noexec` filesystem), the
+/// compiler's copy serves after a compile, and a load from the cache reads the entry
+/// into memory: the rule loads and runs either way.
+#[test]
+fn an_entry_that_cannot_be_mapped_is_read_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = Wat::default().build();
+    let with_cache = || engine().with_cache(super::cache::Cache::open(dir.path()).unwrap());
+    super::REFUSE_MAP.set(true);
+    let compiled = with_cache().compile(&bytes);
+    let loaded = with_cache().compile(&bytes);
+    super::REFUSE_MAP.set(false);
+    let (compiled, loaded) = (compiled.unwrap(), loaded.unwrap());
+    assert!(!compiled.from_cache() && loaded.from_cache());
+    for rule in [&compiled, &loaded] {
+        assert_eq!(mapped_file(rule.image_start()), None, "anonymous memory");
+        assert_eq!(run(rule).unwrap(), ["INCR n"]);
+    }
+}
