@@ -136,7 +136,7 @@ impl Cache {
         let mut tail = [0u8; MAC_LEN + 8];
         file.read_exact(&mut tail)?;
         let (stored, magic) = tail.split_at(MAC_LEN);
-        if magic != MAGIC || mac.finish()[..] != *stored {
+        if magic != MAGIC || !mac.matches(stored) {
             return Ok(None);
         }
         file.seek(SeekFrom::Start(0))?;
@@ -233,6 +233,12 @@ impl Hmac {
     fn finish(self) -> [u8; 32] {
         use hmac::Mac as _;
         self.0.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is this HMAC (compared in constant time).
+    fn matches(self, tag: &[u8]) -> bool {
+        use hmac::Mac as _;
+        self.0.verify_slice(tag).is_ok()
     }
 }
 
