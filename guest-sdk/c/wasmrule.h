@@ -494,7 +494,7 @@ static inline bool wr_json_string(wr_bytes raw, wr_bytes *text) {
     bool escaped = false;
     const uint8_t *q = p;
     while (end - q >= 8 && !wr_has_byte8(wr_load8(q), '\\')) q += 8;
-    for (; q < end; q++)
+    for (; q < end && !escaped; q++)
         if (*q == '\\') escaped = true;
     if (!escaped) {
         *text = (wr_bytes){p, (uint32_t)(end - p)};
