@@ -574,11 +574,9 @@ fn load_entry(
     kind: Kind,
     mut entry: cache::Entry,
 ) -> wasmtime::Result<Compiled> {
-    let mapped = map_entry(w, kind, &entry);
-    if let Err(e) = &mapped {
-        tracing::debug!("cache entry not mapped, read instead: {e:#}");
-    } else {
-        return mapped;
+    match map_entry(w, kind, &entry) {
+        Ok(mapped) => return Ok(mapped),
+        Err(e) => tracing::debug!("cache entry not mapped, read instead: {e:#}"),
     }
     let bytes = entry.read_artifact()?;
     // SAFETY: as in `map_entry`, for the same verified file's bytes.

@@ -143,8 +143,8 @@ fn connect(cfg: &MqttConfig) -> Conn {
             o.set_keep_alive(cfg.keep_alive)
                 .set_clean_start(true)
                 // Bounds the publishes in flight (the broker's Receive Maximum bounds
-                // them too); rumqttc allocates its table of them by this bound up
-                // front, 13 MB for its default of 65,535.
+                // them too); rumqttc sizes its table of them by this bound up front
+                // (65,536 entries, 13 MB, by default).
                 .set_outgoing_inflight_upper_limit(cfg.inflight)
                 .set_max_packet_size(Some(cfg.max_packet_size));
             if let Some(u) = &cfg.username {

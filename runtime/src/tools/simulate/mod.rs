@@ -151,8 +151,8 @@ fn reading(client_id: &str, started: Instant, rng: &mut Rng) -> String {
 fn options(cfg: &SimConfig, client_id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, &cfg.host, cfg.port);
     o.set_keep_alive(Duration::from_secs(30))
-        // rumqttc allocates its table of publishes in flight by this bound up front:
-        // 13 MB per simulated device at its default of 65,535.
+        // rumqttc sizes its table of publishes in flight by this bound up front
+        // (65,536 entries, 13 MB, per simulated device by default).
         .set_outgoing_inflight_upper_limit(1000)
         .set_max_packet_size(Some(MAX_INCOMING_PACKET));
     if let Some(u) = &cfg.username {
