@@ -33,11 +33,7 @@ impl CoreParts {
     /// Events run in a warm instance that was then reset, and warm instances dropped
     /// after an event.
     pub(super) fn reuse_counts(&self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.pool.reused.load(Relaxed),
-            self.pool.discarded.load(Relaxed),
-        )
+        self.pool.counts()
     }
 
     /// Whether this module's instances are reset in place (else: fresh per event).

@@ -372,6 +372,37 @@ fn concurrent_events_each_get_a_clean_instance() {
     assert_eq!(rule.reuse_counts().0, 200);
 }
 
+/// Each thread keeps its own warm instances of a rule (`reuse.rs`, `Pool`): a thread
+/// that runs the rule after another makes an instance of its own instead of taking the
+/// other's, and the counts add up over the threads.
+#[test]
+fn each_thread_keeps_its_own_warm_instance() {
+    let engine = Engine::new(Limits::default(), 4).unwrap();
+    let rule = Arc::new(engine.compile(&every_place()).unwrap());
+    let mut shards = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let r = rule.clone();
+        let (clean, shard) = std::thread::spawn(move || {
+            let clean = (0..5).all(|_| invoke(&r, b"{}").unwrap() == CLEAN);
+            (clean, super::reuse::shard_index())
+        })
+        .join()
+        .unwrap();
+        assert!(clean);
+        shards.insert(shard);
+        // Threads of this process are numbered into shards as they come, so two of
+        // these may share one (then they share its instance).
+        let live = engine.inner.warm.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            live,
+            shards.len(),
+            "one warm instance per shard that ran the rule"
+        );
+    }
+    assert!(shards.len() > 1);
+    assert_eq!(rule.reuse_counts(), (15, 0));
+}
+
 // ---- Swapped-out dirty pages (upstream PR 14357). These need a swap area on (say
 // `fallocate -l 256M /tmp/swap && mkswap /tmp/swap && swapon /tmp/swap`), so they are
 // ignored by default: `cargo test -p wasmrule --lib swapped -- --ignored`. ----
