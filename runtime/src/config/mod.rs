@@ -306,6 +306,8 @@ mod tests {
         assert_eq!(c.rules.compile_timeout, Duration::from_secs(120));
         assert_eq!(c.limits, Limits::default());
         assert!(c.runtime.workers >= 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.runtime.io_threads, (cores / 4).max(1));
         assert!(
             c.mqtt.clean_session,
             "no chosen client id: no stored session"
@@ -335,6 +337,7 @@ mod tests {
             max_memory_mb = 8
             [runtime]
             workers = 3
+            io_threads = 2
             node = "n1"
             "#,
         )
@@ -349,6 +352,7 @@ mod tests {
         assert_eq!(c.limits.timeout, Duration::from_millis(50));
         assert_eq!(c.limits.max_memory, 8 << 20);
         assert_eq!(c.runtime.workers, 3);
+        assert_eq!(c.runtime.io_threads, 2);
         assert_eq!(c.runtime.node, "n1");
         assert!(
             !c.mqtt.clean_session,
@@ -381,6 +385,7 @@ mod tests {
         let c = Config::from_toml("[limits]\nmax_wasm_stack_kb = 2048").unwrap();
         assert_eq!(c.limits.max_wasm_stack, MAX_WASM_STACK);
         assert!(err("[runtime]\nworkers = 1000").contains("runtime.workers"));
+        assert!(err("[runtime]\nio_threads = 65").contains("runtime.io_threads"));
         assert!(err("[mqtt]\nclient_id = \"a/b\"").contains("mqtt.client_id"));
         assert!(err("[mqtt]\ninflight = 0").contains("mqtt.inflight"));
         assert!(err("[runtime]\nhttp_addr = \"localhost\"").contains("runtime.http_addr"));

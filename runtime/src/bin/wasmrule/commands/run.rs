@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use wasmrule::{Config, Overrides};
 
-use super::shared::{async_runtime, shutdown_signal};
+use super::shared::{async_runtime_with, shutdown_signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,13 +19,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref(), &args.overrides)?;
-    let rt = async_runtime()?;
+    let rt = async_runtime_with(config.runtime.io_threads)?;
     let served = rt.block_on(async {
         tracing::info!(
             mqtt = %source_name(&config),
             redis = %config.redis.display_url(),
             rules = %config.rules.dir.display(),
             workers = config.runtime.workers,
+            io_threads = config.runtime.io_threads,
             "wasmrule starting"
         );
         wasmrule::run(config, shutdown_signal()).await

@@ -19,10 +19,16 @@ pub(super) fn on_guest_stack(
     wasmrule::engine::on_guest_stack(f).context("cannot start a thread to run rules on")?
 }
 
-/// The async runtime for `run`, `demo` and `simulate`: two threads for I/O.
+/// The async runtime for `run` (`runtime.io_threads` threads), and for `demo`,
+/// `simulate` and the other commands (two).
 pub(super) fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    async_runtime_with(2)
+}
+
+/// The async runtime with `threads` threads for I/O.
+pub(super) fn async_runtime_with(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         // No guest code runs on these threads (rules run on worker threads, manifest
         // reads on threads of their own, engine/stack.rs), so this does not bound the
         // wasm stack cap.
