@@ -171,7 +171,7 @@ pub(super) fn take_warm(engine: &Engine, parts: &CoreParts) -> Option<Slot> {
         return None;
     }
     if let Some(w) = parts.pool.take() {
-        return Some(Slot::Idle(Box::new(w)));
+        return Some(Slot::Idle(w));
     }
     Reservation::take(&engine.inner.warm, WARM_INSTANCES as usize).map(Slot::New)
 }
@@ -230,9 +230,9 @@ pub(super) fn invoke_warm(
         *reads = Some(port);
     }
     if r.is_ok() && w.reset().is_ok() {
-        parts.pool.put(*warm);
+        parts.pool.put(warm);
     } else {
-        parts.pool.discard(*warm);
+        parts.pool.discard(warm);
     }
     r
 }

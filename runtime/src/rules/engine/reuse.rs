@@ -308,7 +308,10 @@ const SHARDS: usize = 8;
 #[derive(Default)]
 #[repr(align(128))]
 struct Shard {
-    idle: Mutex<Vec<Warm>>,
+    /// Boxed: taken and put back on every event, a warm instance moves as a pointer
+    /// (the invocation holds it in a box), not as its 280 bytes.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Warm>>>,
     /// Events that ran in a warm instance and reset it.
     reused: AtomicUsize,
     /// Warm instances dropped after an event (trap, limit, growth, failed restore).
@@ -346,11 +349,11 @@ impl Pool {
         &self.shards[shard_index()]
     }
 
-    pub(super) fn take(&self) -> Option<Warm> {
+    pub(super) fn take(&self) -> Option<Box<Warm>> {
         self.shard().idle.lock().ok()?.pop()
     }
 
-    pub(super) fn put(&self, warm: Warm) {
+    pub(super) fn put(&self, warm: Box<Warm>) {
         let shard = self.shard();
         shard.reused.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut idle) = shard.idle.lock()
@@ -360,7 +363,7 @@ impl Pool {
         }
     }
 
-    pub(super) fn discard(&self, warm: Warm) {
+    pub(super) fn discard(&self, warm: Box<Warm>) {
         self.shard().discarded.fetch_add(1, Ordering::Relaxed);
         drop(warm);
     }
