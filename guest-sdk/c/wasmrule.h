@@ -183,19 +183,26 @@ static inline uint64_t wr_load8(const uint8_t *p) {
 #define WR_ONES 0x0101010101010101ull
 #define WR_HIGH 0x8080808080808080ull
 
-/* Whether one of the 8 bytes in `v` is `byte` (exact: a borrow can only mark a byte
- * next to one that matches). */
-static inline bool wr_has_byte8(uint64_t v, uint8_t byte) {
+/* The high bit of every byte of `v` that is `byte`, and maybe of bytes after the first
+ * such one (a borrow can only mark a byte next to one that matches): the lowest bit
+ * set is exact, which is all the callers use. */
+static inline uint64_t wr_byte_mask8(uint64_t v, uint8_t byte) {
     uint64_t x = v ^ (WR_ONES * byte);
-    return ((x - WR_ONES) & ~x & WR_HIGH) != 0;
+    return (x - WR_ONES) & ~x & WR_HIGH;
 }
 
-/* Whether one of the 8 bytes in `v` ends or escapes a string or may not be in one:
- * '"', '\\' or a control character. */
-static inline bool wr_json_special8(uint64_t v) {
-    return wr_has_byte8(v, '"') || wr_has_byte8(v, '\\') ||
-           ((v - WR_ONES * 0x20) & ~v & WR_HIGH) != 0;
+/* Whether one of the 8 bytes in `v` is `byte`. */
+static inline bool wr_has_byte8(uint64_t v, uint8_t byte) { return wr_byte_mask8(v, byte) != 0; }
+
+/* As wr_byte_mask8, for the bytes of `v` that end or escape a string or may not be in
+ * one: '"', '\\' or a control character. */
+static inline uint64_t wr_json_special_mask8(uint64_t v) {
+    return wr_byte_mask8(v, '"') | wr_byte_mask8(v, '\\') | ((v - WR_ONES * 0x20) & ~v & WR_HIGH);
 }
+
+/* The index (0-7) of the first byte a mask from wr_byte_mask8 marks (the text is read
+ * little-endian: the first byte is the lowest). */
+static inline uint32_t wr_first_marked(uint64_t mask) { return (uint32_t)__builtin_ctzll(mask) >> 3; }
 
 /* Skips a string starting at its opening quote. Checks escapes are well formed, but
  * (like serde_json for strings it skips) not that \u surrogates pair up. Sets *escaped
@@ -206,9 +213,18 @@ static inline bool wr_json_skip_string_at(wr_json_cursor *c, bool *escaped) {
     const uint8_t *p = c->p, *end = c->end;
     if (p >= end || *p++ != '"') return false;
     for (;;) {
-        /* Eight plain bytes at a time: every loop iteration also pays the host's
-         * interruption check, so a byte-wise loop costs several times more. */
-        while (end - p >= 8 && !wr_json_special8(wr_load8(p))) p += 8;
+        /* Eight bytes at a time up to the first that needs a look: every loop
+         * iteration also pays the host's interruption check, so a byte-wise loop costs
+         * several times more. Most strings (keys, short values, the runs between the
+         * escapes of a payload) end within a word: jump straight to that byte. */
+        while (end - p >= 8) {
+            uint64_t special = wr_json_special_mask8(wr_load8(p));
+            if (special) {
+                p += wr_first_marked(special);
+                break;
+            }
+            p += 8;
+        }
         if (p >= end) return false; /* no closing quote */
         uint8_t b = *p++;
         if (b == '"') {
@@ -493,7 +509,10 @@ static inline bool wr_json_string(wr_bytes raw, wr_bytes *text) {
     const uint8_t *p = raw.ptr + 1, *end = raw.ptr + raw.len - 1;
     bool escaped = false;
     const uint8_t *q = p;
-    while (end - q >= 8 && !wr_has_byte8(wr_load8(q), '\\')) q += 8;
+    while (end - q >= 8 && !escaped) {
+        if (wr_has_byte8(wr_load8(q), '\\')) escaped = true;
+        q += 8;
+    }
     for (; q < end && !escaped; q++)
         if (*q == '\\') escaped = true;
     if (!escaped) {
@@ -507,7 +526,14 @@ static inline bool wr_json_string(wr_bytes raw, wr_bytes *text) {
     while (p < end) {
         /* Copy the run up to the next escape in one go, then decode the escape. */
         const uint8_t *run = p;
-        while (end - p >= 8 && !wr_has_byte8(wr_load8(p), '\\')) p += 8;
+        while (end - p >= 8) {
+            uint64_t backslash = wr_byte_mask8(wr_load8(p), '\\');
+            if (backslash) {
+                p += wr_first_marked(backslash);
+                break;
+            }
+            p += 8;
+        }
         while (p < end && *p != '\\') p++;
         wr_copy(out + n, run, (uint32_t)(p - run));
         n += (uint32_t)(p - run);
