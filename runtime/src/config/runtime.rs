@@ -1,7 +1,7 @@
 //! `[runtime]`: the settings of the runtime as a whole (`runtime.rs`): worker threads
-//! and their queues, the I/O threads, the node name, the shutdown timeout and the HTTP endpoint's
-//! address. The section as written ([`RawRuntime`]), its defaults and checks, and the
-//! validated [`RuntimeConfig`].
+//! and their queues, the I/O threads, the node name, the shutdown timeout and the HTTP
+//! endpoint's address. The section as written ([`RawRuntime`]), its defaults and
+//! checks, and the validated [`RuntimeConfig`].
 
 use std::time::Duration;
 
