@@ -501,21 +501,24 @@ static inline bool wr_json_is_number(wr_bytes raw) {
 
 static inline bool wr_json_is_null(wr_bytes raw) { return raw.len == 4 && raw.ptr[0] == 'n'; }
 
+/* The first backslash in p..end, or end: eight bytes at a time, then byte by byte. */
+static inline const uint8_t *wr_find_backslash(const uint8_t *p, const uint8_t *end) {
+    for (; end - p >= 8; p += 8) {
+        uint64_t backslash = wr_byte_mask8(wr_load8(p), '\\');
+        if (backslash) return p + wr_first_marked(backslash);
+    }
+    while (p < end && *p != '\\') p++;
+    return p;
+}
+
 /* The content of a raw string value from wr_json_member, unescaped into UTF-8. Borrows
  * the input when there is nothing to unescape. False when `raw` is not a string, holds
  * an unpaired \u surrogate, or memory runs out. */
 static inline bool wr_json_string(wr_bytes raw, wr_bytes *text) {
     if (!wr_json_is_string(raw)) return false;
     const uint8_t *p = raw.ptr + 1, *end = raw.ptr + raw.len - 1;
-    bool escaped = false;
-    const uint8_t *q = p;
-    while (end - q >= 8 && !escaped) {
-        if (wr_has_byte8(wr_load8(q), '\\')) escaped = true;
-        q += 8;
-    }
-    for (; q < end && !escaped; q++)
-        if (*q == '\\') escaped = true;
-    if (!escaped) {
+    const uint8_t *escape = wr_find_backslash(p, end);
+    if (escape == end) {
         *text = (wr_bytes){p, (uint32_t)(end - p)};
         return true;
     }
@@ -523,24 +526,16 @@ static inline bool wr_json_string(wr_bytes raw, wr_bytes *text) {
     uint8_t *out = wr_alloc(raw.len);
     if (!out) return false;
     uint32_t n = 0;
-    while (p < end) {
-        /* Copy the run up to the next escape in one go, then decode the escape. */
-        const uint8_t *run = p;
-        while (end - p >= 8) {
-            uint64_t backslash = wr_byte_mask8(wr_load8(p), '\\');
-            if (backslash) {
-                p += wr_first_marked(backslash);
-                break;
-            }
-            p += 8;
-        }
-        while (p < end && *p != '\\') p++;
-        wr_copy(out + n, run, (uint32_t)(p - run));
-        n += (uint32_t)(p - run);
-        if (p == end) break;
+    for (;;) {
+        /* Copy the run up to the escape in one go, then decode the escape. */
+        wr_copy(out + n, p, (uint32_t)(escape - p));
+        n += (uint32_t)(escape - p);
+        if (escape == end) break;
+        p = escape;
         uint32_t k = wr_json_decode_char(&p, out + n);
         if (k == 0) return false;
         n += k;
+        escape = wr_find_backslash(p, end);
     }
     *text = (wr_bytes){out, n};
     return true;
