@@ -13,6 +13,9 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::component_v2;
+use super::reuse::Pool;
+use super::reuse_component::WarmComponent;
+use super::reuse_component_plan::{ACCESS, ComponentPlan};
 use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, Manifest, RuleError, abi};
 
 mod bindings {
@@ -30,30 +33,81 @@ pub const WORLD_VERSION: &str = "1.0.0";
 /// Every world version this runtime loads, for messages.
 const SUPPORTED: &str = "1.0.0 and @2.0.0";
 
-/// A checked, pre-linked component, of world version 1 or 2.
-pub(super) enum ComponentParts {
+/// A checked, pre-linked component, of world version 1 or 2, with its warm instances
+/// if it can be reset in place (`reuse_component.rs`).
+pub(super) struct ComponentParts {
+    world: World,
+    pub(super) plan: Option<ComponentPlan>,
+    pub(super) pool: Pool<WarmComponent>,
+}
+
+enum World {
     V1(bindings::RulePre<Ctx>),
     V2(component_v2::Parts),
+}
+
+/// The handler export of one instance.
+pub(super) enum Handler {
+    V1(bindings::Rule),
+    V2(component_v2::bindings::Rule),
 }
 
 impl ComponentParts {
     /// The core ABI version the component's world matches.
     pub(super) fn abi(&self) -> u32 {
-        match self {
-            ComponentParts::V1(_) => 1,
-            ComponentParts::V2(_) => 2,
+        match self.world {
+            World::V1(_) => 1,
+            World::V2(_) => 2,
         }
+    }
+
+    /// A new instance in `store` and its handler.
+    pub(super) fn instantiate(
+        &self,
+        store: &mut Store<Ctx>,
+    ) -> Result<(wasmtime::component::Instance, Handler), Failure> {
+        let failed = |e: wasmtime::Error| RuleError::Instantiate(format!("{e:#}"));
+        let instance = match &self.world {
+            World::V1(pre) => pre.instance_pre().instantiate(&mut *store),
+            World::V2(v2) => v2.pre.instance_pre().instantiate(&mut *store),
+        }
+        .map_err(failed)?;
+        let handler = match &self.world {
+            World::V1(_) => bindings::Rule::new(&mut *store, &instance).map(Handler::V1),
+            World::V2(_) => {
+                component_v2::bindings::Rule::new(&mut *store, &instance).map(Handler::V2)
+            }
+        }
+        .map_err(failed)?;
+        Ok((instance, handler))
     }
 }
 
 /// Checks `component` (the handler at a supported version; for version 1 no imports)
-/// and pre-links it.
-pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<ComponentParts, LoadError> {
+/// and pre-links it; `plan` says how to reset its instances, if they can be.
+pub(super) fn prepare(
+    engine: &Engine,
+    component: &Component,
+    plan: Option<ComponentPlan>,
+) -> Result<ComponentParts, LoadError> {
+    let world = world(engine, component)?;
+    Ok(ComponentParts {
+        world,
+        plan,
+        pool: Pool::default(),
+    })
+}
+
+fn world(engine: &Engine, component: &Component) -> Result<World, LoadError> {
     let w = &engine.inner.wasmtime;
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(w).map(|(n, _)| n.to_owned()).collect();
+    let exports: Vec<String> = ty
+        .exports(w)
+        .map(|(n, _)| n.to_owned())
+        .filter(|n| n != ACCESS)
+        .collect();
     if exports.contains(&format!("{HANDLER}@{}", component_v2::WORLD_VERSION)) {
-        return component_v2::prepare(engine, component).map(ComponentParts::V2);
+        return component_v2::prepare(engine, component).map(World::V2);
     }
     if let Some((name, _)) = ty.imports(w).next() {
         return Err(LoadError::ComponentImport(name.to_owned()));
@@ -77,7 +131,7 @@ pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<Componen
         .instantiate_pre(component)
         .and_then(bindings::RulePre::new)
         .map_err(super::compile_error)?;
-    Ok(ComponentParts::V1(pre))
+    Ok(World::V1(pre))
 }
 
 /// Instantiates the component once and calls `manifest`.
@@ -85,9 +139,9 @@ pub(super) fn read_manifest(
     parts: &ComponentParts,
     store: &mut Store<Ctx>,
 ) -> Result<Manifest, Failure> {
-    let pre = match parts {
-        ComponentParts::V1(pre) => pre,
-        ComponentParts::V2(v2) => return component_v2::read_manifest(v2, store),
+    let pre = match &parts.world {
+        World::V1(pre) => pre,
+        World::V2(v2) => return component_v2::read_manifest(v2, store),
     };
     let rule = pre
         .instantiate(&mut *store)
@@ -189,17 +243,27 @@ pub(super) fn invoke(
     limits: &InvokeLimits,
     max_args: usize,
 ) -> Result<usize, Failure> {
-    let pre = match parts {
-        ComponentParts::V1(pre) => pre,
-        ComponentParts::V2(v2) => {
-            return component_v2::invoke(v2, store, event, output, limits, max_args);
+    let (_, handler) = parts.instantiate(store)?;
+    call(&handler, store, event, output, limits, max_args)
+}
+
+/// One event in the instance `handler` belongs to.
+pub(super) fn call(
+    handler: &Handler,
+    store: &mut Store<Ctx>,
+    event: &[u8],
+    output: super::core::Output<'_>,
+    limits: &InvokeLimits,
+    max_args: usize,
+) -> Result<usize, Failure> {
+    let rule = match handler {
+        Handler::V1(rule) => rule,
+        Handler::V2(rule) => {
+            return component_v2::call(rule, store, event, output, limits, max_args);
         }
     };
     let out = output.out;
     let record = event_record(event)?;
-    let rule = pre
-        .instantiate(&mut *store)
-        .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
     let result = rule
         .wasmrule_rule_handler()
         .call_on_event(&mut *store, &record)?;

@@ -28,7 +28,7 @@ pub const REDIS: &str = "wasmrule:rule/redis@2.0.0";
 
 /// A checked, pre-linked v2 component.
 pub(super) struct Parts {
-    pre: bindings::RulePre<Ctx>,
+    pub(super) pre: bindings::RulePre<Ctx>,
 }
 
 /// Defines the `redis` import in the component linker.
@@ -112,9 +112,10 @@ pub(super) fn read_manifest(parts: &Parts, store: &mut Store<Ctx>) -> Result<Man
         .map_err(|e| Failure::Rule(RuleError::Abi(e.to_string())))
 }
 
-/// One event in a fresh instance; Redis commands to `out`, MQTT actions to `actions`.
-pub(super) fn invoke(
-    parts: &Parts,
+/// One event in the instance `rule` belongs to; Redis commands to `out`, MQTT actions
+/// to `actions`.
+pub(super) fn call(
+    rule: &bindings::Rule,
     store: &mut Store<Ctx>,
     event: &[u8],
     output: super::core::Output<'_>,
@@ -135,10 +136,6 @@ pub(super) fn invoke(
         node: v1.node,
         json: v1.json,
     };
-    let rule = parts
-        .pre
-        .instantiate(&mut *store)
-        .map_err(|e| RuleError::Instantiate(format!("{e:#}")))?;
     let result = rule
         .wasmrule_rule_handler()
         .call_on_event(&mut *store, &record)?;

@@ -28,6 +28,8 @@ mod error;
 mod host;
 mod limits;
 mod reuse;
+mod reuse_component;
+mod reuse_component_plan;
 mod reuse_plan;
 mod stack;
 
@@ -91,6 +93,9 @@ struct Inner {
     reuse: bool,
     /// Live warm instances, engine-wide; at most [`WARM_INSTANCES`].
     warm: Arc<AtomicUsize>,
+    /// Live warm component instances, engine-wide; at most
+    /// [`reuse_component::WARM_COMPONENTS`].
+    warm_components: Arc<AtomicUsize>,
     /// The compiled code of every rule alive, by a hash of its bytes: a rule whose
     /// bytes are those of a rule already loaded (the same rule in several tenants'
     /// directories, a file written again unchanged) shares that code instead of holding
@@ -151,6 +156,7 @@ impl Engine {
                 fuel,
                 reuse: reuse::available(),
                 warm: Arc::new(AtomicUsize::new(0)),
+                warm_components: Arc::new(AtomicUsize::new(0)),
                 live_code: Arc::default(),
             }),
         })
@@ -204,15 +210,16 @@ impl Engine {
         let kind = sniff(bytes)?;
         declared::check(bytes, &self.inner.limits)?;
         let w = &self.inner.wasmtime;
-        // Core modules are compiled with the exports their reset needs (`reuse_plan.rs`);
-        // the tag keeps cache entries of modules compiled before that apart.
+        // Core modules are compiled with the exports their reset needs (`reuse_plan.rs`),
+        // components with their accessor (`reuse_component_plan.rs`); the tag keeps
+        // cache entries of code compiled before that apart.
         let tag = match kind {
             Kind::Module => "module+reset-exports-1",
-            Kind::Component => "component",
+            Kind::Component => "component+reset-access-1",
         };
         let instrumented = match kind {
-            Kind::Module => Some(reuse_plan::instrument(bytes)),
-            Kind::Component => None,
+            Kind::Module => Instrumented::Module(reuse_plan::instrument(bytes)),
+            Kind::Component => Instrumented::Component(reuse_component_plan::instrument(bytes)),
         };
         let code_key: [u8; 32] = Sha256::new()
             .chain_update(tag)
@@ -221,8 +228,7 @@ impl Engine {
             .finalize()
             .into();
         if let Some(code) = self.live_code(&code_key) {
-            let plan = instrumented.and_then(|i| i.plan.ok());
-            return self.finish(code, plan, bytes.len(), true);
+            return self.finish(code, instrumented.plan(), bytes.len(), true);
         }
         let key = self.inner.cache.as_ref().map(|c| c.key(w, tag, bytes));
         let cached = match (&self.inner.cache, &key) {
@@ -230,20 +236,31 @@ impl Engine {
             _ => None,
         };
         let from_cache = cached.is_some();
+        let mut instrumented = instrumented;
         let mut compiled = match cached {
             Some(entry) => load_entry(w, kind, entry),
-            None => match kind {
-                Kind::Module => {
-                    let b = instrumented.as_ref().map_or(bytes, |i| &i.bytes);
-                    Module::from_binary(w, b).map(Compiled::Module)
+            None => match &instrumented {
+                Instrumented::Module(i) => Module::from_binary(w, &i.bytes).map(Compiled::Module),
+                Instrumented::Component(i) => {
+                    let c = wasmtime::component::Component::from_binary(w, &i.bytes);
+                    match c {
+                        Err(e) if i.plan.is_ok() => {
+                            // The rewrite's fault, not the rule's: compile the bytes as
+                            // they came, to run in fresh instances (and not cached).
+                            tracing::warn!("component rewritten for reuse does not compile: {e:#}");
+                            instrumented = Instrumented::Unchanged;
+                            wasmtime::component::Component::from_binary(w, bytes)
+                        }
+                        c => c,
+                    }
+                    .map(Compiled::Component)
                 }
-                Kind::Component => {
-                    wasmtime::component::Component::from_binary(w, bytes).map(Compiled::Component)
-                }
+                Instrumented::Unchanged => unreachable!("only set above"),
             },
         }
         .map_err(compile_error)?;
-        if let (Some(c), Some(k), false) = (&self.inner.cache, &key, from_cache) {
+        let cacheable = !matches!(instrumented, Instrumented::Unchanged);
+        if let (Some(c), Some(k), false, true) = (&self.inner.cache, &key, from_cache, cacheable) {
             let serialized = match &compiled {
                 Compiled::Module(m) => m.serialize(),
                 Compiled::Component(c) => c.serialize(),
@@ -267,8 +284,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(code_key, Arc::downgrade(&code));
-        let plan = instrumented.and_then(|i| i.plan.ok());
-        self.finish(code, plan, bytes.len(), from_cache)
+        self.finish(code, instrumented.plan(), bytes.len(), from_cache)
     }
 
     /// The compiled code of a live rule with the key `key`, if there is one (and
@@ -288,7 +304,7 @@ impl Engine {
     fn finish(
         &self,
         code: Arc<Compiled>,
-        plan: Option<reuse_plan::Plan>,
+        plan: ResetPlan,
         size: usize,
         from_cache: bool,
     ) -> Result<Rule, LoadError> {
@@ -309,16 +325,24 @@ impl Engine {
     fn prepare(
         &self,
         compiled: &Compiled,
-        plan: Option<reuse_plan::Plan>,
+        plan: ResetPlan,
     ) -> Result<(RuleKind, Manifest), LoadError> {
         Ok(match compiled {
             Compiled::Module(m) => {
+                let plan = match plan {
+                    ResetPlan::Module(p) => Some(p),
+                    _ => None,
+                };
                 let parts = core::prepare(self, m, plan)?;
                 let raw = self.read_core_manifest(&parts).map_err(LoadError::Start)?;
                 (RuleKind::Core(parts), abi::parse_manifest(&raw)?)
             }
             Compiled::Component(c) => {
-                let parts = component::prepare(self, c)?;
+                let plan = match plan {
+                    ResetPlan::Component(p) => Some(p),
+                    _ => None,
+                };
+                let parts = component::prepare(self, c, plan)?;
                 let manifest = self
                     .read_component_manifest(&parts)
                     .map_err(LoadError::Start)?;
@@ -439,6 +463,7 @@ impl Inner {
             fuel: self.fuel,
             reuse: self.reuse,
             warm: self.warm.clone(),
+            warm_components: self.warm_components.clone(),
             live_code: self.live_code.clone(),
         }
     }
@@ -495,14 +520,16 @@ fn pooling(
     let mut pool = PoolingAllocationConfig::new();
     // A component (Python, JavaScript) holds several core instances, each with its
     // memory and table: room for that many per concurrent invocation.
-    // Plus one instance, memory and table for each warm core instance.
-    pool.total_component_instances(max_instances)
+    // Plus one instance, memory and table for each warm core instance, and as much as
+    // a concurrent invocation's for each warm component instance.
+    let components = max_instances + reuse_component::WARM_COMPONENTS;
+    pool.total_component_instances(components)
         .max_core_instances_per_component(COMPONENT_CORE_INSTANCES)
         .max_memories_per_component(COMPONENT_CORE_INSTANCES)
         .max_tables_per_component(COMPONENT_CORE_INSTANCES)
-        .total_core_instances(max_instances * COMPONENT_CORE_INSTANCES + WARM_INSTANCES)
-        .total_memories(max_instances * COMPONENT_MEMORIES + WARM_INSTANCES)
-        .total_tables(max_instances * COMPONENT_MEMORIES + WARM_INSTANCES)
+        .total_core_instances(components * COMPONENT_CORE_INSTANCES + WARM_INSTANCES)
+        .total_memories(components * COMPONENT_MEMORIES + WARM_INSTANCES)
+        .total_tables(components * COMPONENT_MEMORIES + WARM_INSTANCES)
         .max_memories_per_module(1)
         .max_tables_per_module(1)
         .max_memory_size(limits.max_memory)
@@ -539,6 +566,36 @@ fn retry_stalled<T>(mut f: impl FnMut() -> Result<T, RuleError>) -> Result<T, Ru
         match f() {
             Err(RuleError::Stalled { .. }) if tries < LOAD_STALL_RETRIES => tries += 1,
             r => return r,
+        }
+    }
+}
+
+/// The bytes a rule is compiled from and how its instances are reset in place.
+enum Instrumented {
+    Module(reuse_plan::Instrumented),
+    Component(reuse_component_plan::Instrumented),
+    /// A component whose rewrite did not compile: as it came, fresh instances only.
+    Unchanged,
+}
+
+/// How a rule's instances are reset in place, if they are.
+enum ResetPlan {
+    Module(reuse_plan::Plan),
+    Component(reuse_component_plan::ComponentPlan),
+    None,
+}
+
+impl Instrumented {
+    fn plan(self) -> ResetPlan {
+        match self {
+            Instrumented::Module(i) => i.plan.map_or(ResetPlan::None, ResetPlan::Module),
+            Instrumented::Component(i) => {
+                if let Err(why) = &i.plan {
+                    tracing::debug!("component instances not reset in place: {why}");
+                }
+                i.plan.map_or(ResetPlan::None, ResetPlan::Component)
+            }
+            Instrumented::Unchanged => ResetPlan::None,
         }
     }
 }
@@ -813,23 +870,24 @@ impl Rule {
         Arc::ptr_eq(&self.code, &other.code)
     }
 
-    /// For a core module: events that ran in a warm instance which was then reset in
-    /// place, and warm instances dropped after an event (a failure, memory or a table
-    /// that grew). `(0, 0)` for components and modules that run fresh per event.
+    /// Events that ran in a warm instance which was then reset in place, and warm
+    /// instances dropped after an event (a failure, memory or a table that grew).
+    /// `(0, 0)` for rules that run fresh per event.
     pub fn reuse_counts(&self) -> (usize, usize) {
         match &self.kind {
             RuleKind::Core(parts) => parts.reuse_counts(),
-            RuleKind::Component(_) => (0, 0),
+            RuleKind::Component(parts) => parts.pool.counts(),
         }
     }
 
     /// Whether this rule's instances can be reset in place (a core module without
-    /// segment drops, `reuse_plan.rs`); whether they are also depends on the engine
+    /// segment drops, `reuse_plan.rs`; a component without resources or nested state,
+    /// `reuse_component_plan.rs`); whether they are also depends on the engine
     /// ([`Engine::reuses_instances`]).
     pub fn resettable(&self) -> bool {
         match &self.kind {
             RuleKind::Core(parts) => parts.resettable(),
-            RuleKind::Component(_) => false,
+            RuleKind::Component(parts) => parts.plan.is_some(),
         }
     }
 
@@ -917,6 +975,12 @@ impl Rule {
                 } else {
                     ReadState::default()
                 };
+                if let Some(slot) = reuse_component::take_warm(engine, parts) {
+                    let output = core::Output { out, actions };
+                    return reuse_component::invoke_warm(
+                        engine, parts, slot, event, output, limits, state, reads,
+                    );
+                }
                 let mut store = engine.new_store(limits, true, state);
                 let output = core::Output { out, actions };
                 let r = component::invoke(parts, &mut store, event, output, limits, max_args);
@@ -934,5 +998,7 @@ impl Rule {
 mod tests;
 #[cfg(test)]
 mod tests_reuse;
+#[cfg(test)]
+mod tests_reuse_component;
 #[cfg(test)]
 mod tests_v2;

@@ -122,7 +122,7 @@ impl Warm {
             }
             tables.push((t, elements));
         }
-        let image = match Image::settle(memory.data_mut(&mut store), plan.data.as_deref()) {
+        let image = match Image::settle(memory.data_mut(&mut store), plan.data.as_deref(), false) {
             Ok(image) => image,
             Err(e) => {
                 let e = RuleError::Abi(format!("snapshot of a warm instance: {e}"));
@@ -161,24 +161,25 @@ impl Warm {
             }
         }
         let data = self.memory.data_mut(&mut self.store);
-        let (base, len) = (data.as_ptr() as usize, data.len());
-        #[cfg(test)]
-        test_hooks::before_reset(base, len);
-        let image = &self.image;
-        dirty_pages(base, len, |start, end| image.restore(data, start, end))
-            .map_err(|e| Discard::Restore(format!("PAGEMAP_SCAN: {e}")))
+        restore_dirty(data, &mut self.image)
     }
 }
 
 /// The memory right after instantiation: the host pages that are not all zero.
-struct Image {
+pub(super) struct Image {
     page: usize,
-    /// Per host page, an index into `data` (in pages), or `ZERO`.
+    /// Per host page, an index into `data` (in pages), `ZERO`, or `MAPPED`.
     pages: Vec<u32>,
     data: Vec<u8>,
 }
 
+/// The page is all zero after instantiation.
 const ZERO: u32 = u32::MAX;
+/// The page after instantiation is what the memory's mapping reads (the image file's
+/// page, or zero), not saved yet: the first restore gives the page back to the mapping
+/// and saves what it then reads (a lazy image, for memories of megabytes of which an
+/// event writes a few pages).
+const MAPPED: u32 = u32::MAX - 1;
 
 impl Image {
     /// Snapshots `memory` right after instantiation and leaves as few of its pages
@@ -188,8 +189,13 @@ impl Image {
     /// left by the pool slot's last user) are saved, the whole memory is given back
     /// (`MADV_DONTNEED`: the image file's pages and zeros again), and the saved pages
     /// that differ from that are written back. Only pages data segments initialise
-    /// (`data`, byte ranges; `None`: all) and the saved ones are read.
-    fn settle(memory: &mut [u8], data: Option<&[std::ops::Range<u64>]>) -> std::io::Result<Image> {
+    /// (`data`, byte ranges; `None`: all) and the saved ones are read; with `lazy`, the
+    /// pages data segments initialise are not read either but left `MAPPED`.
+    pub(super) fn settle(
+        memory: &mut [u8],
+        data: Option<&[std::ops::Range<u64>]>,
+        lazy: bool,
+    ) -> std::io::Result<Image> {
         let p = host_page_size();
         let n = memory.len() / p;
         let (base, len) = (memory.as_ptr() as usize, n * p);
@@ -234,6 +240,10 @@ impl Image {
                     }
                     w
                 }
+                (None, true) if lazy => {
+                    image.pages[page] = MAPPED;
+                    continue;
+                }
                 (None, true) => &memory[range.clone()],
                 (None, false) => continue,
             };
@@ -262,8 +272,14 @@ impl Image {
         Image { page, pages, data }
     }
 
-    /// Restores bytes `start..end` of `memory` (whole host pages).
-    fn restore(&self, memory: &mut [u8], start: usize, end: usize) {
+    /// Restores bytes `start..end` of `memory` (whole host pages). Fails only when a
+    /// `MAPPED` page cannot be given back (the instance must then be dropped).
+    pub(super) fn restore(
+        &mut self,
+        memory: &mut [u8],
+        start: usize,
+        end: usize,
+    ) -> std::io::Result<()> {
         let p = self.page;
         let end = end.min(memory.len());
         let mut at = start - start % p;
@@ -272,6 +288,24 @@ impl Image {
             let dst = &mut memory[at..at + n];
             match self.pages.get(at / p).copied().unwrap_or(ZERO) {
                 ZERO => dst.fill(0),
+                MAPPED => {
+                    // SAFETY: as in `settle`: the page goes back to the mapping's
+                    // contents, which are what it held after instantiation.
+                    let r = unsafe {
+                        libc::madvise(dst.as_mut_ptr().cast(), n, libc::MADV_DONTNEED)
+                    };
+                    if r != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    self.pages[at / p] = if dst.iter().all(|b| *b == 0) {
+                        ZERO
+                    } else {
+                        let i = (self.data.len() / p) as u32;
+                        self.data.extend_from_slice(dst);
+                        self.data.resize(self.data.len().next_multiple_of(p), 0);
+                        i
+                    };
+                }
                 i => {
                     let src = i as usize * p;
                     dst.copy_from_slice(&self.data[src..src + n]);
@@ -279,6 +313,25 @@ impl Image {
             }
             at += p;
         }
+        Ok(())
+    }
+}
+
+/// Restores every page of `memory` that `dirty_pages` reports to `image`.
+pub(super) fn restore_dirty(memory: &mut [u8], image: &mut Image) -> Result<(), Discard> {
+    let (base, len) = (memory.as_ptr() as usize, memory.len());
+    #[cfg(test)]
+    test_hooks::before_reset(base, len);
+    let mut failed = None;
+    dirty_pages(base, len, |start, end| {
+        if let Err(e) = image.restore(memory, start, end) {
+            failed = Some(e);
+        }
+    })
+    .map_err(|e| Discard::Restore(format!("PAGEMAP_SCAN: {e}")))?;
+    match failed {
+        Some(e) => Err(Discard::Restore(format!("MADV_DONTNEED: {e}"))),
+        None => Ok(()),
     }
 }
 
@@ -297,31 +350,34 @@ fn host_page_size() -> usize {
 /// cores on every event (the counter's increment was a third of `invoke_warm`'s own
 /// time in `perf` with two workers on one rule). A thread only ever uses its own
 /// shard; a shard's instance does not move to another thread's.
-pub(super) struct Pool {
-    shards: Box<[Shard; SHARDS]>,
+pub(super) struct Pool<W = Warm> {
+    shards: Box<[Shard<W>; SHARDS]>,
 }
 
 /// Shards per pool. Threads beyond this many share shards (correct, only slower).
 const SHARDS: usize = 8;
 
 /// One thread's idle instances and counts, on cache lines of their own.
-#[derive(Default)]
 #[repr(align(128))]
-struct Shard {
+struct Shard<W> {
     /// Boxed: taken and put back on every event, a warm instance moves as a pointer
     /// (the invocation holds it in a box), not as its 280 bytes.
     #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<Warm>>>,
+    idle: Mutex<Vec<Box<W>>>,
     /// Events that ran in a warm instance and reset it.
     reused: AtomicUsize,
     /// Warm instances dropped after an event (trap, limit, growth, failed restore).
     discarded: AtomicUsize,
 }
 
-impl Default for Pool {
+impl<W> Default for Pool<W> {
     fn default() -> Self {
         Pool {
-            shards: Box::new(std::array::from_fn(|_| Shard::default())),
+            shards: Box::new(std::array::from_fn(|_| Shard {
+                idle: Mutex::new(Vec::new()),
+                reused: AtomicUsize::new(0),
+                discarded: AtomicUsize::new(0),
+            })),
         }
     }
 }
@@ -344,16 +400,16 @@ const IDLE_PER_RULE: usize = 16;
 const DISCARD_GRACE: usize = 8;
 const DISCARD_RATIO: usize = 16;
 
-impl Pool {
-    fn shard(&self) -> &Shard {
+impl<W> Pool<W> {
+    fn shard(&self) -> &Shard<W> {
         &self.shards[shard_index()]
     }
 
-    pub(super) fn take(&self) -> Option<Box<Warm>> {
+    pub(super) fn take(&self) -> Option<Box<W>> {
         self.shard().idle.lock().ok()?.pop()
     }
 
-    pub(super) fn put(&self, warm: Box<Warm>) {
+    pub(super) fn put(&self, warm: Box<W>) {
         let shard = self.shard();
         shard.reused.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut idle) = shard.idle.lock()
@@ -363,7 +419,7 @@ impl Pool {
         }
     }
 
-    pub(super) fn discard(&self, warm: Box<Warm>) {
+    pub(super) fn discard(&self, warm: Box<W>) {
         self.shard().discarded.fetch_add(1, Ordering::Relaxed);
         drop(warm);
     }
@@ -585,9 +641,9 @@ mod tests {
         let page = host_page_size();
         let mut mem = vec![0u8; page * 3];
         mem[page + 5] = 9;
-        let image = Image::of(&mem);
+        let mut image = Image::of(&mem);
         mem.fill(0xff);
-        image.restore(&mut mem, 0, page * 3);
+        image.restore(&mut mem, 0, page * 3).unwrap();
         assert!(mem[..page].iter().all(|b| *b == 0));
         assert_eq!(mem[page + 5], 9);
         assert_eq!(mem.iter().filter(|b| **b != 0).count(), 1);

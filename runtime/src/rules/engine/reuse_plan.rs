@@ -25,7 +25,10 @@
 //! it is; it is written by hand because it needs only a LEB128 writer, not an encoder
 //! library.
 
-use wasmparser::{ExternalKind, Operator, Parser, Payload, RefType, TypeRef, ValType};
+use wasmparser::{
+    ExternalKind, GlobalType, MemoryType, Operator, Parser, Payload, RefType, TableType, TypeRef,
+    ValType,
+};
 
 /// Prefix of the export names the rewrite adds.
 pub(super) const RESET_PREFIX: &str = "__wasmrule_reset_";
@@ -52,16 +55,42 @@ pub(super) struct Instrumented {
 /// Reads `bytes` (a core module) and returns it with the exports `Plan` needs added.
 /// Malformed bytes come back unchanged with no plan (compiling reports them).
 pub(super) fn instrument(bytes: &[u8]) -> Instrumented {
-    match analyse(bytes) {
-        Ok((plan, splice)) => match rewrite(bytes, &splice) {
+    match analyse(bytes, false) {
+        Ok(found) => match rewrite(bytes, &found.splice) {
             Some(out) => Instrumented {
                 bytes: out,
-                plan: Ok(plan),
+                plan: Ok(found.plan),
             },
             None => unchanged(bytes, "the export section could not be rewritten".into()),
         },
         Err(why) => unchanged(bytes, why),
     }
+}
+
+/// What a core module inside a component defines that its instance can change, each
+/// under the export name the rewrite gave it.
+pub(super) struct Inner {
+    pub(super) globals: Vec<(String, GlobalType)>,
+    pub(super) tables: Vec<(String, TableType)>,
+    pub(super) memories: Vec<(String, MemoryType)>,
+    /// Whether its code has an instruction that writes a table.
+    pub(super) writes_tables: bool,
+}
+
+/// Reads `bytes`, a core module inside a component, and returns it with its mutable
+/// globals, tables and memories exported; or why its instances cannot be reset.
+pub(super) fn instrument_inner(bytes: &[u8]) -> Result<(Vec<u8>, Inner), String> {
+    let found = analyse(bytes, true)?;
+    let out = rewrite(bytes, &found.splice).ok_or("the export section could not be rewritten")?;
+    Ok((
+        out,
+        Inner {
+            globals: found.globals,
+            tables: found.tables,
+            memories: found.memories,
+            writes_tables: found.writes_tables,
+        },
+    ))
 }
 
 fn unchanged(bytes: &[u8], why: String) -> Instrumented {
@@ -81,9 +110,29 @@ struct Splice {
     added: Vec<(String, u8, u32)>,
 }
 
-fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
-    let mut globals: Vec<(u32, bool)> = Vec::new(); // (index, needs reset)
-    let mut tables: Vec<u32> = Vec::new();
+/// What [`analyse`] found: the plan for a rule's own module, and for a module inside a
+/// component the types of what it defines.
+struct Found {
+    plan: Plan,
+    splice: Splice,
+    globals: Vec<(String, GlobalType)>,
+    tables: Vec<(String, TableType)>,
+    memories: Vec<(String, MemoryType)>,
+    writes_tables: bool,
+}
+
+/// Reads a module. `inner`: a core module inside a component, which may import
+/// globals, tables and memories (another instance of the component defines and resets
+/// them) and gets every defined mutable global, table and memory exported.
+fn analyse(bytes: &[u8], inner: bool) -> Result<Found, String> {
+    // Index spaces start with the imports.
+    let (mut imported_globals, mut imported_tables, mut imported_memories) = (0u32, 0u32, 0u32);
+    let mut globals: Vec<(u32, GlobalType)> = Vec::new();
+    let mut tables: Vec<(u32, TableType)> = Vec::new();
+    let mut memories: Vec<(u32, MemoryType)> = Vec::new();
+    // Where an export section goes if the module has none: after the sections that
+    // come before it (type, import, function, table, memory, tag, global).
+    let mut export_at = 8usize;
     let mut writes_tables = false;
     let mut exported: Vec<(String, ExternalKind, u32)> = Vec::new();
     let mut export_section = None;
@@ -102,9 +151,19 @@ fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
         }
         match payload {
             Payload::ImportSection(reader) => {
+                export_at = prev_end;
                 for import in reader.into_imports() {
                     let import = import.map_err(|e| e.to_string())?;
-                    if !matches!(import.ty, TypeRef::Func(_)) {
+                    match import.ty {
+                        TypeRef::Global(_) if inner => imported_globals += 1,
+                        TypeRef::Table(_) if inner => imported_tables += 1,
+                        TypeRef::Memory(_) if inner => imported_memories += 1,
+                        _ => {}
+                    }
+                    if matches!(import.ty, TypeRef::Tag(_)) {
+                        return Err("imports an exception tag".into());
+                    }
+                    if !inner && !matches!(import.ty, TypeRef::Func(_)) {
                         return Err(format!(
                             "imports `{}::{}`, which is not a function",
                             import.module, import.name
@@ -112,16 +171,32 @@ fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
                     }
                 }
             }
+            Payload::TypeSection(_) | Payload::FunctionSection(_) => export_at = prev_end,
             Payload::TableSection(reader) => {
+                export_at = prev_end;
                 for table in reader {
                     let table = table.map_err(|e| e.to_string())?;
                     if table.ty.element_type != RefType::FUNCREF || table.ty.shared {
                         return Err("has a table that is not a plain funcref table".into());
                     }
-                    tables.push(tables.len() as u32);
+                    if table.ty.table64 {
+                        return Err("has a 64-bit table".into());
+                    }
+                    tables.push((imported_tables + tables.len() as u32, table.ty));
+                }
+            }
+            Payload::MemorySection(reader) => {
+                export_at = prev_end;
+                for memory in reader {
+                    let ty = memory.map_err(|e| e.to_string())?;
+                    if ty.memory64 || ty.shared || ty.page_size_log2.is_some() {
+                        return Err("has a 64-bit, shared or custom-page memory".into());
+                    }
+                    memories.push((imported_memories + memories.len() as u32, ty));
                 }
             }
             Payload::GlobalSection(reader) => {
+                export_at = prev_end;
                 for global in reader {
                     let global = global.map_err(|e| e.to_string())?;
                     let ty = global.ty;
@@ -132,7 +207,7 @@ fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
                     if !plain || ty.shared {
                         return Err("has a global of a type the reset does not handle".into());
                     }
-                    globals.push((globals.len() as u32, ty.mutable));
+                    globals.push((imported_globals + globals.len() as u32, ty));
                 }
             }
             Payload::ExportSection(reader) => {
@@ -190,31 +265,59 @@ fn analyse(bytes: &[u8]) -> Result<(Plan, Splice), String> {
             _ => {}
         }
     }
-    let mut splice = export_section.ok_or("exports nothing")?;
+    let splice = match export_section {
+        Some(s) => s,
+        // A module inside a component need not export anything: it gets a section.
+        None if inner => Splice {
+            section: export_at..export_at,
+            entries: 0..0,
+            count: 0,
+            added: Vec::new(),
+        },
+        None => return Err("exports nothing".into()),
+    };
     if exported.iter().any(|(n, _, _)| n.starts_with(RESET_PREFIX)) {
         return Err(format!(
             "already exports a name starting with `{RESET_PREFIX}`"
         ));
     }
-    let mut plan = Plan {
-        data,
-        ..Plan::default()
+    let mut found = Found {
+        plan: Plan {
+            data,
+            ..Plan::default()
+        },
+        splice,
+        globals: Vec::new(),
+        tables: Vec::new(),
+        memories: Vec::new(),
+        writes_tables,
     };
-    for (index, mutable) in globals {
-        if mutable {
+    let splice = &mut found.splice;
+    for (index, ty) in globals {
+        if ty.mutable {
             let name = format!("{RESET_PREFIX}global_{index}");
             splice.added.push((name.clone(), 0x03, index));
-            plan.globals.push(name);
+            found.plan.globals.push(name.clone());
+            found.globals.push((name, ty));
         }
     }
-    if writes_tables {
-        for index in tables {
+    // A component's tables may be written by another of its modules: all exported.
+    if writes_tables || inner {
+        for (index, ty) in tables {
             let name = format!("{RESET_PREFIX}table_{index}");
             splice.added.push((name.clone(), 0x01, index));
-            plan.tables.push(name);
+            found.plan.tables.push(name.clone());
+            found.tables.push((name, ty));
         }
     }
-    Ok((plan, splice))
+    if inner {
+        for (index, ty) in memories {
+            let name = format!("{RESET_PREFIX}memory_{index}");
+            splice.added.push((name.clone(), 0x02, index));
+            found.memories.push((name, ty));
+        }
+    }
+    Ok(found)
 }
 
 /// The module with the export section replaced by one that also has `splice.added`.
