@@ -291,9 +291,8 @@ impl Image {
                 MAPPED => {
                     // SAFETY: as in `settle`: the page goes back to the mapping's
                     // contents, which are what it held after instantiation.
-                    let r = unsafe {
-                        libc::madvise(dst.as_mut_ptr().cast(), n, libc::MADV_DONTNEED)
-                    };
+                    let r =
+                        unsafe { libc::madvise(dst.as_mut_ptr().cast(), n, libc::MADV_DONTNEED) };
                     if r != 0 {
                         return Err(std::io::Error::last_os_error());
                     }

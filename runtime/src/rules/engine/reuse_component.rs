@@ -195,9 +195,11 @@ pub(super) fn invoke_warm(
         }
         Slot::New(reservation) => {
             let mut store = engine.new_store(limits, true, state);
-            let made = parts.instantiate(&mut store).and_then(|(instance, handler)| {
-                Ok((instance, handler, parts.plan.as_ref().ok_or_else(no_plan)?))
-            });
+            let made = parts
+                .instantiate(&mut store)
+                .and_then(|(instance, handler)| {
+                    Ok((instance, handler, parts.plan.as_ref().ok_or_else(no_plan)?))
+                });
             let made = match made {
                 Ok((instance, handler, plan)) => {
                     WarmComponent::new(store, instance, handler, plan, reservation)

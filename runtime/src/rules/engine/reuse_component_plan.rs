@@ -33,16 +33,16 @@ use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{
     Alias, CanonicalFunctionSection, CanonicalOption, CodeSection, ComponentAliasSection,
     ComponentExportKind, ComponentExportSection, ComponentInstanceSection, ComponentTypeSection,
-    ComponentValType, ConstExpr, EntityType, ExportKind, ExportSection, Function,
-    FunctionSection, GlobalSection, ImportSection, InstanceSection, MemArg, ModuleArg,
-    PrimitiveValType, TableSection, TypeSection, ValType as EncValType,
+    ComponentValType, ConstExpr, EntityType, ExportKind, ExportSection, Function, FunctionSection,
+    GlobalSection, ImportSection, InstanceSection, MemArg, ModuleArg, PrimitiveValType,
+    TableSection, TypeSection, ValType as EncValType,
 };
 use wasmparser::{
     CanonicalFunction, ComponentType, ComponentTypeRef, Instance, Parser, Payload, ValidPayload,
     Validator, WasmFeatures,
 };
 
-use super::reuse_plan::{self, Inner};
+use super::reuse_plan::{self, Inner, leb};
 
 /// The export name of the accessor instance the rewrite adds.
 pub(super) const ACCESS: &str = "wasmrule-reset";
@@ -293,7 +293,10 @@ fn append_accessor(
     let mut memories: Vec<(Item, wasmparser::MemoryType)> = Vec::new();
     for m in made {
         let Some(inner) = modules.get(m.module) else {
-            return Err(format!("instantiates module {}, which it does not define", m.module));
+            return Err(format!(
+                "instantiates module {}, which it does not define",
+                m.module
+            ));
         };
         for (name, ty) in &inner.globals {
             globals.push((
@@ -326,17 +329,37 @@ fn append_accessor(
         let ty = RoundtripReencoder
             .global_type(*ty)
             .map_err(|e| format!("global type: {e:?}"))?;
-        imports.import(&item.instance.to_string(), &item.name, EntityType::Global(ty));
+        imports.import(
+            &item.instance.to_string(),
+            &item.name,
+            EntityType::Global(ty),
+        );
     }
     for (item, ty) in &memories {
-        let ty = RoundtripReencoder.memory_type(*ty).map_err(|e| format!("{e:?}"))?;
-        imports.import(&item.instance.to_string(), &item.name, EntityType::Memory(ty));
+        let ty = RoundtripReencoder
+            .memory_type(*ty)
+            .map_err(|e| format!("{e:?}"))?;
+        imports.import(
+            &item.instance.to_string(),
+            &item.name,
+            EntityType::Memory(ty),
+        );
     }
     for (item, ty) in &tables {
-        let ty = RoundtripReencoder.table_type(*ty).map_err(|e| format!("{e:?}"))?;
-        imports.import(&item.instance.to_string(), &item.name, EntityType::Table(ty));
+        let ty = RoundtripReencoder
+            .table_type(*ty)
+            .map_err(|e| format!("{e:?}"))?;
+        imports.import(
+            &item.instance.to_string(),
+            &item.name,
+            EntityType::Table(ty),
+        );
     }
-    let (g, m, t) = (globals.len() as u32, memories.len() as u32, tables.len() as u32);
+    let (g, m, t) = (
+        globals.len() as u32,
+        memories.len() as u32,
+        tables.len() as u32,
+    );
 
     // Defined globals: G copies, then T saved table sizes, M saved memory sizes, M
     // borrowed words (bytes 0..8 of each memory while `base<k>` lends them).
@@ -579,12 +602,16 @@ fn append_accessor(
         });
     }
     tail.section(&aliases);
-    let core_func = |name: &str| counts.core_funcs + names.iter().position(|n| n == name).unwrap_or(0) as u32;
+    let core_func =
+        |name: &str| counts.core_funcs + names.iter().position(|n| n == name).unwrap_or(0) as u32;
     let memory_alias = |k: u32| counts.core_memories + k;
 
     // Component types: 0 func(), 1 func() -> u32, 2 list<u8>, 3 func() -> list<u8>.
     let mut ctypes = ComponentTypeSection::new();
-    ctypes.function().params::<_, ComponentValType>([]).result(None);
+    ctypes
+        .function()
+        .params::<_, ComponentValType>([])
+        .result(None);
     ctypes
         .function()
         .params::<_, ComponentValType>([])
@@ -621,15 +648,21 @@ fn append_accessor(
     tail.section(&canon);
 
     let mut component_instances = ComponentInstanceSection::new();
-    component_instances.export_items(
-        lifted
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), ComponentExportKind::Func, counts.funcs + i as u32)),
-    );
+    component_instances.export_items(lifted.iter().enumerate().map(|(i, n)| {
+        (
+            n.as_str(),
+            ComponentExportKind::Func,
+            counts.funcs + i as u32,
+        )
+    }));
     tail.section(&component_instances);
     let mut export = ComponentExportSection::new();
-    export.export(ACCESS, ComponentExportKind::Instance, counts.instances, None);
+    export.export(
+        ACCESS,
+        ComponentExportKind::Instance,
+        counts.instances,
+        None,
+    );
     tail.section(&export);
 
     // `tail` is a component of its own: its sections without the 8-byte header.
@@ -639,17 +672,3 @@ fn append_accessor(
         memories: memories.len(),
     })
 }
-
-/// Unsigned LEB128.
-fn leb(out: &mut Vec<u8>, mut v: u32) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-

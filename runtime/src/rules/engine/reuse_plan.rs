@@ -345,7 +345,7 @@ fn rewrite(bytes: &[u8], splice: &Splice) -> Option<Vec<u8>> {
 }
 
 /// Unsigned LEB128.
-fn leb(out: &mut Vec<u8>, mut v: u32) {
+pub(super) fn leb(out: &mut Vec<u8>, mut v: u32) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;

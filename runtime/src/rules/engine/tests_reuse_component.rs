@@ -120,7 +120,11 @@ fn a_warm_component_instance_keeps_no_trace_of_the_event_before() {
     for i in 0..6 {
         assert_eq!(invoke(&rule, "a/1").unwrap(), CLEAN, "event {i}");
     }
-    assert_eq!(rule.reuse_counts(), (6, 0), "one warm instance, reset six times");
+    assert_eq!(
+        rule.reuse_counts(),
+        (6, 0),
+        "one warm instance, reset six times"
+    );
 }
 
 #[test]
@@ -192,7 +196,10 @@ fn components_that_can_hold_state_the_reset_cannot_reach_run_fresh() {
     );
     for (what, text) in [("a resource type", resource), ("stateful nesting", nested)] {
         let bytes = wat::parse_str(&text).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let rule = Engine::new(Limits::default(), 2).unwrap().compile(&bytes).unwrap();
+        let rule = Engine::new(Limits::default(), 2)
+            .unwrap()
+            .compile(&bytes)
+            .unwrap();
         assert!(!rule.resettable(), "{what}");
         // Still correct, in a fresh instance per event.
         for _ in 0..3 {
