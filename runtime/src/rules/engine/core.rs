@@ -5,7 +5,7 @@
 use wasmtime::{InstancePre, Memory, Module, ModuleExport, Store, TypedFunc};
 
 use super::host::{ReadState, RedisReads};
-use super::reuse::{Entry, Pool, Reservation, Warm};
+use super::reuse::{self, Entry, Pool, Reservation, Warm};
 use super::reuse_plan::Plan;
 use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, RuleError, WARM_INSTANCES, abi};
 use crate::actions::MqttAction;
@@ -158,22 +158,15 @@ pub(super) fn invoke(
     )
 }
 
-/// A warm instance for the next event: an idle one, or room for a new one.
-pub(super) enum Slot {
-    Idle(Box<Warm>),
-    New(Reservation),
-}
+pub(super) type Slot = reuse::Slot<Warm>;
 
 /// A warm instance for `parts`, if it is reset in place and there is one or room for
 /// one; `None`: run the event in a fresh instance.
 pub(super) fn take_warm(engine: &Engine, parts: &CoreParts) -> Option<Slot> {
-    if !engine.inner.reuse || parts.plan.is_none() || !parts.pool.worth_it() {
+    if !engine.inner.reuse || parts.plan.is_none() {
         return None;
     }
-    if let Some(w) = parts.pool.take() {
-        return Some(Slot::Idle(w));
-    }
-    Reservation::take(&engine.inner.warm, WARM_INSTANCES as usize).map(Slot::New)
+    parts.pool.slot(&engine.inner.warm, WARM_INSTANCES as usize)
 }
 
 /// One event in a warm instance (`take_warm`), which is reset and kept if the event

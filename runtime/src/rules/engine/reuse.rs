@@ -399,7 +399,26 @@ const IDLE_PER_RULE: usize = 16;
 const DISCARD_GRACE: usize = 8;
 const DISCARD_RATIO: usize = 16;
 
+/// A warm instance for the next event: an idle one, or room for a new one.
+pub(super) enum Slot<W> {
+    Idle(Box<W>),
+    New(Reservation),
+}
+
 impl<W> Pool<W> {
+    /// A warm instance for this thread's next event of the rule: an idle one, or a
+    /// place for a new one out of the engine's `max` (counted in `live`); `None` when
+    /// there is neither or reusing does not pay for this rule.
+    pub(super) fn slot(&self, live: &Arc<AtomicUsize>, max: usize) -> Option<Slot<W>> {
+        if !self.worth_it() {
+            return None;
+        }
+        if let Some(w) = self.take() {
+            return Some(Slot::Idle(w));
+        }
+        Reservation::take(live, max).map(Slot::New)
+    }
+
     fn shard(&self) -> &Shard<W> {
         &self.shards[shard_index()]
     }

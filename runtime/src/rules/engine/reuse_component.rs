@@ -20,7 +20,7 @@ use wasmtime::component::{Instance, TypedFunc, WasmList};
 use super::component::{self, ComponentParts, Handler};
 use super::core::Output;
 use super::host::ReadState;
-use super::reuse::{Image, Reservation, restore_dirty};
+use super::reuse::{self, Image, Reservation, restore_dirty};
 use super::reuse_component_plan::{ACCESS, ComponentPlan};
 use super::{Ctx, Engine, Failure, InvokeLimits, RedisReads, RuleError};
 
@@ -154,22 +154,17 @@ fn snapshot(
     Ok((reset, memories))
 }
 
-/// A warm instance for the next event: an idle one, or room for a new one.
-pub(super) enum Slot {
-    Idle(Box<WarmComponent>),
-    New(Reservation),
-}
+pub(super) type Slot = reuse::Slot<WarmComponent>;
 
 /// A warm instance for `parts`, if it is reset in place and there is one or room for
 /// one; `None`: run the event in a fresh instance.
 pub(super) fn take_warm(engine: &Engine, parts: &ComponentParts) -> Option<Slot> {
-    if !engine.inner.reuse || parts.plan.is_none() || !parts.pool.worth_it() {
+    if !engine.inner.reuse || parts.plan.is_none() {
         return None;
     }
-    if let Some(w) = parts.pool.take() {
-        return Some(Slot::Idle(w));
-    }
-    Reservation::take(&engine.inner.warm_components, WARM_COMPONENTS as usize).map(Slot::New)
+    parts
+        .pool
+        .slot(&engine.inner.warm_components, WARM_COMPONENTS as usize)
 }
 
 /// One event in a warm instance (`take_warm`), which is reset and kept if the event
