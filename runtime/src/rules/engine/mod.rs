@@ -217,9 +217,12 @@ impl Engine {
             Kind::Module => "module+reset-exports-1",
             Kind::Component => "component+reset-access-1",
         };
+        // A component's rewrite reads all its code (a tenth of a second for Python's):
+        // only done to compile it; compiled code tells itself whether it has the
+        // accessor (`reuse_component_plan::plan_of`).
         let instrumented = match kind {
-            Kind::Module => Instrumented::Module(reuse_plan::instrument(bytes)),
-            Kind::Component => Instrumented::Component(reuse_component_plan::instrument(bytes)),
+            Kind::Module => Some(reuse_plan::instrument(bytes)),
+            Kind::Component => None,
         };
         let code_key: [u8; 32] = Sha256::new()
             .chain_update(tag)
@@ -228,7 +231,8 @@ impl Engine {
             .finalize()
             .into();
         if let Some(code) = self.live_code(&code_key) {
-            return self.finish(code, instrumented.plan(), bytes.len(), true);
+            let plan = reset_plan(w, instrumented, &code);
+            return self.finish(code, plan, bytes.len(), true);
         }
         let key = self.inner.cache.as_ref().map(|c| c.key(w, tag, bytes));
         let cached = match (&self.inner.cache, &key) {
@@ -236,30 +240,15 @@ impl Engine {
             _ => None,
         };
         let from_cache = cached.is_some();
-        let mut instrumented = instrumented;
+        let mut cacheable = true;
         let mut compiled = match cached {
             Some(entry) => load_entry(w, kind, entry),
             None => match &instrumented {
-                Instrumented::Module(i) => Module::from_binary(w, &i.bytes).map(Compiled::Module),
-                Instrumented::Component(i) => {
-                    let c = wasmtime::component::Component::from_binary(w, &i.bytes);
-                    match c {
-                        Err(e) if i.plan.is_ok() => {
-                            // The rewrite's fault, not the rule's: compile the bytes as
-                            // they came, to run in fresh instances (and not cached).
-                            tracing::warn!("component rewritten for reuse does not compile: {e:#}");
-                            instrumented = Instrumented::Unchanged;
-                            wasmtime::component::Component::from_binary(w, bytes)
-                        }
-                        c => c,
-                    }
-                    .map(Compiled::Component)
-                }
-                Instrumented::Unchanged => unreachable!("only set above"),
+                Some(i) => Module::from_binary(w, &i.bytes).map(Compiled::Module),
+                None => compile_component(w, bytes, &mut cacheable),
             },
         }
         .map_err(compile_error)?;
-        let cacheable = !matches!(instrumented, Instrumented::Unchanged);
         if let (Some(c), Some(k), false, true) = (&self.inner.cache, &key, from_cache, cacheable) {
             let serialized = match &compiled {
                 Compiled::Module(m) => m.serialize(),
@@ -284,7 +273,8 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(code_key, Arc::downgrade(&code));
-        self.finish(code, instrumented.plan(), bytes.len(), from_cache)
+        let plan = reset_plan(w, instrumented, &code);
+        self.finish(code, plan, bytes.len(), from_cache)
     }
 
     /// The compiled code of a live rule with the key `key`, if there is one (and
@@ -570,14 +560,6 @@ fn retry_stalled<T>(mut f: impl FnMut() -> Result<T, RuleError>) -> Result<T, Ru
     }
 }
 
-/// The bytes a rule is compiled from and how its instances are reset in place.
-enum Instrumented {
-    Module(reuse_plan::Instrumented),
-    Component(reuse_component_plan::Instrumented),
-    /// A component whose rewrite did not compile: as it came, fresh instances only.
-    Unchanged,
-}
-
 /// How a rule's instances are reset in place, if they are.
 enum ResetPlan {
     Module(reuse_plan::Plan),
@@ -585,19 +567,57 @@ enum ResetPlan {
     None,
 }
 
-impl Instrumented {
-    fn plan(self) -> ResetPlan {
-        match self {
-            Instrumented::Module(i) => i.plan.map_or(ResetPlan::None, ResetPlan::Module),
-            Instrumented::Component(i) => {
-                if let Err(why) = &i.plan {
-                    tracing::debug!("component instances not reset in place: {why}");
-                }
-                i.plan.map_or(ResetPlan::None, ResetPlan::Component)
-            }
-            Instrumented::Unchanged => ResetPlan::None,
+/// The reset plan of compiled `code`: for a core module, what its rewrite found; for a
+/// component, what its accessor export offers.
+fn reset_plan(
+    engine: &wasmtime::Engine,
+    module: Option<reuse_plan::Instrumented>,
+    code: &Compiled,
+) -> ResetPlan {
+    match code {
+        Compiled::Module(_) => module
+            .and_then(|i| i.plan.ok())
+            .map_or(ResetPlan::None, ResetPlan::Module),
+        Compiled::Component(c) => {
+            reuse_component_plan::plan_of(engine, c).map_or(ResetPlan::None, ResetPlan::Component)
         }
     }
+}
+
+/// Compiles a component rewritten for its reset (`reuse_component_plan.rs`), or as it
+/// came when it cannot be reset in place; `cacheable` is cleared when the rewrite failed
+/// to compile and the bytes as they came were compiled instead.
+fn compile_component(
+    engine: &wasmtime::Engine,
+    bytes: &[u8],
+    cacheable: &mut bool,
+) -> wasmtime::Result<Compiled> {
+    use wasmtime::component::Component;
+    let i = reuse_component_plan::instrument(bytes);
+    let c = match &i.plan {
+        Ok(_) => match Component::from_binary(engine, &i.bytes) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // The rewrite's fault, not the rule's: the rule runs in fresh instances.
+                tracing::warn!("component rewritten for its reset does not compile: {e:#}");
+                *cacheable = false;
+                Component::from_binary(engine, bytes)
+            }
+        },
+        Err(why) => {
+            tracing::debug!("component instances not reset in place: {why}");
+            Component::from_binary(engine, bytes)
+        }
+    }?;
+    // Only the rewrite may add the accessor: a component with one of its own would
+    // have its `reset` trusted to isolate events.
+    if i.plan.is_err() && reuse_component_plan::plan_of(engine, &c).is_some() {
+        return Err(wasmtime::Error::msg(format!(
+            "the component exports `{}`, a name reserved for the runtime",
+            reuse_component_plan::ACCESS
+        )));
+    }
+    Ok(Compiled::Component(c))
 }
 
 #[derive(Clone, Copy)]

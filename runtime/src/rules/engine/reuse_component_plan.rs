@@ -54,6 +54,27 @@ pub(super) struct ComponentPlan {
     pub(super) memories: usize,
 }
 
+/// The plan of a compiled component: what its accessor instance offers, if it has one.
+/// Only components this file rewrote have it (`compile_component` in `mod.rs` refuses
+/// others exporting the name), so the compiled code, from the cache too, says itself
+/// whether and how its instances are reset.
+pub(super) fn plan_of(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Option<ComponentPlan> {
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    let (_, item) = ty.exports(engine).find(|(n, _)| *n == ACCESS)?;
+    let ComponentItem::ComponentInstance(instance) = item.ty else {
+        return None;
+    };
+    let memories = instance
+        .exports(engine)
+        .filter(|(n, _)| n.starts_with("pages"))
+        .count();
+    Some(ComponentPlan { memories })
+}
+
 /// The bytes to compile and, if the component's instances can be reset in place, how;
 /// else why not.
 pub(super) struct Instrumented {

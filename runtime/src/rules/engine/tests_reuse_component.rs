@@ -208,3 +208,20 @@ fn components_that_can_hold_state_the_reset_cannot_reach_run_fresh() {
         assert_eq!(rule.reuse_counts(), (0, 0), "{what}");
     }
 }
+
+#[test]
+fn a_component_exporting_the_accessors_name_itself_is_refused() {
+    // Its own `reset` would be trusted to isolate events.
+    let text = EVERY_PLACE.replacen(
+        r#"(export "wasmrule:rule/handler@1.0.0" (instance $h))"#,
+        r#"(export "wasmrule:rule/handler@1.0.0" (instance $h)) (export "wasmrule-reset" (instance $h))"#,
+        1,
+    );
+    assert_ne!(text, EVERY_PLACE);
+    let bytes = wat::parse_str(&text).unwrap();
+    let e = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&bytes)
+        .unwrap_err();
+    assert!(e.to_string().contains("`wasmrule-reset`"), "{e}");
+}
