@@ -438,8 +438,13 @@ impl<W> Pool<W> {
     }
 
     pub(super) fn discard(&self, warm: Box<W>) {
-        self.shard().discarded.fetch_add(1, Ordering::Relaxed);
+        self.note_discard();
         drop(warm);
+    }
+
+    /// Counts a warm instance that was dropped, or could not be made, after an event.
+    pub(super) fn note_discard(&self) {
+        self.shard().discarded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether reusing still pays for this rule on this thread.

@@ -190,16 +190,20 @@ pub(super) fn invoke_warm(
         }
         Slot::New(reservation) => {
             let mut store = engine.new_store(limits, true, state);
-            let made = parts
-                .instantiate(&mut store)
-                .and_then(|(instance, handler)| {
-                    Ok((instance, handler, parts.plan.as_ref().ok_or_else(no_plan)?))
-                });
-            let made = match made {
-                Ok((instance, handler, plan)) => {
+            let made = parts.instantiate(&mut store);
+            let made = match (made, parts.plan.as_ref()) {
+                (Ok((instance, handler)), Some(plan)) => {
                     WarmComponent::new(store, instance, handler, plan, reservation)
                 }
-                Err(f) => Err((f, store)),
+                (Ok(_), None) => Err((no_plan(), store)),
+                // As a fresh instance would have failed.
+                (Err(f), _) => {
+                    let e = engine.classify(f, &store, limits);
+                    if let Some(port) = store.data_mut().reads.port.take() {
+                        *reads = Some(port);
+                    }
+                    return Err(e);
+                }
             };
             match made {
                 Ok(w) => {
@@ -209,12 +213,24 @@ pub(super) fn invoke_warm(
                     engine.arm(&mut w.store);
                     w
                 }
-                Err((f, mut store)) => {
-                    let e = engine.classify(f, &store, limits);
+                Err((f, mut used)) => {
+                    // The snapshot's failure, not the event's: the event runs in a fresh
+                    // instance, and the failure counts against reusing this rule.
+                    let why = match &f {
+                        Failure::Wasm(e) => format!("{e:#}"),
+                        Failure::Rule(e) => e.to_string(),
+                    };
+                    tracing::debug!("component instance not snapshotted: {why}");
+                    parts.pool.note_discard();
+                    let state = std::mem::take(&mut used.data_mut().reads);
+                    drop(used);
+                    let mut store = engine.new_store(limits, true, state);
+                    let r = component::invoke(parts, &mut store, event, output, limits, max_args);
+                    let r = r.map_err(|f| engine.classify(f, &store, limits));
                     if let Some(port) = store.data_mut().reads.port.take() {
                         *reads = Some(port);
                     }
-                    return Err(e);
+                    return r;
                 }
             }
         }

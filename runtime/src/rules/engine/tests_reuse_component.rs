@@ -225,3 +225,32 @@ fn a_component_exporting_the_accessors_name_itself_is_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("`wasmrule-reset`"), "{e}");
 }
+
+#[test]
+fn a_snapshot_that_fails_runs_the_event_fresh() {
+    // Two tables of 6,000 elements: the accessor's copy of both (12,000) is past the
+    // engine's 10,000 per table, so `save` traps. The events must not notice.
+    let text = EVERY_PLACE
+        .replacen("(table $t 2 funcref)", "(table $t 6000 funcref)", 1)
+        .replacen(
+            "(core instance $i (instantiate $m))",
+            r#"(core module $n (table 6000 funcref)
+                 (func (export "w") (table.set 0 (i32.const 0) (ref.null func))))
+               (core instance (instantiate $n))
+               (core instance $i (instantiate $m))"#,
+            1,
+        );
+    let bytes = wat::parse_str(&text).unwrap();
+    let rule = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&bytes)
+        .unwrap();
+    assert!(rule.resettable());
+    for i in 0..12 {
+        assert_eq!(invoke(&rule, "a/1").unwrap(), CLEAN, "event {i}");
+    }
+    let (reused, discarded) = rule.reuse_counts();
+    assert_eq!(reused, 0);
+    // Tried until reusing stops paying (8 failures), then fresh without trying.
+    assert_eq!(discarded, 8);
+}
