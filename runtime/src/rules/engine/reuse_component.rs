@@ -22,7 +22,7 @@ use super::core::Output;
 use super::host::ReadState;
 use super::reuse::{self, Image, Reservation, restore_dirty};
 use super::reuse_component_plan::{ACCESS, ComponentPlan};
-use super::{Ctx, Engine, Failure, InvokeLimits, RedisReads, RuleError};
+use super::{Ctx, Deadline, Engine, Failure, InvokeLimits, RedisReads, RuleError};
 
 /// Warm component instances the engine keeps at most, over all rules. Each holds a
 /// pooled component instance with all its core instances, memories and tables.
@@ -208,8 +208,9 @@ pub(super) fn invoke_warm(
             match made {
                 Ok(w) => {
                     let mut w = Box::new(w);
-                    // The snapshot ran guest code under this event's deadline: arm it
-                    // again for the event.
+                    // The instance and its snapshot are the host's cost, not the
+                    // event's: the event gets a whole deadline of its own.
+                    w.store.data_mut().deadline = Deadline::new(limits.timeout);
                     engine.arm(&mut w.store);
                     w
                 }
