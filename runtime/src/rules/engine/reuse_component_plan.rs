@@ -314,6 +314,17 @@ struct Item {
     name: String,
 }
 
+/// `instance`'s exported state of one kind, as the accessor imports it.
+fn items<T: Copy>(instance: u32, list: &[(String, T)]) -> impl Iterator<Item = (Item, T)> + '_ {
+    list.iter().map(move |(name, ty)| {
+        let item = Item {
+            instance,
+            name: name.clone(),
+        };
+        (item, *ty)
+    })
+}
+
 /// Builds the accessor module, instantiates it, lifts and exports its functions.
 fn append_accessor(
     out: &mut Vec<u8>,
@@ -333,31 +344,11 @@ fn append_accessor(
                 m.module
             ));
         };
-        for (name, ty) in &inner.globals {
-            globals.push((
-                Item {
-                    instance: m.instance,
-                    name: name.clone(),
-                },
-                *ty,
-            ));
-        }
+        globals.extend(items(m.instance, &inner.globals));
         if writes_tables {
-            for (name, ty) in &inner.tables {
-                let item = Item {
-                    instance: m.instance,
-                    name: name.clone(),
-                };
-                tables.push((item, *ty));
-            }
+            tables.extend(items(m.instance, &inner.tables));
         }
-        for (name, ty) in &inner.memories {
-            let item = Item {
-                instance: m.instance,
-                name: name.clone(),
-            };
-            memories.push((item, *ty));
-        }
+        memories.extend(items(m.instance, &inner.memories));
     }
     // Imports: globals 0..G, memories 0..M, tables 0..T, each with its module's type.
     for (item, ty) in &globals {

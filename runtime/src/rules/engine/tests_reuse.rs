@@ -183,17 +183,24 @@ fn six_events_see_no_trace(rule: &Rule) {
 /// just the same.
 #[test]
 fn a_warm_instance_from_the_cache_keeps_no_trace_either() {
+    let (_dir, compiled, loaded) = compiled_then_cached(&every_place());
+    six_events_see_no_trace(&compiled);
+    six_events_see_no_trace(&loaded);
+}
+
+/// `bytes` compiled by one engine into a new cache directory, then loaded from it by
+/// another (the directory is kept alive with them).
+pub(super) fn compiled_then_cached(bytes: &[u8]) -> (tempfile::TempDir, Rule, Rule) {
     let dir = tempfile::tempdir().unwrap();
     let with_cache = || {
         Engine::new(Limits::default(), 2)
             .unwrap()
             .with_cache(super::cache::Cache::open(dir.path()).unwrap())
     };
-    let compiled = with_cache().compile(&every_place()).unwrap();
-    let loaded = with_cache().compile(&every_place()).unwrap();
+    let compiled = with_cache().compile(bytes).unwrap();
+    let loaded = with_cache().compile(bytes).unwrap();
     assert!(!compiled.from_cache() && loaded.from_cache());
-    six_events_see_no_trace(&compiled);
-    six_events_see_no_trace(&loaded);
+    (dir, compiled, loaded)
 }
 
 #[test]

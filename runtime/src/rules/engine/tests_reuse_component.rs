@@ -154,15 +154,7 @@ fn a_trapped_event_discards_its_instance_and_the_next_sees_nothing() {
 
 #[test]
 fn a_warm_component_from_the_cache_keeps_no_trace_either() {
-    let dir = tempfile::tempdir().unwrap();
-    let with_cache = || {
-        Engine::new(Limits::default(), 2)
-            .unwrap()
-            .with_cache(super::cache::Cache::open(dir.path()).unwrap())
-    };
-    let compiled = with_cache().compile(&every_place()).unwrap();
-    let loaded = with_cache().compile(&every_place()).unwrap();
-    assert!(!compiled.from_cache() && loaded.from_cache());
+    let (_dir, compiled, loaded) = super::tests_reuse::compiled_then_cached(&every_place());
     for rule in [&compiled, &loaded] {
         for i in 0..4 {
             assert_eq!(invoke(rule, "a/1").unwrap(), CLEAN, "event {i}");
