@@ -231,8 +231,7 @@ impl Engine {
             .finalize()
             .into();
         if let Some(code) = self.live_code(&code_key) {
-            let plan = reset_plan(w, instrumented, &code);
-            return self.finish(code, plan, bytes.len(), true);
+            return self.finish(code, instrumented, bytes.len(), true);
         }
         let key = self.inner.cache.as_ref().map(|c| c.key(w, tag, bytes));
         let cached = match (&self.inner.cache, &key) {
@@ -273,8 +272,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(code_key, Arc::downgrade(&code));
-        let plan = reset_plan(w, instrumented, &code);
-        self.finish(code, plan, bytes.len(), from_cache)
+        self.finish(code, instrumented, bytes.len(), from_cache)
     }
 
     /// The compiled code of a live rule with the key `key`, if there is one (and
@@ -291,16 +289,18 @@ impl Engine {
 
     /// Pre-links `code` and reads the rule's manifest: the part of a load that is the
     /// rule's own even when its code is shared.
+    /// `instrumented`: a core module's rewrite, which holds its reset plan (a
+    /// component's plan is read from its compiled code).
     fn finish(
         &self,
         code: Arc<Compiled>,
-        plan: ResetPlan,
+        instrumented: Option<reuse_plan::Instrumented>,
         size: usize,
         from_cache: bool,
     ) -> Result<Rule, LoadError> {
         // The manifest read runs guest code (the start function, the manifest export):
         // on a thread whose stack is known to be big enough, whatever thread compiles.
-        let (kind, manifest) = on_guest_stack(|| self.prepare(&code, plan))
+        let (kind, manifest) = on_guest_stack(|| self.prepare(&code, instrumented))
             .map_err(|e| LoadError::Thread(e.to_string()))??;
         Ok(Rule {
             engine: self.clone(),
@@ -315,23 +315,17 @@ impl Engine {
     fn prepare(
         &self,
         compiled: &Compiled,
-        plan: ResetPlan,
+        instrumented: Option<reuse_plan::Instrumented>,
     ) -> Result<(RuleKind, Manifest), LoadError> {
         Ok(match compiled {
             Compiled::Module(m) => {
-                let plan = match plan {
-                    ResetPlan::Module(p) => Some(p),
-                    _ => None,
-                };
+                let plan = instrumented.and_then(|i| i.plan.ok());
                 let parts = core::prepare(self, m, plan)?;
                 let raw = self.read_core_manifest(&parts).map_err(LoadError::Start)?;
                 (RuleKind::Core(parts), abi::parse_manifest(&raw)?)
             }
             Compiled::Component(c) => {
-                let plan = match plan {
-                    ResetPlan::Component(p) => Some(p),
-                    _ => None,
-                };
+                let plan = reuse_component_plan::plan_of(&self.inner.wasmtime, c);
                 let parts = component::prepare(self, c, plan)?;
                 let manifest = self
                     .read_component_manifest(&parts)
@@ -556,30 +550,6 @@ fn retry_stalled<T>(mut f: impl FnMut() -> Result<T, RuleError>) -> Result<T, Ru
         match f() {
             Err(RuleError::Stalled { .. }) if tries < LOAD_STALL_RETRIES => tries += 1,
             r => return r,
-        }
-    }
-}
-
-/// How a rule's instances are reset in place, if they are.
-enum ResetPlan {
-    Module(reuse_plan::Plan),
-    Component(reuse_component_plan::ComponentPlan),
-    None,
-}
-
-/// The reset plan of compiled `code`: for a core module, what its rewrite found; for a
-/// component, what its accessor export offers.
-fn reset_plan(
-    engine: &wasmtime::Engine,
-    module: Option<reuse_plan::Instrumented>,
-    code: &Compiled,
-) -> ResetPlan {
-    match code {
-        Compiled::Module(_) => module
-            .and_then(|i| i.plan.ok())
-            .map_or(ResetPlan::None, ResetPlan::Module),
-        Compiled::Component(c) => {
-            reuse_component_plan::plan_of(engine, c).map_or(ResetPlan::None, ResetPlan::Component)
         }
     }
 }
