@@ -41,8 +41,10 @@ pub(super) struct ComponentParts {
     pub(super) pool: Pool<WarmComponent>,
 }
 
+/// The pre-linked component and where its handler's exports are (found once, not per
+/// instance).
 enum World {
-    V1(bindings::RulePre<Ctx>),
+    V1(bindings::RulePre<Ctx>, bindings::RuleIndices),
     V2(component_v2::Parts),
 }
 
@@ -56,7 +58,7 @@ impl ComponentParts {
     /// The core ABI version the component's world matches.
     pub(super) fn abi(&self) -> u32 {
         match self.world {
-            World::V1(_) => 1,
+            World::V1(..) => 1,
             World::V2(_) => 2,
         }
     }
@@ -68,15 +70,13 @@ impl ComponentParts {
     ) -> Result<(wasmtime::component::Instance, Handler), Failure> {
         let failed = |e: wasmtime::Error| RuleError::Instantiate(format!("{e:#}"));
         let instance = match &self.world {
-            World::V1(pre) => pre.instance_pre().instantiate(&mut *store),
+            World::V1(pre, _) => pre.instance_pre().instantiate(&mut *store),
             World::V2(v2) => v2.pre.instance_pre().instantiate(&mut *store),
         }
         .map_err(failed)?;
         let handler = match &self.world {
-            World::V1(_) => bindings::Rule::new(&mut *store, &instance).map(Handler::V1),
-            World::V2(_) => {
-                component_v2::bindings::Rule::new(&mut *store, &instance).map(Handler::V2)
-            }
+            World::V1(_, indices) => indices.load(&mut *store, &instance).map(Handler::V1),
+            World::V2(v2) => v2.indices.load(&mut *store, &instance).map(Handler::V2),
         }
         .map_err(failed)?;
         Ok((instance, handler))
@@ -131,7 +131,8 @@ fn world(engine: &Engine, component: &Component) -> Result<World, LoadError> {
         .instantiate_pre(component)
         .and_then(bindings::RulePre::new)
         .map_err(super::compile_error)?;
-    Ok(World::V1(pre))
+    let indices = bindings::RuleIndices::new(pre.instance_pre()).map_err(super::compile_error)?;
+    Ok(World::V1(pre, indices))
 }
 
 /// Instantiates the component once and calls `manifest`.
@@ -140,7 +141,7 @@ pub(super) fn read_manifest(
     store: &mut Store<Ctx>,
 ) -> Result<Manifest, Failure> {
     let pre = match &parts.world {
-        World::V1(pre) => pre,
+        World::V1(pre, _) => pre,
         World::V2(v2) => return component_v2::read_manifest(v2, store),
     };
     let rule = pre

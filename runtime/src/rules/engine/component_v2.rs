@@ -29,6 +29,8 @@ pub const REDIS: &str = "wasmrule:rule/redis@2.0.0";
 /// A checked, pre-linked v2 component.
 pub(super) struct Parts {
     pub(super) pre: bindings::RulePre<Ctx>,
+    /// Where the handler's exports are, found once.
+    pub(super) indices: bindings::RuleIndices,
 }
 
 /// Defines the `redis` import in the component linker.
@@ -53,7 +55,8 @@ pub(super) fn prepare(engine: &Engine, component: &Component) -> Result<Parts, L
         .instantiate_pre(component)
         .and_then(bindings::RulePre::new)
         .map_err(super::compile_error)?;
-    Ok(Parts { pre })
+    let indices = bindings::RuleIndices::new(pre.instance_pre()).map_err(super::compile_error)?;
+    Ok(Parts { pre, indices })
 }
 
 impl redis::Host for Ctx {
