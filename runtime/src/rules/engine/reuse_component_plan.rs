@@ -251,18 +251,20 @@ fn rewrite(bytes: &[u8]) -> Result<(Vec<u8>, ComponentPlan), String> {
     if counts.core_instances != core_instances || counts.modules as usize != modules.len() {
         return Err("core instances or modules the rewrite did not count".into());
     }
-    // The accessor is one more core instance, and one more table if it saves any: the
+    // The accessor is one more instantiated module (the engine's limit counts those,
+    // not instances bundled from exports), and one more table if it saves any: the
     // rewritten component must still fit the engine's limits, or it would not load.
+    let instantiated = made.len();
     let tables: usize = made
         .iter()
         .filter_map(|m| modules.get(m.module))
         .map(|m| m.tables.len())
         .sum();
     let max = super::COMPONENT_CORE_INSTANCES as usize;
-    if core_instances as usize >= max || tables >= max {
+    if instantiated >= max || tables >= max {
         return Err(format!(
-            "has {core_instances} core instances and {tables} tables; a component may \
-             have {max} of each, and the reset's accessor needs one more"
+            "instantiates {instantiated} core modules and has {tables} tables; a \
+             component may have {max} of each, and the reset's accessor needs one more"
         ));
     }
     let plan = append_accessor(&mut out, &modules, &made, &counts)?;

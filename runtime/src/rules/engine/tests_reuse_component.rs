@@ -246,3 +246,50 @@ fn a_snapshot_that_fails_runs_the_event_fresh() {
     // Tried until reusing stops paying (8 failures), then fresh without trying.
     assert_eq!(discarded, 8);
 }
+
+#[test]
+fn instances_made_of_exports_do_not_count_against_the_limit() {
+    // wasmtime's 64 core instances per component count instantiated modules only; a
+    // component bundles exports into instances freely (componentize-py's Python has
+    // 38 modules and 107 core instances).
+    let bundles: String = (0..80)
+        .map(|_| r#"(core instance (export "m" (memory $mem)))"#)
+        .collect();
+    let text = EVERY_PLACE.replacen(
+        r#"(alias core export $i "realloc" (core func $realloc))"#,
+        &format!(r#"(alias core export $i "realloc" (core func $realloc)) {bundles}"#),
+        1,
+    );
+    let bytes = wat::parse_str(&text).unwrap();
+    let rule = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&bytes)
+        .unwrap();
+    assert!(rule.resettable());
+    for i in 0..3 {
+        assert_eq!(invoke(&rule, "a/1").unwrap(), CLEAN, "event {i}");
+    }
+    assert_eq!(rule.reuse_counts(), (3, 0));
+}
+
+#[test]
+fn a_component_at_the_engines_64_instantiated_modules_runs_fresh() {
+    // 63 more instances of an empty module: 64 with the rule's, the engine's most; the
+    // accessor would be the 65th, so the component is left as it is and still loads.
+    let more: String = (0..63)
+        .map(|_| "(core instance (instantiate $z))")
+        .collect();
+    let text = EVERY_PLACE.replacen(
+        "(core instance $i (instantiate $m))",
+        &format!("(core module $z) {more} (core instance $i (instantiate $m))"),
+        1,
+    );
+    let bytes = wat::parse_str(&text).unwrap();
+    let rule = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&bytes)
+        .unwrap();
+    assert!(!rule.resettable());
+    assert_eq!(invoke(&rule, "a/1").unwrap(), CLEAN);
+    assert_eq!(invoke(&rule, "a/1").unwrap(), CLEAN);
+}
