@@ -97,7 +97,16 @@ pub fn check_module(module: &Module) -> Result<u32, LoadError> {
     check_imports(module, version)?;
 
     let mut memories = 0;
+    // The map memory of a module rewritten to mark its writes (`reuse_marks.rs`) is
+    // the host's, not the rule's.
+    let map = matches!(
+        module.get_export(super::reuse_marks::DIRTY_MAP),
+        Some(ExternType::Memory(_))
+    );
     for export in module.exports() {
+        if export.name() == super::reuse_marks::DIRTY_MAP {
+            continue;
+        }
         if let ExternType::Memory(m) = export.ty() {
             memories += 1;
             if m.is_64() || m.is_shared() {
@@ -113,7 +122,7 @@ pub fn check_module(module: &Module) -> Result<u32, LoadError> {
     }
     // Multi-memory is on in the engine (components need it); a core rule still has
     // exactly one memory, exported or not.
-    let defined = module.resources_required().num_memories;
+    let defined = module.resources_required().num_memories - u32::from(map);
     if defined > 1 {
         return Err(LoadError::Abi(format!(
             "defines {defined} memories; a rule has one"

@@ -6,6 +6,7 @@ use wasmtime::{InstancePre, Memory, Module, ModuleExport, Store, TypedFunc};
 
 use super::host::{ReadState, RedisReads};
 use super::reuse::{self, Entry, Pool, Reservation, Warm};
+use super::reuse_marks::{CHUNK, DIRTY_MAP};
 use super::reuse_plan::Plan;
 use super::{Ctx, Engine, Failure, InvokeLimits, LoadError, RuleError, WARM_INSTANCES, abi};
 use crate::actions::MqttAction;
@@ -34,6 +35,12 @@ impl CoreParts {
     /// after an event.
     pub(super) fn reuse_counts(&self) -> (usize, usize) {
         self.pool.counts()
+    }
+
+    /// Whether the compiled module marks its writes for the reset (`reuse_marks.rs`).
+    #[cfg(test)]
+    pub(super) fn marks_writes(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.marks)
     }
 
     /// Whether this module's instances are reset in place (else: fresh per event).
@@ -65,6 +72,20 @@ pub(super) fn prepare(
             .get_export_index(name)
             .ok_or(LoadError::MissingExport(name))
     };
+    // Marks are used when the compiled code has them (a rewrite that failed, or code
+    // cached without them, has not) and chunks are host pages (`Image` restores pages).
+    let map = module.get_export(DIRTY_MAP).is_some();
+    if map && plan.is_none() {
+        // Only the rewrite of a module the host resets adds it (a module exporting a
+        // name of the host's own is not reset, so it has no plan).
+        return Err(LoadError::Abi(format!(
+            "exports `{DIRTY_MAP}`, a name the host reserves for its own memory"
+        )));
+    }
+    let plan = plan.map(|mut p| {
+        p.marks = map && reuse::host_page_size() == CHUNK;
+        p
+    });
     let exports = Exports {
         memory: export(abi::EXPORT_MEMORY)?,
         manifest: export(abi::EXPORT_MANIFEST)?,
@@ -154,7 +175,7 @@ pub(super) fn invoke(
     let (instance, memory) = instantiate(parts, store)?;
     let (alloc, on_event) = entry_points(parts, &instance, store)?;
     call(
-        parts.abi, store, memory, &alloc, &on_event, event, output, limits, max_args,
+        parts.abi, store, memory, None, &alloc, &on_event, event, output, limits, max_args,
     )
 }
 
@@ -209,6 +230,7 @@ pub(super) fn invoke_warm(
         parts.abi,
         &mut w.store,
         w.memory,
+        w.map,
         // By reference: a clone of a typed function clones its registered type, two
         // atomic reference counts per event (2% of a warm event in `perf`).
         &w.alloc,
@@ -268,6 +290,7 @@ fn call(
     abi_version: u32,
     store: &mut Store<Ctx>,
     memory: Memory,
+    map: Option<Memory>,
     alloc: &TypedFunc<i32, i32>,
     on_event: &TypedFunc<(i32, i32), i64>,
     event: &[u8],
@@ -286,6 +309,9 @@ fn call(
     let dst = abi::guest_slice(memory.data(&*store), ptr, len, "wasmrule_alloc buffer")?;
     let (start, end) = (ptr as usize, ptr as usize + dst.len());
     memory.data_mut(&mut *store)[start..end].copy_from_slice(event);
+    if let Some(map) = map {
+        reuse::mark(map.data_mut(&mut *store), start, end);
+    }
 
     let (optr, olen) = abi::unpack(on_event.call(&mut *store, (ptr as i32, len as i32))?);
     if olen as usize > limits.max_output_bytes {

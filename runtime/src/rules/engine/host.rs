@@ -295,6 +295,11 @@ pub(super) fn define(linker: &mut Linker<Ctx>) -> anyhow::Result<()> {
                 .and_then(|m| m.get_mut(..held.len()))
                 .ok_or_else(|| outside(ptr as u32, held.len() as u32, "redis_reply buffer"))?;
             dst.copy_from_slice(&held);
+            // A host write the module's own marks do not see (`reuse_marks.rs`).
+            if let Some(Extern::Memory(map)) = caller.get_export(super::reuse_marks::DIRTY_MAP) {
+                let start = ptr as u32 as usize;
+                super::reuse::mark(map.data_mut(&mut caller), start, start + held.len());
+            }
             Ok(held.len() as i32)
         },
     )?;

@@ -30,6 +30,7 @@ mod limits;
 mod reuse;
 mod reuse_component;
 mod reuse_component_plan;
+mod reuse_marks;
 mod reuse_plan;
 mod stack;
 
@@ -214,7 +215,7 @@ impl Engine {
         // components with their accessor (`reuse_component_plan.rs`); the tag keeps
         // cache entries of code compiled before that apart.
         let tag = match kind {
-            Kind::Module => "module+reset-exports-1",
+            Kind::Module => "module+reset-exports-2+marks-1",
             Kind::Component => "component+reset-access-1",
         };
         // A component's rewrite reads all its code (a tenth of a second for Python's):
@@ -243,7 +244,7 @@ impl Engine {
         let mut compiled = match cached {
             Some(entry) => load_entry(w, kind, entry),
             None => match &instrumented {
-                Some(i) => Module::from_binary(w, &i.bytes).map(Compiled::Module),
+                Some(i) => compile_module(w, i).map(Compiled::Module),
                 None => compile_component(w, bytes, &mut cacheable),
             },
         }
@@ -375,6 +376,12 @@ impl Engine {
                 COMPONENT_CORE_INSTANCES as usize
             } else {
                 1
+            },
+            // A core module's memory and the map of its writes (`reuse_marks.rs`).
+            max_memories: if component {
+                COMPONENT_CORE_INSTANCES as usize
+            } else {
+                2
             },
             memory_refused: None,
             deadline: Deadline::new(limits.timeout),
@@ -512,9 +519,11 @@ fn pooling(
         .max_memories_per_component(COMPONENT_CORE_INSTANCES)
         .max_tables_per_component(COMPONENT_CORE_INSTANCES)
         .total_core_instances(components * COMPONENT_CORE_INSTANCES + WARM_INSTANCES)
-        .total_memories(components * COMPONENT_MEMORIES + WARM_INSTANCES)
+        // Two memories per warm core instance: its own and the map of its writes
+        // (`reuse_marks.rs`).
+        .total_memories(components * COMPONENT_MEMORIES + 2 * WARM_INSTANCES)
         .total_tables(components * COMPONENT_MEMORIES + WARM_INSTANCES)
-        .max_memories_per_module(1)
+        .max_memories_per_module(2)
         .max_tables_per_module(1)
         .max_memory_size(limits.max_memory)
         .table_elements(limits.max_table_elements)
@@ -552,6 +561,24 @@ fn retry_stalled<T>(mut f: impl FnMut() -> Result<T, RuleError>) -> Result<T, Ru
             r => return r,
         }
     }
+}
+
+/// Compiles a core module with its reset's exports and, when it is reset in place, with
+/// marks on its writes (`reuse_marks.rs`); without the marks if they cannot be added or
+/// their code does not compile (`core::prepare` then resets it without).
+fn compile_module(
+    engine: &wasmtime::Engine,
+    i: &reuse_plan::Instrumented,
+) -> wasmtime::Result<Module> {
+    if i.plan.is_ok()
+        && let Some(marked) = reuse_marks::mark_writes(&i.bytes)
+    {
+        match Module::from_binary(engine, &marked) {
+            Ok(m) => return Ok(m),
+            Err(e) => tracing::debug!("module with write marks did not compile: {e:#}"),
+        }
+    }
+    Module::from_binary(engine, &i.bytes)
 }
 
 /// Compiles a component rewritten for its reset (`reuse_component_plan.rs`), or as it
@@ -751,6 +778,7 @@ struct Ctx {
     max_memory: usize,
     max_table_elements: usize,
     max_instances: usize,
+    max_memories: usize,
     memory_refused: Option<usize>,
     deadline: Deadline,
     reads: ReadState,
@@ -790,7 +818,7 @@ impl ResourceLimiter for Ctx {
     }
 
     fn memories(&self) -> usize {
-        self.max_instances
+        self.max_memories
     }
 }
 
@@ -867,6 +895,16 @@ impl Rule {
         match &self.kind {
             RuleKind::Core(parts) => parts.reuse_counts(),
             RuleKind::Component(parts) => parts.pool.counts(),
+        }
+    }
+
+    /// Whether this rule's module marks the chunks it writes (`reuse_marks.rs`), so that
+    /// its reset restores those instead of asking the kernel.
+    #[cfg(test)]
+    pub(crate) fn marks_writes(&self) -> bool {
+        match &self.kind {
+            RuleKind::Core(parts) => parts.marks_writes(),
+            RuleKind::Component(_) => false,
         }
     }
 

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmtime::{Global, Memory, Ref, Store, Table, TypedFunc, Val};
 
+use super::reuse_marks::{CHUNK, DIRTY_MAP, SPILL};
 use super::reuse_plan::Plan;
 use super::{Ctx, Failure, RuleError};
 
@@ -39,6 +40,9 @@ pub(super) struct Warm {
     pub(super) memory: Memory,
     pub(super) alloc: TypedFunc<i32, i32>,
     pub(super) on_event: TypedFunc<(i32, i32), i64>,
+    /// The map of the chunks written since the last reset, when the module marks its
+    /// writes (`reuse_marks.rs`); else the kernel says which pages changed.
+    pub(super) map: Option<Memory>,
     globals: Vec<(Global, Val)>,
     tables: Vec<(Table, Vec<Ref>)>,
     /// Memory size after instantiation, in bytes.
@@ -122,6 +126,13 @@ impl Warm {
             }
             tables.push((t, elements));
         }
+        let map = match plan.marks {
+            true => match instance.get_memory(&mut store, DIRTY_MAP) {
+                Some(m) => Some(m),
+                None => return Err((missing(DIRTY_MAP), store)),
+            },
+            false => None,
+        };
         let image = match Image::settle(memory.data_mut(&mut store), plan.data.as_deref(), false) {
             Ok(image) => image,
             Err(e) => {
@@ -129,12 +140,20 @@ impl Warm {
                 return Err((e.into(), store));
             }
         };
+        // What the start function marked is in the image.
+        if let Some(map) = map {
+            let chunks = memory.data_size(&store) / CHUNK;
+            let marks = map.data_mut(&mut store);
+            let n = chunks.min(marks.len());
+            marks[..n].fill(0);
+        }
         Ok(Warm {
             size: memory.data_size(&store),
             store,
             memory,
             alloc,
             on_event,
+            map,
             globals,
             tables,
             image,
@@ -160,8 +179,21 @@ impl Warm {
                     .map_err(|e| Discard::Restore(format!("table: {e}")))?;
             }
         }
-        let data = self.memory.data_mut(&mut self.store);
-        restore_dirty(data, &mut self.image)
+        match self.map {
+            Some(map) => {
+                let (at, len) = (map.data_ptr(&self.store), map.data_size(&self.store));
+                let data = self.memory.data_mut(&mut self.store);
+                // SAFETY: the map is another memory of this instance, a mapping of its
+                // own that `data` does not overlap, and nothing else reaches the store
+                // while both slices live.
+                let marks = unsafe { std::slice::from_raw_parts_mut(at, len) };
+                restore_marked(data, marks, &mut self.image)
+            }
+            None => {
+                let data = self.memory.data_mut(&mut self.store);
+                restore_dirty(data, &mut self.image)
+            }
+        }
     }
 }
 
@@ -272,6 +304,32 @@ impl Image {
         Image { page, pages, data }
     }
 
+    /// Restores chunk `c` of `memory` (a host page: `reuse_marks` chunks are only used
+    /// when they are) and the `SPILL` bytes after it.
+    fn restore_chunk(&mut self, memory: &mut [u8], c: usize) -> Result<(), Discard> {
+        let at = c * CHUNK;
+        self.restore(memory, at, at + CHUNK)
+            .map_err(|e| Discard::Restore(format!("MADV_DONTNEED: {e}")))?;
+        let next = at + CHUNK;
+        let end = (next + SPILL).min(memory.len());
+        if next < end {
+            let dst = &mut memory[next..end];
+            match self.pages.get(c + 1).copied().unwrap_or(ZERO) {
+                ZERO => dst.fill(0),
+                // Core modules' images are eager (no `MAPPED` page); restore the whole
+                // page if one is, which gives it back to the mapping.
+                MAPPED => self
+                    .restore(memory, next, next + CHUNK)
+                    .map_err(|e| Discard::Restore(format!("MADV_DONTNEED: {e}")))?,
+                i => {
+                    let src = i as usize * self.page;
+                    dst.copy_from_slice(&self.data[src..src + dst.len()]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Restores bytes `start..end` of `memory` (whole host pages). Fails only when a
     /// `MAPPED` page cannot be given back (the instance must then be dropped).
     pub(super) fn restore(
@@ -316,6 +374,48 @@ impl Image {
     }
 }
 
+/// Marks the chunks of `start..end` written in `marks` (a map of `reuse_marks.rs`): for
+/// the host's own writes into a marking module's memory.
+pub(super) fn mark(marks: &mut [u8], start: usize, end: usize) {
+    if start < end {
+        let (a, b) = (start / CHUNK, (end - 1) / CHUNK + 1);
+        if let Some(m) = marks.get_mut(a..b) {
+            m.fill(1);
+        }
+    }
+}
+
+/// Restores every chunk of `memory` that `marks` marks to `image`, with the `SPILL`
+/// bytes after it, and clears the marks. Only the map's bytes for chunks inside
+/// `memory` are read: a write beyond it trapped, and the instance of a trapped event is
+/// not reset.
+pub(super) fn restore_marked(
+    memory: &mut [u8],
+    marks: &mut [u8],
+    image: &mut Image,
+) -> Result<(), Discard> {
+    #[cfg(test)]
+    test_hooks::before_reset(memory.as_ptr() as usize, memory.len());
+    #[cfg(test)]
+    if test_hooks::SKIP_MARKED.with(|s| s.get()) {
+        return Ok(());
+    }
+    let chunks = (memory.len() / CHUNK).min(marks.len());
+    // Eight marks at a time: most are clear.
+    for (w, word) in marks[..chunks].chunks_mut(8).enumerate() {
+        if word.iter().all(|m| *m == 0) {
+            continue;
+        }
+        for (i, m) in word.iter_mut().enumerate() {
+            if *m != 0 {
+                *m = 0;
+                image.restore_chunk(memory, w * 8 + i)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Restores every page of `memory` that `dirty_pages` reports to `image`.
 pub(super) fn restore_dirty(memory: &mut [u8], image: &mut Image) -> Result<(), Discard> {
     let (base, len) = (memory.as_ptr() as usize, memory.len());
@@ -334,7 +434,7 @@ pub(super) fn restore_dirty(memory: &mut [u8], image: &mut Image) -> Result<(), 
     }
 }
 
-fn host_page_size() -> usize {
+pub(super) fn host_page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
     *PAGE.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
@@ -589,6 +689,12 @@ pub(super) mod test_hooks {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     pub(in super::super) static PAGEOUT_BEFORE_RESET: AtomicBool = AtomicBool::new(false);
+    thread_local! {
+        /// Leaves marked chunks as the event left them, on this thread: shows that the
+        /// tests of the marks can fail.
+        pub(in super::super) static SKIP_MARKED: std::cell::Cell<bool> =
+            const { std::cell::Cell::new(false) };
+    }
     /// Pages found swapped out right after such a page-out, summed.
     pub(in super::super) static SWAPPED_SEEN: AtomicUsize = AtomicUsize::new(0);
 

@@ -43,6 +43,9 @@ pub(super) struct Plan {
     /// Byte ranges of memory its active data segments initialise; `None` when an
     /// offset is not a constant (then all of memory counts as initialised).
     pub(super) data: Option<Vec<std::ops::Range<u64>>>,
+    /// Whether the compiled module marks the chunks it writes in the map memory
+    /// `reuse_marks::DIRTY_MAP` (set when the compiled code is prepared).
+    pub(super) marks: bool,
 }
 
 /// The bytes to compile and, if the module's instances can be reset in place, how; else

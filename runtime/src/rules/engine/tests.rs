@@ -168,7 +168,7 @@ fn load_rejects_imports_and_bad_exports() {
     )
     .unwrap();
     let err = load_err(&two);
-    assert!(err.contains("memories count of 2"), "{err}");
+    assert!(err.contains("defines 2 memories; a rule has one"), "{err}");
 }
 
 #[test]

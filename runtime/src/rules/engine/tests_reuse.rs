@@ -539,3 +539,195 @@ fn the_reset_returns_to_the_state_after_the_start_function() {
     }
     assert_eq!(rule.reuse_counts(), (4, 0));
 }
+
+/// A module that writes memory with every instruction that can (`reuse_marks.rs`), each
+/// in a chunk of its own so that a write whose mark is missing leaves its chunk as the
+/// event left it, plus a store across a chunk's end (its second chunk is not marked:
+/// the restore's `SPILL` covers it), a store through an offset, bulk writes over
+/// several chunks, the last byte of memory, a data page, and writes of zero length.
+/// Returns the module and the mask its second event reports when nothing is restored.
+fn every_write() -> (Vec<u8>, u32) {
+    let fields = r#"(memory (export "memory") 2)
+      (data (i32.const 102400) "orig")
+      (data $passive "passive-segment-bytes")"#;
+    const C: u32 = 4096;
+    // (bit, check that the place differs from the image, write)
+    let places: Vec<(String, String)> = vec![
+        (
+            format!("(i32.load (i32.const {}))", 2 * C),
+            format!("(i32.store (i32.const {}) (i32.const -1))", 2 * C),
+        ),
+        (
+            format!("(i32.wrap_i64 (i64.load (i32.const {})))", 3 * C),
+            format!("(i64.store (i32.const {}) (i64.const -1))", 3 * C),
+        ),
+        (
+            format!("(i32.load (i32.const {}))", 4 * C),
+            format!("(f32.store (i32.const {}) (f32.const 1.5))", 4 * C),
+        ),
+        (
+            format!("(i32.load (i32.const {}))", 5 * C + 4),
+            format!("(f64.store (i32.const {}) (f64.const 1.5))", 5 * C),
+        ),
+        (
+            format!("(i32.load8_u (i32.const {}))", 6 * C),
+            format!("(i32.store8 (i32.const {}) (i32.const 7))", 6 * C),
+        ),
+        (
+            format!("(i32.load16_u (i32.const {}))", 7 * C),
+            format!("(i32.store16 (i32.const {}) (i32.const 7))", 7 * C),
+        ),
+        (
+            format!("(i32.load8_u (i32.const {}))", 8 * C),
+            format!("(i64.store8 (i32.const {}) (i64.const 7))", 8 * C),
+        ),
+        (
+            format!("(i32.load16_u (i32.const {}))", 9 * C),
+            format!("(i64.store16 (i32.const {}) (i64.const 7))", 9 * C),
+        ),
+        (
+            format!("(i32.load (i32.const {}))", 10 * C),
+            format!("(i64.store32 (i32.const {}) (i64.const 7))", 10 * C),
+        ),
+        (
+            format!("(i32.load (i32.const {}))", 11 * C + 12),
+            format!(
+                "(v128.store (i32.const {}) (v128.const i32x4 1 2 3 4))",
+                11 * C
+            ),
+        ),
+        (
+            format!("(i32.load8_u (i32.const {}))", 12 * C),
+            format!(
+                "(v128.store8_lane 0 (i32.const {}) (v128.const i8x16 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5))",
+                12 * C
+            ),
+        ),
+        (
+            format!("(i32.load16_u (i32.const {}))", 13 * C),
+            format!(
+                "(v128.store16_lane 1 (i32.const {}) (v128.const i16x8 5 5 5 5 5 5 5 5))",
+                13 * C
+            ),
+        ),
+        (
+            format!("(i32.load (i32.const {}))", 14 * C),
+            format!(
+                "(v128.store32_lane 2 (i32.const {}) (v128.const i32x4 5 5 5 5))",
+                14 * C
+            ),
+        ),
+        (
+            format!("(i32.load (i32.const {}))", 15 * C),
+            format!(
+                "(v128.store64_lane 1 (i32.const {}) (v128.const i64x2 5 5))",
+                15 * C
+            ),
+        ),
+        // 16 bytes from 9 before chunk 17: its last 7 bytes are in chunk 17.
+        (
+            format!("(i32.load8_u (i32.const {}))", 17 * C + 6),
+            format!(
+                "(v128.store (i32.const {}) (v128.const i32x4 -1 -1 -1 -1))",
+                17 * C - 9
+            ),
+        ),
+        // Through the offset immediate: chunk 18.
+        (
+            format!("(i32.load (i32.const {}))", 18 * C + 8),
+            format!("(i64.store offset={} (i32.const 8) (i64.const -1))", 18 * C),
+        ),
+        // memory.fill over chunks 19-21, checked in the last.
+        (
+            format!("(i32.load8_u (i32.const {}))", 21 * C + 100),
+            format!(
+                "(memory.fill (i32.const {}) (i32.const 9) (i32.const {}))",
+                19 * C + 5,
+                2 * C + 200
+            ),
+        ),
+        // memory.copy into chunks 22-23 from the data page.
+        (
+            format!("(i32.load (i32.const {}))", 23 * C),
+            format!(
+                "(memory.copy (i32.const {}) (i32.const 102400) (i32.const {}))",
+                23 * C - 2,
+                6
+            ),
+        ),
+        // memory.init into chunk 24.
+        (
+            format!("(i32.load (i32.const {}))", 24 * C + 4),
+            format!(
+                "(memory.init $passive (i32.const {}) (i32.const 0) (i32.const 12))",
+                24 * C
+            ),
+        ),
+        // The data page, overwritten: must read "orig" again.
+        (
+            "(i32.ne (i32.load (i32.const 102400)) (i32.const 0x6769726f))".into(),
+            "(i32.store (i32.const 102400) (i32.const 0))".into(),
+        ),
+        // The last byte of memory.
+        (
+            "(i32.load8_u (i32.const 131071))".into(),
+            "(i32.store8 (i32.const 131071) (i32.const 1))".into(),
+        ),
+    ];
+    let mut checks = String::new();
+    let mut writes = String::new();
+    for (bit, (check, write)) in places.iter().enumerate() {
+        checks.push_str(&flag(bit as u32, check));
+        writes.push_str(write);
+        writes.push(' ');
+    }
+    // Writes of nothing, at the end of memory: no trap, no mark past the map.
+    writes.push_str(
+        "(memory.fill (i32.const 131072) (i32.const 1) (i32.const 0))
+         (memory.copy (i32.const 131072) (i32.const 0) (i32.const 0))
+         (memory.init $passive (i32.const 131072) (i32.const 0) (i32.const 0))",
+    );
+    let all = (1u32 << places.len()) - 1;
+    (
+        module(fields, &format!("{checks} {REPORT} {writes} {RETURN}")),
+        all,
+    )
+}
+
+#[test]
+fn every_kind_of_write_is_marked_and_restored() {
+    let (wasm, _) = every_write();
+    let rule = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&wasm)
+        .unwrap();
+    assert!(rule.marks_writes(), "the module is rewritten with marks");
+    for i in 0..5 {
+        assert_eq!(invoke(&rule, b"{}").unwrap(), CLEAN, "event {i}");
+    }
+    assert_eq!(rule.reuse_counts(), (5, 0));
+    // The module of the tests above marks its writes too: they test the marks.
+    let rule = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&every_place())
+        .unwrap();
+    assert!(rule.marks_writes());
+}
+
+/// The control for the test above: with marked chunks left as they are, the second
+/// event sees every write of the first (and the marks are all there is: the kernel is
+/// not asked).
+#[test]
+fn with_marked_chunks_left_alone_every_write_shows() {
+    let (wasm, all) = every_write();
+    let rule = Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&wasm)
+        .unwrap();
+    reuse::test_hooks::SKIP_MARKED.with(|s| s.set(true));
+    let first = invoke(&rule, b"{}");
+    let second = invoke(&rule, b"{}");
+    reuse::test_hooks::SKIP_MARKED.with(|s| s.set(false));
+    assert_eq!(first.unwrap(), CLEAN);
+    assert_eq!(second.unwrap(), format!("LEAK {all:08x}"));
+}

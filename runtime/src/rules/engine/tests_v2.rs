@@ -330,3 +330,42 @@ fn a_warm_v2_rule_reads_on_every_event() {
     );
     assert_eq!(rule.reuse_counts(), (6, 0));
 }
+
+/// The host writes a Redis reply into a warm instance's memory, where the module's own
+/// marks do not see it (`reuse_marks.rs`): the host marks it, and the next event finds
+/// the buffer as it was after instantiation. The rule traps if it does not.
+#[test]
+fn a_reply_the_host_wrote_is_gone_at_the_next_event() {
+    let text = format!(
+        r#"(module
+          {IMPORTS}
+          (memory (export "memory") 1)
+          (func (export "wasmrule_abi_version_2"))
+          (data (i32.const 0) "{{\"name\":\"r\",\"filters\":[\"a/+\"]}}")
+          (data (i32.const 2048) "\02\00\00\00\03\00\00\00GET\01\00\00\00k")
+          (func (export "wasmrule_manifest") (result i64) (i64.const 30))
+          (func (export "wasmrule_alloc") (param i32) (result i32) (i32.const 4096))
+          (func (export "wasmrule_on_event") (param i32 i32) (result i64) (local $n i32)
+            (if (i64.ne (i64.load (i32.const 40000)) (i64.const 0)) (then unreachable))
+            (local.set $n (call $read (i32.const 2048) (i32.const 16)))
+            (if (i32.le_s (local.get $n) (i32.const 0)) (then unreachable))
+            (drop (call $reply (i32.const 40000) (local.get $n)))
+            ;; The five zero bytes at 1024: no actions.
+            (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 5))))"#
+    );
+    let wasm = wat::parse_str(&text).unwrap();
+    let engine = engine_with(ReadBudget::default());
+    let rule = engine.compile(&wasm).unwrap();
+    assert!(rule.marks_writes());
+    let limits = InvokeLimits::from(rule.engine.limits());
+    for i in 0..4 {
+        let mut port: Option<Box<dyn RedisReads>> = Some(Box::new(Fake {
+            reply: Ok(Reply::Bulk(b"a reply of some bytes".to_vec())),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        }));
+        let (mut out, mut actions) = (Commands::new(), Vec::new());
+        rule.invoke_actions(b"{}", &mut out, &mut actions, &limits, &mut port)
+            .unwrap_or_else(|e| panic!("event {i}: {e}"));
+    }
+    assert_eq!(rule.reuse_counts(), (4, 0));
+}
