@@ -10,12 +10,17 @@
 //! (`reuse_plan.rs` rules out the rest at load):
 //!
 //! - linear memory: its size must be the size after instantiation (memory cannot
-//!   shrink, so a grown memory means a new instance); its contents are restored page by
-//!   page where the page table says a page is not the instantiation image: every page
-//!   that is present or swapped out and neither the shared zero page nor a page of the
-//!   image file ([`dirty_pages`], Linux `PAGEMAP_SCAN`). A page that is none of those
-//!   reads as the image (a file page of wasmtime's copy-on-write image, or zero),
-//!   which is what the snapshot taken after instantiation holds there too.
+//!   shrink, so a grown memory means a new instance); its contents are restored from
+//!   the snapshot taken after instantiation, chunk by chunk:
+//!   - for a module compiled with write marks (`reuse_marks.rs`, nearly all), the
+//!     4 KiB chunks its map says were written since the last reset, each with the
+//!     few bytes after it that a store starting in it can reach ([`restore_marked`]);
+//!     the host marks what it writes itself (the event, a Redis reply);
+//!   - otherwise, and for components, every page the page table says is not the
+//!     instantiation image: present or swapped out and neither the shared zero page
+//!     nor a page of the image file ([`dirty_pages`], Linux `PAGEMAP_SCAN`). A page
+//!     that is none of those reads as the image (a file page of wasmtime's
+//!     copy-on-write image, or zero), which is what the snapshot holds there too.
 //! - mutable globals: set back to their values after instantiation.
 //! - tables (only for modules whose code can write one): same size, and every element
 //!   set back.

@@ -19,7 +19,8 @@
 //!   store that starts near the chunk's end may reach; restoring bytes nobody wrote
 //!   writes what they already hold;
 //! - `memory.fill`, `memory.copy`, `memory.init` of `len` bytes at `dst`: every chunk
-//!   of `dst..dst + len` (a `memory.fill` of the map), nothing when `len` is 0.
+//!   of `dst..dst + len` (two stores into the map up to 4 KiB, which span at most two
+//!   chunks; a `memory.fill` of the map beyond).
 //!
 //! The marks use 32-bit arithmetic. Where `addr + offset` wraps, the write itself is
 //! out of bounds and traps, and a trapped event's instance is dropped, not reset; so
@@ -300,30 +301,42 @@ impl Marker {
                 f.instruction(&I::LocalSet(s.len));
                 f.instruction(&I::LocalSet(v));
                 f.instruction(&I::LocalSet(s.addr));
-                // memory.fill of the map: at dst >> 12, the byte 1, over
-                // ((dst + len - 1) >> 12) - (dst >> 12) + 1 chunks, or 0 when len is 0.
-                let first = |f: &mut Function| {
+                let chunk_of = |f: &mut Function, last: bool| {
                     f.instruction(&I::LocalGet(s.addr));
+                    if last {
+                        f.instruction(&I::LocalGet(s.len));
+                        f.instruction(&I::I32Add);
+                        f.instruction(&I::I32Const(1));
+                        f.instruction(&I::I32Sub);
+                    }
                     f.instruction(&I::I32Const(CHUNK_SHIFT));
                     f.instruction(&I::I32ShrU);
                 };
-                first(f);
-                f.instruction(&I::I32Const(1));
-                f.instruction(&I::LocalGet(s.addr));
+                // Up to a chunk's length, the range lies in at most two chunks: the
+                // first byte's and the last's, marked with two stores (a fill of the
+                // map would be a call). Of length 0, it marks a chunk nothing wrote,
+                // or one past the end of memory, which the host never reads.
                 f.instruction(&I::LocalGet(s.len));
-                f.instruction(&I::I32Add);
+                f.instruction(&I::I32Const(CHUNK as i32));
+                f.instruction(&I::I32GtU);
+                f.instruction(&I::If(wasm_encoder::BlockType::Empty));
+                // Longer: a fill of the map, from the first byte's chunk over
+                // ((dst + len - 1) >> 12) - (dst >> 12) + 1 chunks.
+                chunk_of(f, false);
                 f.instruction(&I::I32Const(1));
-                f.instruction(&I::I32Sub);
-                f.instruction(&I::I32Const(CHUNK_SHIFT));
-                f.instruction(&I::I32ShrU);
-                first(f);
+                chunk_of(f, true);
+                chunk_of(f, false);
                 f.instruction(&I::I32Sub);
                 f.instruction(&I::I32Const(1));
                 f.instruction(&I::I32Add);
-                f.instruction(&I::I32Const(0));
-                f.instruction(&I::LocalGet(s.len));
-                f.instruction(&I::Select);
                 f.instruction(&I::MemoryFill(self.map));
+                f.instruction(&I::Else);
+                for last in [false, true] {
+                    chunk_of(f, last);
+                    f.instruction(&I::I32Const(1));
+                    f.instruction(&I::I32Store8(mark));
+                }
+                f.instruction(&I::End);
                 f.instruction(&I::LocalGet(s.addr));
                 f.instruction(&I::LocalGet(v));
                 f.instruction(&I::LocalGet(s.len));
@@ -379,12 +392,16 @@ mod tests {
         let out = mark_writes(&wasm).expect("rewritten");
         let ops = ops(&out);
         let marks = ops.iter().filter(|o| o.contains("memory: 1")).count();
-        assert_eq!(marks, 3, "one store8 into the map per store: {ops:#?}");
+        assert_eq!(
+            marks,
+            3 + 3 * 2,
+            "a store8 into the map per store, two per short bulk write: {ops:#?}"
+        );
         let fills = ops
             .iter()
             .filter(|o| o.starts_with("MemoryFill { mem: 1"))
             .count();
-        assert_eq!(fills, 3, "one fill of the map per bulk write");
+        assert_eq!(fills, 3, "a fill of the map per bulk write, for long ones");
         let mut exported = false;
         for p in Parser::new(0).parse_all(&out) {
             if let Payload::ExportSection(r) = p.unwrap() {

@@ -646,13 +646,14 @@ fn every_write() -> (Vec<u8>, u32) {
                 2 * C + 200
             ),
         ),
-        // memory.copy into chunks 22-23 from the data page.
+        // memory.copy of 100 bytes of the fill's into chunks 22-23, 50 in each: the
+        // second chunk's mark is its own (past the 15 bytes after the first).
         (
-            format!("(i32.load (i32.const {}))", 23 * C),
+            format!("(i32.load (i32.const {}))", 23 * C + 40),
             format!(
-                "(memory.copy (i32.const {}) (i32.const 102400) (i32.const {}))",
-                23 * C - 2,
-                6
+                "(memory.copy (i32.const {}) (i32.const {}) (i32.const 100))",
+                23 * C - 50,
+                19 * C + 5
             ),
         ),
         // memory.init into chunk 24.
