@@ -732,3 +732,22 @@ fn with_marked_chunks_left_alone_every_write_shows() {
     assert_eq!(first.unwrap(), CLEAN);
     assert_eq!(second.unwrap(), format!("LEAK {all:08x}"));
 }
+
+/// A module may not bring a map of its own: the host would take it for the marks of
+/// its writes.
+#[test]
+fn a_module_exporting_the_maps_name_is_refused() {
+    let fields = r#"(memory (export "memory") 1)
+      (memory (export "__wasmrule_reset_dirty") 16 16)"#;
+    let err = match Engine::new(Limits::default(), 2)
+        .unwrap()
+        .compile(&module(fields, RETURN))
+    {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("`__wasmrule_reset_dirty`, a name the host reserves"),
+        "{err}"
+    );
+}
