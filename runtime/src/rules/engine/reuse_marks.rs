@@ -69,9 +69,14 @@ pub(super) fn mark_writes(bytes: &[u8]) -> Option<Vec<u8>> {
         .parse_core_module(&mut module, Parser::new(0), bytes)
         .ok()?;
     let out = module.finish();
-    // The default features less threads: no atomic (or other) write the marks miss.
+    // The default features less those with writes the marks miss: threads (atomics)
+    // and memory control (`memory.discard`, off by default anyway).
     let mut features = WasmFeatures::default();
-    features.remove(WasmFeatures::THREADS | WasmFeatures::SHARED_EVERYTHING_THREADS);
+    features.remove(
+        WasmFeatures::THREADS
+            | WasmFeatures::SHARED_EVERYTHING_THREADS
+            | WasmFeatures::MEMORY_CONTROL,
+    );
     wasmparser::Validator::new_with_features(features)
         .validate_all(&out)
         .ok()?;
@@ -152,7 +157,9 @@ const SCRATCH: [ValType; 7] = [
 ];
 
 impl Reencode for Marker {
-    type Error = std::convert::Infallible;
+    /// More function bodies than the function section declares (the validator would
+    /// refuse the module too; the scratch locals must not be placed by a guess).
+    type Error = &'static str;
 
     fn parse_memory_section(
         &mut self,
@@ -185,7 +192,10 @@ impl Reencode for Marker {
         code: &mut wasm_encoder::CodeSection,
         func: FunctionBody<'_>,
     ) -> Result<(), reencode::Error<Self::Error>> {
-        let params = self.params.get(self.next).copied().unwrap_or(0);
+        let params = *self
+            .params
+            .get(self.next)
+            .ok_or(reencode::Error::UserError("a body without a function"))?;
         self.next += 1;
         let mut locals = Vec::new();
         let mut count = params;
