@@ -301,16 +301,25 @@ fn wasmrule_pid(child: &Child) -> u32 {
     if std::env::var("E2E_WRAP").is_err() {
         return child.id();
     }
-    for _ in 0..100 {
-        let out = Command::new("pgrep")
-            .args(["-P", &child.id().to_string(), "wasmrule"])
-            .output()
-            .unwrap();
-        if let Some(pid) = String::from_utf8_lossy(&out.stdout)
+    // Not always a child of the wrapper: `perf record` runs its workload in a child of
+    // a child. Look through the descendants, level by level.
+    let children = |pid: &str| -> Vec<String> {
+        let out = Command::new("pgrep").args(["-P", pid]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
-            .next()
-        {
-            return pid.parse().unwrap();
+            .map(str::to_owned)
+            .collect()
+    };
+    for _ in 0..100 {
+        let mut level = vec![child.id().to_string()];
+        while !level.is_empty() {
+            for pid in &level {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.starts_with("wasmrule") {
+                    return pid.parse().unwrap();
+                }
+            }
+            level = level.iter().flat_map(|p| children(p)).collect();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
