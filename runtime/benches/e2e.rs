@@ -217,6 +217,21 @@ fn wasmrule_bin() -> std::path::PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmrule").into())
 }
 
+/// The command that runs [`wasmrule_bin`], under E2E_WRAP if that is set
+/// (E2E_WRAP="perf record -g -o /tmp/w.data" profiles the wasmrule process).
+fn wasmrule_command() -> Command {
+    let wrap = std::env::var("E2E_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(wasmrule_bin());
+            c
+        }
+        None => Command::new(wasmrule_bin()),
+    }
+}
+
 fn start_wasmrule(redis: &Redis, mqtt: &Mosquitto, dir: &Path, log: &Path) -> Child {
     start_wasmrule_env(redis, mqtt, dir, log, &[])
 }
@@ -229,35 +244,25 @@ fn start_wasmrule_env(
     log: &Path,
     env: &[(&str, &Path)],
 ) -> Child {
-    // E2E_WRAP="perf record -g -o /tmp/w.data" profiles the wasmrule process.
-    let wrap = std::env::var("E2E_WRAP").unwrap_or_default();
-    let mut words = wrap.split_whitespace();
-    let mut cmd = match words.next() {
-        Some(w) => {
-            let mut c = Command::new(w);
-            c.args(words).arg(wasmrule_bin());
-            c
-        }
-        None => Command::new(wasmrule_bin()),
-    };
-    cmd.args([
-        "run",
-        "--config",
-        &bench_config(log),
-        "--mqtt-url",
-        &mqtt.url(),
-        "--redis-url",
-        &redis.url(),
-        "--rules-dir",
-    ])
-    .arg(dir)
-    .args(["--qos", "0"])
-    .env("WASMRULE_LOG", "info")
-    .envs(env.iter().copied())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap())
-    .spawn()
-    .expect("wasmrule binary")
+    wasmrule_command()
+        .args([
+            "run",
+            "--config",
+            &bench_config(log),
+            "--mqtt-url",
+            &mqtt.url(),
+            "--redis-url",
+            &redis.url(),
+            "--rules-dir",
+        ])
+        .arg(dir)
+        .args(["--qos", "0"])
+        .env("WASMRULE_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("wasmrule binary")
 }
 
 /// A config beside `log` with the default limits: the rule deadline is CPU time, so a
@@ -436,7 +441,7 @@ async fn through_embedded(payloads: &[(String, String)]) -> (f64, f64) {
     std::fs::copy(dist("store-last-message"), dir.path().join("slm.wasm")).unwrap();
     let log = dir.path().join("wasmrule.log");
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmrule"))
+    let mut child = wasmrule_command()
         .args(["run", "--embedded-broker", &format!("127.0.0.1:{port}")])
         .args(["--config", &bench_config(&log)])
         .args([
