@@ -233,8 +233,8 @@ impl Reencode for Marker {
 /// A write to memory 0, as the rewrite sees it.
 #[derive(Clone, Copy)]
 enum Write {
-    /// A store of `bytes` bytes of a value of type `value` at `addr + offset`; operands
-    /// `[addr, value]`.
+    /// A store of a value of type `value` at `addr + offset` (at most `SPILL + 1`
+    /// bytes); operands `[addr, value]`.
     Store { offset: u64, value: ValType },
     /// `memory.fill` (`[dst, byte, len]`), `memory.copy` and `memory.init`
     /// (`[dst, src, len]`): `len` bytes at `dst`.
